@@ -1,0 +1,31 @@
+"""mcastio: asyncio IP multicast on every interface of a multi-homed host."""
+
+from ._endpoint import EndpointStats, MulticastEndpoint
+from ._errors import EndpointClosedError, MembershipLimitError, MulticastError
+from ._model import Datagram, Interface, SendResult
+from ._protocol import MulticastProtocol, MulticastTransport, create_multicast_endpoint
+from ._subscription import Subscription
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "Datagram",
+    "EndpointClosedError",
+    "EndpointStats",
+    "Interface",
+    "MembershipLimitError",
+    "MulticastEndpoint",
+    "MulticastError",
+    "MulticastProtocol",
+    "MulticastTransport",
+    "SendResult",
+    "Subscription",
+    "create_multicast_endpoint",
+]
+
+# Present public objects as living at the top level, as httpcore does.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("mcastio._"):
+        _obj.__module__ = "mcastio"
+del _name, _obj

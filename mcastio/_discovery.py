@@ -1,0 +1,121 @@
+"""Read the host's interfaces into a pure snapshot (``tuple[Interface, ...]``).
+
+This is the only module that asks psutil and netifaces; everything downstream
+works on the returned values.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from collections.abc import Mapping
+
+import netifaces
+import psutil
+
+from ._model import Interface
+
+__all__ = ["default_route_interfaces", "parse_if_inet6", "read_snapshot"]
+
+_log = logging.getLogger("mcastio")
+
+# /proc/net/if_inet6 flag bits (include/uapi/linux/if_addr.h).
+_IFA_F_DADFAILED = 0x08
+_IFA_F_TENTATIVE = 0x40
+
+
+def parse_if_inet6(text: str) -> dict[str, set[ipaddress.IPv6Address]]:
+    """Addresses per interface that are *not* usable (tentative or failed DAD)."""
+    unusable: dict[str, set[ipaddress.IPv6Address]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) != 6:
+            continue
+        hexaddr, _idx, _plen, _scope, flags, name = parts
+        if int(flags, 16) & (_IFA_F_TENTATIVE | _IFA_F_DADFAILED):
+            unusable.setdefault(name, set()).add(ipaddress.IPv6Address(bytes.fromhex(hexaddr)))
+    return unusable
+
+
+def _read_unusable_v6() -> dict[str, set[ipaddress.IPv6Address]]:
+    try:
+        with open("/proc/net/if_inet6", encoding="ascii") as f:
+            return parse_if_inet6(f.read())
+    except OSError:
+        # No IPv6 in this kernel or namespace: nothing can be tentative.
+        return {}
+
+
+def default_route_interfaces() -> set[str]:
+    """Names of the interfaces that carry an IPv4 or IPv6 default route."""
+    try:
+        gateways: Mapping[object, object] = netifaces.gateways()
+    except OSError as exc:
+        _log.debug("cannot read the routing table: %s", exc)
+        return set()
+    defaults = gateways.get("default", {})
+    names: set[str] = set()
+    if isinstance(defaults, Mapping):
+        for entry in defaults.values():
+            if isinstance(entry, tuple) and len(entry) >= 2:
+                names.add(str(entry[1]))
+    return names
+
+
+def _prefixlen(netmask: str | None, bits: int) -> int:
+    """psutil gives dotted or colon-hex masks; count their leading one bits."""
+    if not netmask:
+        return bits
+    try:
+        packed = ipaddress.ip_address(netmask).packed
+    except ValueError:
+        return bits
+    value = int.from_bytes(packed, "big")
+    return bin(value).count("1") if len(packed) * 8 == bits else bits
+
+
+def _v6(addr: str, netmask: str | None) -> ipaddress.IPv6Interface:
+    host = addr.split("%", 1)[0]
+    return ipaddress.IPv6Interface(f"{host}/{_prefixlen(netmask, 128)}")
+
+
+def read_snapshot() -> tuple[Interface, ...]:
+    """One consistent-enough reading of every interface on the host, sorted by index."""
+    addrs = psutil.net_if_addrs()
+    stats = psutil.net_if_stats()
+    defaults = default_route_interfaces()
+    unusable = _read_unusable_v6()
+    result: list[Interface] = []
+    for name in set(addrs) | set(stats):
+        try:
+            index = socket.if_nametoindex(name)
+        except OSError:
+            continue  # Vanished between the two reads; the next snapshot settles it.
+        st = stats.get(name)
+        flags = set(st.flags.split(",")) if st is not None and st.flags else set()
+        ipv4: list[ipaddress.IPv4Interface] = []
+        ipv6: list[ipaddress.IPv6Interface] = []
+        for a in addrs.get(name, ()):
+            if a.family == socket.AF_INET:
+                ipv4.append(ipaddress.IPv4Interface(f"{a.address}/{_prefixlen(a.netmask, 32)}"))
+            elif a.family == socket.AF_INET6:
+                v6 = _v6(a.address, a.netmask)
+                if v6.ip not in unusable.get(name, ()):
+                    ipv6.append(v6)
+        result.append(
+            Interface(
+                name=name,
+                index=index,
+                up="up" in flags or bool(st and st.isup),
+                running="running" in flags,
+                multicast="multicast" in flags,
+                loopback="loopback" in flags,
+                ipv4=tuple(ipv4),
+                ipv6=tuple(ipv6),
+                is_default=name in defaults,
+            )
+        )
+    result.sort(key=lambda i: i.index)
+    return tuple(result)
+

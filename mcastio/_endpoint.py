@@ -1,0 +1,490 @@
+"""``MulticastEndpoint``: receive on every interface, send out of every interface."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+from . import _net
+from ._discovery import read_snapshot
+from ._errors import EndpointClosedError, MembershipLimitError, MulticastError
+from ._model import (
+    Datagram,
+    Interface,
+    InterfaceSelector,
+    Plan,
+    SendResult,
+    parse_group,
+    plan_changes,
+    select_interfaces,
+    validate_payload,
+    validate_port,
+    validate_queue_size,
+    validate_ttl,
+)
+from ._subscription import Subscription
+
+__all__ = ["EndpointStats", "MulticastEndpoint"]
+
+_log = logging.getLogger("mcastio")
+
+# Datagrams read per readiness event before yielding to other tasks: large enough
+# to amortise the event-loop turn, small enough not to starve consumers.
+_DRAIN_BUDGET = 256
+
+SnapshotSource = Callable[[], Sequence[Interface]]
+Sink = Callable[[list[Datagram]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointStats:
+    """Counters since the endpoint started."""
+
+    received: int
+    #: Datagrams that reached the port but were not sent to the group (unicast,
+    #: broadcast): not group traffic, so never handed to subscribers.
+    not_for_group: int
+    #: Datagrams larger than the receive buffer, discarded.
+    truncated: int
+    #: Datagrams dropped from full subscriber queues, summed over subscribers.
+    dropped: int
+
+
+class _Receiver:
+    """One receive socket and the interfaces joined on it."""
+
+    __slots__ = ("joined", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.joined: set[int] = set()
+
+
+@dataclass(slots=True)
+class _Member:
+    iface: Interface
+    receiver: _Receiver
+    tx: socket.socket
+
+
+class MulticastEndpoint:
+    """Join ``group`` on every eligible interface and send out of each of them.
+
+    ``interfaces`` narrows the set: a list of names, or a predicate over
+    :class:`Interface`. ``ttl`` (default 1) keeps traffic on the local links;
+    ``loopback`` (default off) controls whether this host's own programs see what
+    it sends. Each subscriber queues at most ``queue_size`` datagrams.
+    """
+
+    def __init__(
+        self,
+        group: str,
+        port: int,
+        *,
+        interfaces: InterfaceSelector = None,
+        ttl: int = 1,
+        loopback: bool = False,
+        queue_size: int = 1024,
+        snapshot_source: SnapshotSource | None = None,
+    ) -> None:
+        self._group = parse_group(group)
+        self._group_str = str(self._group)
+        self._port = validate_port(port)
+        self._ttl = validate_ttl(ttl)
+        self._loopback = bool(loopback)
+        self._queue_size = validate_queue_size(queue_size)
+        if interfaces is not None and not callable(interfaces) and isinstance(interfaces, str):
+            raise ValueError(f"interfaces must be a list of names, not the string {interfaces!r}")
+        self._selector = interfaces
+        self._snapshot_source: SnapshotSource = snapshot_source or read_snapshot
+        self._dest: tuple[str, int] = (self._group_str, self._port)
+
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._state = "new"  # new -> open -> closed
+        self._receivers: list[_Receiver] = []
+        self._members: dict[int, _Member] = {}
+        self._names: dict[int, str] = {}
+        self._subs: dict[int, weakref.ref[Subscription]] = {}
+        self._extra_sinks: list[Sink] = []
+        self._sinks: tuple[Sink, ...] = ()
+        self._received = 0
+        self._not_for_group = 0
+        self._truncated = 0
+        self._dropped_by_gone = 0
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    @property
+    def group(self) -> str:
+        return self._group_str
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        return self._group.family
+
+    @property
+    def closed(self) -> bool:
+        return self._state == "closed"
+
+    @property
+    def interfaces(self) -> tuple[Interface, ...]:
+        """The interfaces this endpoint currently receives and sends on."""
+        return tuple(m.iface for _, m in sorted(self._members.items()))
+
+    async def start(self) -> None:
+        """Open the sockets and join the group on every selected interface."""
+        if self._state == "open":
+            return
+        if self._state == "closed":
+            raise EndpointClosedError("this endpoint was closed; create a new one")
+        self._loop = asyncio.get_running_loop()
+        snapshot = self._snapshot_source()
+        desired = select_interfaces(snapshot, self._group, self._selector)
+        if not desired:
+            raise MulticastError(_explain_no_interfaces(snapshot, self._group_str, self._selector))
+        self._state = "open"
+        try:
+            failures = self._apply(plan_changes({}, desired))
+            if not self._members:
+                raise MulticastError(
+                    f"could not join {self._group_str} on any interface"
+                ) from (failures[0] if failures else None)
+        except BaseException:
+            self._teardown()
+            raise
+
+    async def aclose(self) -> None:
+        """Leave the group, close every socket and end every iterator. Idempotent."""
+        if self._state == "closed":
+            return
+        self._teardown()
+
+    def _teardown(self) -> None:
+        self._state = "closed"
+        for ref in list(self._subs.values()):
+            sub = ref()
+            if sub is not None:
+                sub._on_close = None
+                sub._end()
+        self._subs.clear()
+        self._extra_sinks.clear()
+        self._sinks = ()
+        for member in self._members.values():
+            member.tx.close()
+        self._members.clear()
+        for receiver in self._receivers:
+            if self._loop is not None:
+                self._loop.remove_reader(receiver.sock.fileno())
+            # Closing the socket drops its memberships; the kernel sends the leaves.
+            receiver.sock.close()
+        self._receivers.clear()
+
+    async def __aenter__(self) -> MulticastEndpoint:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        names = ",".join(m.iface.name for m in self._members.values())
+        return f"<MulticastEndpoint {self._group_str}:{self._port} {self._state} [{names}]>"
+
+    # -- membership ----------------------------------------------------------------
+
+    def _apply(self, plan: Plan) -> list[MulticastError]:
+        """Carry out ``plan``, all-or-nothing per interface; return the failures."""
+        failures: list[MulticastError] = []
+        for iface in plan.remove:
+            self._drop_member(iface.index)
+            _log.info("left %s on %s (index %d)", self._group_str, iface.name, iface.index)
+        for old, new in plan.change:
+            member = self._members[old.index]
+            try:
+                tx = _net.open_sender(self._group, new, self._ttl, self._loopback)
+            except MulticastError as exc:
+                _log.warning("keeping the old transmit socket on %s: %s", new.name, exc)
+                failures.append(exc)
+                continue
+            member.tx.close()
+            member.tx = tx
+            member.iface = new
+            self._names[new.index] = new.name
+            _log.info("updated %s (index %d) for %s", new.name, new.index, self._group_str)
+        for iface in plan.add:
+            try:
+                self._add_member(iface)
+            except MulticastError as exc:
+                _log.warning("could not use %s for %s: %s", iface.name, self._group_str, exc)
+                failures.append(exc)
+            else:
+                _log.info("joined %s on %s (index %d)", self._group_str, iface.name, iface.index)
+        return failures
+
+    def _add_member(self, iface: Interface) -> None:
+        receiver = self._join_somewhere(iface)
+        try:
+            tx = _net.open_sender(self._group, iface, self._ttl, self._loopback)
+        except BaseException:
+            # Receiving without being able to send would be half an interface.
+            self._leave(receiver, iface)
+            raise
+        self._members[iface.index] = _Member(iface, receiver, tx)
+        self._names[iface.index] = iface.name
+
+    def _join_somewhere(self, iface: Interface) -> _Receiver:
+        for receiver in self._receivers:
+            try:
+                _net.join(receiver.sock, self._group, iface)
+            except MembershipLimitError:
+                continue
+            receiver.joined.add(iface.index)
+            return receiver
+        # Every socket is at the kernel's per-socket cap: spread onto a new one,
+        # since datagrams reach only the socket holding the (group, ifindex) membership.
+        receiver = self._open_receiver()
+        try:
+            _net.join(receiver.sock, self._group, iface)
+        except BaseException:
+            self._close_receiver_if_empty(receiver)
+            raise
+        receiver.joined.add(iface.index)
+        return receiver
+
+    def _open_receiver(self) -> _Receiver:
+        assert self._loop is not None
+        receiver = _Receiver(_net.open_receiver(self._group, self._port))
+        self._receivers.append(receiver)
+        self._loop.add_reader(receiver.sock.fileno(), self._on_readable, receiver.sock)
+        return receiver
+
+    def _close_receiver_if_empty(self, receiver: _Receiver) -> None:
+        if receiver.joined or receiver not in self._receivers:
+            return
+        self._receivers.remove(receiver)
+        if self._loop is not None:
+            self._loop.remove_reader(receiver.sock.fileno())
+        receiver.sock.close()
+
+    def _leave(self, receiver: _Receiver, iface: Interface) -> None:
+        receiver.joined.discard(iface.index)
+        try:
+            _net.leave(receiver.sock, self._group, iface)
+        except MulticastError as exc:
+            _log.warning("%s", exc)
+        self._close_receiver_if_empty(receiver)
+
+    def _drop_member(self, index: int) -> None:
+        member = self._members.pop(index)
+        member.tx.close()
+        self._leave(member.receiver, member.iface)
+
+    # -- receiving -----------------------------------------------------------------
+
+    def subscribe(self, queue_size: int | None = None) -> Subscription:
+        """A new independent reader; ``async for dgram in ep`` makes one implicitly.
+
+        Datagrams that arrive before the first subscriber exists are not kept, so
+        subscribe before sending a request whose answers you want.
+        """
+        if self._state != "open":
+            raise EndpointClosedError(
+                "subscribe() needs a started endpoint: use 'async with' or await start()"
+            )
+        assert self._loop is not None
+        size = self._queue_size if queue_size is None else validate_queue_size(queue_size)
+        sub = Subscription(size, self._loop)
+        key = id(sub)
+        self._subs[key] = weakref.ref(sub, lambda _r, key=key: self._forget(key))
+        sub._on_close = lambda s: self._forget(id(s), s.dropped)
+        self._rebuild_sinks()
+        return sub
+
+    def __aiter__(self) -> Subscription:
+        return self.subscribe()
+
+    def _forget(self, key: int, dropped: int = 0) -> None:
+        if self._subs.pop(key, None) is not None:
+            self._dropped_by_gone += dropped
+            self._rebuild_sinks()
+
+    def _add_sink(self, sink: Sink) -> None:
+        self._extra_sinks.append(sink)
+        self._rebuild_sinks()
+
+    def _rebuild_sinks(self) -> None:
+        feeds: list[Sink] = []
+        for ref in self._subs.values():
+            sub = ref()
+            if sub is not None:
+                feeds.append(sub._feed)
+        self._sinks = (*feeds, *self._extra_sinks)
+
+    @property
+    def stats(self) -> EndpointStats:
+        dropped = self._dropped_by_gone
+        for ref in self._subs.values():
+            sub = ref()
+            if sub is not None:
+                dropped += sub.dropped
+        return EndpointStats(self._received, self._not_for_group, self._truncated, dropped)
+
+    def _on_readable(self, sock: socket.socket) -> None:
+        batch: list[Datagram] = []
+        append = batch.append
+        recvmsg = sock.recvmsg
+        group = self._group_str
+        names = self._names
+        parse = _net.parse_pktinfo
+        for _ in range(_DRAIN_BUDGET):
+            try:
+                data, anc, flags, source = recvmsg(_net.RECV_BUFSIZE, _net.ANC_BUFSIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                # An unconnected UDP socket has no peer errors to report; log and move on.
+                _log.warning("receive error on %s:%d: %s", group, self._port, exc)
+                break
+            if flags & socket.MSG_TRUNC:
+                self._truncated += 1
+                continue
+            info = parse(anc)
+            if info is None or info[1] != group:
+                self._not_for_group += 1
+                continue
+            name = names.get(info[0])
+            if name is None:
+                name = _index_to_name(info[0])
+            append(Datagram(data, source, group, name))
+        if batch:
+            self._received += len(batch)
+            for sink in self._sinks:
+                sink(batch)
+
+    # -- sending -------------------------------------------------------------------
+
+    def _check_send(self, data: object) -> bytes | bytearray | memoryview:
+        if self._state != "open":
+            raise EndpointClosedError(
+                "cannot send on an endpoint that is not open"
+                + (" (it was closed)" if self._state == "closed" else "; await start() first")
+            )
+        return validate_payload(data, self._group)
+
+    def send_all_nowait(self, data: bytes | bytearray | memoryview) -> tuple[SendResult, ...]:
+        """Send one copy out of every current interface without waiting.
+
+        A full socket buffer shows up as a ``BlockingIOError`` in that interface's result.
+        """
+        payload = self._check_send(data)
+        return tuple(self._send_member(m, payload) for m in self._members.values())
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> tuple[SendResult, ...]:
+        """Send one copy out of every current interface; one result per interface.
+
+        A failure on one interface is reported in its result and never raises.
+        """
+        payload = self._check_send(data)
+        results: list[SendResult] = []
+        for member in list(self._members.values()):
+            result = self._send_member(member, payload)
+            if isinstance(result.error, BlockingIOError):
+                result = await self._send_when_writable(member, payload)
+            results.append(result)
+        return tuple(results)
+
+    def send_nowait(self, data: bytes | bytearray | memoryview, *, interface: str) -> SendResult:
+        """Send one copy out of the named interface without waiting; errors are in the result."""
+        payload = self._check_send(data)
+        return self._send_member(self._member_named(interface), payload)
+
+    async def send(self, data: bytes | bytearray | memoryview, *, interface: str) -> SendResult:
+        """Send one copy out of the named interface; raises ``MulticastError`` on failure."""
+        payload = self._check_send(data)
+        member = self._member_named(interface)
+        result = self._send_member(member, payload)
+        if isinstance(result.error, BlockingIOError):
+            result = await self._send_when_writable(member, payload)
+        if result.error is not None:
+            raise MulticastError(
+                f"sending to {self._group_str}:{self._port} on {interface} failed: {result.error}"
+            ) from result.error
+        return result
+
+    def _member_named(self, interface: str) -> _Member:
+        for member in self._members.values():
+            if member.iface.name == interface:
+                return member
+        current = ", ".join(m.iface.name for m in self._members.values()) or "none"
+        raise ValueError(
+            f"{interface!r} is not one of this endpoint's interfaces (current: {current})"
+        )
+
+    def _send_member(self, member: _Member, payload: bytes | bytearray | memoryview) -> SendResult:
+        try:
+            sent = member.tx.sendto(payload, self._dest)
+        except OSError as exc:
+            return SendResult(member.iface.name, exc)
+        return SendResult(member.iface.name, None, sent)
+
+    async def _send_when_writable(
+        self, member: _Member, payload: bytes | bytearray | memoryview
+    ) -> SendResult:
+        assert self._loop is not None
+        loop = self._loop
+        fd = member.tx.fileno()
+        waiter: asyncio.Future[None] = loop.create_future()
+        loop.add_writer(fd, lambda: waiter.done() or waiter.set_result(None))
+        try:
+            await asyncio.wait_for(waiter, 1.0)
+        except asyncio.TimeoutError as exc:
+            return SendResult(member.iface.name, OSError(f"socket stayed full: {exc!r}"))
+        finally:
+            if member.tx.fileno() != -1:
+                loop.remove_writer(fd)
+        return self._send_member(member, payload)
+
+
+def _index_to_name(index: int) -> str:
+    try:
+        return socket.if_indextoname(index)
+    except OSError:
+        return f"if{index}"
+
+
+def _explain_no_interfaces(
+    snapshot: Sequence[Interface], group: str, selector: InterfaceSelector
+) -> str:
+    lines = [f"no interface can carry {group}:"]
+    for iface in snapshot:
+        why = []
+        if iface.loopback:
+            why.append("loopback")
+        if not iface.up:
+            why.append("down")
+        elif not iface.running:
+            why.append("no carrier")
+        if not iface.multicast:
+            why.append("no MULTICAST flag")
+        if ":" not in group and not iface.ipv4:
+            why.append("no IPv4 address")
+        if ":" in group and not iface.ipv6:
+            why.append("no IPv6 address")
+        lines.append(f"  {iface.name}: {', '.join(why) or 'excluded by the interfaces= selector'}")
+    if selector is not None:
+        lines.append("  (an interfaces= selector was given)")
+    return "\n".join(lines)

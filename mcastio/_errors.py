@@ -1,0 +1,17 @@
+"""The exception hierarchy: one root, so callers can catch everything mcastio raises."""
+
+from __future__ import annotations
+
+__all__ = ["EndpointClosedError", "MembershipLimitError", "MulticastError"]
+
+
+class MulticastError(Exception):
+    """Root of every error mcastio raises, except ``ValueError`` for bad arguments."""
+
+
+class EndpointClosedError(MulticastError):
+    """The endpoint was used after ``aclose()`` or before ``start()``."""
+
+
+class MembershipLimitError(MulticastError):
+    """The kernel refused another group membership (``net.ipv4.igmp_max_memberships``)."""

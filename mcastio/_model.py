@@ -1,0 +1,262 @@
+"""Pure values and decisions: no sockets, no asyncio, no reads of the host.
+
+Everything here takes its inputs as arguments (snapshots, options) so it can be
+tested in microseconds, in the style of h11's state machine.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "MAX_PAYLOAD_V4",
+    "MAX_PAYLOAD_V6",
+    "Datagram",
+    "Group",
+    "Interface",
+    "InterfaceSelector",
+    "Plan",
+    "SendResult",
+    "is_eligible",
+    "parse_group",
+    "plan_changes",
+    "select_interfaces",
+    "validate_payload",
+    "validate_port",
+    "validate_queue_size",
+    "validate_ttl",
+]
+
+# 65535 minus the 20-byte IPv4 header and the 8-byte UDP header.
+MAX_PAYLOAD_V4 = 65507
+# 65535 minus the 8-byte UDP header; the IPv6 header is not counted in the payload length.
+MAX_PAYLOAD_V6 = 65527
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A validated multicast group address."""
+
+    address: IPAddress
+    family: socket.AddressFamily
+    scope: str
+
+    def __str__(self) -> str:
+        return str(self.address)
+
+    @property
+    def link_scoped(self) -> bool:
+        return self.scope in ("link-local", "interface-local")
+
+    @property
+    def max_payload(self) -> int:
+        return MAX_PAYLOAD_V4 if self.family == socket.AF_INET else MAX_PAYLOAD_V6
+
+
+_V6_SCOPES = {
+    0x1: "interface-local",
+    0x2: "link-local",
+    0x3: "realm-local",
+    0x4: "admin-local",
+    0x5: "site-local",
+    0x8: "organization-local",
+    0xE: "global",
+}
+
+
+def _v4_scope(addr: ipaddress.IPv4Address) -> str:
+    if addr in ipaddress.IPv4Network("224.0.0.0/24"):
+        return "link-local"
+    if addr in ipaddress.IPv4Network("232.0.0.0/8"):
+        return "source-specific"
+    if addr in ipaddress.IPv4Network("239.0.0.0/8"):
+        return "administrative"
+    return "global"
+
+
+def parse_group(group: str) -> Group:
+    """Parse and check a multicast group, raising ``ValueError`` a user can act on."""
+    if not isinstance(group, str):
+        raise ValueError(f"group must be a string such as '239.255.0.1', not {group!r}")
+    try:
+        addr = ipaddress.ip_address(group.strip())
+    except ValueError as exc:
+        raise ValueError(
+            f"group {group!r} is not an IP address; give a multicast address such as "
+            "'239.255.0.1' or 'ff02::1:3'"
+        ) from exc
+    if not addr.is_multicast:
+        raise ValueError(
+            f"group {group!r} is not a multicast address; IPv4 groups lie in 224.0.0.0/4 "
+            "and IPv6 groups in ff00::/8 (for private use pick one in 239.255.0.0/16)"
+        )
+    if isinstance(addr, ipaddress.IPv4Address):
+        return Group(addr, socket.AF_INET, _v4_scope(addr))
+    scope_code = addr.packed[1] & 0x0F
+    if scope_code == 0x1:
+        raise ValueError(
+            f"group {group!r} is interface-local (ff01::/16) and never leaves the host; "
+            "use a link-local (ff02::) or wider group"
+        )
+    return Group(addr, socket.AF_INET6, _V6_SCOPES.get(scope_code, f"scope-{scope_code:x}"))
+
+
+def validate_port(port: int) -> int:
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"port must be an integer from 1 to 65535, not {port!r}")
+    return port
+
+
+def validate_ttl(ttl: int) -> int:
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= 255:
+        raise ValueError(f"ttl must be an integer from 0 to 255 (1 keeps traffic on the link), not {ttl!r}")
+    return ttl
+
+
+def validate_queue_size(size: int) -> int:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"queue_size must be a positive integer, not {size!r}")
+    return size
+
+
+def validate_payload(data: object, group: Group) -> bytes | bytearray | memoryview:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
+    size = data.nbytes if isinstance(data, memoryview) else len(data)
+    if size > group.max_payload:
+        raise ValueError(
+            f"datagram of {size} bytes exceeds the UDP maximum of {group.max_payload} bytes "
+            f"for {'IPv4' if group.family == socket.AF_INET else 'IPv6'}; split it"
+        )
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class Interface:
+    """One network interface as seen at one moment."""
+
+    name: str
+    index: int
+    up: bool = True
+    running: bool = True
+    multicast: bool = True
+    loopback: bool = False
+    ipv4: tuple[ipaddress.IPv4Interface, ...] = ()
+    ipv6: tuple[ipaddress.IPv6Interface, ...] = ()
+    is_default: bool = False
+
+    def addresses(self, family: socket.AddressFamily) -> tuple[str, ...]:
+        items: Iterable[ipaddress.IPv4Interface | ipaddress.IPv6Interface]
+        items = self.ipv4 if family == socket.AF_INET else self.ipv6
+        return tuple(str(a.ip) for a in items)
+
+
+InterfaceSelector = Sequence[str] | Callable[[Interface], bool] | None
+
+
+def is_eligible(iface: Interface, group: Group) -> bool:
+    """Whether the default policy would join ``group`` on ``iface``."""
+    if not (iface.up and iface.running and iface.multicast) or iface.loopback:
+        return False
+    if group.family == socket.AF_INET:
+        return bool(iface.ipv4)
+    if group.link_scoped:
+        return bool(iface.ipv6)
+    # A wider-scope group needs a source address that may leave the link.
+    return any(not a.ip.is_link_local for a in iface.ipv6)
+
+
+def select_interfaces(
+    snapshot: Sequence[Interface], group: Group, selector: InterfaceSelector
+) -> tuple[Interface, ...]:
+    """The interfaces to join on: eligible ones, narrowed by the user's selector.
+
+    Names that do not exist in the snapshot raise ``ValueError``; named interfaces
+    that exist but are down are simply left out until they come up.
+    """
+    if selector is not None and not callable(selector):
+        if isinstance(selector, str):
+            raise ValueError(f"interfaces must be a list of names, not the string {selector!r}")
+        wanted = list(selector)
+        known = {i.name for i in snapshot}
+        unknown = [n for n in wanted if n not in known]
+        if unknown:
+            raise ValueError(
+                f"unknown interface name(s) {', '.join(map(repr, unknown))}; "
+                f"this host has {', '.join(sorted(known)) or 'no interfaces'}"
+            )
+        names = set(wanted)
+        return tuple(i for i in snapshot if i.name in names and is_eligible(i, group))
+    chosen = tuple(i for i in snapshot if is_eligible(i, group))
+    if selector is not None:
+        chosen = tuple(i for i in chosen if selector(i))
+    return chosen
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to do to move from the current memberships to the desired ones."""
+
+    add: tuple[Interface, ...] = ()
+    remove: tuple[Interface, ...] = ()
+    # (old, new) pairs: same index, but the addresses or flags that matter moved.
+    change: tuple[tuple[Interface, Interface], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.add or self.remove or self.change)
+
+
+def plan_changes(current: Mapping[int, Interface], desired: Sequence[Interface]) -> Plan:
+    """Diff the joined interfaces (keyed by index) against the desired set.
+
+    Keyed by index, not name: an interface deleted and re-created under the same
+    name gets a new index, and the old membership died with the old device.
+    """
+    want = {i.index: i for i in desired}
+    add = tuple(i for idx, i in want.items() if idx not in current)
+    remove = tuple(i for idx, i in current.items() if idx not in want)
+    change = tuple(
+        (current[idx], i)
+        for idx, i in want.items()
+        if idx in current and _tx_identity(current[idx]) != _tx_identity(i)
+    )
+    return Plan(add=add, remove=remove, change=change)
+
+
+def _tx_identity(iface: Interface) -> tuple[object, ...]:
+    # A transmit socket depends on the name and the source address it was built with.
+    return (
+        iface.name,
+        iface.ipv4[0].ip if iface.ipv4 else None,
+        tuple(a.ip for a in iface.ipv6),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Datagram:
+    """One received datagram."""
+
+    data: bytes
+    #: (host, port) for IPv4; (host, port, flowinfo, scope_id) for IPv6.
+    source: tuple[str, int] | tuple[str, int, int, int]
+    group: str
+    #: Name of the interface the datagram arrived on, e.g. ``"eth1"``.
+    interface: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """The outcome of sending one copy on one interface."""
+
+    interface: str
+    error: OSError | None = None
+    sent: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None

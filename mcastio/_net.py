@@ -1,0 +1,197 @@
+"""Every setsockopt, ancillary-data layout and errno decision lives here.
+
+Each kernel quirk carries a one-line note saying why. Nothing here knows about
+asyncio: these are blocking-free helpers over non-blocking sockets.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+import struct
+from collections.abc import Sequence
+
+from ._errors import MembershipLimitError, MulticastError
+from ._model import Group, Interface
+
+__all__ = [
+    "ANC_BUFSIZE",
+    "RECV_BUFSIZE",
+    "is_gone_error",
+    "join",
+    "leave",
+    "open_receiver",
+    "open_sender",
+    "parse_pktinfo",
+]
+
+# Python's socket module lacks several Linux constants; values from the uapi headers.
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
+IPV6_MULTICAST_ALL = getattr(socket, "IPV6_MULTICAST_ALL", 29)
+IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
+IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
+MCAST_JOIN_SOURCE_GROUP = getattr(socket, "MCAST_JOIN_SOURCE_GROUP", 46)
+MCAST_LEAVE_SOURCE_GROUP = getattr(socket, "MCAST_LEAVE_SOURCE_GROUP", 47)
+
+# Largest UDP payload plus one, so MSG_TRUNC can tell an oversize datagram apart.
+RECV_BUFSIZE = 65536
+ANC_BUFSIZE = socket.CMSG_SPACE(64)
+
+# struct in_pktinfo { int ifindex; in_addr spec_dst; in_addr addr; }
+_IN_PKTINFO = struct.Struct("=i4s4s")
+# struct in6_pktinfo { in6_addr addr; unsigned int ifindex; }
+_IN6_PKTINFO = struct.Struct("=16sI")
+# struct ip_mreqn { in_addr multiaddr; in_addr address; int ifindex; }
+_IP_MREQN = struct.Struct("=4s4si")
+# struct ipv6_mreq { in6_addr multiaddr; unsigned int ifindex; }
+_IPV6_MREQ = struct.Struct("=16sI")
+
+
+def open_receiver(group: Group, port: int) -> socket.socket:
+    """A non-blocking socket bound to the port, joined to nothing yet."""
+    sock = socket.socket(group.family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    try:
+        # Lets avahi, another mcastio endpoint or any program using the same port coexist.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if group.family == socket.AF_INET:
+            # Default 1 delivers every group any socket on the host joined on this port.
+            sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+            # The only way to learn the arrival interface and the destination address.
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            sock.bind(("0.0.0.0", port))
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+            except OSError as exc:
+                # Linux < 4.20 lacks the option; other groups may then leak in.
+                if exc.errno not in (errno.ENOPROTOOPT, errno.EINVAL):
+                    raise
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+            sock.bind(("::", port))
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise MulticastError(f"cannot open a receive socket on port {port}: {exc}") from exc
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _membership(group: Group, iface: Interface, source: str | None) -> tuple[int, int, bytes]:
+    if source is not None:
+        # struct group_source_req { u32 interface; sockaddr_storage group, source; }
+        # with sockaddr_storage 8-byte aligned, so 4 bytes of padding after the index.
+        g = _sockaddr(group.address)
+        s = _sockaddr(ipaddress.ip_address(source))
+        level = socket.IPPROTO_IP if group.family == socket.AF_INET else socket.IPPROTO_IPV6
+        return level, MCAST_JOIN_SOURCE_GROUP, struct.pack("=I4x128s128s", iface.index, g, s)
+    if group.family == socket.AF_INET:
+        # ip_mreqn by index: a join by address fails with EADDRINUSE on a second
+        # address of the same interface and would join the same device twice.
+        mreq = _IP_MREQN.pack(group.address.packed, b"\0\0\0\0", iface.index)
+        return socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq
+    return (
+        socket.IPPROTO_IPV6,
+        socket.IPV6_JOIN_GROUP,
+        _IPV6_MREQ.pack(group.address.packed, iface.index),
+    )
+
+
+def _sockaddr(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
+    if isinstance(addr, ipaddress.IPv4Address):
+        raw = struct.pack("=H", socket.AF_INET) + b"\0\0" + addr.packed
+    else:
+        raw = struct.pack("=H", socket.AF_INET6) + b"\0\0" + b"\0\0\0\0" + addr.packed
+    return raw.ljust(128, b"\0")
+
+
+def join(sock: socket.socket, group: Group, iface: Interface, sources: Sequence[str] = ()) -> None:
+    """Join ``group`` on ``iface`` (and each of ``sources`` for SSM)."""
+    done: list[str | None] = []
+    try:
+        for source in sources or (None,):
+            level, opt, value = _membership(group, iface, source)
+            sock.setsockopt(level, opt, value)
+            done.append(source)
+    except OSError as exc:
+        for source in done:
+            _leave_one(sock, group, iface, source)
+        if exc.errno == errno.ENOBUFS:
+            raise MembershipLimitError(
+                f"the kernel refused joining {group} on {iface.name}: this socket holds the "
+                "maximum number of memberships (sysctl net.ipv4.igmp_max_memberships"
+                + (")" if group.family == socket.AF_INET else "; for IPv6, net.core.optmem_max)")
+            ) from exc
+        raise MulticastError(f"cannot join {group} on {iface.name}: {exc}") from exc
+
+
+def _leave_one(sock: socket.socket, group: Group, iface: Interface, source: str | None) -> None:
+    level, opt, value = _membership(group, iface, source)
+    if source is not None:
+        opt = MCAST_LEAVE_SOURCE_GROUP
+    elif group.family == socket.AF_INET:
+        opt = socket.IP_DROP_MEMBERSHIP
+    else:
+        opt = socket.IPV6_LEAVE_GROUP
+    try:
+        sock.setsockopt(level, opt, value)
+    except OSError as exc:
+        # The device is gone and took the membership with it; nothing left to undo.
+        if not is_gone_error(exc):
+            raise
+
+
+def leave(sock: socket.socket, group: Group, iface: Interface, sources: Sequence[str] = ()) -> None:
+    try:
+        for source in sources or (None,):
+            _leave_one(sock, group, iface, source)
+    except OSError as exc:
+        raise MulticastError(f"cannot leave {group} on {iface.name}: {exc}") from exc
+
+
+def is_gone_error(exc: OSError) -> bool:
+    """The interface or membership no longer exists, so there is nothing to undo."""
+    return exc.errno in (errno.ENODEV, errno.EADDRNOTAVAIL, errno.ENOENT, errno.ENXIO, errno.EINVAL)
+
+
+def open_sender(group: Group, iface: Interface, ttl: int, loopback: bool) -> socket.socket:
+    """A non-blocking socket whose multicast leaves by ``iface`` only."""
+    sock = socket.socket(group.family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    try:
+        if group.family == socket.AF_INET:
+            src = iface.ipv4[0].ip.packed if iface.ipv4 else b"\0\0\0\0"
+            # ip_mreqn with an index and an address: the index picks the device even
+            # when two interfaces share an address, the address becomes the source.
+            sock.setsockopt(
+                socket.IPPROTO_IP, socket.IP_MULTICAST_IF, _IP_MREQN.pack(b"\0\0\0\0", src, iface.index)
+            )
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, int(loopback))
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, iface.index)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ttl)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, int(loopback))
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise MulticastError(f"cannot open a transmit socket on {iface.name}: {exc}") from exc
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def parse_pktinfo(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, str] | None:
+    """(arrival ifindex, destination address) from IP_PKTINFO or IPV6_PKTINFO."""
+    for level, kind, data in ancdata:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO:
+            ifindex, _spec, dst = _IN_PKTINFO.unpack_from(data)
+            return ifindex, socket.inet_ntop(socket.AF_INET, dst)
+        if level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO:
+            dst6, ifindex6 = _IN6_PKTINFO.unpack_from(data)
+            return ifindex6, socket.inet_ntop(socket.AF_INET6, dst6)
+    return None

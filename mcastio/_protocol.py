@@ -1,0 +1,131 @@
+"""A protocol-style entry mirroring ``loop.create_datagram_endpoint``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ._endpoint import MulticastEndpoint
+from ._model import Datagram, InterfaceSelector, SendResult
+
+__all__ = ["MulticastProtocol", "MulticastTransport", "create_multicast_endpoint"]
+
+_log = logging.getLogger("mcastio")
+
+P = TypeVar("P", bound=asyncio.BaseProtocol)
+
+
+class MulticastProtocol(asyncio.DatagramProtocol):
+    """A DatagramProtocol that can also see which interface a datagram came in on.
+
+    Override :meth:`multicast_datagram_received` to get the whole :class:`Datagram`;
+    by default it calls the standard ``datagram_received(data, addr)``.
+    """
+
+    def multicast_datagram_received(self, dgram: Datagram) -> None:
+        self.datagram_received(dgram.data, dgram.source)
+
+
+class MulticastTransport(asyncio.DatagramTransport):
+    """The transport handed to the protocol: sends on every interface by default."""
+
+    def __init__(self, endpoint: MulticastEndpoint, protocol: asyncio.BaseProtocol) -> None:
+        super().__init__()
+        self._endpoint = endpoint
+        self._protocol = protocol
+        self._closing = False
+
+    @property
+    def endpoint(self) -> MulticastEndpoint:
+        return self._endpoint
+
+    def send_all(self, data: bytes | bytearray | memoryview) -> tuple[SendResult, ...]:
+        """One copy out of every interface; one result per interface."""
+        return self._endpoint.send_all_nowait(data)
+
+    def send(self, data: bytes | bytearray | memoryview, interface: str) -> SendResult:
+        """One copy out of the named interface; the result carries any error."""
+        return self._endpoint.send_nowait(data, interface=interface)
+
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
+        """``None`` or the group's own address sends on every interface.
+
+        Errors on individual interfaces go to ``protocol.error_received``, as a
+        DatagramTransport reports them.
+        """
+        if addr is not None and tuple(addr[:2]) != (self._endpoint.group, self._endpoint.port):
+            raise ValueError(
+                f"this transport sends only to its group {self._endpoint.group}:"
+                f"{self._endpoint.port}, not to {addr!r}"
+            )
+        for result in self.send_all(data):
+            if result.error is not None and isinstance(self._protocol, asyncio.DatagramProtocol):
+                self._protocol.error_received(result.error)
+
+    def abort(self) -> None:
+        self.close()
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        loop = asyncio.get_running_loop()
+        loop.create_task(self._close())
+
+    async def _close(self) -> None:
+        await self._endpoint.aclose()
+        self._protocol.connection_lost(None)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "interfaces":
+            return self._endpoint.interfaces
+        if name == "sockname":
+            return ("0.0.0.0" if ":" not in self._endpoint.group else "::", self._endpoint.port)
+        return default
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+async def create_multicast_endpoint(
+    protocol_factory: Callable[[], P],
+    group: str,
+    port: int,
+    *,
+    interfaces: InterfaceSelector = None,
+    ttl: int = 1,
+    loopback: bool = False,
+    queue_size: int = 1024,
+) -> tuple[MulticastTransport, P]:
+    """Like ``loop.create_datagram_endpoint``, joined and sending on every interface."""
+    endpoint = MulticastEndpoint(
+        group, port, interfaces=interfaces, ttl=ttl, loopback=loopback, queue_size=queue_size
+    )
+    await endpoint.start()
+    protocol = protocol_factory()
+    transport = MulticastTransport(endpoint, protocol)
+    deliver: Callable[[Datagram], None]
+    if isinstance(protocol, MulticastProtocol):
+        deliver = protocol.multicast_datagram_received
+    elif isinstance(protocol, asyncio.DatagramProtocol):
+        plain = protocol.datagram_received
+
+        def deliver(dgram: Datagram) -> None:
+            plain(dgram.data, dgram.source)
+
+    else:
+        await endpoint.aclose()
+        raise TypeError(f"protocol_factory must build a DatagramProtocol, not {protocol!r}")
+
+    def sink(batch: list[Datagram]) -> None:
+        for dgram in batch:
+            deliver(dgram)
+
+    endpoint._add_sink(sink)
+    protocol.connection_made(transport)
+    return transport, protocol

@@ -1,0 +1,87 @@
+"""Shared fixtures: namespace labs and guards against leaked resources."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import threading
+import warnings
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from mcastio.testing import Lab, lab_support
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T], *, timeout: float = 30) -> T:
+    """asyncio.run that fails the test if the coroutine leaves tasks behind."""
+
+    async def checked() -> T:
+        result = await asyncio.wait_for(coro, timeout)
+        me = asyncio.current_task()
+        leftovers = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+        assert not leftovers, f"leaked tasks: {leftovers}"
+        return result
+
+    return asyncio.run(checked())
+
+
+def _fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture(autouse=True)
+def _leak_guard() -> Iterator[None]:
+    """Fail a test that leaks descriptors, threads or emits a ResourceWarning."""
+    fds_before = _fds()
+    threads_before = set(threading.enumerate())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        yield
+        gc.collect()
+    leaked_warnings = [w for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not leaked_warnings, f"ResourceWarning: {[str(w.message) for w in leaked_warnings]}"
+    new_threads = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+    assert not new_threads, f"leaked threads: {new_threads}"
+    leaked = _fds() - fds_before
+    # listdir itself holds one descriptor that is gone again by the next call.
+    if leaked:
+        gc.collect()
+        leaked = {fd for fd in _fds() - fds_before if os.path.exists(f"/proc/self/fd/{fd}")}
+    assert not leaked, f"leaked descriptors: {[os.readlink(f'/proc/self/fd/{fd}') for fd in leaked if os.path.exists(f'/proc/self/fd/{fd}')]}"
+
+
+def _require_lab() -> None:
+    reason = lab_support()
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"lab tests must run in CI, but: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def make_lab() -> Iterator[Callable[..., Lab]]:
+    """Build labs on demand; every one is destroyed when the test ends."""
+    _require_lab()
+    labs: list[Lab] = []
+
+    def factory(**kwargs: Any) -> Lab:
+        lab = Lab(**kwargs)
+        labs.append(lab)
+        lab.build()
+        return lab
+
+    yield factory
+    for lab in labs:
+        lab.destroy()
+
+
+@pytest.fixture
+def lab(make_lab: Callable[..., Lab]) -> Lab:
+    """A host with three links (default route on eth0) and a peer behind each."""
+    return make_lab(links=3)
