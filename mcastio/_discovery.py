@@ -10,6 +10,7 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Mapping
+from typing import Any
 
 import netifaces
 import psutil
@@ -50,7 +51,7 @@ def _read_unusable_v6() -> dict[str, set[ipaddress.IPv6Address]]:
 def default_route_interfaces() -> set[str]:
     """Names of the interfaces that carry an IPv4 or IPv6 default route."""
     try:
-        gateways: Mapping[object, object] = netifaces.gateways()
+        gateways: Mapping[Any, Any] = netifaces.gateways()
     except OSError as exc:
         _log.debug("cannot read the routing table: %s", exc)
         return set()
@@ -118,4 +119,3 @@ def read_snapshot() -> tuple[Interface, ...]:
         )
     result.sort(key=lambda i: i.index)
     return tuple(result)
-

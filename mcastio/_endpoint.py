@@ -155,9 +155,9 @@ class MulticastEndpoint:
         try:
             failures = self._apply(plan_changes({}, desired))
             if not self._members:
-                raise MulticastError(
-                    f"could not join {self._group_str} on any interface"
-                ) from (failures[0] if failures else None)
+                raise MulticastError(f"could not join {self._group_str} on any interface") from (
+                    failures[0] if failures else None
+                )
         except BaseException:
             self._teardown()
             raise
@@ -309,7 +309,11 @@ class MulticastEndpoint:
         size = self._queue_size if queue_size is None else validate_queue_size(queue_size)
         sub = Subscription(size, self._loop)
         key = id(sub)
-        self._subs[key] = weakref.ref(sub, lambda _r, key=key: self._forget(key))
+
+        def gone(_ref: weakref.ref[Subscription]) -> None:
+            self._forget(key)
+
+        self._subs[key] = weakref.ref(sub, gone)
         sub._on_close = lambda s: self._forget(id(s), s.dropped)
         self._rebuild_sinks()
         return sub
@@ -448,7 +452,12 @@ class MulticastEndpoint:
         loop = self._loop
         fd = member.tx.fileno()
         waiter: asyncio.Future[None] = loop.create_future()
-        loop.add_writer(fd, lambda: waiter.done() or waiter.set_result(None))
+
+        def wake() -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        loop.add_writer(fd, wake)
         try:
             await asyncio.wait_for(waiter, 1.0)
         except asyncio.TimeoutError as exc:

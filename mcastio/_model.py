@@ -114,7 +114,9 @@ def validate_port(port: int) -> int:
 
 def validate_ttl(ttl: int) -> int:
     if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= 255:
-        raise ValueError(f"ttl must be an integer from 0 to 255 (1 keeps traffic on the link), not {ttl!r}")
+        raise ValueError(
+            f"ttl must be an integer from 0 to 255 (1 keeps traffic on the link), not {ttl!r}"
+        )
     return ttl
 
 

@@ -167,7 +167,9 @@ def open_sender(group: Group, iface: Interface, ttl: int, loopback: bool) -> soc
             # ip_mreqn with an index and an address: the index picks the device even
             # when two interfaces share an address, the address becomes the source.
             sock.setsockopt(
-                socket.IPPROTO_IP, socket.IP_MULTICAST_IF, _IP_MREQN.pack(b"\0\0\0\0", src, iface.index)
+                socket.IPPROTO_IP,
+                socket.IP_MULTICAST_IF,
+                _IP_MREQN.pack(b"\0\0\0\0", src, iface.index),
             )
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, int(loopback))

@@ -36,6 +36,7 @@ class MulticastTransport(asyncio.DatagramTransport):
         self._endpoint = endpoint
         self._protocol = protocol
         self._closing = False
+        self._close_task: asyncio.Task[None] | None = None
 
     @property
     def endpoint(self) -> MulticastEndpoint:
@@ -74,8 +75,8 @@ class MulticastTransport(asyncio.DatagramTransport):
         if self._closing:
             return
         self._closing = True
-        loop = asyncio.get_running_loop()
-        loop.create_task(self._close())
+        # Kept so the task is not garbage-collected before it finishes.
+        self._close_task = asyncio.get_running_loop().create_task(self._close())
 
     async def _close(self) -> None:
         await self._endpoint.aclose()

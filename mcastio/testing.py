@@ -136,7 +136,7 @@ class Lab:
             self.sh(self.host, "ip link set lo up")
             for key, value in self.sysctls.items():
                 self.sh(self.host, f"sysctl -qw {key}={value}")
-            for n in range(self.links):
+            for _ in range(self.links):
                 self.add_link()
             self.sh(self.host, f"ip route add default via {self.link[0].peer_addr}")
         except BaseException:
@@ -261,8 +261,13 @@ class Lab:
         else:
             spec = f"UDP4-RECV:{port},ip-add-membership={group}:{link.peer_if},reuseaddr"
         proc = self.popen(
-            link.peer_ns, "socat", "-u", spec, "STDOUT",
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            link.peer_ns,
+            "socat",
+            "-u",
+            spec,
+            "STDOUT",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         listener = PeerListener(proc)
         self.wait_for_membership(link.peer_ns, link.peer_if, group, proc)
@@ -359,6 +364,6 @@ def _remove_stale() -> None:
         return
     for name in names:
         parts = name.split("-")
-        if len(parts) >= 3 and parts[0] == _PREFIX and parts[1].isdigit():
-            if not os.path.exists(f"/proc/{parts[1]}"):
-                subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+        ours = len(parts) >= 3 and parts[0] == _PREFIX and parts[1].isdigit()
+        if ours and not os.path.exists(f"/proc/{parts[1]}"):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)

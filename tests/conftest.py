@@ -52,7 +52,8 @@ def _leak_guard() -> Iterator[None]:
     if leaked:
         gc.collect()
         leaked = {fd for fd in _fds() - fds_before if os.path.exists(f"/proc/self/fd/{fd}")}
-    assert not leaked, f"leaked descriptors: {[os.readlink(f'/proc/self/fd/{fd}') for fd in leaked if os.path.exists(f'/proc/self/fd/{fd}')]}"
+    targets = [os.readlink(f"/proc/self/fd/{fd}") for fd in leaked]
+    assert not leaked, f"leaked descriptors: {targets}"
 
 
 def _require_lab() -> None:
