@@ -19,6 +19,7 @@ from ._model import (
     InterfaceSelector,
     Plan,
     SendResult,
+    _tx_identity,
     parse_group,
     plan_changes,
     select_interfaces,
@@ -28,6 +29,8 @@ from ._model import (
     validate_ttl,
 )
 from ._subscription import Subscription
+from ._watch import InterfaceEvent, desired_interfaces, interface_events
+from ._watcher import InterfaceEventStream, Watcher
 
 __all__ = ["EndpointStats", "MulticastEndpoint"]
 
@@ -79,6 +82,11 @@ class MulticastEndpoint:
     :class:`Interface`. ``ttl`` (default 1) keeps traffic on the local links;
     ``loopback`` (default off) controls whether this host's own programs see what
     it sends. Each subscriber queues at most ``queue_size`` datagrams.
+
+    With ``watch`` (the default) the endpoint follows interfaces as they come,
+    go and change address, by itself: through netlink on Linux (``netlink=True``),
+    else by polling every ``poll_interval`` seconds. Changes are logged at INFO,
+    passed to ``on_interface_event`` and to every :meth:`interface_events` iterator.
     """
 
     def __init__(
@@ -91,6 +99,10 @@ class MulticastEndpoint:
         loopback: bool = False,
         queue_size: int = 1024,
         snapshot_source: SnapshotSource | None = None,
+        watch: bool = True,
+        poll_interval: float = 1.0,
+        netlink: bool = True,
+        on_interface_event: Callable[[InterfaceEvent], None] | None = None,
     ) -> None:
         self._group = parse_group(group)
         self._group_str = str(self._group)
@@ -116,6 +128,11 @@ class MulticastEndpoint:
         self._not_for_group = 0
         self._truncated = 0
         self._dropped_by_gone = 0
+        self._watcher: Watcher | None = None
+        if watch:
+            self._watcher = Watcher(self._reconcile, netlink=netlink, poll_interval=poll_interval)
+        self._on_interface_event = on_interface_event
+        self._event_streams: weakref.WeakSet[InterfaceEventStream] = weakref.WeakSet()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -147,17 +164,34 @@ class MulticastEndpoint:
         if self._state == "closed":
             raise EndpointClosedError("this endpoint was closed; create a new one")
         self._loop = asyncio.get_running_loop()
-        snapshot = self._snapshot_source()
-        desired = select_interfaces(snapshot, self._group, self._selector)
+        watcher = self._watcher
+        try:
+            if watcher is not None:
+                # Subscribe before reading, so a change right after the read is not missed.
+                watcher.open()
+            snapshot = self._snapshot_source()
+            desired = select_interfaces(snapshot, self._group, self._selector)
+        except BaseException:
+            if watcher is not None:
+                watcher.cancel()
+            raise
         if not desired:
-            raise MulticastError(_explain_no_interfaces(snapshot, self._group_str, self._selector))
+            why = _explain_no_interfaces(snapshot, self._group_str, self._selector)
+            if watcher is None:
+                raise MulticastError(why)
+            _log.warning("%s\nwaiting for an interface to become usable", why)
         self._state = "open"
         try:
             failures = self._apply(plan_changes({}, desired))
-            if not self._members:
+            if not self._members and watcher is None:
                 raise MulticastError(f"could not join {self._group_str} on any interface") from (
                     failures[0] if failures else None
                 )
+            if watcher is not None:
+                watcher.seed(snapshot)
+                watcher.start(self._loop)
+                if failures:
+                    watcher.trigger()
         except BaseException:
             self._teardown()
             raise
@@ -166,10 +200,17 @@ class MulticastEndpoint:
         """Leave the group, close every socket and end every iterator. Idempotent."""
         if self._state == "closed":
             return
+        if self._watcher is not None:
+            await self._watcher.stop()
         self._teardown()
 
     def _teardown(self) -> None:
         self._state = "closed"
+        if self._watcher is not None:
+            self._watcher.cancel()
+        for stream in list(self._event_streams):
+            stream._end()
+        self._event_streams.clear()
         for ref in list(self._subs.values()):
             sub = ref()
             if sub is not None:
@@ -292,6 +333,94 @@ class MulticastEndpoint:
         member = self._members.pop(index)
         member.tx.close()
         self._leave(member.receiver, member.iface)
+
+    # -- watching ------------------------------------------------------------------
+
+    @property
+    def watch_mode(self) -> str:
+        """How interface changes are followed: ``"netlink"``, ``"poll"`` or ``"off"``."""
+        if self._watcher is None:
+            return "off"
+        return self._watcher.mode
+
+    def interface_events(self, queue_size: int = 64) -> InterfaceEventStream:
+        """An async iterator of the changes to this endpoint's interfaces from now on.
+
+        It ends when the endpoint closes. The interfaces in use at any moment are
+        :attr:`interfaces`; events only describe changes.
+        """
+        if self._state == "closed":
+            raise EndpointClosedError("this endpoint was closed; create a new one")
+        stream = InterfaceEventStream(validate_queue_size(queue_size))
+        stream._on_close = self._event_streams.discard
+        self._event_streams.add(stream)
+        return stream
+
+    def _reconcile(self, reannounce: frozenset[int] = frozenset()) -> bool:
+        """Bring the memberships in line with a fresh snapshot; False if something failed."""
+        if self._state != "open":
+            return True
+        try:
+            snapshot = self._snapshot_source()
+        except OSError as exc:
+            _log.warning("cannot read the interfaces, will retry: %s", exc)
+            return False
+        desired = desired_interfaces(snapshot, self._group, self._selector)
+        before = {idx: m.iface for idx, m in self._members.items()}
+        plan = plan_changes(before, desired)
+        failures = self._apply(plan) if plan else []
+        want = {i.index: i for i in desired}
+        for idx, member in self._members.items():
+            new = want.get(idx)
+            # Flags or extra addresses that need no new socket: just remember them.
+            if (
+                new is not None
+                and new != member.iface
+                and _tx_identity(new) == _tx_identity(member.iface)
+            ):
+                member.iface = new
+                self._names[idx] = new.name
+        fresh = {i.index for i in plan.add}
+        for idx in sorted(reannounce):
+            if idx in self._members and idx not in fresh:
+                try:
+                    self._reannounce(idx)
+                except MulticastError as exc:
+                    _log.warning("could not re-announce %s: %s", self._group_str, exc)
+                    failures.append(exc)
+        after = {idx: m.iface for idx, m in self._members.items()}
+        self._emit(interface_events(before, after))
+        return not failures
+
+    def _reannounce(self, index: int) -> None:
+        """Leave and re-join on one interface, so the kernel sends a fresh report.
+
+        Linux does not report memberships again when carrier returns, while a
+        snooping switch forgot them when the link dropped.
+        """
+        member = self._members[index]
+        _net.leave(member.receiver.sock, self._group, member.iface)
+        try:
+            _net.join(member.receiver.sock, self._group, member.iface)
+        except MulticastError:
+            # Now joined nowhere on this interface: drop it so the retry re-adds it whole.
+            del self._members[index]
+            member.tx.close()
+            member.receiver.joined.discard(index)
+            self._close_receiver_if_empty(member.receiver)
+            raise
+        _log.info(
+            "re-announced %s on %s after carrier returned", self._group_str, member.iface.name
+        )
+
+    def _emit(self, events: Sequence[InterfaceEvent]) -> None:
+        for event in events:
+            _log.info("%s: interface %s", self._group_str, event)
+            for stream in list(self._event_streams):
+                stream._feed(event)
+            if self._on_interface_event is not None and self._loop is not None:
+                # Run the callback on its own, so one that raises cannot stop the watcher.
+                self._loop.call_soon(self._on_interface_event, event)
 
     # -- receiving -----------------------------------------------------------------
 

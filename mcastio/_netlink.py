@@ -1,0 +1,149 @@
+"""A minimal rtnetlink listener: link and address change notifications on Linux.
+
+Messages are only used as *triggers*; the truth is re-read from the snapshot
+source afterwards, so nothing here decodes more than the headers and the link
+flags. Nothing here knows about asyncio.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+from dataclasses import dataclass
+
+__all__ = [
+    "IFF_LOWER_UP",
+    "IFF_RUNNING",
+    "IFF_UP",
+    "Drained",
+    "LinkFlags",
+    "drain",
+    "open_listener",
+    "parse_messages",
+]
+
+# Multicast group bitmasks for bind() (include/uapi/linux/rtnetlink.h).
+RTMGRP_LINK = 0x1
+RTMGRP_IPV4_IFADDR = 0x10
+RTMGRP_IPV6_IFADDR = 0x100
+
+RTM_NEWLINK = 16
+RTM_DELLINK = 17
+RTM_NEWADDR = 20
+RTM_DELADDR = 21
+NLMSG_ERROR = 2
+NLMSG_OVERRUN = 4
+
+# include/uapi/linux/if.h
+IFF_UP = 0x1
+IFF_RUNNING = 0x40
+IFF_LOWER_UP = 0x10000
+
+# struct nlmsghdr { u32 len; u16 type; u16 flags; u32 seq; u32 pid; }
+_NLMSGHDR = struct.Struct("=IHHII")
+# struct ifinfomsg { u8 family; u8 pad; u16 type; i32 index; u32 flags; u32 change; }
+_IFINFOMSG = struct.Struct("=BxHiII")
+
+# Room for a burst of notifications (an interface with many addresses going away
+# emits one message per address); overflow is detected as ENOBUFS, not lost silently.
+_RCVBUF = 1 << 20
+_READ_SIZE = 1 << 16
+# Reads per readiness event: enough to empty a full buffer, bounded so a storm
+# of changes cannot hold the event loop.
+_MAX_READS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class LinkFlags:
+    """One RTM_NEWLINK/RTM_DELLINK notification's interface flags."""
+
+    index: int
+    flags: int
+    deleted: bool = False
+
+    @property
+    def carrier(self) -> bool:
+        return bool(self.flags & IFF_UP) and bool(self.flags & (IFF_LOWER_UP | IFF_RUNNING))
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    """What one drain of the socket found."""
+
+    messages: int
+    #: The kernel dropped notifications (ENOBUFS): the caller must re-read everything.
+    lost: bool
+    links: tuple[LinkFlags, ...] = ()
+
+
+def open_listener() -> socket.socket:
+    """A non-blocking NETLINK_ROUTE socket subscribed to link and address changes.
+
+    Raises ``OSError`` where netlink is unavailable (not Linux, or a sandbox that
+    forbids it); the caller falls back to polling.
+    """
+    if not hasattr(socket, "AF_NETLINK"):
+        raise OSError(errno.EAFNOSUPPORT, "AF_NETLINK is not available on this platform")
+    sock = socket.socket(
+        socket.AF_NETLINK,
+        socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
+        socket.NETLINK_ROUTE,
+    )
+    try:
+        # The default buffer overflows when a device with many addresses goes away.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+        # Port id 0 lets the kernel pick a unique one, so several endpoints coexist.
+        sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def parse_messages(data: bytes) -> tuple[int, bool, list[LinkFlags]]:
+    """(message count, overrun seen, link notifications) in one datagram of messages."""
+    count = 0
+    overrun = False
+    links: list[LinkFlags] = []
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(data):
+        length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, offset)
+        if length < _NLMSGHDR.size or offset + length > len(data):
+            break  # A truncated or corrupt message; the caller re-reads anyway.
+        count += 1
+        body = offset + _NLMSGHDR.size
+        if kind == NLMSG_OVERRUN:
+            overrun = True
+        elif kind in (RTM_NEWLINK, RTM_DELLINK) and body + _IFINFOMSG.size <= offset + length:
+            _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(data, body)
+            links.append(LinkFlags(index, flags, deleted=kind == RTM_DELLINK))
+        # Messages are padded to 4 bytes (NLMSG_ALIGN).
+        offset += (length + 3) & ~3
+    return count, overrun, links
+
+
+def drain(sock: socket.socket) -> Drained:
+    """Read every pending notification without blocking."""
+    count = 0
+    lost = False
+    links: list[LinkFlags] = []
+    for _ in range(_MAX_READS):
+        try:
+            data = sock.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError as exc:
+            if exc.errno == errno.ENOBUFS:
+                # The receive buffer overflowed and notifications were dropped;
+                # the socket stays usable, so keep reading what is left.
+                lost = True
+                continue
+            raise
+        if not data:
+            break
+        n, overrun, found = parse_messages(data)
+        count += n
+        lost = lost or overrun
+        links.extend(found)
+    return Drained(count, lost, tuple(links))

@@ -1,0 +1,127 @@
+"""Pure decisions of the interface watcher: no sockets, no asyncio, no host reads.
+
+The watcher re-reads a snapshot whenever something may have changed; what to
+join, leave and tell the application is decided here from values passed in.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from ._model import Group, Interface, InterfaceSelector, is_eligible, select_interfaces
+
+__all__ = [
+    "Backoff",
+    "CarrierTracker",
+    "InterfaceEvent",
+    "desired_interfaces",
+    "interface_events",
+]
+
+EventKind = Literal["added", "removed", "changed"]
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceEvent:
+    """An interface this endpoint uses was added, removed or changed its addresses."""
+
+    kind: EventKind
+    name: str
+    index: int
+    #: The interface's addresses after the change (before it, for ``removed``):
+    #: IPv4 first, then IPv6, as strings without prefix length.
+    addresses: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name} (index {self.index}): {', '.join(self.addresses) or '-'}"
+
+
+def _addresses(iface: Interface) -> tuple[str, ...]:
+    return iface.addresses(socket.AF_INET) + iface.addresses(socket.AF_INET6)
+
+
+def _event(kind: EventKind, iface: Interface) -> InterfaceEvent:
+    return InterfaceEvent(kind, iface.name, iface.index, _addresses(iface))
+
+
+def interface_events(
+    before: Mapping[int, Interface], after: Mapping[int, Interface]
+) -> tuple[InterfaceEvent, ...]:
+    """What changed between two sets of used interfaces, keyed by index.
+
+    Removals come first, so an interface re-created under the same name (a new
+    index) reads as "removed eth1" then "added eth1".
+    """
+    events = [_event("removed", i) for idx, i in sorted(before.items()) if idx not in after]
+    for idx, new in sorted(after.items()):
+        old = before.get(idx)
+        if old is None:
+            events.append(_event("added", new))
+        elif old.name != new.name or _addresses(old) != _addresses(new):
+            events.append(_event("changed", new))
+    return tuple(events)
+
+
+def desired_interfaces(
+    snapshot: Sequence[Interface], group: Group, selector: InterfaceSelector
+) -> tuple[Interface, ...]:
+    """Like :func:`select_interfaces`, but a named interface that is missing is
+    simply not wanted yet instead of an error: while running, a USB card that
+    was named at start may be unplugged and come back later.
+    """
+    if selector is None or callable(selector) or isinstance(selector, str):
+        return select_interfaces(snapshot, group, selector)
+    names = set(selector)
+    return tuple(i for i in snapshot if i.name in names and is_eligible(i, group))
+
+
+class Backoff:
+    """Delays between retries of a failed reconcile: doubling, capped, reset on success."""
+
+    __slots__ = ("_cap", "_first", "_next")
+
+    def __init__(self, first: float = 0.25, cap: float = 10.0) -> None:
+        if not 0 < first <= cap:
+            raise ValueError(f"need 0 < first <= cap, not first={first!r}, cap={cap!r}")
+        self._first = first
+        self._cap = cap
+        self._next = first
+
+    def failed(self) -> float:
+        """Seconds to wait before the next attempt."""
+        delay = self._next
+        self._next = min(self._next * 2, self._cap)
+        return delay
+
+    def succeeded(self) -> None:
+        self._next = self._first
+
+
+class CarrierTracker:
+    """Remembers, per interface index, whether carrier was last seen up.
+
+    Linux sends no membership reports when carrier returns, and a snooping switch
+    has flushed the port's memberships when the link dropped; the endpoint has to
+    re-announce on every interface whose carrier came back.
+    """
+
+    __slots__ = ("_up",)
+
+    def __init__(self) -> None:
+        self._up: dict[int, bool] = {}
+
+    def seed(self, snapshot: Iterable[Interface]) -> None:
+        for iface in snapshot:
+            self._up[iface.index] = iface.up and iface.running
+
+    def update(self, index: int, carrier: bool, *, deleted: bool = False) -> bool:
+        """Record one link notification; True when carrier just came back."""
+        if deleted:
+            self._up.pop(index, None)
+            return False
+        was = self._up.get(index)
+        self._up[index] = carrier
+        return carrier and was is False

@@ -1,0 +1,256 @@
+"""The interface watcher: decides *when* an endpoint re-reads the host's interfaces.
+
+On Linux an rtnetlink socket on the event loop wakes it on every link or address
+change; elsewhere, or when netlink is refused, it polls. Each wake-up is only a
+trigger: bursts are debounced and the endpoint then re-reads the whole truth, so
+a lost or misread message can never leave it wrong for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable, Iterable
+from types import TracebackType
+
+from . import _netlink
+from ._model import Interface
+from ._watch import Backoff, CarrierTracker, InterfaceEvent
+
+__all__ = ["InterfaceEventStream", "Watcher"]
+
+_log = logging.getLogger("mcastio")
+
+#: Called with the indexes whose carrier came back; returns False to be retried.
+Reconcile = Callable[[frozenset[int]], bool]
+
+
+class Watcher:
+    """Run ``reconcile`` after every interface change (netlink) or every ``poll_interval``.
+
+    ``clock`` gives the time in seconds that poll deadlines are computed from; it
+    defaults to the event loop's clock.
+    """
+
+    def __init__(
+        self,
+        reconcile: Reconcile,
+        *,
+        netlink: bool = True,
+        poll_interval: float = 1.0,
+        debounce: float = 0.02,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        if not poll_interval > 0:
+            raise ValueError(
+                f"poll_interval must be a positive number of seconds, not {poll_interval!r}"
+            )
+        if not debounce >= 0:
+            raise ValueError(f"debounce must be zero or more seconds, not {debounce!r}")
+        self._reconcile = reconcile
+        self._want_netlink = netlink
+        self._poll_interval = float(poll_interval)
+        self._debounce = float(debounce)
+        self._backoff = backoff or Backoff()
+        self._clock = clock
+        self._carrier = CarrierTracker()
+        self._reannounce: set[int] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sock: socket.socket | None = None
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        #: Reconciles run so far; lets tests and benchmarks wait for one more.
+        self.rounds = 0
+
+    @property
+    def mode(self) -> str:
+        """``"netlink"``, ``"poll"`` or ``"stopped"``."""
+        if self._task is None:
+            return "stopped"
+        return "netlink" if self._sock is not None else "poll"
+
+    def seed(self, snapshot: Iterable[Interface]) -> None:
+        """Tell the carrier tracker the state the endpoint started from."""
+        self._carrier.seed(snapshot)
+
+    def open(self) -> None:
+        """Subscribe to netlink now, before the first snapshot is read, so no change
+        between that read and :meth:`start` goes unnoticed."""
+        if not self._want_netlink or self._sock is not None:
+            return
+        try:
+            self._sock = _netlink.open_listener()
+        except OSError as exc:
+            _log.info("netlink unavailable (%s); polling every %gs", exc, self._poll_interval)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._task is not None:
+            return
+        self.open()
+        self._loop = loop
+        self._wake = asyncio.Event()
+        if self._sock is not None:
+            loop.add_reader(self._sock.fileno(), self._on_readable)
+        self._task = loop.create_task(self._run(), name="mcastio-watcher")
+
+    def trigger(self) -> None:
+        """Ask for a reconcile soon (after the debounce delay)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    def _on_readable(self) -> None:
+        assert self._sock is not None
+        try:
+            drained = _netlink.drain(self._sock)
+        except OSError as exc:
+            _log.warning("netlink socket failed (%s); polling every %gs", exc, self._poll_interval)
+            self._close_socket()
+            self.trigger()
+            return
+        for link in drained.links:
+            if self._carrier.update(link.index, link.carrier, deleted=link.deleted):
+                self._reannounce.add(link.index)
+        if drained.lost:
+            _log.info("netlink notifications were lost; re-reading every interface")
+        if drained.messages or drained.lost:
+            self.trigger()
+
+    def _now(self) -> float:
+        if self._clock is not None:
+            return self._clock()
+        assert self._loop is not None
+        return self._loop.time()
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        wake = self._wake
+        retry_at: float | None = None
+        next_poll = self._now() + self._poll_interval
+        while True:
+            deadline = None if self._sock is not None else next_poll
+            if retry_at is not None:
+                deadline = retry_at if deadline is None else min(deadline, retry_at)
+            if deadline is None:
+                await wake.wait()
+                woken = True
+            else:
+                woken = await _wait(wake, max(0.0, deadline - self._now()))
+            if woken and self._debounce:
+                # Let the rest of a burst (link up, then each address) arrive first.
+                await asyncio.sleep(self._debounce)
+            wake.clear()
+            if self._sock is None and self._now() >= next_poll:
+                next_poll = self._now() + self._poll_interval
+            reannounce = frozenset(self._reannounce)
+            self._reannounce.clear()
+            ok = self._reconcile(reannounce)
+            self.rounds += 1
+            if ok:
+                self._backoff.succeeded()
+                retry_at = None
+            else:
+                retry_at = self._now() + self._backoff.failed()
+
+    def _close_socket(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        if self._loop is not None and self._task is not None:
+            self._loop.remove_reader(sock.fileno())
+        sock.close()
+
+    def cancel(self) -> None:
+        """Stop without waiting; :meth:`stop` also waits for the task to finish."""
+        self._close_socket()
+        if self._task is not None:
+            self._task.cancel()
+
+    async def stop(self) -> None:
+        task = self._task
+        self.cancel()
+        if task is not None and task is not asyncio.current_task():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._task = None
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> bool:
+    """Whether ``event`` was set within ``timeout`` seconds."""
+    if event.is_set():
+        return True
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except asyncio.TimeoutError:
+        return False
+    return True
+
+
+class InterfaceEventStream:
+    """An async iterator of :class:`InterfaceEvent`, ending when the endpoint closes.
+
+    At most ``queue_size`` events are kept; when the reader falls behind, the
+    oldest are dropped (``dropped`` counts them), since the current state is
+    always available from ``endpoint.interfaces``.
+    """
+
+    __slots__ = ("__weakref__", "_closed", "_on_close", "_queue", "_waiter", "dropped")
+
+    def __init__(self, queue_size: int) -> None:
+        self._queue: deque[InterfaceEvent] = deque(maxlen=queue_size)
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self._on_close: Callable[[InterfaceEventStream], None] | None = None
+        self.dropped = 0
+
+    def _feed(self, event: InterfaceEvent) -> None:
+        if self._closed:
+            return
+        if len(self._queue) == self._queue.maxlen:
+            self.dropped += 1
+        self._queue.append(event)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _end(self) -> None:
+        self._closed = True
+        self._wake()
+
+    def close(self) -> None:
+        """Stop receiving events; iteration ends once the queued ones are read."""
+        self._end()
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close(self)
+
+    def __aiter__(self) -> InterfaceEventStream:
+        return self
+
+    async def __anext__(self) -> InterfaceEvent:
+        while not self._queue:
+            if self._closed:
+                raise StopAsyncIteration
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._queue.popleft()
+
+    async def __aenter__(self) -> InterfaceEventStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
