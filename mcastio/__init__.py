@@ -5,6 +5,8 @@ from ._errors import EndpointClosedError, MembershipLimitError, MulticastError
 from ._model import Datagram, Interface, SendResult
 from ._protocol import MulticastProtocol, MulticastTransport, create_multicast_endpoint
 from ._subscription import Subscription
+from ._watch import InterfaceEvent
+from ._watcher import InterfaceEventStream
 
 __version__ = "0.1.0.dev0"
 
@@ -13,6 +15,8 @@ __all__ = [
     "EndpointClosedError",
     "EndpointStats",
     "Interface",
+    "InterfaceEvent",
+    "InterfaceEventStream",
     "MembershipLimitError",
     "MulticastEndpoint",
     "MulticastError",

@@ -314,6 +314,26 @@ class Lab:
     def peers(self) -> Sequence[Link]:
         return tuple(self.link)
 
+    def remove_link(self, link: Link) -> None:
+        """Delete ``link``'s veth pair at runtime, as an unplugged USB card vanishes."""
+        self.sh(self.host, f"ip link del {link.host_if}")
+
+    def recreate_link(self, link: Link) -> None:
+        """Re-create a removed ``link`` under the same names and addresses.
+
+        The host side gets a new interface index, as a re-plugged card does.
+        """
+        self.sh(
+            self.host,
+            f"ip link add {link.host_if} type veth peer name {link.peer_if} netns {link.peer_ns}",
+        )
+        for ns, ifname, addr in (
+            (self.host, link.host_if, link.host_addr),
+            (link.peer_ns, link.peer_if, link.peer_addr),
+        ):
+            self.sh(ns, f"ip addr add {addr}/{link.prefixlen} dev {ifname}")
+            self.sh(ns, f"ip link set {ifname} up")
+
 
 class PeerListener:
     """A socat receiver in a peer; :meth:`stop` returns every byte it got."""

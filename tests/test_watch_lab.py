@@ -1,0 +1,335 @@
+"""The watcher on real kernels: a running endpoint follows links and addresses.
+
+Every test changes the lab under a started endpoint and checks, with real peers
+(socat, tcpdump), that traffic flows where it should without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from conftest import run
+
+from mcastio import Datagram, InterfaceEvent, MulticastEndpoint, Subscription
+from mcastio._discovery import read_snapshot
+from mcastio.testing import Lab, Link
+
+pytestmark = pytest.mark.lab
+
+GROUP = "239.255.42.1"
+GROUP6 = "ff05::4242"
+PORT = 5042
+
+T = TypeVar("T")
+
+
+async def wait_for(cond: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what or cond}")
+        await asyncio.sleep(0.01)
+
+
+def names(ep: MulticastEndpoint) -> set[str]:
+    return {i.name for i in ep.interfaces}
+
+
+def index_of(ep: MulticastEndpoint, name: str) -> int:
+    return next(i.index for i in ep.interfaces if i.name == name)
+
+
+async def receive_until(sub: Subscription, payload: bytes, timeout: float = 3.0) -> list[Datagram]:
+    """Every datagram up to and including the first carrying ``payload``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    got: list[Datagram] = []
+    while True:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise AssertionError(f"{payload!r} not received; got {got}")
+        try:
+            dgram = await asyncio.wait_for(sub.__anext__(), remaining)
+        except asyncio.TimeoutError:
+            continue
+        got.append(dgram)
+        if dgram.data == payload:
+            return got
+
+
+class PeerReader:
+    """A socat receiver in a peer, read incrementally so a test can wait on it."""
+
+    def __init__(self, lab: Lab, link: Link, group: str = GROUP, port: int = PORT) -> None:
+        spec = f"UDP4-RECV:{port},ip-add-membership={group}:{link.peer_if},reuseaddr"
+        self.proc = lab.popen(link.peer_ns, "socat", "-u", spec, "STDOUT", stdout=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        lab.wait_for_membership(link.peer_ns, link.peer_if, group, self.proc)
+        self.data = b""
+
+    def _read(self) -> bytes:
+        assert self.proc.stdout is not None
+        chunk = self.proc.stdout.read()
+        if chunk:
+            self.data += chunk
+        return self.data
+
+    async def wait_for(self, payload: bytes, timeout: float = 3.0) -> None:
+        await wait_for(lambda: payload in self._read(), timeout, f"peer got {payload!r}")
+
+
+@contextlib.contextmanager
+def capture(lab: Lab, link: Link, *expr: str, device: str = "") -> Iterator[list[str]]:
+    """tcpdump in ``link``'s peer (on its veth unless ``device`` is given); the list
+    fills when the block ends."""
+    proc = lab.popen(
+        link.peer_ns,
+        # Immediate mode: without it packets wait in a kernel block for up to a second.
+        "tcpdump", "-i", device or link.peer_if, "--immediate-mode", "-n", "-l", "-tt", "-v",
+        *expr,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    # tcpdump announces on stderr once the capture is live.
+    banner = ""
+    while "listening" not in banner:
+        line = proc.stderr.readline().decode()
+        assert line, f"tcpdump failed: {banner}"
+        banner += line
+    lines: list[str] = []
+    try:
+        yield lines
+    finally:
+        time.sleep(0.05)  # let the last packets reach the capture buffer
+        proc.terminate()
+        out, _ = proc.communicate(timeout=5)
+        lines.extend(out.decode().splitlines())
+
+
+def in_lab(lab: Lab, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    with lab.inside():
+        return run(main())
+
+
+@pytest.fixture
+def no_warnings(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    caplog.set_level(logging.INFO, logger="mcastio")
+    yield
+    bad = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not bad, bad
+
+
+# -- the cases of issue 3 ------------------------------------------------------------------
+
+
+def test_new_link_is_joined_and_sent_on(lab: Lab, no_warnings: None) -> None:
+    async def main() -> None:
+        async with MulticastEndpoint(GROUP, PORT) as ep:
+            assert ep.watch_mode == "netlink"
+            events = ep.interface_events()
+            sub = ep.subscribe()
+            new = lab.add_link()
+            await wait_for(lambda: "eth3" in names(ep), what="eth3 joined")
+            event = await asyncio.wait_for(events.__anext__(), 2)
+            assert (event.kind, event.name) == ("added", "eth3")
+            assert new.host_addr in event.addresses
+            lab.peer_send(new, GROUP, PORT, b"from-eth3\n")
+            got = await receive_until(sub, b"from-eth3\n")
+            assert got[-1].interface == "eth3"
+            reader = PeerReader(lab, new)
+            results = await ep.send_all(b"to-all\n")
+            assert {r.interface for r in results if r.ok} == {"eth0", "eth1", "eth2", "eth3"}
+            await reader.wait_for(b"to-all\n")
+
+    in_lab(lab, main)
+
+
+def test_removed_link_leaves_the_others_working(lab: Lab, no_warnings: None) -> None:
+    async def main() -> None:
+        async with MulticastEndpoint(GROUP, PORT) as ep:
+            events = ep.interface_events()
+            sub = ep.subscribe()
+            lab.remove_link(lab.link[2])
+            await wait_for(lambda: names(ep) == {"eth0", "eth1"}, what="eth2 dropped")
+            event = await asyncio.wait_for(events.__anext__(), 2)
+            assert (event.kind, event.name) == ("removed", "eth2")
+            results = await ep.send_all(b"still\n")
+            assert [(r.interface, r.ok) for r in results] == [("eth0", True), ("eth1", True)]
+            lab.peer_send(lab.link[1], GROUP, PORT, b"eth1-alive\n")
+            assert (await receive_until(sub, b"eth1-alive\n"))[-1].interface == "eth1"
+
+    in_lab(lab, main)
+
+
+def test_second_address_delivers_each_datagram_once(lab: Lab, no_warnings: None) -> None:
+    link = lab.link[1]
+
+    async def main() -> None:
+        async with MulticastEndpoint(GROUP, PORT) as ep:
+            events = ep.interface_events()
+            sub = ep.subscribe()
+            lab.sh(lab.host, f"ip addr add 10.200.1.5/24 dev {link.host_if}")
+            event = await asyncio.wait_for(events.__anext__(), 2)
+            assert event.kind == "changed"
+            assert {"10.200.1.1", "10.200.1.5"} <= set(event.addresses)
+            lab.peer_send(link, GROUP, PORT, b"one\n")
+            lab.peer_send(link, GROUP, PORT, b"two\n")
+            got = await receive_until(sub, b"two\n")
+            assert [d.data for d in got] == [b"one\n", b"two\n"]
+            assert {d.interface for d in got} == {"eth1"}
+
+    in_lab(lab, main)
+
+
+def test_changed_address_resumes_and_sends_from_the_new_one(lab: Lab) -> None:
+    link = lab.link[1]
+
+    async def main() -> None:
+        async with MulticastEndpoint(GROUP, PORT) as ep:
+            sub = ep.subscribe()
+            lab.sh(lab.host, f"ip addr del {link.host_addr}/24 dev {link.host_if}")
+            lab.sh(lab.host, f"ip addr add 10.200.1.7/24 dev {link.host_if}")
+
+            def moved() -> bool:
+                eth1 = [i for i in ep.interfaces if i.name == "eth1"]
+                return bool(eth1) and [str(a.ip) for a in eth1[0].ipv4] == ["10.200.1.7"]
+
+            await wait_for(moved, what="eth1 on its new address")
+            lab.peer_send(link, GROUP, PORT, b"after-move\n")
+            assert (await receive_until(sub, b"after-move\n"))[-1].interface == "eth1"
+            with capture(lab, link, "udp", "port", str(PORT)) as lines:
+                result = await ep.send(b"hello\n", interface="eth1")
+                assert result.ok
+            sources = re.findall(rf"(\S+)\.\d+ > {re.escape(GROUP)}\.{PORT}:", "\n".join(lines))
+            assert sources == ["10.200.1.7"], lines
+
+    in_lab(lab, main)
+
+
+def test_admin_down_then_up(lab: Lab, no_warnings: None) -> None:
+    link = lab.link[1]
+
+    async def main() -> None:
+        async with MulticastEndpoint(GROUP, PORT) as ep:
+            sub = ep.subscribe()
+            lab.sh(lab.host, f"ip link set {link.host_if} down")
+            await wait_for(lambda: "eth1" not in names(ep), what="eth1 dropped")
+            assert [r.interface for r in await ep.send_all(b"x\n")] == ["eth0", "eth2"]
+            lab.sh(lab.host, f"ip link set {link.host_if} up")
+            await wait_for(lambda: "eth1" in names(ep), what="eth1 back")
+            lab.peer_send(link, GROUP, PORT, b"back\n")
+            assert (await receive_until(sub, b"back\n"))[-1].interface == "eth1"
+            reader = PeerReader(lab, link)
+            await ep.send(b"out-again\n", interface="eth1")
+            await reader.wait_for(b"out-again\n")
+
+    in_lab(lab, main)
+
+
+def test_carrier_return_reannounces_within_one_second(lab: Lab) -> None:
+    link = lab.link[1]
+    control = "239.255.42.99"
+
+    async def main() -> float:
+        # The control endpoint does not watch: it shows the kernel alone stays silent.
+        async with (
+            MulticastEndpoint(GROUP, PORT) as ep,
+            MulticastEndpoint(control, PORT, watch=False),
+        ):
+            lab.sh(link.peer_ns, f"ip link set {link.peer_if} down")
+            await wait_for(lambda: "eth1" not in names(ep), what="eth1 lost carrier")
+            # Let the joins' own retransmitted reports (robustness 2, 1 s apart) pass.
+            await asyncio.sleep(1.2)
+            # A down veth cannot be captured on; "any" follows it as it comes up.
+            with capture(lab, link, "igmp", device="any") as lines:
+                t_up = time.time()
+                lab.sh(link.peer_ns, f"ip link set {link.peer_if} up")
+                await wait_for(lambda: "eth1" in names(ep), what="eth1 carrier back")
+                await asyncio.sleep(1.0)
+        reports = [ln for ln in "\n".join(lines).split("\n") if re.match(r"^\d+\.\d+ ", ln)]
+        text = "\n".join(lines)
+        assert GROUP in text, text
+        assert control not in text, "the kernel re-reported by itself; the test proves nothing"
+        first = min(float(ln.split()[0]) for ln in reports)
+        return first - t_up
+
+    delay = in_lab(lab, main)
+    print(f"first IGMP report {delay * 1000:.1f} ms after carrier returned")
+    assert delay < 1.0, f"first IGMP report {delay:.3f}s after carrier returned"
+
+
+def test_recreated_interface_gets_its_new_index(lab: Lab, no_warnings: None) -> None:
+    link = lab.link[1]
+
+    async def main() -> None:
+        async with MulticastEndpoint(GROUP, PORT) as ep:
+            events = ep.interface_events()
+            sub = ep.subscribe()
+            old_index = index_of(ep, "eth1")
+            lab.remove_link(link)
+            await wait_for(lambda: "eth1" not in names(ep), what="eth1 gone")
+            lab.recreate_link(link)
+            await wait_for(lambda: "eth1" in names(ep), what="eth1 re-created")
+            new_index = index_of(ep, "eth1")
+            assert new_index != old_index
+            seen: list[InterfaceEvent] = []
+            while len(seen) < 2:
+                seen.append(await asyncio.wait_for(events.__anext__(), 2))
+            assert [(e.kind, e.index) for e in seen] == [
+                ("removed", old_index),
+                ("added", new_index),
+            ]
+            lab.peer_send(link, GROUP, PORT, b"new-card\n")
+            assert (await receive_until(sub, b"new-card\n"))[-1].interface == "eth1"
+
+    in_lab(lab, main)
+
+
+def test_tentative_ipv6_address_waits_for_dad(lab: Lab) -> None:
+    link = lab.link[1]
+
+    async def main() -> None:
+        async with MulticastEndpoint(GROUP6, PORT) as ep:
+            sub = ep.subscribe()
+            lab.sh(lab.host, f"sysctl -qw net.ipv6.conf.{link.host_if}.accept_dad=1")
+            lab.sh(lab.host, f"ip -6 addr del {link.host_addr6}/64 dev {link.host_if}")
+            # Only a link-local address left: not enough for a site-scope group.
+            await wait_for(lambda: "eth1" not in names(ep), what="eth1 dropped")
+            lab.sh(lab.host, f"ip -6 addr add fd00:1::99/64 dev {link.host_if}")
+            state = lab.sh(lab.host, f"ip -6 addr show dev {link.host_if}").stdout
+            assert "tentative" in state  # DAD takes about a second
+            snapshot = {i.name: i for i in read_snapshot()}
+            assert "fd00:1::99" not in snapshot["eth1"].addresses(socket.AF_INET6)
+            await asyncio.sleep(0.1)
+            assert "eth1" not in names(ep)
+            await wait_for(lambda: "eth1" in names(ep), what="eth1 after DAD")
+            assert "tentative" not in lab.sh(lab.host, f"ip -6 addr show dev {link.host_if}").stdout
+            lab.peer_send(link, GROUP6, PORT, b"v6\n")
+            assert (await receive_until(sub, b"v6\n"))[-1].interface == "eth1"
+
+    in_lab(lab, main)
+
+
+def test_idle_watching_endpoint_uses_no_cpu(lab: Lab) -> None:
+    async def main() -> None:
+        async with MulticastEndpoint(GROUP, PORT):
+            await asyncio.sleep(0.1)
+            before = time.process_time()
+            await asyncio.sleep(0.5)
+            used = time.process_time() - before
+            assert used < 0.05, f"idle endpoint used {used:.3f}s of CPU in 0.5s"
+
+    in_lab(lab, main)
