@@ -21,6 +21,7 @@ __all__ = [
     "drain",
     "open_listener",
     "parse_messages",
+    "request_links",
 ]
 
 # Multicast group bitmasks for bind() (include/uapi/linux/rtnetlink.h).
@@ -30,10 +31,15 @@ RTMGRP_IPV6_IFADDR = 0x100
 
 RTM_NEWLINK = 16
 RTM_DELLINK = 17
+RTM_GETLINK = 18
 RTM_NEWADDR = 20
 RTM_DELADDR = 21
 NLMSG_ERROR = 2
 NLMSG_OVERRUN = 4
+NLM_F_REQUEST = 0x1
+NLM_F_DUMP = 0x300
+# Counts every carrier-on since the device was created (Linux >= 4.16).
+IFLA_CARRIER_UP_COUNT = 47
 
 # include/uapi/linux/if.h
 IFF_UP = 0x1
@@ -44,6 +50,8 @@ IFF_LOWER_UP = 0x10000
 _NLMSGHDR = struct.Struct("=IHHII")
 # struct ifinfomsg { u8 family; u8 pad; u16 type; i32 index; u32 flags; u32 change; }
 _IFINFOMSG = struct.Struct("=BxHiII")
+# struct rtattr { u16 len; u16 type; }
+_RTATTR = struct.Struct("=HH")
 
 # Room for a burst of notifications (an interface with many addresses going away
 # emits one message per address); overflow is detected as ENOBUFS, not lost silently.
@@ -61,10 +69,14 @@ class LinkFlags:
     index: int
     flags: int
     deleted: bool = False
+    #: IFLA_CARRIER_UP_COUNT, or None on kernels without it.
+    carrier_ups: int | None = None
 
     @property
     def carrier(self) -> bool:
-        return bool(self.flags & IFF_UP) and bool(self.flags & (IFF_LOWER_UP | IFF_RUNNING))
+        # IFF_LOWER_UP follows the carrier at once; IFF_RUNNING lags behind it
+        # (linkwatch updates the operational state later), so it would hide short drops.
+        return bool(self.flags & IFF_UP) and bool(self.flags & IFF_LOWER_UP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +113,33 @@ def open_listener() -> socket.socket:
     return sock
 
 
+def request_links(sock: socket.socket) -> None:
+    """Ask for a dump of every link; the replies arrive like notifications.
+
+    They give the carrier counters a starting point, so a flap that happens
+    before the first notification is still seen as one.
+    """
+    ifinfo = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+    header = _NLMSGHDR.pack(
+        _NLMSGHDR.size + len(ifinfo), RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, 1, 0
+    )
+    # Port id 0 is the kernel.
+    sock.sendto(header + ifinfo, (0, 0))
+
+
+def _carrier_ups(data: bytes, start: int, end: int) -> int | None:
+    offset = start
+    while offset + _RTATTR.size <= end:
+        length, kind = _RTATTR.unpack_from(data, offset)
+        if length < _RTATTR.size or offset + length > end:
+            return None
+        if kind == IFLA_CARRIER_UP_COUNT and length >= _RTATTR.size + 4:
+            value: int = struct.unpack_from("=I", data, offset + _RTATTR.size)[0]
+            return value
+        offset += (length + 3) & ~3
+    return None
+
+
 def parse_messages(data: bytes) -> tuple[int, bool, list[LinkFlags]]:
     """(message count, overrun seen, link notifications) in one datagram of messages."""
     count = 0
@@ -117,7 +156,8 @@ def parse_messages(data: bytes) -> tuple[int, bool, list[LinkFlags]]:
             overrun = True
         elif kind in (RTM_NEWLINK, RTM_DELLINK) and body + _IFINFOMSG.size <= offset + length:
             _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(data, body)
-            links.append(LinkFlags(index, flags, deleted=kind == RTM_DELLINK))
+            ups = _carrier_ups(data, body + _IFINFOMSG.size, offset + length)
+            links.append(LinkFlags(index, flags, kind == RTM_DELLINK, ups))
         # Messages are padded to 4 bytes (NLMSG_ALIGN).
         offset += (length + 3) & ~3
     return count, overrun, links

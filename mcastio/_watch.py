@@ -108,20 +108,33 @@ class CarrierTracker:
     re-announce on every interface whose carrier came back.
     """
 
-    __slots__ = ("_up",)
+    __slots__ = ("_up", "_ups")
 
     def __init__(self) -> None:
         self._up: dict[int, bool] = {}
+        self._ups: dict[int, int] = {}
 
     def seed(self, snapshot: Iterable[Interface]) -> None:
         for iface in snapshot:
             self._up[iface.index] = iface.up and iface.running
 
-    def update(self, index: int, carrier: bool, *, deleted: bool = False) -> bool:
-        """Record one link notification; True when carrier just came back."""
+    def update(
+        self, index: int, carrier: bool, *, carrier_ups: int | None = None, deleted: bool = False
+    ) -> bool:
+        """Record one link notification; True when carrier came back since the last one.
+
+        ``carrier_ups`` (the kernel's carrier-on counter) also catches a flap too
+        short for any notification to show the link without carrier.
+        """
         if deleted:
             self._up.pop(index, None)
+            self._ups.pop(index, None)
             return False
         was = self._up.get(index)
         self._up[index] = carrier
-        return carrier and was is False
+        came_back = carrier and was is False
+        if carrier_ups is not None:
+            before = self._ups.get(index)
+            self._ups[index] = carrier_ups
+            came_back = came_back or (carrier and before is not None and carrier_ups > before)
+        return came_back

@@ -84,7 +84,9 @@ class Watcher:
             return
         try:
             self._sock = _netlink.open_listener()
+            _netlink.request_links(self._sock)
         except OSError as exc:
+            self._close_socket()
             _log.info("netlink unavailable (%s); polling every %gs", exc, self._poll_interval)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -112,7 +114,9 @@ class Watcher:
             self.trigger()
             return
         for link in drained.links:
-            if self._carrier.update(link.index, link.carrier, deleted=link.deleted):
+            if self._carrier.update(
+                link.index, link.carrier, carrier_ups=link.carrier_ups, deleted=link.deleted
+            ):
                 self._reannounce.add(link.index)
         if drained.lost:
             _log.info("netlink notifications were lost; re-reading every interface")

@@ -14,6 +14,7 @@ from mcastio._netlink import (
     IFF_LOWER_UP,
     IFF_RUNNING,
     IFF_UP,
+    IFLA_CARRIER_UP_COUNT,
     NLMSG_OVERRUN,
     RTM_DELLINK,
     RTM_NEWADDR,
@@ -147,6 +148,15 @@ def test_carrier_tracker_reports_only_returns() -> None:
     assert t.update(3, True) is False
 
 
+def test_carrier_tracker_sees_a_flap_through_the_counter() -> None:
+    t = CarrierTracker()
+    assert t.update(3, True, carrier_ups=1) is False  # first sight: a baseline
+    assert t.update(3, True, carrier_ups=1) is False  # an address or MTU change
+    # Down and up between two notifications: flags never showed it, the counter did.
+    assert t.update(3, True, carrier_ups=2) is True
+    assert t.update(3, False, carrier_ups=2) is False
+
+
 # -- netlink parsing -------------------------------------------------------------------
 
 
@@ -156,8 +166,13 @@ def _nlmsg(kind: int, body: bytes) -> bytes:
     return struct.pack("=IHHII", length, kind, 0, 0, 0) + body + pad
 
 
-def _ifinfo(index: int, flags: int) -> bytes:
-    return struct.pack("=BxHiII", 0, 1, index, flags, 0)
+def _ifinfo(index: int, flags: int, carrier_ups: int | None = None) -> bytes:
+    body = struct.pack("=BxHiII", 0, 1, index, flags, 0)
+    # An unrelated attribute first (IFLA_IFNAME, padded), then the counter.
+    body += struct.pack("=HH", 9, 3) + b"eth1\0" + b"\0" * 3
+    if carrier_ups is not None:
+        body += struct.pack("=HHI", 8, IFLA_CARRIER_UP_COUNT, carrier_ups)
+    return body
 
 
 def test_parse_link_messages_and_flags() -> None:
@@ -175,6 +190,13 @@ def test_parse_link_messages_and_flags() -> None:
         (4, False, False),
         (5, False, True),
     ]
+    assert [link.carrier_ups for link in links] == [None, None, None]
+
+
+def test_parse_carrier_up_counter() -> None:
+    data = _nlmsg(RTM_NEWLINK, _ifinfo(3, IFF_UP | IFF_LOWER_UP, carrier_ups=7))
+    _count, _overrun, (link,) = parse_messages(data)
+    assert (link.index, link.carrier_ups) == (3, 7)
 
 
 def test_parse_stops_at_truncated_message_and_sees_overrun() -> None:

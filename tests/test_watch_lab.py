@@ -271,6 +271,31 @@ def test_carrier_return_reannounces_within_one_second(lab: Lab) -> None:
     assert delay < 1.0, f"first IGMP report {delay:.3f}s after carrier returned"
 
 
+def test_carrier_flap_too_short_to_notice_still_reannounces(lab: Lab) -> None:
+    link = lab.link[1]
+    control = "239.255.42.99"
+
+    async def main() -> str:
+        async with (
+            MulticastEndpoint(GROUP, PORT) as ep,
+            MulticastEndpoint(control, PORT, watch=False),
+        ):
+            await asyncio.sleep(1.2)  # past the joins' own retransmitted reports
+            with capture(lab, link, "igmp", device="any") as lines:
+                # Down and up in one go: the host may never see the link without carrier.
+                lab.run(
+                    link.peer_ns,
+                    "sh", "-c", f"ip link set {link.peer_if} down; ip link set {link.peer_if} up",
+                )  # fmt: skip
+                await asyncio.sleep(1.0)
+            assert "eth1" in names(ep)
+        return "\n".join(lines)
+
+    text = in_lab(lab, main)
+    assert GROUP in text, text
+    assert control not in text, "the kernel re-reported by itself; the test proves nothing"
+
+
 def test_recreated_interface_gets_its_new_index(lab: Lab, no_warnings: None) -> None:
     link = lab.link[1]
 

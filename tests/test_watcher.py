@@ -81,7 +81,11 @@ def test_a_burst_of_triggers_is_one_reconcile() -> None:
     calls: list[int] = []
 
     async def main() -> None:
-        w = Watcher(lambda _r: calls.append(1) is None, netlink=False, poll_interval=3600)
+        def count(_r: frozenset[int]) -> bool:
+            calls.append(1)
+            return True
+
+        w = Watcher(count, netlink=False, poll_interval=3600)
         w.start(asyncio.get_running_loop())
         await asyncio.sleep(0)
         for _ in range(20):
