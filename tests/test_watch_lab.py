@@ -358,3 +358,51 @@ def test_idle_watching_endpoint_uses_no_cpu(lab: Lab) -> None:
             assert used < 0.05, f"idle endpoint used {used:.3f}s of CPU in 0.5s"
 
     in_lab(lab, main)
+
+
+def test_polling_fallback_follows_a_new_link(lab: Lab, no_warnings: None) -> None:
+    async def main() -> None:
+        async with MulticastEndpoint(GROUP, PORT, netlink=False, poll_interval=0.05) as ep:
+            assert ep.watch_mode == "poll"
+            sub = ep.subscribe()
+            new = lab.add_link()
+            await wait_for(lambda: "eth3" in names(ep), what="eth3 joined by polling")
+            lab.peer_send(new, GROUP, PORT, b"polled\n")
+            assert (await receive_until(sub, b"polled\n"))[-1].interface == "eth3"
+
+    in_lab(lab, main)
+
+
+def ip_batch(lab: Lab, commands: str) -> None:
+    """Many ``ip`` commands in one process, so their notifications come in one burst."""
+    subprocess.run(
+        ["ip", "netns", "exec", lab.host, "ip", "-batch", "-"],
+        input=commands,
+        text=True,
+        check=True,
+    )
+
+
+def test_lost_netlink_events_lead_to_a_full_reread(
+    lab: Lab, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mcastio")
+    batch = "\n".join(f"address add 10.77.{i // 250}.{i % 250 + 1}/32 dev lo" for i in range(400))
+
+    async def main() -> None:
+        async with MulticastEndpoint(GROUP, PORT) as ep:
+            watcher = ep._watcher
+            assert watcher is not None
+            assert watcher._sock is not None
+            # The smallest buffer the kernel allows, so a burst must overflow it.
+            watcher._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 0)
+            # The loop is blocked meanwhile, so nothing is read until the burst is over.
+            ip_batch(lab, batch)
+            new = lab.add_link()
+            await wait_for(lambda: "eth3" in names(ep), what="eth3 after the overflow")
+            assert "notifications were lost" in caplog.text
+            sub = ep.subscribe()
+            lab.peer_send(new, GROUP, PORT, b"recovered\n")
+            assert (await receive_until(sub, b"recovered\n"))[-1].interface == "eth3"
+
+    in_lab(lab, main)
