@@ -271,6 +271,35 @@ def test_carrier_return_reannounces_within_one_second(lab: Lab) -> None:
     assert delay < 1.0, f"first IGMP report {delay:.3f}s after carrier returned"
 
 
+def test_carrier_return_sends_an_mld_report_for_ipv6(lab: Lab) -> None:
+    # Unlike IGMP, the kernel itself re-reports IPv6 groups here (carrier return
+    # restarts DAD, and MLD sends its initial report after it), so this checks the
+    # requirement end to end rather than the endpoint's own re-announce.
+    link = lab.link[1]
+
+    async def main() -> tuple[float, str]:
+        async with MulticastEndpoint(GROUP6, PORT) as ep:
+            lab.sh(link.peer_ns, f"ip link set {link.peer_if} down")
+            await wait_for(lambda: "eth1" not in names(ep), what="eth1 lost carrier")
+            await asyncio.sleep(1.2)  # past the join's own retransmitted reports
+            # MLD sits behind a hop-by-hop header, which the "icmp6" filter misses.
+            with capture(lab, link, "ip6", "and", "not", "udp", device="any") as lines:
+                t_up = time.time()
+                lab.sh(link.peer_ns, f"ip link set {link.peer_if} up")
+                await wait_for(lambda: "eth1" in names(ep), what="eth1 carrier back")
+                await asyncio.sleep(1.0)
+        return t_up, "\n".join(lines)
+
+    t_up, text = in_lab(lab, main)
+    times = [
+        float(line.split()[0])
+        for line in text.splitlines()
+        if "listener report" in line and f"gaddr {GROUP6} " in line
+    ]
+    assert times, text
+    assert min(times) - t_up < 1.0, text
+
+
 def test_carrier_flap_too_short_to_notice_still_reannounces(lab: Lab) -> None:
     link = lab.link[1]
     control = "239.255.42.99"
