@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import ipaddress
 import os
 import secrets
+import select
 import shutil
 import subprocess
 import time
@@ -139,6 +141,8 @@ class Lab:
             for _ in range(self.links):
                 self.add_link()
             self.sh(self.host, f"ip route add default via {self.link[0].peer_addr}")
+            if self.ipv6:
+                self.wait_ipv6_ready(self.link)
         except BaseException:
             self.destroy()
             raise
@@ -186,7 +190,32 @@ class Lab:
             self.sh(peer, f"ip route add default via {host_addr}")
             # Peers send multicast out of their single link without further setup.
         self.link.append(link)
+        if self._built and up and link.host_addr6:
+            self.wait_ipv6_ready([link])
         return link
+
+    def wait_ipv6_ready(self, links: Sequence[Link], timeout: float = 5.0) -> None:
+        """Block until both ends of ``links`` have a usable (non-tentative) link-local address.
+
+        Until then the kernel has no ff00::/8 route on the device, and sending to an
+        IPv6 group fails with ENETUNREACH.
+        """
+        sides = [(self.host, lk.host_if) for lk in links] + [
+            (lk.peer_ns, lk.peer_if) for lk in links
+        ]
+        deadline = time.monotonic() + timeout
+        pending = sides
+        while pending:
+            pending = [(ns, dev) for ns, dev in pending if not self._has_link_local(ns, dev)]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise LabError(f"no usable IPv6 link-local address on {pending} within {timeout}s")
+            time.sleep(0.01)
+
+    def _has_link_local(self, ns: str, dev: str) -> bool:
+        out = self.run(ns, "ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "link").stdout
+        return "fe80" in out and "tentative" not in out
 
     def destroy(self) -> None:
         """Stop every process started here and delete every namespace. Idempotent."""
@@ -236,14 +265,26 @@ class Lab:
 
     # -- real peers (socat) ----------------------------------------------------------
 
-    def peer_send(self, link: Link, group: str, port: int, payload: bytes) -> None:
-        """Send one datagram to ``group`` from ``link``'s peer, with socat."""
-        family = "UDP6" if ":" in group else "UDP4"
-        dest = f"[{group}]" if ":" in group else group
-        opts = f"ip-multicast-if={link.peer_addr}" if family == "UDP4" else ""
-        target = f"{family}-DATAGRAM:{dest}:{port}" + (f",{opts}" if opts else "")
-        if family == "UDP6":
-            target += f",so-bindtodevice={link.peer_if}"
+    def peer_send(
+        self, link: Link, group: str, port: int, payload: bytes, *, source: str | None = None
+    ) -> None:
+        """Send one datagram to ``group`` from ``link``'s peer, with socat.
+
+        ``source`` picks the sender's address (it must be assigned in the peer); by
+        default the kernel chooses, which for a link-scope IPv6 group is the peer's
+        link-local address.
+        """
+        v6 = ":" in group
+        if v6:
+            # The peer has no IPv6 default route: bind to the device so the
+            # ff00::/8 route of that device is used.
+            target = f"UDP6-DATAGRAM:[{group}]:{port},so-bindtodevice={link.peer_if}"
+            if source is not None:
+                target += f",bind=[{source}]"
+        else:
+            target = f"UDP4-DATAGRAM:{group}:{port},ip-multicast-if={source or link.peer_addr}"
+            if source is not None:
+                target += f",bind={source}"
         proc = subprocess.run(
             ["ip", "netns", "exec", link.peer_ns, "socat", "-u", "STDIN", target],
             input=payload,
@@ -285,7 +326,8 @@ class Lab:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             out = self.run(ns, "ip", "maddr", "show", "dev", ifname, check=False).stdout
-            if f" {group}" in out or f" {group}\n" in out:
+            # Whole-token match: " ff02::1" is also a prefix of " ff02::1:ff00:2".
+            if any(_same_address(tok, group) for tok in out.split()):
                 return
             if proc is not None and proc.poll() is not None:
                 err = proc.stderr.read().decode() if proc.stderr else ""
@@ -320,12 +362,34 @@ class PeerListener:
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self._proc = proc
+        self._buffer = b""
+
+    def wait_for(self, line: bytes, timeout: float = 5.0) -> None:
+        """Block until a datagram ending in ``line`` plus newline has arrived.
+
+        Send a marker after the datagrams under test and wait for it: a link
+        delivers in order, so anything sent before the marker is in by then.
+        """
+        assert self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while line not in self._buffer.splitlines():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LabError(f"peer listener did not receive {line!r} within {timeout}s")
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise LabError(f"peer listener exited before receiving {line!r}")
+                self._buffer += chunk
 
     def stop(self) -> bytes:
         self._proc.kill()
         self._proc.wait(timeout=5)
         assert self._proc.stdout is not None
-        data = self._proc.stdout.read()
+        data = self._buffer + self._proc.stdout.read()
+        self._buffer = b""
         self._proc.stdout.close()
         if self._proc.stderr is not None:
             self._proc.stderr.close()
@@ -334,6 +398,13 @@ class PeerListener:
     def lines(self) -> list[bytes]:
         """Stop and split the received bytes on newlines (one datagram per line)."""
         return self.stop().splitlines()
+
+
+def _same_address(token: str, address: str) -> bool:
+    try:
+        return ipaddress.ip_address(token) == ipaddress.ip_address(address)
+    except ValueError:
+        return False
 
 
 def _ip(*argv: str) -> None:

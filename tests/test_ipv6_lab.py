@@ -1,0 +1,130 @@
+"""IPv6 (MLD) groups on every link of a namespace lab, with socat UDP6 peers."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+
+import pytest
+from conftest import run
+
+from mcastio import Datagram, MulticastEndpoint, Subscription
+from mcastio.testing import Lab, PeerListener
+
+pytestmark = pytest.mark.lab
+
+PORT = 5400
+
+
+async def collect(sub: Subscription, payloads: set[bytes], timeout: float = 5.0) -> list[Datagram]:
+    """Datagrams in arrival order until every one of ``payloads`` has been seen.
+
+    Different links are different queues in the kernel, so only the set, not
+    the order across links, is certain.
+    """
+    got: list[Datagram] = []
+
+    async def gather() -> None:
+        async for dgram in sub:
+            got.append(dgram)
+            if payloads <= {d.data for d in got}:
+                return
+        raise AssertionError(f"subscription ended before {payloads!r}; got {got}")
+
+    try:
+        await asyncio.wait_for(gather(), timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"only {got} of {payloads!r} within {timeout}s") from None
+    return got
+
+
+@pytest.mark.parametrize(
+    ("group", "wire_group"),
+    [
+        ("ff05::4242", "ff05::4242"),
+        # A non-canonical spelling must still match the kernel's pktinfo destination.
+        ("FF05:0:0:0:0:0:0:4243", "ff05::4243"),
+        ("ff02::4242", "ff02::4242"),
+    ],
+)
+def test_receive_from_every_link_attributed(lab: Lab, group: str, wire_group: str) -> None:
+    async def main() -> None:
+        async with MulticastEndpoint(group, PORT) as ep:
+            assert [i.name for i in ep.interfaces] == ["eth0", "eth1", "eth2"]
+            index = {i.name: i.index for i in ep.interfaces}
+            sub = ep.subscribe()
+            for link in lab.link:
+                lab.peer_send(link, wire_group, PORT, link.host_if.encode())
+            got = await collect(sub, {b"eth0", b"eth1", b"eth2"})
+            # Exactly one datagram per link, each attributed to the link it came in on.
+            assert sorted((d.data.decode(), d.interface) for d in got) == [
+                ("eth0", "eth0"),
+                ("eth1", "eth1"),
+                ("eth2", "eth2"),
+            ]
+            peers = {link.host_if: link for link in lab.link}
+            for dgram in got:
+                link = peers[dgram.interface]
+                assert dgram.group == wire_group
+                host, port, _flow, scope_id = dgram.source  # type: ignore[misc]
+                assert 1 <= port <= 65535
+                assert "%" not in host
+                addr = ipaddress.IPv6Address(host)
+                if group.startswith("ff02"):
+                    # The peer's link-local address; its scope is the arrival interface.
+                    assert addr.is_link_local, host
+                    assert scope_id == index[link.host_if]
+                else:
+                    assert addr == ipaddress.IPv6Address(link.peer_addr6)
+                    assert scope_id == 0
+            assert ep.stats.not_for_group == 0
+
+    with lab.inside():
+        run(main())
+
+
+@pytest.mark.parametrize("group", ["ff05::4242", "ff02::4242"])
+def test_send_all_one_copy_per_link(lab: Lab, group: str) -> None:
+    listeners: list[PeerListener] = [lab.peer_listen(link, group, PORT) for link in lab.link]
+
+    async def main() -> None:
+        async with MulticastEndpoint(group, PORT) as ep:
+            for payload in (b"hello\n", b"end\n"):
+                results = await ep.send_all(payload)
+                assert [(r.interface, r.ok, r.sent) for r in results] == [
+                    ("eth0", True, len(payload)),
+                    ("eth1", True, len(payload)),
+                    ("eth2", True, len(payload)),
+                ]
+
+    with lab.inside():
+        run(main())
+    for listener in listeners:
+        listener.wait_for(b"end")
+    assert [lst.lines() for lst in listeners] == [[b"hello", b"end"]] * 3
+
+
+def test_reply_to_link_local_source(lab: Lab) -> None:
+    """``Datagram.source`` of a link-local sender is directly usable with sendto()."""
+    link = lab.link[2]
+    # socat's receive socket is bound to the port on every address of the peer,
+    # so it also gets the unicast reply to its link-local address.
+    listener = lab.peer_listen(link, "ff02::4244", PORT)
+
+    async def main() -> None:
+        async with MulticastEndpoint("ff02::4244", PORT) as ep:
+            sub = ep.subscribe()
+            lab.peer_send(link, "ff02::4244", PORT, b"ping\n")
+            (dgram,) = await collect(sub, {b"ping\n"})
+            assert dgram.interface == "eth2"
+            host, _port, flow, scope_id = dgram.source  # type: ignore[misc]
+            with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+                # No interface given but the scope_id: the reply finds eth2 by itself.
+                s.sendto(b"pong\n", (host, PORT, flow, scope_id))
+
+    with lab.inside():
+        run(main())
+    listener.wait_for(b"pong")
+    # The peer's own "ping" loops back to its listener (IPV6_MULTICAST_LOOP defaults to 1).
+    assert listener.lines() == [b"ping", b"pong"]
