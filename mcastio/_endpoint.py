@@ -25,6 +25,7 @@ from ._model import (
     validate_payload,
     validate_port,
     validate_queue_size,
+    validate_sources,
     validate_ttl,
 )
 from ._subscription import Subscription
@@ -79,6 +80,8 @@ class MulticastEndpoint:
     :class:`Interface`. ``ttl`` (default 1) keeps traffic on the local links;
     ``loopback`` (default off) controls whether this host's own programs see what
     it sends. Each subscriber queues at most ``queue_size`` datagrams.
+    ``sources`` (for a group in 232.0.0.0/8 or ff3x::/32) makes the joins
+    source-specific: only datagrams from those senders are delivered.
     """
 
     def __init__(
@@ -91,9 +94,14 @@ class MulticastEndpoint:
         loopback: bool = False,
         queue_size: int = 1024,
         snapshot_source: SnapshotSource | None = None,
+        sources: Sequence[str] | None = None,
     ) -> None:
         self._group = parse_group(group)
         self._group_str = str(self._group)
+        self._sources = validate_sources(self._group, sources)
+        # The pktinfo destination is compared as inet_ntop text: the same function on
+        # both sides keeps the comparison canonical for any spelling of an IPv6 group.
+        self._wire_group = socket.inet_ntop(self._group.family, self._group.address.packed)
         self._port = validate_port(port)
         self._ttl = validate_ttl(ttl)
         self._loopback = bool(loopback)
@@ -126,6 +134,11 @@ class MulticastEndpoint:
     @property
     def port(self) -> int:
         return self._port
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The allowed senders of a source-specific endpoint; ``()`` means any sender."""
+        return self._sources
 
     @property
     def family(self) -> socket.AddressFamily:
@@ -249,7 +262,7 @@ class MulticastEndpoint:
     def _join_somewhere(self, iface: Interface) -> _Receiver:
         for receiver in self._receivers:
             try:
-                _net.join(receiver.sock, self._group, iface)
+                _net.join(receiver.sock, self._group, iface, self._sources)
             except MembershipLimitError:
                 continue
             receiver.joined.add(iface.index)
@@ -258,7 +271,7 @@ class MulticastEndpoint:
         # since datagrams reach only the socket holding the (group, ifindex) membership.
         receiver = self._open_receiver()
         try:
-            _net.join(receiver.sock, self._group, iface)
+            _net.join(receiver.sock, self._group, iface, self._sources)
         except BaseException:
             self._close_receiver_if_empty(receiver)
             raise
@@ -283,7 +296,7 @@ class MulticastEndpoint:
     def _leave(self, receiver: _Receiver, iface: Interface) -> None:
         receiver.joined.discard(iface.index)
         try:
-            _net.leave(receiver.sock, self._group, iface)
+            _net.leave(receiver.sock, self._group, iface, self._sources)
         except MulticastError as exc:
             _log.warning("%s", exc)
         self._close_receiver_if_empty(receiver)
@@ -330,6 +343,11 @@ class MulticastEndpoint:
         self._extra_sinks.append(sink)
         self._rebuild_sinks()
 
+    def _remove_sink(self, sink: Sink) -> None:
+        if sink in self._extra_sinks:
+            self._extra_sinks.remove(sink)
+            self._rebuild_sinks()
+
     def _rebuild_sinks(self) -> None:
         feeds: list[Sink] = []
         for ref in self._subs.values():
@@ -352,6 +370,7 @@ class MulticastEndpoint:
         append = batch.append
         recvmsg = sock.recvmsg
         group = self._group_str
+        wire_group = self._wire_group
         names = self._names
         parse = _net.parse_pktinfo
         for _ in range(_DRAIN_BUDGET):
@@ -367,7 +386,7 @@ class MulticastEndpoint:
                 self._truncated += 1
                 continue
             info = parse(anc)
-            if info is None or info[1] != group:
+            if info is None or info[1] != wire_group:
                 self._not_for_group += 1
                 continue
             name = names.get(info[0])

@@ -1,0 +1,104 @@
+"""Source-specific multicast in a namespace lab: (S,G) joins, other senders filtered."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+
+import pytest
+from conftest import run
+
+from mcastio import Datagram, MulticastEndpoint, Subscription
+from mcastio._model import Plan
+from mcastio.testing import Lab
+
+pytestmark = pytest.mark.lab
+
+PORT = 5401
+
+
+async def collect(sub: Subscription, payloads: set[bytes], timeout: float = 5.0) -> list[Datagram]:
+    got: list[Datagram] = []
+
+    async def gather() -> None:
+        async for dgram in sub:
+            got.append(dgram)
+            if payloads <= {d.data for d in got}:
+                return
+
+    try:
+        await asyncio.wait_for(gather(), timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"only {got} of {payloads!r} within {timeout}s") from None
+    return got
+
+
+def source_filters(lab: Lab, v6: bool) -> set[tuple[str, str, str]]:
+    """(device, group, source) INCLUDE entries the host kernel holds, from /proc."""
+    text = lab.run(lab.host, "cat", "/proc/net/mcfilter6" if v6 else "/proc/net/mcfilter").stdout
+    entries = set()
+    for line in text.splitlines()[1:]:
+        _idx, dev, group, source, include, _exclude = line.split()
+        if int(include) == 0:
+            continue
+        # mcfilter6 prints the 16 bytes in hex, mcfilter the host-order integer.
+        g, s = (
+            str(
+                ipaddress.IPv6Address(bytes.fromhex(x)) if v6 else ipaddress.IPv4Address(int(x, 16))
+            )
+            for x in (group, source)
+        )
+        entries.add((dev, g, s))
+    return entries
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["igmpv3", "mldv2"])
+def test_only_the_allowed_source_is_delivered(lab: Lab, v6: bool) -> None:
+    link = lab.link[1]
+    if v6:
+        group = "ff3e::4242"
+        allowed = str(ipaddress.IPv6Address(link.peer_addr6 or ""))
+        other = str(ipaddress.IPv6Address(allowed) + 1)
+        lab.sh(link.peer_ns, f"ip -6 addr add {other}/64 dev {link.peer_if} nodad")
+    else:
+        group = "232.1.2.3"
+        allowed = link.peer_addr
+        other = str(ipaddress.IPv4Address(allowed) + 1)
+        lab.sh(link.peer_ns, f"ip addr add {other}/24 dev {link.peer_if}")
+
+    async def main() -> None:
+        ssm = MulticastEndpoint(group, PORT, sources=[allowed])
+        # A control endpoint without sources= on the same port proves that the
+        # other sender's datagram really reached the host.
+        control = MulticastEndpoint(group, PORT)
+        async with ssm, control:
+            assert ssm.sources == (allowed,)
+            ssm_sub, control_sub = ssm.subscribe(), control.subscribe()
+            lab.peer_send(link, group, PORT, b"other", source=other)
+            lab.peer_send(link, group, PORT, b"allowed", source=allowed)
+            seen = await collect(control_sub, {b"other", b"allowed"})
+            assert {(d.data, d.source[0]) for d in seen} == {
+                (b"other", other),
+                (b"allowed", allowed),
+            }
+            # Sent after the control saw "other": if the SSM socket had been given
+            # "other", it would be queued ahead of this marker.
+            lab.peer_send(link, group, PORT, b"end", source=allowed)
+            got = await collect(ssm_sub, {b"allowed", b"end"})
+            assert [(d.data, d.source[0], d.interface) for d in got] == [
+                (b"allowed", allowed, "eth1"),
+                (b"end", allowed, "eth1"),
+            ]
+
+            expected = {(lk.host_if, group, allowed) for lk in lab.link}
+            assert source_filters(lab, v6) == expected
+
+            # The path a watcher takes: leave and re-join one interface via _apply.
+            eth2 = next(i for i in ssm.interfaces if i.name == "eth2")
+            assert ssm._apply(Plan(remove=(eth2,))) == []
+            assert source_filters(lab, v6) == expected - {("eth2", group, allowed)}
+            assert ssm._apply(Plan(add=(eth2,))) == []
+            assert source_filters(lab, v6) == expected
+
+    with lab.inside():
+        run(main())
