@@ -298,7 +298,8 @@ class Lab:
     def peer_listen(self, link: Link, group: str, port: int) -> PeerListener:
         """Join ``group`` on ``link``'s peer with socat and collect what arrives."""
         if ":" in group:
-            spec = f"UDP6-RECV:{port},ipv6-join-group=[{group}]:{link.peer_if},reuseaddr"
+            # ipv6only: otherwise the socket also takes IPv4 datagrams as mapped addresses.
+            spec = f"UDP6-RECV:{port},ipv6-join-group=[{group}]:{link.peer_if},reuseaddr,ipv6only=1"
         else:
             spec = f"UDP4-RECV:{port},ip-add-membership={group}:{link.peer_if},reuseaddr"
         proc = self.popen(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import time
 
 import pytest
 from conftest import run
@@ -128,3 +129,33 @@ def test_reply_to_link_local_source(lab: Lab) -> None:
     listener.wait_for(b"pong")
     # The peer's own "ping" loops back to its listener (IPV6_MULTICAST_LOOP defaults to 1).
     assert listener.lines() == [b"ping", b"pong"]
+
+
+def test_tentative_address_skipped_until_usable(lab: Lab) -> None:
+    from mcastio._discovery import read_snapshot
+
+    # Real DAD, made quick: one probe 100 ms after the address is added.
+    for key, value in (
+        ("accept_dad", "1"),
+        ("dad_transmits", "1"),
+        ("router_solicitation_delay", "0"),
+    ):
+        lab.sh(lab.host, f"sysctl -qw net.ipv6.conf.eth1.{key}={value}")
+    lab.sh(lab.host, "sysctl -qw net.ipv6.neigh.eth1.retrans_time_ms=100")
+    lab.sh(lab.host, "ip -6 addr add fd00:1::77/64 dev eth1")
+    new = ipaddress.IPv6Address("fd00:1::77")
+
+    def eth1_addresses() -> set[ipaddress.IPv6Address]:
+        with lab.inside():
+            (eth1,) = (i for i in read_snapshot() if i.name == "eth1")
+        return {a.ip for a in eth1.ipv6}
+
+    assert "tentative" in lab.run(lab.host, "ip", "-6", "addr", "show", "dev", "eth1").stdout
+    first = eth1_addresses()
+    assert new not in first
+    assert ipaddress.IPv6Address("fd00:1::1") in first
+    deadline = time.monotonic() + 5
+    while new not in eth1_addresses():
+        assert time.monotonic() < deadline, "address never left the tentative state"
+        time.sleep(0.05)
+    assert "tentative" not in lab.run(lab.host, "ip", "-6", "addr", "show", "dev", "eth1").stdout
