@@ -512,6 +512,12 @@ def _explain_no_interfaces(
             why.append("no IPv4 address")
         if ":" in group and not iface.ipv6:
             why.append("no IPv6 address")
+        elif (
+            ":" in group
+            and not parse_group(group).link_scoped
+            and all(a.ip.is_link_local for a in iface.ipv6)
+        ):
+            why.append("only a link-local IPv6 address, too narrow for this group's scope")
         lines.append(f"  {iface.name}: {', '.join(why) or 'excluded by the interfaces= selector'}")
     if selector is not None:
         lines.append("  (an interfaces= selector was given)")

@@ -246,7 +246,9 @@ class Datagram:
     """One received datagram."""
 
     data: bytes
-    #: (host, port) for IPv4; (host, port, flowinfo, scope_id) for IPv6.
+    #: (host, port) for IPv4; (host, port, flowinfo, scope_id) for IPv6, as recvmsg
+    #: gives it: a link-local sender's scope_id is the arrival interface's index and
+    #: host has no %zone suffix, so the tuple can be passed to sendto() as it is.
     source: tuple[str, int] | tuple[str, int, int, int]
     group: str
     #: Name of the interface the datagram arrived on, e.g. ``"eth1"``.

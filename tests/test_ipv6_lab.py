@@ -159,3 +159,25 @@ def test_tentative_address_skipped_until_usable(lab: Lab) -> None:
         assert time.monotonic() < deadline, "address never left the tentative state"
         time.sleep(0.05)
     assert "tentative" not in lab.run(lab.host, "ip", "-6", "addr", "show", "dev", "eth1").stdout
+
+
+def test_other_groups_on_the_same_port_stay_out(lab: Lab) -> None:
+    """IPV6_MULTICAST_ALL=0: the kernel does not hand us groups another socket joined."""
+
+    async def main() -> None:
+        async with (
+            MulticastEndpoint("ff05::4242", PORT) as mine,
+            MulticastEndpoint("ff05::4343", PORT) as other,
+        ):
+            my_sub, other_sub = mine.subscribe(), other.subscribe()
+            link = lab.link[1]
+            lab.peer_send(link, "ff05::4343", PORT, b"not yours")
+            assert [d.data for d in await collect(other_sub, {b"not yours"})] == [b"not yours"]
+            lab.peer_send(link, "ff05::4242", PORT, b"end")
+            assert [d.data for d in await collect(my_sub, {b"end"})] == [b"end"]
+            # Not even seen and discarded by the pktinfo check: it never reached the socket.
+            assert mine.stats.not_for_group == 0
+            assert mine.stats.received == 1
+
+    with lab.inside():
+        run(main())
