@@ -22,7 +22,7 @@ def test_every_exported_name_resolves_and_is_documented() -> None:
 def test_values_are_frozen_slotted_dataclasses() -> None:
     for cls in (mcastio.Datagram, mcastio.SendResult, mcastio.Interface, mcastio.EndpointStats):
         assert dataclasses.is_dataclass(cls)
-        params = cls.__dataclass_params__  # type: ignore[attr-defined]
+        params = getattr(cls, "__dataclass_params__")  # noqa: B009
         assert params.frozen, cls
         assert "__slots__" in cls.__dict__, cls
 
