@@ -463,8 +463,8 @@ class MulticastEndpoint:
         except asyncio.TimeoutError as exc:
             return SendResult(member.iface.name, OSError(f"socket stayed full: {exc!r}"))
         finally:
-            if member.tx.fileno() != -1:
-                loop.remove_writer(fd)
+            # Safe even if aclose() closed the socket meanwhile: the selector ignores EBADF.
+            loop.remove_writer(fd)
         return self._send_member(member, payload)
 
 

@@ -127,26 +127,10 @@ def test_send_all_gives_each_peer_exactly_one_copy(lab: Lab) -> None:
     assert [listener.lines() for listener in listeners] == [[b"hello"]] * 3
 
 
+@pytest.mark.usefixtures("need_tcpdump")
 def test_each_copy_leaves_with_its_interfaces_source_address(lab: Lab) -> None:
-    dumps = [
-        lab.popen(
-            link.peer_ns,
-            "tcpdump",
-            "-n",
-            "-l",
-            "-i",
-            link.peer_if,
-            "-c",
-            "1",
-            f"udp and dst host {GROUP} and dst port {PORT}",
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        for link in lab.link
-    ]
-    for proc in dumps:
-        assert proc.stderr is not None
-        proc.stderr.readline()  # "listening on ..." once the capture is armed
+    bpf = f"udp and dst host {GROUP} and dst port {PORT}"
+    dumps = [lab.tcpdump(link.peer_ns, link.peer_if, bpf, count=1) for link in lab.link]
 
     async def main() -> None:
         async with mcastio.MulticastEndpoint(GROUP, PORT) as ep:
