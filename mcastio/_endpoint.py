@@ -15,6 +15,7 @@ from ._discovery import read_snapshot
 from ._errors import EndpointClosedError, MembershipLimitError, MulticastError
 from ._model import (
     Datagram,
+    Group,
     Interface,
     InterfaceSelector,
     Plan,
@@ -163,7 +164,7 @@ class MulticastEndpoint:
         snapshot = self._snapshot_source()
         desired = select_interfaces(snapshot, self._group, self._selector)
         if not desired:
-            raise MulticastError(_explain_no_interfaces(snapshot, self._group_str, self._selector))
+            raise MulticastError(_explain_no_interfaces(snapshot, self._group, self._selector))
         self._state = "open"
         try:
             failures = self._apply(plan_changes({}, desired))
@@ -482,8 +483,8 @@ class MulticastEndpoint:
         except asyncio.TimeoutError as exc:
             return SendResult(member.iface.name, OSError(f"socket stayed full: {exc!r}"))
         finally:
-            if member.tx.fileno() != -1:
-                loop.remove_writer(fd)
+            # Safe even if aclose() closed the socket meanwhile: the selector ignores EBADF.
+            loop.remove_writer(fd)
         return self._send_member(member, payload)
 
 
@@ -495,9 +496,10 @@ def _index_to_name(index: int) -> str:
 
 
 def _explain_no_interfaces(
-    snapshot: Sequence[Interface], group: str, selector: InterfaceSelector
+    snapshot: Sequence[Interface], group: Group, selector: InterfaceSelector
 ) -> str:
     lines = [f"no interface can carry {group}:"]
+    v4 = group.family == socket.AF_INET
     for iface in snapshot:
         why = []
         if iface.loopback:
@@ -508,15 +510,9 @@ def _explain_no_interfaces(
             why.append("no carrier")
         if not iface.multicast:
             why.append("no MULTICAST flag")
-        if ":" not in group and not iface.ipv4:
-            why.append("no IPv4 address")
-        if ":" in group and not iface.ipv6:
-            why.append("no IPv6 address")
-        elif (
-            ":" in group
-            and not parse_group(group).link_scoped
-            and all(a.ip.is_link_local for a in iface.ipv6)
-        ):
+        if not (iface.ipv4 if v4 else iface.ipv6):
+            why.append(f"no {'IPv4' if v4 else 'IPv6'} address")
+        elif not v4 and not group.link_scoped and all(a.ip.is_link_local for a in iface.ipv6):
             why.append("only a link-local IPv6 address, too narrow for this group's scope")
         lines.append(f"  {iface.name}: {', '.join(why) or 'excluded by the interfaces= selector'}")
     if selector is not None:

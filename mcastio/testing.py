@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
-__all__ = ["Lab", "LabError", "Link", "PeerListener", "lab_support"]
+__all__ = ["Lab", "LabError", "Link", "PeerListener", "lab_support", "tcpdump_support"]
 
 _CLONE_NEWNET = 0x40000000
 _PREFIX = "mcio"
@@ -81,6 +81,17 @@ def lab_support() -> str | None:
     )
     if probe.returncode != 0:
         return f"cannot create a network namespace: {probe.stderr.strip() or probe.returncode}"
+    return None
+
+
+def tcpdump_support() -> str | None:
+    """``None`` when :meth:`Lab.tcpdump` can run here, else the reason it cannot."""
+    if shutil.which("tcpdump") is None:
+        return "tcpdump is not installed"
+    if _in_user_namespace():
+        # Debian's tcpdump always drops to its own user, and setgroups() is denied
+        # in an unprivileged user namespace, so it exits before capturing.
+        return "tcpdump cannot drop privileges inside an unprivileged user namespace"
     return None
 
 
@@ -314,6 +325,31 @@ class Lab:
         listener = PeerListener(proc)
         self.wait_for_membership(link.peer_ns, link.peer_if, group, proc)
         return listener
+
+    def tcpdump(
+        self, ns: str, ifname: str, bpf: str, *, count: int | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start tcpdump on ``ifname`` in ``ns``; returns once the capture is armed.
+
+        Lines come on stdout as tcpdump prints them (``-n -l``); the process is
+        killed by :meth:`destroy` if still running.
+        """
+        reason = tcpdump_support()
+        if reason is not None:
+            raise LabError(reason)
+        argv = ["tcpdump", "-n", "-l", "-i", ifname]
+        if count is not None:
+            argv += ["-c", str(count)]
+        proc = self.popen(ns, *argv, bpf, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stderr is not None
+        seen = ""
+        # tcpdump announces "listening on" on stderr once the capture is armed.
+        while line := proc.stderr.readline().decode():
+            if "listening on" in line:
+                return proc
+            seen += line
+        proc.kill()
+        raise LabError(f"tcpdump on {ifname} in {ns} did not start: {seen.strip()}")
 
     def wait_for_membership(
         self,

@@ -6,10 +6,10 @@ import asyncio
 import socket
 
 import pytest
-from conftest import run
 
 from mcastio import DualStackEndpoint, MulticastEndpoint, MulticastError, Subscription
 from mcastio.testing import Lab
+from tests.conftest import run
 
 pytestmark = pytest.mark.lab
 

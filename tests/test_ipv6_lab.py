@@ -8,10 +8,10 @@ import socket
 import time
 
 import pytest
-from conftest import run
 
 from mcastio import Datagram, MulticastEndpoint, Subscription
 from mcastio.testing import Lab, PeerListener
+from tests.conftest import run
 
 pytestmark = pytest.mark.lab
 

@@ -6,11 +6,11 @@ import asyncio
 import ipaddress
 
 import pytest
-from conftest import run
 
 from mcastio import Datagram, MulticastEndpoint, Subscription
 from mcastio._model import Plan
 from mcastio.testing import Lab
+from tests.conftest import run
 
 pytestmark = pytest.mark.lab
 
