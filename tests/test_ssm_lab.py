@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from mcastio import Datagram, MulticastEndpoint, Subscription
+from mcastio import Datagram, MulticastEndpoint, Subscription, create_multicast_endpoint
 from mcastio._model import Plan
 from mcastio.testing import Lab
 from tests.conftest import run
@@ -99,6 +99,21 @@ def test_only_the_allowed_source_is_delivered(lab: Lab, v6: bool) -> None:
             assert source_filters(lab, v6) == expected - {("eth2", group, allowed)}
             assert ssm._apply(Plan(add=(eth2,))) == []
             assert source_filters(lab, v6) == expected
+
+    with lab.inside():
+        run(main())
+
+
+def test_protocol_api_passes_sources(lab: Lab) -> None:
+    async def main() -> None:
+        transport, _protocol = await create_multicast_endpoint(
+            asyncio.DatagramProtocol, "ff3e::4243", PORT, sources=["fd00:2::2"]
+        )
+        try:
+            assert transport.endpoint.sources == ("fd00:2::2",)
+            assert ("eth2", "ff3e::4243", "fd00:2::2") in source_filters(lab, v6=True)
+        finally:
+            await transport.endpoint.aclose()
 
     with lab.inside():
         run(main())
