@@ -121,6 +121,19 @@ def join(sock: socket.socket, group: Group, iface: Interface, sources: Sequence[
     except OSError as exc:
         for source in done:
             _leave_one(sock, group, iface, source)
+        if exc.errno == errno.ENOBUFS and done:
+            # The group is joined, so the cap hit is the per-socket source-filter size;
+            # another socket would hit it as well.
+            limit = (
+                "net.ipv4.igmp_max_msf"
+                if group.family == socket.AF_INET
+                else "net.ipv6.mld_max_msf"
+            )
+            raise MulticastError(
+                f"the kernel refused source {sources[len(done)]} for {group} on {iface.name}: "
+                f"at most sysctl {limit} sources per group and socket; use fewer sources "
+                "or raise the sysctl"
+            ) from exc
         if exc.errno == errno.ENOBUFS:
             raise MembershipLimitError(
                 f"the kernel refused joining {group} on {iface.name}: this socket holds the "

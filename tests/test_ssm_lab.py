@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from collections.abc import Callable
 
 import pytest
 
-from mcastio import Datagram, MulticastEndpoint, Subscription, create_multicast_endpoint
+from mcastio import (
+    Datagram,
+    MulticastEndpoint,
+    MulticastError,
+    Subscription,
+    create_multicast_endpoint,
+)
 from mcastio._model import Plan
 from mcastio.testing import Lab
 from tests.conftest import run
@@ -114,6 +121,42 @@ def test_protocol_api_passes_sources(lab: Lab) -> None:
             assert ("eth2", "ff3e::4243", "fd00:2::2") in source_filters(lab, v6=True)
         finally:
             await transport.endpoint.aclose()
+
+    with lab.inside():
+        run(main())
+
+
+def _mld_max_msf() -> int:
+    # Global, not per namespace: only the initial namespace shows it.
+    try:
+        with open("/proc/sys/net/ipv6/mld_max_msf", encoding="ascii") as f:
+            return int(f.read())
+    except OSError:
+        pytest.skip("net.ipv6.mld_max_msf is only visible from the initial network namespace")
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["igmp_max_msf", "mld_max_msf"])
+def test_too_many_sources_names_the_sysctl(make_lab: Callable[..., Lab], v6: bool) -> None:
+    if v6:
+        limit, sysctl = _mld_max_msf(), "net.ipv6.mld_max_msf"
+        lab = make_lab(links=1)
+        group = "ff3e::4244"
+        base = ipaddress.IPv6Address("fd09::1")
+    else:
+        # Per namespace for IPv4, so the lab can lower it.
+        limit, sysctl = 2, "net.ipv4.igmp_max_msf"
+        lab = make_lab(links=1, sysctls={sysctl: "2"})
+        group = "232.1.2.4"
+        base = ipaddress.IPv4Address("10.9.0.1")  # type: ignore[assignment]
+    sources = [str(base + i) for i in range(limit + 1)]
+
+    async def main() -> None:
+        async with MulticastEndpoint(group, PORT, sources=sources[:limit]) as ep:
+            assert len(ep.sources) == limit
+        with pytest.raises(MulticastError) as info:
+            await MulticastEndpoint(group, PORT, sources=sources).start()
+        assert f"sysctl {sysctl}" in str(info.value.__cause__)
+        assert f"source {sources[limit]} " in str(info.value.__cause__)
 
     with lab.inside():
         run(main())
