@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
+import select
+import subprocess
+import time
 from collections.abc import Callable
 
 import pytest
@@ -160,3 +164,48 @@ def test_too_many_sources_names_the_sysctl(make_lab: Callable[..., Lab], v6: boo
 
     with lab.inside():
         run(main())
+
+
+def _read_until(proc: subprocess.Popen[bytes], pattern: str, timeout: float = 5.0) -> str:
+    """tcpdump lines up to the first one containing ``pattern``."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while pattern not in seen:
+        remaining = deadline - time.monotonic()
+        ready, _, _ = select.select([fd], [], [], max(remaining, 0))
+        if not ready:
+            raise AssertionError(f"no {pattern!r} on the wire within {timeout}s; saw {seen!r}")
+        chunk = os.read(fd, 65536).decode()
+        if not chunk:
+            raise AssertionError(f"tcpdump ended before {pattern!r}; saw {seen!r}")
+        seen += chunk
+    return seen
+
+
+@pytest.mark.usefixtures("need_tcpdump")
+@pytest.mark.parametrize("v6", [False, True], ids=["igmpv3", "mldv2"])
+def test_reports_on_the_wire_name_the_source(lab: Lab, v6: bool) -> None:
+    """The peer (where a router would be) sees IGMPv3/MLDv2 ALLOW on join, BLOCK on leave."""
+    link = lab.link[1]
+    group, source = ("ff3e::4245", "fd00:1::2") if v6 else ("232.1.2.5", link.peer_addr)
+    # MLD reports carry a hop-by-hop header, so match the MLDv2 routers' address instead.
+    bpf = "ip6 dst ff02::16" if v6 else "igmp"
+    dump = lab.popen(
+        link.peer_ns,
+        *("tcpdump", "-vv", "-n", "-l", "-i", link.peer_if, bpf),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert dump.stderr is not None
+    while "listening on" not in (line := dump.stderr.readline().decode()):
+        assert line, "tcpdump did not start"
+
+    async def main() -> None:
+        async with MulticastEndpoint(group, PORT, sources=[source]):
+            _read_until(dump, f"[gaddr {group} allow {{ {source} }}]")
+
+    with lab.inside():
+        run(main())
+    _read_until(dump, f"[gaddr {group} block {{ {source} }}]")
