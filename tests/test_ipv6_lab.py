@@ -181,3 +181,61 @@ def test_other_groups_on_the_same_port_stay_out(lab: Lab) -> None:
 
     with lab.inside():
         run(main())
+
+
+def _igmp6_groups(lab: Lab) -> set[tuple[str, str]]:
+    """(device, group) memberships of the host, from /proc/net/igmp6."""
+    text = lab.run(lab.host, "cat", "/proc/net/igmp6").stdout
+    return {
+        (parts[1], str(ipaddress.IPv6Address(bytes.fromhex(parts[2]))))
+        for parts in (line.split() for line in text.splitlines())
+    }
+
+
+def test_reconcile_follows_ipv6_address_changes(lab: Lab) -> None:
+    """What the watcher does on an address event: snapshot, plan_changes, _apply."""
+    from mcastio._discovery import read_snapshot
+    from mcastio._model import parse_group, plan_changes, select_interfaces
+
+    group = "ff05::4246"
+    site = parse_group(group)
+
+    def reconcile(ep: MulticastEndpoint) -> tuple[str, ...]:
+        desired = select_interfaces(read_snapshot(), site, None)
+        plan = plan_changes({i.index: i for i in ep.interfaces}, desired)
+        assert ep._apply(plan) == []
+        return tuple(
+            [f"+{i.name}" for i in plan.add]
+            + [f"-{i.name}" for i in plan.remove]
+            + [f"~{new.name}" for _, new in plan.change]
+        )
+
+    async def main() -> None:
+        async with MulticastEndpoint(group, PORT) as ep:
+            sub = ep.subscribe()
+            assert {("eth2", group)} <= _igmp6_groups(lab)
+            # eth2 keeps only its link-local address: too narrow for a site-scope group.
+            lab.sh(lab.host, "ip -6 addr del fd00:2::1/64 dev eth2")
+            assert reconcile(ep) == ("-eth2",)
+            assert [i.name for i in ep.interfaces] == ["eth0", "eth1"]
+            assert ("eth2", group) not in _igmp6_groups(lab)
+            # Back again, and a second address on eth1 refreshes its transmit socket.
+            lab.sh(lab.host, "ip -6 addr add fd00:2::1/64 dev eth2 nodad")
+            lab.sh(lab.host, "ip -6 addr add fd00:1::9/64 dev eth1 nodad")
+            assert reconcile(ep) == ("+eth2", "~eth1")
+            assert ("eth2", group) in _igmp6_groups(lab)
+            eth1 = next(i for i in ep.interfaces if i.name == "eth1")
+            assert ipaddress.IPv6Address("fd00:1::9") in {a.ip for a in eth1.ipv6}
+            assert reconcile(ep) == ()
+            lab.peer_send(lab.link[2], group, PORT, b"back on eth2")
+            (dgram,) = await collect(sub, {b"back on eth2"})
+            assert dgram.interface == "eth2"
+            results = await ep.send_all(b"x")
+            assert [(r.interface, r.ok) for r in results] == [
+                ("eth0", True),
+                ("eth1", True),
+                ("eth2", True),
+            ]
+
+    with lab.inside():
+        run(main())
