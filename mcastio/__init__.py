@@ -1,5 +1,6 @@
 """mcastio: asyncio IP multicast on every interface of a multi-homed host."""
 
+from ._dualstack import DualSendResult, DualStackEndpoint, open_dual_stack
 from ._endpoint import EndpointStats, MulticastEndpoint
 from ._errors import EndpointClosedError, MembershipLimitError, MulticastError
 from ._model import Datagram, Interface, SendResult
@@ -12,6 +13,8 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Datagram",
+    "DualSendResult",
+    "DualStackEndpoint",
     "EndpointClosedError",
     "EndpointStats",
     "Interface",
@@ -25,6 +28,7 @@ __all__ = [
     "SendResult",
     "Subscription",
     "create_multicast_endpoint",
+    "open_dual_stack",
 ]
 
 # Present public objects as living at the top level, as httpcore does.

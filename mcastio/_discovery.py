@@ -22,6 +22,7 @@ __all__ = ["default_route_interfaces", "parse_if_inet6", "read_snapshot"]
 _log = logging.getLogger("mcastio")
 
 # /proc/net/if_inet6 flag bits (include/uapi/linux/if_addr.h).
+_IFA_F_OPTIMISTIC = 0x04
 _IFA_F_DADFAILED = 0x08
 _IFA_F_TENTATIVE = 0x40
 
@@ -34,7 +35,10 @@ def parse_if_inet6(text: str) -> dict[str, set[ipaddress.IPv6Address]]:
         if len(parts) != 6:
             continue
         hexaddr, _idx, _plen, _scope, flags, name = parts
-        if int(flags, 16) & (_IFA_F_TENTATIVE | _IFA_F_DADFAILED):
+        bits = int(flags, 16)
+        # An optimistic address (RFC 4429) is still tentative but already usable.
+        waiting = bits & _IFA_F_TENTATIVE and not bits & _IFA_F_OPTIMISTIC
+        if waiting or bits & _IFA_F_DADFAILED:
             unusable.setdefault(name, set()).add(ipaddress.IPv6Address(bytes.fromhex(hexaddr)))
     return unusable
 

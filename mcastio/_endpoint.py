@@ -15,6 +15,7 @@ from ._discovery import read_snapshot
 from ._errors import EndpointClosedError, MembershipLimitError, MulticastError
 from ._model import (
     Datagram,
+    Group,
     Interface,
     InterfaceSelector,
     Plan,
@@ -26,6 +27,7 @@ from ._model import (
     validate_payload,
     validate_port,
     validate_queue_size,
+    validate_sources,
     validate_ttl,
 )
 from ._subscription import Subscription
@@ -82,6 +84,8 @@ class MulticastEndpoint:
     :class:`Interface`. ``ttl`` (default 1) keeps traffic on the local links;
     ``loopback`` (default off) controls whether this host's own programs see what
     it sends. Each subscriber queues at most ``queue_size`` datagrams.
+    ``sources`` (for a group in 232.0.0.0/8 or ff3x::/32) makes the joins
+    source-specific: only datagrams from those senders are delivered.
 
     With ``watch`` (the default) the endpoint follows interfaces as they come,
     go and change address, by itself: through netlink on Linux (``netlink=True``),
@@ -99,6 +103,7 @@ class MulticastEndpoint:
         loopback: bool = False,
         queue_size: int = 1024,
         snapshot_source: SnapshotSource | None = None,
+        sources: Sequence[str] | None = None,
         watch: bool = True,
         poll_interval: float = 1.0,
         netlink: bool = True,
@@ -106,6 +111,10 @@ class MulticastEndpoint:
     ) -> None:
         self._group = parse_group(group)
         self._group_str = str(self._group)
+        self._sources = validate_sources(self._group, sources)
+        # The pktinfo destination is compared as inet_ntop text: the same function on
+        # both sides keeps the comparison canonical for any spelling of an IPv6 group.
+        self._wire_group = socket.inet_ntop(self._group.family, self._group.address.packed)
         self._port = validate_port(port)
         self._ttl = validate_ttl(ttl)
         self._loopback = bool(loopback)
@@ -132,6 +141,9 @@ class MulticastEndpoint:
         if watch:
             self._watcher = Watcher(self._reconcile, netlink=netlink, poll_interval=poll_interval)
         self._on_interface_event = on_interface_event
+        # A watching endpoint may start with no usable interface; an owner that
+        # must know at start (DualStackEndpoint: run without that family) sets this.
+        self._require_interface_at_start = False
         self._event_streams: weakref.WeakSet[InterfaceEventStream] = weakref.WeakSet()
 
     # -- lifecycle -----------------------------------------------------------------
@@ -143,6 +155,11 @@ class MulticastEndpoint:
     @property
     def port(self) -> int:
         return self._port
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The allowed senders of a source-specific endpoint; ``()`` means any sender."""
+        return self._sources
 
     @property
     def family(self) -> socket.AddressFamily:
@@ -176,14 +193,18 @@ class MulticastEndpoint:
                 watcher.cancel()
             raise
         if not desired:
-            why = _explain_no_interfaces(snapshot, self._group_str, self._selector)
-            if watcher is None:
+            why = _explain_no_interfaces(snapshot, self._group, self._selector)
+            if watcher is None or self._require_interface_at_start:
+                if watcher is not None:
+                    watcher.cancel()
                 raise MulticastError(why)
             _log.warning("%s\nwaiting for an interface to become usable", why)
         self._state = "open"
         try:
             failures = self._apply(plan_changes({}, desired))
-            if not self._members and watcher is None:
+            # Joins refused on every usable interface are a setup error (too many
+            # sources, a cap): a retry would not fix them, so fail at once.
+            if desired and not self._members:
                 raise MulticastError(f"could not join {self._group_str} on any interface") from (
                     failures[0] if failures else None
                 )
@@ -290,7 +311,7 @@ class MulticastEndpoint:
     def _join_somewhere(self, iface: Interface) -> _Receiver:
         for receiver in self._receivers:
             try:
-                _net.join(receiver.sock, self._group, iface)
+                _net.join(receiver.sock, self._group, iface, self._sources)
             except MembershipLimitError:
                 continue
             receiver.joined.add(iface.index)
@@ -299,7 +320,7 @@ class MulticastEndpoint:
         # since datagrams reach only the socket holding the (group, ifindex) membership.
         receiver = self._open_receiver()
         try:
-            _net.join(receiver.sock, self._group, iface)
+            _net.join(receiver.sock, self._group, iface, self._sources)
         except BaseException:
             self._close_receiver_if_empty(receiver)
             raise
@@ -324,7 +345,7 @@ class MulticastEndpoint:
     def _leave(self, receiver: _Receiver, iface: Interface) -> None:
         receiver.joined.discard(iface.index)
         try:
-            _net.leave(receiver.sock, self._group, iface)
+            _net.leave(receiver.sock, self._group, iface, self._sources)
         except MulticastError as exc:
             _log.warning("%s", exc)
         self._close_receiver_if_empty(receiver)
@@ -399,9 +420,9 @@ class MulticastEndpoint:
         snooping switch forgot them when the link dropped.
         """
         member = self._members[index]
-        _net.leave(member.receiver.sock, self._group, member.iface)
+        _net.leave(member.receiver.sock, self._group, member.iface, self._sources)
         try:
-            _net.join(member.receiver.sock, self._group, member.iface)
+            _net.join(member.receiver.sock, self._group, member.iface, self._sources)
         except MulticastError:
             # Now joined nowhere on this interface: drop it so the retry re-adds it whole.
             del self._members[index]
@@ -459,6 +480,11 @@ class MulticastEndpoint:
         self._extra_sinks.append(sink)
         self._rebuild_sinks()
 
+    def _remove_sink(self, sink: Sink) -> None:
+        if sink in self._extra_sinks:
+            self._extra_sinks.remove(sink)
+            self._rebuild_sinks()
+
     def _rebuild_sinks(self) -> None:
         feeds: list[Sink] = []
         for ref in self._subs.values():
@@ -481,6 +507,7 @@ class MulticastEndpoint:
         append = batch.append
         recvmsg = sock.recvmsg
         group = self._group_str
+        wire_group = self._wire_group
         names = self._names
         parse = _net.parse_pktinfo
         for _ in range(_DRAIN_BUDGET):
@@ -496,7 +523,7 @@ class MulticastEndpoint:
                 self._truncated += 1
                 continue
             info = parse(anc)
-            if info is None or info[1] != group:
+            if info is None or info[1] != wire_group:
                 self._not_for_group += 1
                 continue
             name = names.get(info[0])
@@ -592,8 +619,8 @@ class MulticastEndpoint:
         except asyncio.TimeoutError as exc:
             return SendResult(member.iface.name, OSError(f"socket stayed full: {exc!r}"))
         finally:
-            if member.tx.fileno() != -1:
-                loop.remove_writer(fd)
+            # Safe even if aclose() closed the socket meanwhile: the selector ignores EBADF.
+            loop.remove_writer(fd)
         return self._send_member(member, payload)
 
 
@@ -605,9 +632,10 @@ def _index_to_name(index: int) -> str:
 
 
 def _explain_no_interfaces(
-    snapshot: Sequence[Interface], group: str, selector: InterfaceSelector
+    snapshot: Sequence[Interface], group: Group, selector: InterfaceSelector
 ) -> str:
     lines = [f"no interface can carry {group}:"]
+    v4 = group.family == socket.AF_INET
     for iface in snapshot:
         why = []
         if iface.loopback:
@@ -618,10 +646,10 @@ def _explain_no_interfaces(
             why.append("no carrier")
         if not iface.multicast:
             why.append("no MULTICAST flag")
-        if ":" not in group and not iface.ipv4:
-            why.append("no IPv4 address")
-        if ":" in group and not iface.ipv6:
-            why.append("no IPv6 address")
+        if not (iface.ipv4 if v4 else iface.ipv6):
+            why.append(f"no {'IPv4' if v4 else 'IPv6'} address")
+        elif not v4 and not group.link_scoped and all(a.ip.is_link_local for a in iface.ipv6):
+            why.append("only a link-local IPv6 address, too narrow for this group's scope")
         lines.append(f"  {iface.name}: {', '.join(why) or 'excluded by the interfaces= selector'}")
     if selector is not None:
         lines.append("  (an interfaces= selector was given)")

@@ -21,12 +21,14 @@ __all__ = [
     "Plan",
     "SendResult",
     "is_eligible",
+    "is_source_specific",
     "parse_group",
     "plan_changes",
     "select_interfaces",
     "validate_payload",
     "validate_port",
     "validate_queue_size",
+    "validate_sources",
     "validate_ttl",
 ]
 
@@ -244,7 +246,9 @@ class Datagram:
     """One received datagram."""
 
     data: bytes
-    #: (host, port) for IPv4; (host, port, flowinfo, scope_id) for IPv6.
+    #: (host, port) for IPv4; (host, port, flowinfo, scope_id) for IPv6, as recvmsg
+    #: gives it: a link-local sender's scope_id is the arrival interface's index and
+    #: host has no %zone suffix, so the tuple can be passed to sendto() as it is.
     source: tuple[str, int] | tuple[str, int, int, int]
     group: str
     #: Name of the interface the datagram arrived on, e.g. ``"eth1"``.
@@ -262,3 +266,58 @@ class SendResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+_SSM_V4 = ipaddress.IPv4Network("232.0.0.0/8")
+
+
+def is_source_specific(group: Group) -> bool:
+    """Whether ``group`` lies in an SSM range: 232.0.0.0/8 or ff3x::/32 (RFC 4607)."""
+    if group.family == socket.AF_INET:
+        return group.address in _SSM_V4
+    packed = group.address.packed
+    # ff3x::/32: flags P=1,T=1 (the 3) and a zero reserved byte and prefix length.
+    return packed[1] >> 4 == 0x3 and packed[2:4] == b"\0\0"
+
+
+def validate_sources(group: Group, sources: Iterable[str] | None) -> tuple[str, ...]:
+    """Check the ``sources=`` of a source-specific join; ``()`` means any source.
+
+    Returns the sources in canonical text form, without duplicates, in the given order.
+    """
+    if sources is None:
+        return ()
+    if isinstance(sources, str):
+        raise ValueError(f"sources must be a list of addresses, not the string {sources!r}")
+    family = "IPv4" if group.family == socket.AF_INET else "IPv6"
+    result: list[str] = []
+    for source in sources:
+        if not isinstance(source, str) or "%" in source:
+            raise ValueError(
+                f"source {source!r} must be a unicast address string without a %zone "
+                "(the (S,G) join is made per interface anyway)"
+            )
+        try:
+            addr = ipaddress.ip_address(source.strip())
+        except ValueError as exc:
+            raise ValueError(f"source {source!r} is not an IP address") from exc
+        if addr.version != group.address.version:
+            raise ValueError(
+                f"source {source!r} is IPv{addr.version} but group {group} is {family}; "
+                "sources and group must be of one address family (use a second endpoint, "
+                "or DualStackEndpoint, for the other family)"
+            )
+        if addr.is_multicast or addr.is_unspecified:
+            raise ValueError(f"source {source!r} must be the unicast address of a sender")
+        text = str(addr)
+        if text not in result:
+            result.append(text)
+    if not result:
+        raise ValueError("sources= is empty; give at least one sender, or omit it for any source")
+    if not is_source_specific(group):
+        ssm = "232.0.0.0/8" if group.family == socket.AF_INET else "ff3x::/32 (e.g. ff3e::1234)"
+        raise ValueError(
+            f"group {group} is not a source-specific multicast group, so sources= cannot "
+            f"apply; pick an SSM group in {ssm}, or drop sources= to receive from anyone"
+        )
+    return tuple(result)

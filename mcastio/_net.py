@@ -47,6 +47,9 @@ _IN6_PKTINFO = struct.Struct("=16sI")
 _IP_MREQN = struct.Struct("=4s4si")
 # struct ipv6_mreq { in6_addr multiaddr; unsigned int ifindex; }
 _IPV6_MREQ = struct.Struct("=16sI")
+# struct group_source_req { u32 interface; sockaddr_storage group, source; }: the
+# storage is aligned like a pointer, so 4 bytes of padding on 64-bit ABIs, none on 32-bit.
+_GROUP_SOURCE_REQ = struct.Struct(f"=I{struct.calcsize('P') - 4}x128s128s")
 
 
 def open_receiver(group: Group, port: int) -> socket.socket:
@@ -83,12 +86,10 @@ def open_receiver(group: Group, port: int) -> socket.socket:
 
 def _membership(group: Group, iface: Interface, source: str | None) -> tuple[int, int, bytes]:
     if source is not None:
-        # struct group_source_req { u32 interface; sockaddr_storage group, source; }
-        # with sockaddr_storage 8-byte aligned, so 4 bytes of padding after the index.
         g = _sockaddr(group.address)
         s = _sockaddr(ipaddress.ip_address(source))
         level = socket.IPPROTO_IP if group.family == socket.AF_INET else socket.IPPROTO_IPV6
-        return level, MCAST_JOIN_SOURCE_GROUP, struct.pack("=I4x128s128s", iface.index, g, s)
+        return level, MCAST_JOIN_SOURCE_GROUP, _GROUP_SOURCE_REQ.pack(iface.index, g, s)
     if group.family == socket.AF_INET:
         # ip_mreqn by index: a join by address fails with EADDRINUSE on a second
         # address of the same interface and would join the same device twice.
@@ -120,6 +121,19 @@ def join(sock: socket.socket, group: Group, iface: Interface, sources: Sequence[
     except OSError as exc:
         for source in done:
             _leave_one(sock, group, iface, source)
+        if exc.errno == errno.ENOBUFS and done:
+            # The group is joined, so the cap hit is the per-socket source-filter size;
+            # another socket would hit it as well.
+            limit = (
+                "net.ipv4.igmp_max_msf"
+                if group.family == socket.AF_INET
+                else "net.ipv6.mld_max_msf"
+            )
+            raise MulticastError(
+                f"the kernel refused source {sources[len(done)]} for {group} on {iface.name}: "
+                f"at most sysctl {limit} sources per group and socket; use fewer sources "
+                "or raise the sysctl"
+            ) from exc
         if exc.errno == errno.ENOBUFS:
             raise MembershipLimitError(
                 f"the kernel refused joining {group} on {iface.name}: this socket holds the "

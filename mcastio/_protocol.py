@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from ._endpoint import MulticastEndpoint
@@ -102,10 +102,17 @@ async def create_multicast_endpoint(
     ttl: int = 1,
     loopback: bool = False,
     queue_size: int = 1024,
+    sources: Sequence[str] | None = None,
 ) -> tuple[MulticastTransport, P]:
     """Like ``loop.create_datagram_endpoint``, joined and sending on every interface."""
     endpoint = MulticastEndpoint(
-        group, port, interfaces=interfaces, ttl=ttl, loopback=loopback, queue_size=queue_size
+        group,
+        port,
+        interfaces=interfaces,
+        ttl=ttl,
+        loopback=loopback,
+        queue_size=queue_size,
+        sources=sources,
     )
     await endpoint.start()
     protocol = protocol_factory()

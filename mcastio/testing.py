@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import ipaddress
 import os
 import secrets
+import select
 import shutil
 import subprocess
 import time
@@ -27,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
-__all__ = ["Lab", "LabError", "Link", "PeerListener", "lab_support"]
+__all__ = ["Lab", "LabError", "Link", "PeerListener", "lab_support", "tcpdump_support"]
 
 _CLONE_NEWNET = 0x40000000
 _PREFIX = "mcio"
@@ -79,6 +81,17 @@ def lab_support() -> str | None:
     )
     if probe.returncode != 0:
         return f"cannot create a network namespace: {probe.stderr.strip() or probe.returncode}"
+    return None
+
+
+def tcpdump_support() -> str | None:
+    """``None`` when :meth:`Lab.tcpdump` can run here, else the reason it cannot."""
+    if shutil.which("tcpdump") is None:
+        return "tcpdump is not installed"
+    if _in_user_namespace():
+        # Debian's tcpdump always drops to its own user, and setgroups() is denied
+        # in an unprivileged user namespace, so it exits before capturing.
+        return "tcpdump cannot drop privileges inside an unprivileged user namespace"
     return None
 
 
@@ -139,6 +152,8 @@ class Lab:
             for _ in range(self.links):
                 self.add_link()
             self.sh(self.host, f"ip route add default via {self.link[0].peer_addr}")
+            if self.ipv6:
+                self.wait_ipv6_ready(self.link)
         except BaseException:
             self.destroy()
             raise
@@ -186,7 +201,47 @@ class Lab:
             self.sh(peer, f"ip route add default via {host_addr}")
             # Peers send multicast out of their single link without further setup.
         self.link.append(link)
+        if self._built and up and link.host_addr6:
+            self.wait_ipv6_ready([link])
         return link
+
+    def wait_ipv6_ready(self, links: Sequence[Link], timeout: float = 5.0) -> None:
+        """Block until both ends of ``links`` have a usable (non-tentative) link-local address.
+
+        Until then the kernel has no ff00::/8 route on the device, and sending to an
+        IPv6 group fails with ENETUNREACH.
+        """
+        wanted: dict[str, set[str]] = {}
+        for lk in links:
+            wanted.setdefault(self.host, set()).add(lk.host_if)
+            wanted.setdefault(lk.peer_ns, set()).add(lk.peer_if)
+        deadline = time.monotonic() + timeout
+        while True:
+            pending = {ns: devs - self._ready_link_local(ns) for ns, devs in wanted.items()}
+            wanted = {ns: devs for ns, devs in pending.items() if devs}
+            if not wanted:
+                return
+            if time.monotonic() > deadline:
+                raise LabError(f"no usable IPv6 link-local address on {wanted} within {timeout}s")
+            # A veth whose peer has the same ifindex (eth0 and veth0 are both 2) gets its
+            # carrier change queued as non-urgent, up to 1 s late; asking for the
+            # link (RTM_GETLINK) makes the kernel process it now.
+            for ns, devs in wanted.items():
+                for dev in devs:
+                    self.run(ns, "ip", "link", "show", "dev", dev, check=False)
+
+    def _ready_link_local(self, ns: str) -> set[str]:
+        """Devices in ``ns`` with a link-local address that is no longer tentative."""
+        # Read in-process through setns: a subprocess per poll would cost ~15 ms each.
+        with self.inside(ns), open("/proc/thread-self/net/if_inet6", encoding="ascii") as f:
+            text = f.read()
+        ready = set()
+        for line in text.splitlines():
+            parts = line.split()
+            # Scope 0x20 is link-local; flag 0x40 is IFA_F_TENTATIVE.
+            if len(parts) == 6 and parts[3] == "20" and not int(parts[4], 16) & 0x40:
+                ready.add(parts[5])
+        return ready
 
     def destroy(self) -> None:
         """Stop every process started here and delete every namespace. Idempotent."""
@@ -236,14 +291,26 @@ class Lab:
 
     # -- real peers (socat) ----------------------------------------------------------
 
-    def peer_send(self, link: Link, group: str, port: int, payload: bytes) -> None:
-        """Send one datagram to ``group`` from ``link``'s peer, with socat."""
-        family = "UDP6" if ":" in group else "UDP4"
-        dest = f"[{group}]" if ":" in group else group
-        opts = f"ip-multicast-if={link.peer_addr}" if family == "UDP4" else ""
-        target = f"{family}-DATAGRAM:{dest}:{port}" + (f",{opts}" if opts else "")
-        if family == "UDP6":
-            target += f",so-bindtodevice={link.peer_if}"
+    def peer_send(
+        self, link: Link, group: str, port: int, payload: bytes, *, source: str | None = None
+    ) -> None:
+        """Send one datagram to ``group`` from ``link``'s peer, with socat.
+
+        ``source`` picks the sender's address (it must be assigned in the peer); by
+        default the kernel chooses, which for a link-scope IPv6 group is the peer's
+        link-local address.
+        """
+        v6 = ":" in group
+        if v6:
+            # The peer has no IPv6 default route: bind to the device so the
+            # ff00::/8 route of that device is used.
+            target = f"UDP6-DATAGRAM:[{group}]:{port},so-bindtodevice={link.peer_if}"
+            if source is not None:
+                target += f",bind=[{source}]"
+        else:
+            target = f"UDP4-DATAGRAM:{group}:{port},ip-multicast-if={source or link.peer_addr}"
+            if source is not None:
+                target += f",bind={source}"
         proc = subprocess.run(
             ["ip", "netns", "exec", link.peer_ns, "socat", "-u", "STDIN", target],
             input=payload,
@@ -257,7 +324,8 @@ class Lab:
     def peer_listen(self, link: Link, group: str, port: int) -> PeerListener:
         """Join ``group`` on ``link``'s peer with socat and collect what arrives."""
         if ":" in group:
-            spec = f"UDP6-RECV:{port},ipv6-join-group=[{group}]:{link.peer_if},reuseaddr"
+            # ipv6only: otherwise the socket also takes IPv4 datagrams as mapped addresses.
+            spec = f"UDP6-RECV:{port},ipv6-join-group=[{group}]:{link.peer_if},reuseaddr,ipv6only=1"
         else:
             spec = f"UDP4-RECV:{port},ip-add-membership={group}:{link.peer_if},reuseaddr"
         proc = self.popen(
@@ -273,6 +341,31 @@ class Lab:
         self.wait_for_membership(link.peer_ns, link.peer_if, group, proc)
         return listener
 
+    def tcpdump(
+        self, ns: str, ifname: str, bpf: str, *, count: int | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start tcpdump on ``ifname`` in ``ns``; returns once the capture is armed.
+
+        Lines come on stdout as tcpdump prints them (``-n -l``); the process is
+        killed by :meth:`destroy` if still running.
+        """
+        reason = tcpdump_support()
+        if reason is not None:
+            raise LabError(reason)
+        argv = ["tcpdump", "-n", "-l", "-i", ifname]
+        if count is not None:
+            argv += ["-c", str(count)]
+        proc = self.popen(ns, *argv, bpf, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stderr is not None
+        seen = ""
+        # tcpdump announces "listening on" on stderr once the capture is armed.
+        while line := proc.stderr.readline().decode():
+            if "listening on" in line:
+                return proc
+            seen += line
+        proc.kill()
+        raise LabError(f"tcpdump on {ifname} in {ns} did not start: {seen.strip()}")
+
     def wait_for_membership(
         self,
         ns: str,
@@ -285,7 +378,8 @@ class Lab:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             out = self.run(ns, "ip", "maddr", "show", "dev", ifname, check=False).stdout
-            if f" {group}" in out or f" {group}\n" in out:
+            # Whole-token match: " ff02::1" is also a prefix of " ff02::1:ff00:2".
+            if any(_same_address(tok, group) for tok in out.split()):
                 return
             if proc is not None and proc.poll() is not None:
                 err = proc.stderr.read().decode() if proc.stderr else ""
@@ -340,12 +434,34 @@ class PeerListener:
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self._proc = proc
+        self._buffer = b""
+
+    def wait_for(self, line: bytes, timeout: float = 5.0) -> None:
+        """Block until a datagram ending in ``line`` plus newline has arrived.
+
+        Send a marker after the datagrams under test and wait for it: a link
+        delivers in order, so anything sent before the marker is in by then.
+        """
+        assert self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while line not in self._buffer.splitlines():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LabError(f"peer listener did not receive {line!r} within {timeout}s")
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise LabError(f"peer listener exited before receiving {line!r}")
+                self._buffer += chunk
 
     def stop(self) -> bytes:
         self._proc.kill()
         self._proc.wait(timeout=5)
         assert self._proc.stdout is not None
-        data = self._proc.stdout.read()
+        data = self._buffer + self._proc.stdout.read()
+        self._buffer = b""
         self._proc.stdout.close()
         if self._proc.stderr is not None:
             self._proc.stderr.close()
@@ -354,6 +470,13 @@ class PeerListener:
     def lines(self) -> list[bytes]:
         """Stop and split the received bytes on newlines (one datagram per line)."""
         return self.stop().splitlines()
+
+
+def _same_address(token: str, address: str) -> bool:
+    try:
+        return ipaddress.ip_address(token) == ipaddress.ip_address(address)
+    except ValueError:
+        return False
 
 
 def _ip(*argv: str) -> None:

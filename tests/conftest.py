@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from mcastio.testing import Lab, lab_support
+from mcastio.testing import Lab, lab_support, tcpdump_support
 
 T = TypeVar("T")
 
@@ -56,13 +56,22 @@ def _leak_guard() -> Iterator[None]:
     assert not leaked, f"leaked descriptors: {targets}"
 
 
-def _require_lab() -> None:
-    reason = lab_support()
+def _skip_or_fail(reason: str | None) -> None:
     if reason is None:
         return
     if os.environ.get("CI") == "true":
         pytest.fail(f"lab tests must run in CI, but: {reason}")
     pytest.skip(reason)
+
+
+def _require_lab() -> None:
+    _skip_or_fail(lab_support())
+
+
+@pytest.fixture
+def need_tcpdump() -> None:
+    """Skip (fail under CI=true) where tcpdump cannot capture in the lab."""
+    _skip_or_fail(tcpdump_support())
 
 
 @pytest.fixture

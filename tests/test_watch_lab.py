@@ -18,11 +18,11 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
-from conftest import run
 
 from mcastio import Datagram, InterfaceEvent, MulticastEndpoint, Subscription
 from mcastio._discovery import read_snapshot
 from mcastio.testing import Lab, Link
+from tests.conftest import run
 
 pytestmark = pytest.mark.lab
 
@@ -194,7 +194,7 @@ def test_second_address_delivers_each_datagram_once(lab: Lab, no_warnings: None)
     in_lab(lab, main)
 
 
-def test_changed_address_resumes_and_sends_from_the_new_one(lab: Lab) -> None:
+def test_changed_address_resumes_and_sends_from_the_new_one(lab: Lab, need_tcpdump: None) -> None:
     link = lab.link[1]
 
     async def main() -> None:
@@ -239,7 +239,7 @@ def test_admin_down_then_up(lab: Lab, no_warnings: None) -> None:
     in_lab(lab, main)
 
 
-def test_carrier_return_reannounces_within_one_second(lab: Lab) -> None:
+def test_carrier_return_reannounces_within_one_second(lab: Lab, need_tcpdump: None) -> None:
     link = lab.link[1]
     control = "239.255.42.99"
 
@@ -271,7 +271,7 @@ def test_carrier_return_reannounces_within_one_second(lab: Lab) -> None:
     assert delay < 1.0, f"first IGMP report {delay:.3f}s after carrier returned"
 
 
-def test_carrier_return_sends_an_mld_report_for_ipv6(lab: Lab) -> None:
+def test_carrier_return_sends_an_mld_report_for_ipv6(lab: Lab, need_tcpdump: None) -> None:
     # Unlike IGMP, the kernel itself re-reports IPv6 groups here (carrier return
     # restarts DAD, and MLD sends its initial report after it), so this checks the
     # requirement end to end rather than the endpoint's own re-announce.
@@ -300,7 +300,7 @@ def test_carrier_return_sends_an_mld_report_for_ipv6(lab: Lab) -> None:
     assert min(times) - t_up < 1.0, text
 
 
-def test_carrier_flap_too_short_to_notice_still_reannounces(lab: Lab) -> None:
+def test_carrier_flap_too_short_to_notice_still_reannounces(lab: Lab, need_tcpdump: None) -> None:
     link = lab.link[1]
     control = "239.255.42.99"
 
@@ -434,4 +434,24 @@ def test_lost_netlink_events_lead_to_a_full_reread(
             lab.peer_send(new, GROUP, PORT, b"recovered\n")
             assert (await receive_until(sub, b"recovered\n"))[-1].interface == "eth3"
 
+    in_lab(lab, main)
+
+
+def test_watching_endpoint_waits_for_a_first_interface(
+    make_lab: Callable[..., Lab], caplog: pytest.LogCaptureFixture
+) -> None:
+    lab = make_lab(links=1, ipv6=False)
+    lab.sh(lab.host, "ip link set eth0 down")
+
+    async def main() -> None:
+        async with MulticastEndpoint(GROUP, PORT) as ep:
+            assert ep.interfaces == ()
+            assert "eth0: down" in caplog.text
+            sub = ep.subscribe()
+            lab.sh(lab.host, "ip link set eth0 up")
+            await wait_for(lambda: names(ep) == {"eth0"}, what="eth0 joined once up")
+            lab.peer_send(lab.link[0], GROUP, PORT, b"first\n")
+            assert (await receive_until(sub, b"first\n"))[-1].interface == "eth0"
+
+    caplog.set_level(logging.WARNING, logger="mcastio")
     in_lab(lab, main)

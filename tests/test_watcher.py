@@ -10,12 +10,12 @@ import logging
 from collections.abc import Callable
 
 import pytest
-from conftest import run
 
 from mcastio import InterfaceEvent, MulticastEndpoint, MulticastError
 from mcastio._model import Interface
 from mcastio._watch import Backoff
 from mcastio._watcher import InterfaceEventStream, Watcher
+from tests.conftest import run
 
 
 async def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:

@@ -1,0 +1,251 @@
+"""One protocol on IPv4 and IPv6 at once: two endpoints behind one object.
+
+mDNS (224.0.0.251 and ff02::fb), SSDP (239.255.255.250 and ff02::c/ff05::c) and
+many industrial protocols speak both families on the same port. A
+``DualStackEndpoint`` owns one :class:`MulticastEndpoint` per family and merges
+what they receive into one stream; ``Datagram.group`` tells the families apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+from ._endpoint import MulticastEndpoint, SnapshotSource
+from ._errors import EndpointClosedError, MulticastError
+from ._model import Datagram, InterfaceSelector, SendResult, parse_group, validate_queue_size
+from ._subscription import Subscription
+
+__all__ = ["DualSendResult", "DualStackEndpoint", "open_dual_stack"]
+
+_log = logging.getLogger("mcastio")
+
+
+@dataclass(frozen=True, slots=True)
+class DualSendResult:
+    """The per-interface results of one send, for each family."""
+
+    ipv4: tuple[SendResult, ...] = ()
+    ipv6: tuple[SendResult, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when every copy in both families went out."""
+        return all(r.ok for r in (*self.ipv4, *self.ipv6))
+
+
+class DualStackEndpoint:
+    """An IPv4 and an IPv6 :class:`MulticastEndpoint` for one protocol and port.
+
+    ``group_v4`` must be an IPv4 group and ``group_v6`` an IPv6 group. The other
+    keyword arguments apply to both endpoints, except ``sources_v4``/``sources_v6``
+    for source-specific groups. With ``require_both=False`` (the default) a host
+    where one family has no usable interface runs on the other alone, with a
+    warning; :attr:`ipv4`/:attr:`ipv6` then say which one is open.
+    """
+
+    def __init__(
+        self,
+        group_v4: str,
+        group_v6: str,
+        port: int,
+        *,
+        interfaces: InterfaceSelector = None,
+        ttl: int = 1,
+        loopback: bool = False,
+        queue_size: int = 1024,
+        sources_v4: Sequence[str] | None = None,
+        sources_v6: Sequence[str] | None = None,
+        require_both: bool = False,
+        snapshot_source: SnapshotSource | None = None,
+    ) -> None:
+        if parse_group(group_v4).family != socket.AF_INET:
+            raise ValueError(
+                f"group_v4 must be an IPv4 group such as '224.0.0.251', not {group_v4!r}"
+            )
+        if parse_group(group_v6).family != socket.AF_INET6:
+            raise ValueError(f"group_v6 must be an IPv6 group such as 'ff02::fb', not {group_v6!r}")
+        self._queue_size = validate_queue_size(queue_size)
+        self._v4, self._v6 = (
+            MulticastEndpoint(
+                group,
+                port,
+                interfaces=interfaces,
+                ttl=ttl,
+                loopback=loopback,
+                queue_size=queue_size,
+                snapshot_source=snapshot_source,
+                sources=sources,
+            )
+            for group, sources in ((group_v4, sources_v4), (group_v6, sources_v6))
+        )
+        for endpoint in (self._v4, self._v6):
+            # A family with no usable interface at start is left out, as documented.
+            endpoint._require_interface_at_start = True
+        self._require_both = bool(require_both)
+        self._open: tuple[MulticastEndpoint, ...] = ()
+        self._state = "new"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._subs: dict[int, weakref.ref[Subscription]] = {}
+
+    @property
+    def ipv4(self) -> MulticastEndpoint | None:
+        """The IPv4 endpoint while it is open."""
+        return self._v4 if self._v4 in self._open else None
+
+    @property
+    def ipv6(self) -> MulticastEndpoint | None:
+        """The IPv6 endpoint while it is open."""
+        return self._v6 if self._v6 in self._open else None
+
+    @property
+    def port(self) -> int:
+        return self._v4.port
+
+    @property
+    def closed(self) -> bool:
+        return self._state == "closed"
+
+    async def start(self) -> None:
+        """Start both endpoints; see ``require_both`` for a family that cannot start."""
+        if self._state == "open":
+            return
+        if self._state == "closed":
+            raise EndpointClosedError("this endpoint was closed; create a new one")
+        self._loop = asyncio.get_running_loop()
+        opened: list[MulticastEndpoint] = []
+        errors: list[MulticastError] = []
+        try:
+            for endpoint in (self._v4, self._v6):
+                try:
+                    await endpoint.start()
+                except MulticastError as exc:
+                    if self._require_both:
+                        raise
+                    errors.append(exc)
+                    _log.warning("dual-stack: running without %s: %s", endpoint.group, exc)
+                else:
+                    opened.append(endpoint)
+        except BaseException:
+            for endpoint in opened:
+                await endpoint.aclose()
+            raise
+        if not opened:
+            raise MulticastError(
+                "neither IPv4 nor IPv6 could start:\n" + "\n".join(str(e) for e in errors)
+            ) from errors[0]
+        self._open = tuple(opened)
+        self._state = "open"
+
+    async def aclose(self) -> None:
+        """Close both endpoints and end every merged subscription. Idempotent."""
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        for ref in list(self._subs.values()):
+            sub = ref()
+            if sub is not None:
+                sub.close()
+        self._subs.clear()
+        for endpoint in (self._v4, self._v6):
+            await endpoint.aclose()
+        self._open = ()
+
+    async def __aenter__(self) -> DualStackEndpoint:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<DualStackEndpoint {self._v4!r} {self._v6!r}>"
+
+    def subscribe(self, queue_size: int | None = None) -> Subscription:
+        """One reader of both families' datagrams, merged in arrival order."""
+        if self._state != "open":
+            raise EndpointClosedError(
+                "subscribe() needs a started endpoint: use 'async with' or await start()"
+            )
+        assert self._loop is not None
+        size = self._queue_size if queue_size is None else validate_queue_size(queue_size)
+        sub = Subscription(size, self._loop)
+        endpoints = self._open
+        key = id(sub)
+
+        def detach(_ref: object = None) -> None:
+            for endpoint in endpoints:
+                endpoint._remove_sink(sink)
+            self._subs.pop(key, None)
+
+        # A weak reference, as the endpoint keeps for its own subscribers: a
+        # subscription dropped without close() is collected and detaches itself.
+        ref = weakref.ref(sub, detach)
+
+        def sink(batch: list[Datagram]) -> None:
+            target = ref()
+            if target is not None:
+                target._feed(batch)
+
+        for endpoint in endpoints:
+            endpoint._add_sink(sink)
+        sub._on_close = detach
+        self._subs[key] = ref
+        return sub
+
+    def __aiter__(self) -> Subscription:
+        return self.subscribe()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> DualSendResult:
+        """One copy out of every interface of each open family."""
+        self._check_open()
+        v4 = await self._v4.send_all(data) if self._v4 in self._open else ()
+        v6 = await self._v6.send_all(data) if self._v6 in self._open else ()
+        return DualSendResult(v4, v6)
+
+    def send_all_nowait(self, data: bytes | bytearray | memoryview) -> DualSendResult:
+        """Like :meth:`send_all` without waiting; a full buffer shows in the results."""
+        self._check_open()
+        v4 = self._v4.send_all_nowait(data) if self._v4 in self._open else ()
+        v6 = self._v6.send_all_nowait(data) if self._v6 in self._open else ()
+        return DualSendResult(v4, v6)
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise EndpointClosedError("cannot send on a dual-stack endpoint that is not open")
+
+
+async def open_dual_stack(
+    group_v4: str,
+    group_v6: str,
+    port: int,
+    *,
+    interfaces: InterfaceSelector = None,
+    ttl: int = 1,
+    loopback: bool = False,
+    queue_size: int = 1024,
+    require_both: bool = False,
+) -> DualStackEndpoint:
+    """A started :class:`DualStackEndpoint`; close it with ``aclose()`` or ``async with``."""
+    endpoint = DualStackEndpoint(
+        group_v4,
+        group_v6,
+        port,
+        interfaces=interfaces,
+        ttl=ttl,
+        loopback=loopback,
+        queue_size=queue_size,
+        require_both=require_both,
+    )
+    await endpoint.start()
+    return endpoint

@@ -1,0 +1,39 @@
+"""The public surface: __all__ matches what the package exports."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import mcastio
+
+
+def test_all_matches_public_names() -> None:
+    public = {n for n in dir(mcastio) if not n.startswith("_")} - {"testing"}
+    assert set(mcastio.__all__) == public
+    assert sorted(mcastio.__all__) == list(mcastio.__all__)
+
+
+def test_every_exported_name_resolves_and_is_documented() -> None:
+    for name in mcastio.__all__:
+        obj = getattr(mcastio, name)
+        assert obj.__doc__, f"{name} has no docstring"
+
+
+def test_values_are_frozen_slotted_dataclasses() -> None:
+    for cls in (mcastio.Datagram, mcastio.SendResult, mcastio.Interface, mcastio.EndpointStats):
+        assert dataclasses.is_dataclass(cls)
+        params = getattr(cls, "__dataclass_params__")  # noqa: B009
+        assert params.frozen, cls
+        assert "__slots__" in cls.__dict__, cls
+
+
+def test_errors_share_one_root() -> None:
+    assert issubclass(mcastio.EndpointClosedError, mcastio.MulticastError)
+    assert issubclass(mcastio.MembershipLimitError, mcastio.MulticastError)
+    assert not issubclass(mcastio.MulticastError, ValueError)
+
+
+def test_package_ships_py_typed() -> None:
+    import importlib.resources
+
+    assert importlib.resources.files("mcastio").joinpath("py.typed").is_file()
