@@ -336,8 +336,11 @@ class Lab:
             f"10.{210 + n // 250}.{n % 250}.1",
             f"10.{210 + n // 250}.{n % 250}.2",
         )
-        # Intervals are in centiseconds; the kernel clamps the query interval to >= 1 s.
-        cs = lambda seconds: str(max(1, round(seconds * 100)))  # noqa: E731
+
+        def cs(seconds: float) -> str:
+            # The bridge takes intervals in centiseconds.
+            return str(max(1, round(seconds * 100)))
+
         self.run(
             sw, "ip", "link", "add", "br0", "type", "bridge",
             "mcast_snooping", "1",
