@@ -71,7 +71,10 @@ def datagram_line(dgram: Datagram, when: datetime.datetime) -> str:
         + f" {dgram.interface:<8} {_source_text(dgram.source):<21} {dgram.group:<15}"
         + f" {len(dgram.data):>5} "
     )
-    return head + preview(dgram.data, max(WIDTH - len(head), 8))
+    if len(head) + 8 > WIDTH:
+        # Long IPv6 addresses: the preview goes on its own indented line.
+        return head.rstrip() + "\n    " + preview(dgram.data, WIDTH - 4)
+    return head + preview(dgram.data, WIDTH - len(head))
 
 
 def datagram_json(dgram: Datagram, when: datetime.datetime) -> str:

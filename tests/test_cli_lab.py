@@ -1,0 +1,254 @@
+"""The mcastio command on real kernels: the multi-homed lab and the article's network.
+
+The article's network: the host's eth0 carries the default route; eth1 leads,
+reachable only locally, into a Linux bridge with IGMP snooping and a short
+membership interval, with a sender on the bridge and (maybe) a querier.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import pytest
+
+import mcastio
+from mcastio import MulticastEndpoint
+from mcastio._cli import main
+from mcastio.testing import Lab, SnoopingSwitch
+from tests.conftest import run
+
+pytestmark = pytest.mark.lab
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(mcastio.__file__)))
+GROUP = "239.255.3.3"
+IMPLAUSIBLE = "192.168.77.1"
+
+
+def mcastio_cmd(*args: str) -> list[str]:
+    return ["env", f"PYTHONPATH={ROOT}", sys.executable, "-m", "mcastio", *args]
+
+
+def start_listen(lab: Lab, *args: str) -> subprocess.Popen[bytes]:
+    return lab.popen(
+        lab.host, *mcastio_cmd("listen", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def finish(proc: subprocess.Popen[bytes], timeout: float = 15) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out.decode(), err.decode()
+
+
+# Numbered datagrams from a peer, every ``interval`` seconds, so a test can tell
+# which ones got through.
+_SENDER = r"""
+import socket, sys, time
+group, port, addr = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+count, interval = int(sys.argv[4]), float(sys.argv[5])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(addr))
+for i in range(count):
+    s.sendto(b"n%d" % i, (group, port))
+    time.sleep(interval)
+"""
+
+
+def stream_from(lab: Lab, switch: SnoopingSwitch, port: int, count: int, interval: float) -> None:
+    link = switch.link
+    lab.run(
+        link.peer_ns, sys.executable, "-c", _SENDER, GROUP, str(port), link.peer_addr,
+        str(count), str(interval), timeout=count * interval + 10,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def article_lab(make_lab: Callable[..., Lab]) -> tuple[Lab, SnoopingSwitch]:
+    """eth0 with the default route, eth1 into a snooping bridge; strict rp_filter."""
+    lab = make_lab(links=1, ipv6=False, sysctls={"net.ipv4.conf.all.rp_filter": "1"})
+    switch = lab.add_snooping_switch(membership_interval=2.0)
+    return lab, switch
+
+
+def received_numbers(stdout: str) -> list[int]:
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    assert all(obj["interface"] == "eth1" for obj in lines)
+    return [int(base64.b64decode(obj["data"])[1:]) for obj in lines]
+
+
+def run_stream(lab: Lab, switch: SnoopingSwitch, port: int) -> list[int]:
+    """Listen on the host while the sender streams 45 datagrams over 4.5 s."""
+    listener = start_listen(lab, f"{GROUP}:{port}", "--json", "--duration", "5")
+    lab.wait_for_membership(lab.host, switch.link.host_if, GROUP, listener)
+    stream_from(lab, switch, port, count=45, interval=0.1)
+    code, out, err = finish(listener)
+    assert code == 0, err
+    return received_numbers(out)
+
+
+def test_plausible_querier_keeps_traffic_flowing(article_lab: tuple[Lab, SnoopingSwitch]) -> None:
+    lab, switch = article_lab
+    lab.start_querier(switch.link, switch.link.host_addr.rsplit(".", 1)[0] + ".254")
+    got = run_stream(lab, switch, 41001)
+    # The host answers the queries, so the bridge keeps forwarding past 2 s.
+    assert max(got) >= 40, got
+    assert len(got) >= 40
+    assert GROUP in lab.mdb(switch)
+
+
+def test_implausible_querier_and_strict_rp_filter_stop_traffic_and_doctor_says_why(
+    article_lab: tuple[Lab, SnoopingSwitch], capsys: pytest.CaptureFixture[str]
+) -> None:
+    lab, switch = article_lab
+    lab.start_querier(switch.link, IMPLAUSIBLE)
+    got = run_stream(lab, switch, 41002)
+    assert got[:3] == [0, 1, 2], "traffic flowed at first"
+    # The 2 s membership ran out unanswered: nothing of the last second arrived.
+    assert max(got) < 35, got
+    assert GROUP not in lab.mdb(switch)
+
+    with lab.inside():
+        code = main(["doctor", GROUP, "--duration", "1.2", "--json"])
+    findings = json.loads(capsys.readouterr().out)["findings"]
+    assert code == 1
+    [bad] = [f for f in findings if f["id"] == "querier-implausible-address"]
+    assert bad["severity"] == "error"
+    assert bad["interface"] == "eth1"
+    assert IMPLAUSIBLE in bad["message"]
+    assert "rp_filter" in bad["message"]
+    assert any("IPReversePathFilter" in e and "rose by 0 " not in e for e in bad["evidence"])
+    rp = [f for f in findings if f["id"] == "rp-filter-strict" and f["interface"] == "eth1"]
+    assert rp[0]["severity"] == "error"
+    assert {"id", "severity", "interface", "message", "evidence", "fix"} == set(rp[0])
+
+
+def test_no_querier_is_reported(
+    article_lab: tuple[Lab, SnoopingSwitch], capsys: pytest.CaptureFixture[str]
+) -> None:
+    lab, _switch = article_lab
+    with lab.inside():
+        code = main(["doctor", "--duration", "0.5"])
+    out = capsys.readouterr().out
+    assert "no-querier [eth1]" in out
+    assert "few minutes and then stops" in out.replace("\n  ", " ")
+    assert "querier-implausible-address" not in out
+    assert code == 0
+    assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def test_listen_attributes_each_datagram_to_its_interface(lab: Lab) -> None:
+    listener = start_listen(lab, "239.255.4.4:41003", "--json", "--count", "3")
+    for link in lab.link:
+        lab.wait_for_membership(lab.host, link.host_if, "239.255.4.4", listener)
+    for link in lab.link:
+        lab.peer_send(link, "239.255.4.4", 41003, f"from {link.host_if}".encode())
+    code, out, err = finish(listener)
+    assert code == 0, err
+    seen = [json.loads(line) for line in out.splitlines()]
+    assert len(seen) == 3
+    for obj in seen:
+        payload = base64.b64decode(obj["data"]).decode()
+        assert payload == f"from {obj['interface']}"
+        link = next(lk for lk in lab.link if lk.host_if == obj["interface"])
+        assert obj["source"].startswith(link.peer_addr + ":")
+        assert obj["group"] == "239.255.4.4"
+    assert "summary for 239.255.4.4:41003" in err
+    for link in lab.link:
+        assert any(line.split()[:2] == [link.host_if, "1"] for line in err.splitlines())
+
+
+def test_listen_ipv6_group_on_a_named_interface(lab: Lab) -> None:
+    listener = start_listen(lab, "[ff12::4:4]:41004", "--interface", "eth2", "--count", "1")
+    lab.wait_for_membership(lab.host, "eth2", "ff12::4:4", listener)
+    lab.peer_send(lab.link[2], "ff12::4:4", 41004, b"six")
+    code, out, err = finish(listener)
+    assert code == 0, err
+    line = out.splitlines()[1]
+    # A link-scope group goes out with the peer's link-local source address.
+    assert line.split()[1] == "eth2"
+    assert line.split()[2].startswith("[fe80:")
+    assert "ff12::4:4" in line.split()
+    assert out.splitlines()[2] == "    six"
+    assert out.splitlines()[-1].split()[:2] == ["eth2", "1"]
+
+
+def test_listen_prints_the_summary_on_ctrl_c(lab: Lab) -> None:
+    listener = start_listen(lab, "239.255.4.5:41005")
+    lab.wait_for_membership(lab.host, "eth1", "239.255.4.5", listener)
+    lab.peer_send(lab.link[1], "239.255.4.5", 41005, b"one")
+    assert listener.stdout is not None
+    deadline = time.monotonic() + 5
+    lines: list[bytes] = []
+    while time.monotonic() < deadline and not any(b" one" in ln for ln in lines):
+        lines.append(listener.stdout.readline())
+    listener.send_signal(signal.SIGINT)
+    code, out, _err = finish(listener)
+    assert code == 0
+    summary = out.splitlines()
+    assert summary[-4] == "summary for 239.255.4.5:41005:"
+    assert [ln.split()[:2] for ln in summary[-3:]] == [["eth0", "0"], ["eth1", "1"], ["eth2", "0"]]
+
+
+def test_send_one_copy_per_interface_and_only_named_ones(lab: Lab) -> None:
+    listeners = [lab.peer_listen(link, "239.255.4.6", 41006) for link in lab.link]
+    proc = lab.run(
+        lab.host, *mcastio_cmd("send", "239.255.4.6:41006", "hello", "--count", "2",
+                               "--interval", "0.05"), check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert [ln.split()[1:] for ln in proc.stdout.splitlines()] == [
+        [f"eth{i}", "sent", "5", "bytes"] for _ in range(2) for i in range(3)
+    ]
+    named = lab.run(
+        lab.host, *mcastio_cmd("send", "239.255.4.6:41006", "only1", "--interface", "eth1"),
+        check=False,
+    )  # fmt: skip
+    assert named.returncode == 0, named.stderr
+    got = [listener.lines() for listener in listeners]
+    assert [b"".join(g) for g in got] == [b"hellohello", b"hellohelloonly1", b"hellohello"]
+
+
+def test_send_reports_an_interface_it_cannot_use(lab: Lab) -> None:
+    lab.sh(lab.host, "ip link set eth2 down")
+    proc = lab.run(
+        lab.host, *mcastio_cmd("send", "239.255.4.7:41007", "x", "--interface", "eth1",
+                               "--interface", "eth2"), check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[1:] == ["eth1", "sent", "1", "bytes"]
+    assert lines[1].split()[1:3] == ["eth2", "FAILED:"]
+
+
+def test_interfaces_shows_default_route_and_kernel_memberships(
+    lab: Lab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def check() -> tuple[int, int]:
+        async with MulticastEndpoint("239.255.4.8", 41008, interfaces=["eth1"]):
+            json_code = main(["interfaces", "--json"])
+            text_code = main(["interfaces"])
+        return json_code, text_code
+
+    with lab.inside():
+        assert run(check()) == (0, 0)
+    out = capsys.readouterr().out
+    start = out.index("\n}\n") + 3
+    data = json.loads(out[:start])
+    text = out[start:]
+    rows = {i["name"]: i for i in data["interfaces"]}
+    assert rows["eth0"]["default_route"] is True
+    assert rows["eth1"]["default_route"] is False
+    assert "10.200.1.1/24" in rows["eth1"]["addresses"]
+    assert rows["eth1"]["eligible"]["ipv4"] is True
+    assert rows["lo"]["eligible"]["ipv4"] is False
+    assert "239.255.4.8" in [m["group"] for m in rows["eth1"]["memberships"]]
+    assert "239.255.4.8" not in [m["group"] for m in rows["eth2"]["memberships"]]
+    assert all(k in rows["eth1"] for k in ("index", "addresses", "flags", "eligible"))
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert any(line.startswith("*") and " eth0 " in line for line in text.splitlines())
