@@ -59,7 +59,7 @@ def capture_igmp(
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
     except PermissionError as exc:
         raise CaptureUnavailable(
-            "watching IGMP queries needs a packet socket (root or CAP_NET_RAW)"
+            f"watching IGMP queries needs a packet socket (root or CAP_NET_RAW): {exc.strerror}"
         ) from exc
     except OSError as exc:
         if exc.errno in (errno.EAFNOSUPPORT, errno.EPERM):

@@ -252,3 +252,28 @@ def test_interfaces_shows_default_route_and_kernel_memberships(
     assert all(k in rows["eth1"] for k in ("index", "addresses", "flags", "eligible"))
     assert max(len(line) for line in text.splitlines()) <= 80
     assert any(line.startswith("*") and " eth0 " in line for line in text.splitlines())
+
+
+def test_doctor_without_cap_net_raw_says_the_querier_check_was_skipped(lab: Lab) -> None:
+    # Root without CAP_NET_RAW: everything but the packet capture still works.
+    proc = lab.run(
+        lab.host, "setpriv", "--bounding-set=-net_raw", "--inh-caps=-net_raw",
+        *mcastio_cmd("doctor", "--duration", "0.2", "--json"), check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    findings = json.loads(proc.stdout)["findings"]
+    [skipped] = [f for f in findings if f["id"] == "no-querier"]
+    assert skipped["severity"] == "info"
+    assert skipped["message"].startswith("Skipped the IGMP querier check")
+    assert "CAP_NET_RAW" in skipped["message"]
+    assert [f["interface"] for f in findings if f["id"] == "multi-homed-default-route"] == ["eth0"]
+
+
+def test_listen_rejects_an_unknown_interface(lab: Lab) -> None:
+    proc = lab.run(
+        lab.host, *mcastio_cmd("listen", "239.255.4.9:41009", "--interface", "eth7",
+                               "--duration", "0.1"), check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "eth7" in proc.stderr
+    assert "summary for 239.255.4.9:41009" in proc.stdout
