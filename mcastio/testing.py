@@ -374,12 +374,14 @@ class Lab:
         return SnoopingSwitch(ns=sw, bridge="br0", link=link)
 
     def start_querier(
-        self, link: Link, source: str, interval: float = 0.5
+        self, link: Link, source: str, interval: float = 0.5, max_response: float = 0.2
     ) -> subprocess.Popen[bytes]:
         """Send IGMPv2 general queries from ``source`` out of ``link``'s peer.
 
         ``source`` may be any address, also one outside the link's subnet: that is
-        the article's badly configured switch querier. Stopped by :meth:`destroy`.
+        the article's badly configured switch querier. Hosts answer within
+        ``max_response`` seconds; keep it below the switch's membership interval.
+        Stopped by :meth:`destroy`.
         """
         return self.popen(
             link.peer_ns,
@@ -389,6 +391,7 @@ class Lab:
             source,
             link.peer_if,
             str(interval),
+            str(max(1, round(max_response * 10))),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -444,13 +447,13 @@ class PeerListener:
 # built by hand (IPPROTO_RAW) because the kernel never sends queries itself.
 _QUERIER = r"""
 import socket, struct, sys, time
-source, dev, interval = sys.argv[1], sys.argv[2], float(sys.argv[3])
+source, dev, interval, max_resp = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 def checksum(b):
     s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
     s = (s >> 16) + (s & 0xFFFF)
     return ~(s + (s >> 16)) & 0xFFFF
-# Type 0x11, max resp 1 s (10 tenths), group 0.0.0.0: a v2 general query.
-igmp = struct.pack("!BBH4s", 0x11, 10, 0, bytes(4))
+# Type 0x11, max resp in tenths of a second, group 0.0.0.0: a v2 general query.
+igmp = struct.pack("!BBH4s", 0x11, max_resp, 0, bytes(4))
 igmp = igmp[:2] + struct.pack("!H", checksum(igmp)) + igmp[4:]
 ra = b"\x94\x04\x00\x00"  # IP Router Alert, as RFC 2236 queries carry
 ip = struct.pack("!BBHHHBBH4s4s", 0x46, 0xC0, 24 + len(igmp), 0, 0, 1, 2, 0,
