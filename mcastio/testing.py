@@ -422,27 +422,6 @@ class SnoopingSwitch:
     link: Link
 
 
-class PeerListener:
-    """A socat receiver in a peer; :meth:`stop` returns every byte it got."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self._proc = proc
-
-    def stop(self) -> bytes:
-        self._proc.kill()
-        self._proc.wait(timeout=5)
-        assert self._proc.stdout is not None
-        data = self._proc.stdout.read()
-        self._proc.stdout.close()
-        if self._proc.stderr is not None:
-            self._proc.stderr.close()
-        return data
-
-    def lines(self) -> list[bytes]:
-        """Stop and split the received bytes on newlines (one datagram per line)."""
-        return self.stop().splitlines()
-
-
 # Runs in a peer namespace: IGMPv2 general queries with a chosen source address,
 # built by hand (IPPROTO_RAW) because the kernel never sends queries itself.
 _QUERIER = r"""
@@ -465,6 +444,27 @@ while True:
     s.sendto(ip + igmp, ("224.0.0.1", 0))
     time.sleep(interval)
 """
+
+
+class PeerListener:
+    """A socat receiver in a peer; :meth:`stop` returns every byte it got."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self._proc = proc
+
+    def stop(self) -> bytes:
+        self._proc.kill()
+        self._proc.wait(timeout=5)
+        assert self._proc.stdout is not None
+        data = self._proc.stdout.read()
+        self._proc.stdout.close()
+        if self._proc.stderr is not None:
+            self._proc.stderr.close()
+        return data
+
+    def lines(self) -> list[bytes]:
+        """Stop and split the received bytes on newlines (one datagram per line)."""
+        return self.stop().splitlines()
 
 
 def _ip(*argv: str) -> None:
