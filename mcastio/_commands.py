@@ -120,7 +120,8 @@ class Tally:
         for name in names:
             c = self.counts.get(name, _IfCount())
             lines.append(
-                f"  {name:<10} {c.datagrams:>7} datagrams {c.octets:>10} bytes "
+                f"  {name:<10} {c.datagrams:>7} datagram{'s' if c.datagrams != 1 else ' '} "
+                f"{c.octets:>10} bytes "
                 f"{len(c.sources):>4} source{'s' if len(c.sources) != 1 else ''}"
             )
         if not names:

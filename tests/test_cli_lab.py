@@ -20,6 +20,7 @@ import pytest
 
 import mcastio
 from mcastio import MulticastEndpoint
+from mcastio._capture import capture_igmp
 from mcastio._cli import main
 from mcastio.testing import Lab, SnoopingSwitch
 from tests.conftest import run
@@ -295,3 +296,19 @@ def test_listen_rejects_an_unknown_interface(lab: Lab) -> None:
     assert proc.returncode == 1
     assert "eth7" in proc.stderr
     assert "summary for 239.255.4.9:41009" in proc.stdout
+
+
+def test_capture_sees_only_igmp_and_names_the_interface(lab: Lab) -> None:
+    lab.start_querier(lab.link[1], "10.200.1.254", interval=0.2)
+    noise = lab.popen(
+        lab.link[0].peer_ns, sys.executable, "-c", _SENDER, "239.255.4.10", "41010",
+        lab.link[0].peer_addr, "100", "0.01", stderr=subprocess.PIPE,
+    )  # fmt: skip
+    seen: list[tuple[str, int]] = []
+    with lab.inside():
+        capture_igmp(0.6, lambda ifname, packet, _when: seen.append((ifname, packet[9])))
+    noise.kill()
+    noise.wait()
+    # The BPF filter keeps the UDP stream on eth0 out; the queries on eth1 get in.
+    assert seen
+    assert set(seen) == {("eth1", 2)}
