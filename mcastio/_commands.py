@@ -14,7 +14,6 @@ import json
 import sys
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TextIO
 
 from ._doctor import Finding
@@ -90,19 +89,23 @@ def datagram_json(dgram: Datagram, when: datetime.datetime) -> str:
     )
 
 
-@dataclass
 class _IfCount:
-    datagrams: int = 0
-    octets: int = 0
-    sources: set[str] = field(default_factory=set)
+    __slots__ = ("datagrams", "octets", "sources")
+
+    def __init__(self) -> None:
+        self.datagrams = 0
+        self.octets = 0
+        self.sources: set[str] = set()
 
 
-@dataclass
 class Tally:
-    """Per-interface counts for the exit summary."""
+    """Per-interface counts for the exit summary (a running tally, not a value)."""
 
-    interfaces: list[str] = field(default_factory=list)
-    counts: dict[str, _IfCount] = field(default_factory=dict)
+    __slots__ = ("counts", "interfaces")
+
+    def __init__(self, interfaces: Sequence[str] = ()) -> None:
+        self.interfaces = list(interfaces)
+        self.counts: dict[str, _IfCount] = {}
 
     def add(self, dgram: Datagram) -> None:
         count = self.counts.setdefault(dgram.interface, _IfCount())
@@ -228,7 +231,12 @@ async def _send(group: Group, port: int, args: argparse.Namespace, out: TextIO) 
                             SendResult(name, OSError(f"{name} cannot carry {group} right now"))
                         )
                         continue
-                    results.append(ep.send_nowait(payload, interface=name))
+                    try:
+                        results.append(await ep.send(payload, interface=name))
+                    except MulticastError as exc:
+                        cause = exc.__cause__
+                        error = cause if isinstance(cause, OSError) else OSError(str(exc))
+                        results.append(SendResult(name, error))
             else:
                 results = list(await ep.send_all(payload))
             for result in results:
