@@ -1,4 +1,4 @@
-"""Watch IGMP queries on every interface with an AF_PACKET socket.
+"""Watch IGMP and MLD queries on every interface with AF_PACKET sockets.
 
 An IP raw socket (IPPROTO_IGMP) would only see queries that survived rp_filter;
 a packet socket sees them before the IP layer judges them, which is the point.
@@ -12,19 +12,30 @@ import selectors
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ._errors import MulticastError
 
-__all__ = ["CaptureUnavailable", "capture_igmp"]
+__all__ = ["CaptureUnavailable", "capture_igmp", "capture_queries"]
 
 ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
 SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
-# Classic BPF over the IP header (SOCK_DGRAM packet sockets start at layer 3):
-# ldb [9] (protocol); jeq #2 (IGMP) -> accept whole packet, else drop.
-_BPF_IGMP = (
+
+Program = Sequence[tuple[int, int, int, int]]
+# Classic BPF over the network header (SOCK_DGRAM packet sockets start at layer 3).
+# IPv4: ldb [9] (protocol); jeq #2 (IGMP) -> accept, else drop.
+_BPF_IGMP: Program = (
     (0x30, 0, 0, 9),
     (0x15, 0, 1, 2),
+    (0x06, 0, 0, 0x40000),
+    (0x06, 0, 0, 0),
+)
+# IPv6: ldb [6] (next header); jeq #0 (hop-by-hop, which every MLD message carries
+# for its Router Alert) -> accept, else drop. The ICMPv6 type is checked in Python.
+_BPF_HOPOPTS: Program = (
+    (0x30, 0, 0, 6),
+    (0x15, 0, 1, 0),
     (0x06, 0, 0, 0x40000),
     (0x06, 0, 0, 0),
 )
@@ -34,14 +45,77 @@ class CaptureUnavailable(MulticastError):
     """The capture cannot run here (usually: not root and no CAP_NET_RAW)."""
 
 
-def _attach_filter(sock: socket.socket) -> ctypes.Array[ctypes.c_char]:
-    program = b"".join(struct.pack("=HBBI", *insn) for insn in _BPF_IGMP)
-    buf = ctypes.create_string_buffer(program, len(program))
+def _attach_filter(sock: socket.socket, program: Program) -> ctypes.Array[ctypes.c_char]:
+    code = b"".join(struct.pack("=HBBI", *insn) for insn in program)
+    buf = ctypes.create_string_buffer(code, len(code))
     # struct sock_fprog { unsigned short len; struct sock_filter *filter; }
-    fprog = struct.pack("HL", len(_BPF_IGMP), ctypes.addressof(buf))
-    # Without the filter every IP packet on the host is copied to us for the window.
+    fprog = struct.pack("HL", len(program), ctypes.addressof(buf))
+    # Without the filter every packet on the host is copied to us for the window.
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
     return buf
+
+
+def _open(ethertype: int) -> socket.socket:
+    try:
+        return socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ethertype))
+    except PermissionError as exc:
+        raise CaptureUnavailable(
+            f"watching IGMP queries needs a packet socket (root or CAP_NET_RAW): {exc.strerror}"
+        ) from exc
+    except OSError as exc:
+        if exc.errno == errno.EAFNOSUPPORT:
+            raise CaptureUnavailable(f"this kernel has no packet sockets: {exc}") from exc
+        raise MulticastError(f"cannot open a packet socket: {exc}") from exc
+
+
+def capture_queries(
+    duration: float,
+    on_packet: Callable[[str, bytes, float], None],
+    *,
+    ipv6: bool = True,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Call ``on_packet(interface, packet, when)`` for IGMP (and hop-by-hop IPv6) packets.
+
+    ``packet`` starts at the IP header. Runs for ``duration`` seconds, blocking.
+    Raises ``CaptureUnavailable`` with the reason when packet sockets cannot be used.
+    """
+    wanted = [(ETH_P_IP, _BPF_IGMP)] + ([(ETH_P_IPV6, _BPF_HOPOPTS)] if ipv6 else [])
+    socks: list[socket.socket] = []
+    keep: list[ctypes.Array[ctypes.c_char]] = []
+    try:
+        with selectors.DefaultSelector() as sel:
+            for ethertype, program in wanted:
+                sock = _open(ethertype)
+                socks.append(sock)
+                try:
+                    keep.append(_attach_filter(sock, program))
+                except OSError as exc:
+                    raise MulticastError(f"cannot attach a packet filter: {exc}") from exc
+                sock.setblocking(False)
+                sel.register(sock, selectors.EVENT_READ)
+            deadline = clock() + duration
+            while (left := deadline - clock()) > 0:
+                for key, _ in sel.select(left):
+                    _drain(key.fileobj, on_packet, clock)  # type: ignore[arg-type]
+    finally:
+        for sock in socks:
+            sock.close()
+        keep.clear()
+
+
+def _drain(
+    sock: socket.socket, on_packet: Callable[[str, bytes, float], None], clock: Callable[[], float]
+) -> None:
+    while True:
+        try:
+            packet, addr = sock.recvfrom(65535)
+        except (BlockingIOError, InterruptedError):
+            return
+        # sll_pkttype PACKET_OUTGOING: this host's own reports, not someone's query.
+        if addr[2] == socket.PACKET_OUTGOING:
+            continue
+        on_packet(addr[0], packet, clock())
 
 
 def capture_igmp(
@@ -50,39 +124,5 @@ def capture_igmp(
     *,
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
-    """Call ``on_packet(interface, ip_packet, when)`` for every IGMP packet seen.
-
-    Runs for ``duration`` seconds, blocking. Raises ``CaptureUnavailable`` with the
-    reason when a packet socket cannot be opened.
-    """
-    try:
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
-    except PermissionError as exc:
-        raise CaptureUnavailable(
-            f"watching IGMP queries needs a packet socket (root or CAP_NET_RAW): {exc.strerror}"
-        ) from exc
-    except OSError as exc:
-        if exc.errno in (errno.EAFNOSUPPORT, errno.EPERM):
-            raise CaptureUnavailable(f"cannot open a packet socket: {exc}") from exc
-        raise MulticastError(f"cannot open a packet socket: {exc}") from exc
-    with sock, selectors.DefaultSelector() as sel:
-        try:
-            _keep = _attach_filter(sock)
-        except OSError as exc:
-            raise MulticastError(f"cannot attach the IGMP filter: {exc}") from exc
-        sock.setblocking(False)
-        sel.register(sock, selectors.EVENT_READ)
-        deadline = clock() + duration
-        while (left := deadline - clock()) > 0:
-            if not sel.select(left):
-                continue
-            while True:
-                try:
-                    packet, addr = sock.recvfrom(65535)
-                except (BlockingIOError, InterruptedError):
-                    break
-                # sll_pkttype PACKET_OUTGOING (4): our own reports, not someone's query.
-                if addr[2] == socket.PACKET_OUTGOING:
-                    continue
-                on_packet(addr[0], packet, clock())
-        del _keep
+    """:func:`capture_queries` for IPv4 (IGMP) only."""
+    capture_queries(duration, on_packet, ipv6=False, clock=clock)

@@ -25,6 +25,8 @@ __all__ = [
     "QuerySeen",
     "diagnose",
     "parse_igmp_query",
+    "parse_mld_query",
+    "parse_query",
 ]
 
 Severity = Literal["info", "warning", "error"]
@@ -67,16 +69,24 @@ class Finding:
         }
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
 @dataclass(frozen=True, slots=True)
 class QuerySeen:
-    """One IGMP membership query captured on an interface."""
+    """One IGMP or MLD membership query captured on an interface."""
 
     interface: str
-    source: ipaddress.IPv4Address
-    #: 1, 2 or 3 (RFC 3376 §7.1 tells them apart by length and Max Resp Code).
+    source: IPAddress
+    #: IGMP 1, 2 or 3 (RFC 3376 §7.1 tells them apart by length and Max Resp
+    #: Code); MLD 1 or 2 (RFC 3810 §8.1: by length).
     version: int
-    #: 0.0.0.0 for a general query.
-    group: ipaddress.IPv4Address
+    #: 0.0.0.0 or :: for a general query.
+    group: IPAddress
+
+    @property
+    def protocol(self) -> str:
+        return "IGMP" if self.source.version == 4 else "MLD"
 
 
 def parse_igmp_query(interface: str, packet: bytes) -> QuerySeen | None:
@@ -95,6 +105,35 @@ def parse_igmp_query(interface: str, packet: bytes) -> QuerySeen | None:
         version = 2
     source = ipaddress.IPv4Address(packet[12:16])
     return QuerySeen(interface, source, version, ipaddress.IPv4Address(igmp[4:8]))
+
+
+# IPv6 extension headers that may sit between the fixed header and ICMPv6:
+# hop-by-hop (0), routing (43), destination options (60).
+_V6_EXT = (0, 43, 60)
+_ICMPV6 = 58
+_MLD_QUERY = 130
+
+
+def parse_mld_query(interface: str, packet: bytes) -> QuerySeen | None:
+    """An MLD query from a raw IPv6 packet, or ``None`` for anything else."""
+    if len(packet) < 40 or packet[0] >> 4 != 6:
+        return None
+    next_header, offset = packet[6], 40
+    while next_header in _V6_EXT and len(packet) >= offset + 2:
+        next_header, offset = packet[offset], offset + (packet[offset + 1] + 1) * 8
+    icmp = packet[offset:]
+    if next_header != _ICMPV6 or len(icmp) < 24 or icmp[0] != _MLD_QUERY:
+        return None
+    source = ipaddress.IPv6Address(packet[8:24])
+    version = 2 if len(icmp) >= 28 else 1
+    return QuerySeen(interface, source, version, ipaddress.IPv6Address(icmp[8:24]))
+
+
+def parse_query(interface: str, packet: bytes) -> QuerySeen | None:
+    """An IGMP or MLD query from a raw IP packet of either family."""
+    if packet and packet[0] >> 4 == 6:
+        return parse_mld_query(interface, packet)
+    return parse_igmp_query(interface, packet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +162,7 @@ def diagnose(state: HostState, group: Group | None = None) -> tuple[Finding, ...
     return (
         *check_multi_homed(state, group),
         *check_rp_filter(state),
-        *check_queriers(state),
+        *check_queriers(state, group),
         *check_membership_limit(state, group),
         *check_igmp_version(state, group),
         *check_group_scope(state, group),
@@ -232,7 +271,9 @@ def check_rp_filter(state: HostState) -> list[Finding]:
         dropped = [
             q.source
             for q in state.queries or ()
-            if q.interface == iface.name and _rp_drops(state, iface, q.source)
+            if q.interface == iface.name
+            and isinstance(q.source, ipaddress.IPv4Address)
+            and _rp_drops(state, iface, q.source)
         ]
         evidence = [_rp_evidence(state, iface.name), _rpf_evidence(state)]
         if dropped:
@@ -278,14 +319,50 @@ def _rp_drops(state: HostState, iface: Interface, source: ipaddress.IPv4Address)
     return None
 
 
-def check_queriers(state: HostState) -> list[Finding]:
-    ifaces = _v4_candidates(state)
+def _no_querier(state: HostState, iface: Interface, protocol: str) -> Finding:
+    short = state.duration < QUERY_INTERVAL
+    return Finding(
+        "no-querier",
+        "info" if short else "warning",
+        f"No {protocol} query was seen on {iface.name} in {state.duration:g} s. Without "
+        "a querier, snooping switches forget this host's memberships after "
+        "their membership interval (260 s by default): multicast works for a "
+        "few minutes and then stops."
+        + (
+            f" Queriers send every {QUERY_INTERVAL:g} s by default, so a short window can miss one."
+            if short
+            else ""
+        ),
+        iface.name,
+        (f"0 {protocol} queries captured on {iface.name} in {state.duration:g} s",),
+        f"Enable the {protocol} querier on the switch (with an address in this "
+        "subnet), or run one (e.g. a Linux bridge with mcast_querier 1)."
+        + (f" Re-run with --duration {QUERY_INTERVAL + 5:g} to be sure." if short else ""),
+    )
+
+
+def _seen_text(iface: Interface, source: IPAddress, queries: Sequence[QuerySeen]) -> str:
+    versions = "/v".join(map(str, sorted({q.version for q in queries})))
+    return (
+        f"{len(queries)} {queries[0].protocol}v{versions} "
+        f"quer{'y' if len(queries) == 1 else 'ies'} from {source} on {iface.name}"
+    )
+
+
+def _by_source(queries: Sequence[QuerySeen]) -> dict[IPAddress, list[QuerySeen]]:
+    result: dict[IPAddress, list[QuerySeen]] = {}
+    for q in queries:
+        result.setdefault(q.source, []).append(q)
+    return result
+
+
+def check_queriers(state: HostState, group: Group | None = None) -> list[Finding]:
     if state.queries is None:
         return [
             Finding(
                 "no-querier",
                 "info",
-                "Skipped the IGMP querier check: "
+                "Skipped the querier check: "
                 + (state.capture_skipped or "queries were not watched")
                 + ".",
                 None,
@@ -294,92 +371,97 @@ def check_queriers(state: HostState) -> list[Finding]:
             )
         ]
     findings: list[Finding] = []
-    for iface in ifaces:
-        seen = [q for q in state.queries if q.interface == iface.name]
+    for iface in _v4_candidates(state):
+        seen = [q for q in state.queries if q.interface == iface.name and q.source.version == 4]
         if not seen:
-            short = state.duration < QUERY_INTERVAL
-            findings.append(
-                Finding(
-                    "no-querier",
-                    "info" if short else "warning",
-                    f"No IGMP query was seen on {iface.name} in {state.duration:g} s. Without "
-                    "a querier, snooping switches forget this host's memberships after "
-                    "their membership interval (260 s by default): multicast works for a "
-                    "few minutes and then stops."
-                    + (
-                        f" Queriers send every {QUERY_INTERVAL:g} s by default, so a "
-                        "short window can miss one."
-                        if short
-                        else ""
-                    ),
-                    iface.name,
-                    (f"0 IGMP queries captured on {iface.name} in {state.duration:g} s",),
-                    "Enable the IGMP querier on the switch (with an address in this "
-                    "subnet), or run one (e.g. a Linux bridge with mcast_querier 1)."
-                    + (
-                        f" Re-run with --duration {QUERY_INTERVAL + 5:g} to be sure."
-                        if short
-                        else ""
-                    ),
-                )
-            )
+            findings.append(_no_querier(state, iface, "IGMP"))
             continue
-        by_source: dict[ipaddress.IPv4Address, list[QuerySeen]] = {}
-        for q in seen:
-            by_source.setdefault(q.source, []).append(q)
-        for source, queries in by_source.items():
-            versions = sorted({q.version for q in queries})
-            seen_text = (
-                f"{len(queries)} IGMPv{'/v'.join(map(str, versions))} "
-                f"quer{'y' if len(queries) == 1 else 'ies'} from {source} on {iface.name}"
-            )
-            if _plausible(iface, source):
-                findings.append(
-                    Finding(
-                        "querier-seen",
-                        "info",
-                        f"A querier at {source} is active on {iface.name}.",
-                        iface.name,
-                        (seen_text,),
-                    )
-                )
+        for source, queries in _by_source(seen).items():
+            assert isinstance(source, ipaddress.IPv4Address)
+            findings.append(_judge_igmp_querier(state, iface, source, queries))
+    if group is not None and group.family == socket.AF_INET6:
+        for iface in _candidates(state, group):
+            seen = [q for q in state.queries if q.interface == iface.name and q.source.version == 6]
+            if not seen:
+                findings.append(_no_querier(state, iface, "MLD"))
                 continue
-            subnets = ", ".join(str(a.network) for a in iface.ipv4)
-            drop = _rp_drops(state, iface, source)
-            if drop:
-                message = (
-                    f"IGMP queries on {iface.name} come from {source}, outside "
-                    f"{iface.name}'s subnets ({subnets}). {drop}, so the kernel drops the "
-                    "queries and never answers them: snooping switches time out this "
-                    "host's memberships and multicast stops."
-                )
-            else:
-                message = (
-                    f"IGMP queries on {iface.name} come from {source}, outside "
-                    f"{iface.name}'s subnets ({subnets}). rp_filter lets them through "
-                    "today; a strict rp_filter, or a route change, would drop them."
-                )
-            route = lookup_route(state.routes, source)
-            evidence = [
-                seen_text,
-                f"route to {source}: via {route.interface}" if route else f"no route to {source}",
-                _rp_evidence(state, iface.name),
-            ]
-            if drop:
-                evidence.append(_rpf_evidence(state))
-            findings.append(
-                Finding(
-                    "querier-implausible-address",
-                    "error" if drop else "warning",
-                    message,
-                    iface.name,
-                    tuple(evidence),
-                    f"Configure the querier (usually the switch) with an address in "
-                    f"{subnets}: its own management address or one reserved for it. "
-                    f"Or, as a workaround on this host: {_loosen(iface.name)}.",
-                )
-            )
+            for source, queries in _by_source(seen).items():
+                findings.append(_judge_mld_querier(iface, source, queries))
     return findings
+
+
+def _judge_mld_querier(
+    iface: Interface, source: IPAddress, queries: Sequence[QuerySeen]
+) -> Finding:
+    seen_text = _seen_text(iface, source, queries)
+    if source.is_link_local:
+        return Finding(
+            "querier-seen",
+            "info",
+            f"An MLD querier at {source} is active on {iface.name}.",
+            iface.name,
+            (seen_text,),
+        )
+    return Finding(
+        "querier-implausible-address",
+        "error",
+        f"MLD queries on {iface.name} come from {source}, which is not a link-local "
+        "address. Linux ignores such queries (RFC 2710 §3 and RFC 3810 require link-local) and "
+        "never answers them: snooping switches time out this host's IPv6 memberships.",
+        iface.name,
+        (seen_text, "MLD queries must come from a link-local (fe80::/10) source"),
+        "Configure the MLD querier (usually the switch) to send from its link-local address.",
+    )
+
+
+def _judge_igmp_querier(
+    state: HostState,
+    iface: Interface,
+    source: ipaddress.IPv4Address,
+    queries: Sequence[QuerySeen],
+) -> Finding:
+    seen_text = _seen_text(iface, source, queries)
+    if _plausible(iface, source):
+        return Finding(
+            "querier-seen",
+            "info",
+            f"A querier at {source} is active on {iface.name}.",
+            iface.name,
+            (seen_text,),
+        )
+    subnets = ", ".join(str(a.network) for a in iface.ipv4)
+    drop = _rp_drops(state, iface, source)
+    if drop:
+        message = (
+            f"IGMP queries on {iface.name} come from {source}, outside "
+            f"{iface.name}'s subnets ({subnets}). {drop}, so the kernel drops the "
+            "queries and never answers them: snooping switches time out this "
+            "host's memberships and multicast stops."
+        )
+    else:
+        message = (
+            f"IGMP queries on {iface.name} come from {source}, outside "
+            f"{iface.name}'s subnets ({subnets}). rp_filter lets them through "
+            "today; a strict rp_filter, or a route change, would drop them."
+        )
+    route = lookup_route(state.routes, source)
+    evidence = [
+        seen_text,
+        f"route to {source}: via {route.interface}" if route else f"no route to {source}",
+        _rp_evidence(state, iface.name),
+    ]
+    if drop:
+        evidence.append(_rpf_evidence(state))
+    return Finding(
+        "querier-implausible-address",
+        "error" if drop else "warning",
+        message,
+        iface.name,
+        tuple(evidence),
+        f"Configure the querier (usually the switch) with an address in "
+        f"{subnets}: its own management address or one reserved for it. "
+        f"Or, as a workaround on this host: {_loosen(iface.name)}.",
+    )
 
 
 def check_membership_limit(state: HostState, group: Group | None) -> list[Finding]:

@@ -11,9 +11,9 @@ import time
 from collections.abc import Sequence
 
 from . import _procnet
-from ._capture import CaptureUnavailable, capture_igmp
+from ._capture import CaptureUnavailable, capture_queries
 from ._discovery import read_snapshot
-from ._doctor import HostState, QuerySeen, parse_igmp_query
+from ._doctor import HostState, QuerySeen, parse_query
 from ._model import Interface
 
 __all__ = ["collect", "read_igmp", "read_igmp6", "read_text"]
@@ -70,13 +70,13 @@ def collect(duration: float, *, watch_queries: bool = True) -> HostState:
     skipped: str | None = None
 
     def on_packet(interface: str, packet: bytes, _when: float) -> None:
-        query = parse_igmp_query(interface, packet)
+        query = parse_query(interface, packet)
         if query is not None:
             queries.append(query)
 
     if watch_queries:
         try:
-            capture_igmp(duration, on_packet)
+            capture_queries(duration, on_packet)
         except CaptureUnavailable as exc:
             skipped = str(exc)
             time.sleep(duration)

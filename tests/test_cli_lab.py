@@ -283,7 +283,7 @@ def test_doctor_without_cap_net_raw_says_the_querier_check_was_skipped(lab: Lab)
     findings = json.loads(proc.stdout)["findings"]
     [skipped] = [f for f in findings if f["id"] == "no-querier"]
     assert skipped["severity"] == "info"
-    assert skipped["message"].startswith("Skipped the IGMP querier check")
+    assert skipped["message"].startswith("Skipped the querier check")
     assert "CAP_NET_RAW" in skipped["message"]
     assert [f["interface"] for f in findings if f["id"] == "multi-homed-default-route"] == ["eth0"]
 
@@ -312,3 +312,47 @@ def test_capture_sees_only_igmp_and_names_the_interface(lab: Lab) -> None:
     # The BPF filter keeps the UDP stream on eth0 out; the queries on eth1 get in.
     assert seen
     assert set(seen) == {("eth1", 2)}
+
+
+# MLDv1 general queries from a chosen source; the kernel adds the checksum, the
+# sticky IPV6_HOPOPTS (54) adds the Router Alert that MLD requires.
+_MLD_QUERIER = r"""
+import socket, struct, sys, time
+source, dev = sys.argv[1], sys.argv[2]
+index = socket.if_nametoindex(dev)
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.bind((source, 0, 0, index if source.startswith("fe80") else 0))
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+s.setsockopt(socket.IPPROTO_IPV6, 54, bytes([0, 0, 5, 2, 0, 0, 1, 0]))
+query = struct.pack("!BBHHH16s", 130, 0, 0, 200, 0, bytes(16))
+while True:
+    s.sendto(query, ("ff02::1", 0, 0, index))
+    time.sleep(0.2)
+"""
+
+
+def test_doctor_flags_an_mld_querier_without_a_link_local_source(
+    lab: Lab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    eth1, eth2 = lab.link[1], lab.link[2]
+    shown = lab.run(eth1.peer_ns, "ip", "-6", "-br", "addr", "show", "dev", eth1.peer_if)
+    link_local = next(a.split("/")[0] for a in shown.stdout.split() if a.startswith("fe80:"))
+    assert eth2.peer_addr6 is not None
+    for link, source in ((eth1, link_local), (eth2, eth2.peer_addr6)):
+        lab.popen(link.peer_ns, sys.executable, "-c", _MLD_QUERIER, source, link.peer_if)
+    with lab.inside():
+        code = main(["doctor", "ff05::1:3", "--duration", "0.6", "--json"])
+    findings = json.loads(capsys.readouterr().out)["findings"]
+    assert code == 1
+    [seen] = [f for f in findings if f["id"] == "querier-seen"]
+    assert seen["interface"] == "eth1"
+    assert link_local in seen["message"]
+    [bad] = [f for f in findings if f["id"] == "querier-implausible-address"]
+    assert bad["interface"] == "eth2"
+    assert bad["severity"] == "error"
+    assert eth2.peer_addr6 in bad["message"]
+    mld_missing = [
+        f["interface"] for f in findings if f["id"] == "no-querier" and "MLD" in f["message"]
+    ]
+    assert mld_missing == ["eth0"]

@@ -14,6 +14,8 @@ from mcastio._doctor import (
     QuerySeen,
     diagnose,
     parse_igmp_query,
+    parse_mld_query,
+    parse_query,
 )
 from mcastio._model import Interface, parse_group
 from mcastio._procnet import IgmpDevice, Membership, parse_route
@@ -143,7 +145,7 @@ def test_no_querier_says_why_the_check_was_skipped() -> None:
     state = dataclasses.replace(BASE, queries=None, capture_skipped="needs CAP_NET_RAW")
     [skipped] = by_id(diagnose(state), "no-querier")
     assert skipped.severity == "info"
-    assert "Skipped" in skipped.message
+    assert "Skipped the querier check" in skipped.message
     assert "needs CAP_NET_RAW" in skipped.message
 
 
@@ -213,3 +215,52 @@ def test_finding_json_has_the_fixed_keys() -> None:
         "evidence": ["e"],
         "fix": "fix it",
     }
+
+
+def ip6_packet(icmp: bytes, source: str = "fe80::1", hopopts: bool = True) -> bytes:
+    ext = bytes([58, 0, 5, 2, 0, 0, 1, 0]) if hopopts else b""
+    header = struct.pack(
+        "!IHBB16s16s", 6 << 28, len(ext) + len(icmp), 0 if hopopts else 58, 1,
+        socket.inet_pton(socket.AF_INET6, source), socket.inet_pton(socket.AF_INET6, "ff02::1"),
+    )  # fmt: skip
+    return header + ext + icmp
+
+
+def test_parse_mld_query_versions_behind_hop_by_hop() -> None:
+    v1 = parse_query("eth1", ip6_packet(bytes([130, 0, 0, 0, 0, 200, 0, 0]) + bytes(16)))
+    assert v1 == QuerySeen("eth1", ipaddress.IPv6Address("fe80::1"), 1, ipaddress.IPv6Address("::"))
+    assert v1.protocol == "MLD"
+    v2 = parse_query(
+        "eth1", ip6_packet(bytes([130, 0, 0, 0, 0, 200, 0, 0]) + bytes(20), hopopts=False)
+    )
+    assert v2 is not None
+    assert v2.version == 2
+    report = ip6_packet(bytes([131, 0, 0, 0, 0, 0, 0, 0]) + bytes(16))
+    assert parse_query("eth1", report) is None
+    assert parse_mld_query("eth1", ip_packet(bytes(8))) is None
+    assert query("10.0.0.1").protocol == "IGMP"
+
+
+def test_mld_querier_must_use_a_link_local_source() -> None:
+    eth1 = dataclasses.replace(
+        ETH1, ipv6=(ipaddress.IPv6Interface("fd00:1::1/64"), ipaddress.IPv6Interface("fe80::1/64"))
+    )
+    group = parse_group("ff05::1:3")
+    v6 = ipaddress.IPv6Address
+
+    def mld(source: str) -> QuerySeen:
+        return QuerySeen("eth1", v6(source), 1, v6("::"))
+
+    state = dataclasses.replace(BASE, interfaces=(LO, ETH0, eth1), queries=(mld("fd00:1::2"),))
+    [bad] = by_id(diagnose(state, group), "querier-implausible-address")
+    assert bad.severity == "error"
+    assert "fd00:1::2" in bad.message
+    assert "link-local" in bad.message
+    good = dataclasses.replace(state, queries=(mld("fe80::2"),))
+    findings = diagnose(good, group)
+    assert by_id(findings, "querier-implausible-address") == []
+    assert [f.interface for f in by_id(findings, "querier-seen")] == ["eth1"]
+    # IPv4 interfaces still get their IGMP check; MLD only for an IPv6 group.
+    assert [f.interface for f in by_id(findings, "no-querier")] == ["eth0", "eth1"]
+    assert "IGMP" in by_id(findings, "no-querier")[0].message
+    assert by_id(diagnose(good), "querier-seen") == []
