@@ -377,8 +377,8 @@ def check_queriers(state: HostState, group: Group | None = None) -> list[Finding
             findings.append(_no_querier(state, iface, "IGMP"))
             continue
         for source, queries in _by_source(seen).items():
-            assert isinstance(source, ipaddress.IPv4Address)
-            findings.append(_judge_igmp_querier(state, iface, source, queries))
+            if isinstance(source, ipaddress.IPv4Address):
+                findings.append(_judge_igmp_querier(state, iface, source, queries))
     if group is not None and group.family == socket.AF_INET6:
         for iface in _candidates(state, group):
             seen = [q for q in state.queries if q.interface == iface.name and q.source.version == 6]
