@@ -22,8 +22,9 @@ import mcastio
 from mcastio import MulticastEndpoint
 from mcastio._capture import capture_igmp
 from mcastio._cli import main
-from mcastio.testing import Lab, SnoopingSwitch
+from mcastio.testing import Lab
 from tests.conftest import run
+from tests.switchlab import SnoopingSwitch, add_snooping_switch, mdb, start_querier
 
 pytestmark = pytest.mark.lab
 
@@ -83,7 +84,7 @@ def article_lab(make_lab: Callable[..., Lab]) -> tuple[Lab, SnoopingSwitch]:
             "net.ipv4.conf.default.igmpv3_unsolicited_report_interval": "100",
         },
     )
-    switch = lab.add_snooping_switch(membership_interval=1.5, query_interval=0.5)
+    switch = add_snooping_switch(lab, membership_interval=1.5, query_interval=0.5)
     return lab, switch
 
 
@@ -109,19 +110,19 @@ def run_stream(
 
 def test_plausible_querier_keeps_traffic_flowing(article_lab: tuple[Lab, SnoopingSwitch]) -> None:
     lab, switch = article_lab
-    lab.start_querier(switch.link, switch.link.host_addr.rsplit(".", 1)[0] + ".254")
+    start_querier(lab, switch.link, switch.link.host_addr.rsplit(".", 1)[0] + ".254")
     got = run_stream(lab, switch, 41001)
     # The host answers the queries, so the bridge keeps forwarding past 1.5 s.
     assert max(got) >= 27, got
     assert len(got) >= 27
-    assert GROUP in lab.mdb(switch)
+    assert GROUP in mdb(lab, switch)
 
 
 def test_implausible_querier_and_strict_rp_filter_stop_traffic_and_doctor_says_why(
     article_lab: tuple[Lab, SnoopingSwitch], capsys: pytest.CaptureFixture[str]
 ) -> None:
     lab, switch = article_lab
-    lab.start_querier(switch.link, IMPLAUSIBLE)
+    start_querier(lab, switch.link, IMPLAUSIBLE)
     codes: list[int] = []
 
     def doctor() -> None:
@@ -132,7 +133,7 @@ def test_implausible_querier_and_strict_rp_filter_stop_traffic_and_doctor_says_w
     assert got[:3] == [0, 1, 2], "traffic flowed at first"
     # The 1.5 s membership ran out unanswered: nothing of the last 0.8 s arrived.
     assert max(got) < 22, got
-    assert GROUP not in lab.mdb(switch)
+    assert GROUP not in mdb(lab, switch)
 
     findings = json.loads(capsys.readouterr().out)["findings"]
     assert codes == [1]
@@ -299,7 +300,7 @@ def test_listen_rejects_an_unknown_interface(lab: Lab) -> None:
 
 
 def test_capture_sees_only_igmp_and_names_the_interface(lab: Lab) -> None:
-    lab.start_querier(lab.link[1], "10.200.1.254", interval=0.2)
+    start_querier(lab, lab.link[1], "10.200.1.254", interval=0.2)
     noise = lab.popen(
         lab.link[0].peer_ns, sys.executable, "-c", _SENDER, "239.255.4.10", "41010",
         lab.link[0].peer_addr, "100", "0.01", stderr=subprocess.PIPE,
