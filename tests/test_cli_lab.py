@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -275,6 +276,8 @@ def test_interfaces_shows_default_route_and_kernel_memberships(
 
 
 def test_doctor_without_cap_net_raw_says_the_querier_check_was_skipped(lab: Lab) -> None:
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to drop CAP_NET_RAW")
     # Root without CAP_NET_RAW: everything but the packet capture still works.
     proc = lab.run(
         lab.host, "setpriv", "--bounding-set=-net_raw", "--inh-caps=-net_raw",
