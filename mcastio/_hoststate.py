@@ -1,0 +1,101 @@
+"""Read the host for ``doctor`` and ``interfaces``: the thin, impure layer.
+
+Files are read through /proc/thread-self so a thread moved into another network
+namespace (as ``Lab.inside()`` does) reads that namespace, not the process's.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+
+from . import _procnet
+from ._capture import CaptureUnavailable, capture_queries
+from ._discovery import read_snapshot
+from ._doctor import HostState, QuerySeen, parse_query
+from ._model import Interface
+
+__all__ = ["collect", "read_igmp", "read_igmp6", "read_text"]
+
+
+def _net_path(name: str) -> str:
+    thread = f"/proc/thread-self/net/{name}"
+    return thread if os.path.exists(thread) else f"/proc/net/{name}"
+
+
+def read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _sysctl_int(path: str) -> int | None:
+    text = read_text(f"/proc/sys/{path}")
+    try:
+        return int(text.strip()) if text is not None else None
+    except ValueError:
+        return None
+
+
+def read_igmp() -> tuple[_procnet.IgmpDevice, ...]:
+    return _procnet.parse_igmp(read_text(_net_path("igmp")) or "")
+
+
+def read_igmp6() -> tuple[_procnet.Membership, ...]:
+    return _procnet.parse_igmp6(read_text(_net_path("igmp6")) or "")
+
+
+def _rpf_counter() -> int | None:
+    text = read_text(_net_path("netstat"))
+    return _procnet.counter(_procnet.parse_netstat(text), "IPReversePathFilter") if text else None
+
+
+def _conf(interfaces: Sequence[Interface], key: str) -> dict[str, int]:
+    values: dict[str, int] = {}
+    for name in ("all", *(i.name for i in interfaces)):
+        value = _sysctl_int(f"net/ipv4/conf/{name}/{key}")
+        if value is not None:
+            values[name] = value
+    return values
+
+
+def collect(duration: float, *, watch_queries: bool = True) -> HostState:
+    """Read everything doctor needs, watching IGMP queries for ``duration`` seconds."""
+    interfaces = read_snapshot()
+    before = _rpf_counter()
+    queries: list[QuerySeen] = []
+    skipped: str | None = None
+
+    def on_packet(interface: str, packet: bytes, _when: float) -> None:
+        query = parse_query(interface, packet)
+        if query is not None:
+            queries.append(query)
+
+    if watch_queries:
+        try:
+            capture_queries(duration, on_packet)
+        except CaptureUnavailable as exc:
+            skipped = str(exc)
+            time.sleep(duration)
+    else:
+        skipped = "watching for queries was turned off"
+        time.sleep(duration)
+    after = _rpf_counter()
+    routes = _procnet.parse_route(read_text(_net_path("route")) or "")
+    return HostState(
+        interfaces=interfaces,
+        igmp=read_igmp(),
+        igmp6=read_igmp6(),
+        rp_filter=_conf(interfaces, "rp_filter"),
+        force_igmp_version=_conf(interfaces, "force_igmp_version"),
+        igmp_max_memberships=_sysctl_int("net/ipv4/igmp_max_memberships"),
+        routes=routes,
+        rpf_drops_before=before,
+        rpf_drops_after=after,
+        queries=None if skipped else tuple(queries),
+        capture_skipped=skipped,
+        duration=duration,
+    )

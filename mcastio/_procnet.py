@@ -1,0 +1,194 @@
+"""Parsers for the kernel's multicast bookkeeping in /proc: pure, text in, values out.
+
+The readers that open the files live in ``_hoststate``; everything here takes
+the file contents as a string so it can be tested with fixtures.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "IgmpDevice",
+    "Membership",
+    "Route",
+    "counter",
+    "effective_rp_filter",
+    "lookup_route",
+    "parse_igmp",
+    "parse_igmp6",
+    "parse_netstat",
+    "parse_route",
+    "rp_filter_name",
+]
+
+ByteOrder = Literal["little", "big"]
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """One group the kernel has joined on one interface."""
+
+    interface: str
+    index: int
+    group: ipaddress.IPv4Address | ipaddress.IPv6Address
+    users: int
+
+
+@dataclass(frozen=True, slots=True)
+class IgmpDevice:
+    """One device block of /proc/net/igmp."""
+
+    interface: str
+    index: int
+    #: "V1", "V2" or "V3": the IGMP version the kernel speaks there. V1/V2 means it
+    #: heard an older querier recently (or force_igmp_version is set) and fell back.
+    querier: str
+    groups: tuple[Membership, ...]
+
+
+def _be32(hexword: str, byteorder: ByteOrder) -> ipaddress.IPv4Address:
+    # The kernel prints the __be32 address as a host-order integer with %08X.
+    return ipaddress.IPv4Address(int(hexword, 16).to_bytes(4, byteorder))
+
+
+def parse_igmp(text: str, byteorder: ByteOrder = sys.byteorder) -> tuple[IgmpDevice, ...]:
+    """Parse /proc/net/igmp (net/ipv4/igmp.c, igmp_mc_seq_show)."""
+    devices: list[IgmpDevice] = []
+    current: tuple[str, int, str] | None = None
+    groups: list[Membership] = []
+
+    def flush() -> None:
+        if current is not None:
+            devices.append(IgmpDevice(current[0], current[1], current[2], tuple(groups)))
+
+    for line in text.splitlines()[1:]:
+        if not line.strip():
+            continue
+        if not line.startswith("\t"):
+            flush()
+            groups = []
+            head, _, tail = line.partition(":")
+            idx_name = head.split()
+            fields = tail.split()
+            if len(idx_name) != 2 or not idx_name[0].isdigit() or len(fields) < 2:
+                current = None
+                continue
+            current = (idx_name[1], int(idx_name[0]), fields[1])
+            continue
+        parts = line.split()
+        if current is None or len(parts) < 2:
+            continue
+        try:
+            group = _be32(parts[0], byteorder)
+        except ValueError:
+            continue
+        groups.append(Membership(current[0], current[1], group, int(parts[1])))
+    flush()
+    return tuple(devices)
+
+
+def parse_igmp6(text: str) -> tuple[Membership, ...]:
+    """Parse /proc/net/igmp6 (net/ipv6/mcast.c, igmp6_mc_seq_show)."""
+    result: list[Membership] = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 4 or not parts[0].isdigit() or len(parts[2]) != 32:
+            continue
+        try:
+            group = ipaddress.IPv6Address(bytes.fromhex(parts[2]))
+        except ValueError:
+            continue
+        result.append(Membership(parts[1], int(parts[0]), group, int(parts[3])))
+    return tuple(result)
+
+
+def parse_netstat(text: str) -> dict[str, int]:
+    """Counters from /proc/net/netstat (or /proc/net/snmp), keyed ``"Section.Name"``.
+
+    The file alternates a line of names and a line of values per section.
+    """
+    counters: dict[str, int] = {}
+    lines = text.splitlines()
+    for names_line, values_line in zip(lines[::2], lines[1::2], strict=False):
+        section, _, names = names_line.partition(":")
+        vsection, _, values = values_line.partition(":")
+        if section != vsection:
+            continue
+        for name, value in zip(names.split(), values.split(), strict=False):
+            try:
+                counters[f"{section}.{name}"] = int(value)
+            except ValueError:
+                continue
+    return counters
+
+
+def effective_rp_filter(all_value: int | None, iface_value: int | None) -> int:
+    """The value the kernel applies: the larger of ``conf.all`` and ``conf.<iface>``."""
+    # IN_DEV_RPFILTER is max(IPV4_DEVCONF_ALL(RP_FILTER), IN_DEV_CONF_GET(RP_FILTER)).
+    return max(all_value or 0, iface_value or 0)
+
+
+def rp_filter_name(value: int) -> str:
+    return {0: "off", 1: "strict", 2: "loose"}.get(value, f"unknown ({value})")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One IPv4 route from /proc/net/route (the main table)."""
+
+    interface: str
+    network: ipaddress.IPv4Network
+    gateway: ipaddress.IPv4Address
+    metric: int
+
+
+_RTF_UP = 0x0001
+
+
+def parse_route(text: str, byteorder: ByteOrder = sys.byteorder) -> tuple[Route, ...]:
+    """Parse /proc/net/route, keeping routes that are up."""
+    routes: list[Route] = []
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) < 8:
+            continue
+        try:
+            flags = int(parts[3], 16)
+            dest = _be32(parts[1], byteorder)
+            gateway = _be32(parts[2], byteorder)
+            mask = _be32(parts[7], byteorder)
+            metric = int(parts[6])
+            network = ipaddress.IPv4Network(f"{dest}/{mask}", strict=False)
+        except ValueError:
+            continue
+        if flags & _RTF_UP:
+            routes.append(Route(parts[0], network, gateway, metric))
+    return tuple(routes)
+
+
+def lookup_route(routes: Iterable[Route], address: ipaddress.IPv4Address) -> Route | None:
+    """Longest-prefix match, then lowest metric: the route a reply to ``address`` takes."""
+    best: Route | None = None
+    for route in routes:
+        if address not in route.network:
+            continue
+        if (
+            best is None
+            or route.network.prefixlen > best.network.prefixlen
+            or (route.network.prefixlen == best.network.prefixlen and route.metric < best.metric)
+        ):
+            best = route
+    return best
+
+
+def counter(counters: Mapping[str, int], name: str) -> int | None:
+    """A counter by bare name, whichever section holds it."""
+    for key, value in counters.items():
+        if key.rpartition(".")[2] == name:
+            return value
+    return None
