@@ -4,11 +4,12 @@ from ._endpoint import EndpointStats, MulticastEndpoint
 from ._errors import EndpointClosedError, MembershipLimitError, MulticastError
 from ._model import Datagram, Interface, SendResult
 from ._protocol import MulticastProtocol, MulticastTransport, create_multicast_endpoint
-from ._subscription import Subscription
+from ._subscription import BatchSubscription, Subscription
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "BatchSubscription",
     "Datagram",
     "EndpointClosedError",
     "EndpointStats",

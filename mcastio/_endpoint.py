@@ -13,7 +13,10 @@ from types import TracebackType
 from . import _net
 from ._discovery import read_snapshot
 from ._errors import EndpointClosedError, MembershipLimitError, MulticastError
+from ._fastpath import DATAGRAM_SLOT_SETTERS, OkResults
 from ._model import (
+    MAX_PAYLOAD_V4,
+    MAX_PAYLOAD_V6,
     Datagram,
     Interface,
     InterfaceSelector,
@@ -25,9 +28,10 @@ from ._model import (
     validate_payload,
     validate_port,
     validate_queue_size,
+    validate_receive_buffer,
     validate_ttl,
 )
-from ._subscription import Subscription
+from ._subscription import BatchSubscription, Subscription
 
 __all__ = ["EndpointStats", "MulticastEndpoint"]
 
@@ -36,6 +40,14 @@ _log = logging.getLogger("mcastio")
 # Datagrams read per readiness event before yielding to other tasks: large enough
 # to amortise the event-loop turn, small enough not to starve consumers.
 _DRAIN_BUDGET = 256
+# Distinct arrival ancillary blocks remembered per endpoint (one per interface and
+# destination in practice); the cache is emptied when it would grow past this.
+_ARRIVALS_LIMIT = 1024
+# A bytes payload up to this size is valid for every group, so sending skips the checks.
+_FITS_ANY_GROUP = min(MAX_PAYLOAD_V4, MAX_PAYLOAD_V6)
+#: SO_RCVBUF requested per receive socket: ~2500 small datagrams, so a flood survives
+#: the consumer being descheduled for tens of milliseconds (capped by net.core.rmem_max).
+DEFAULT_RECEIVE_BUFFER = 2 * 1024 * 1024
 
 SnapshotSource = Callable[[], Sequence[Interface]]
 Sink = Callable[[list[Datagram]], None]
@@ -79,6 +91,8 @@ class MulticastEndpoint:
     :class:`Interface`. ``ttl`` (default 1) keeps traffic on the local links;
     ``loopback`` (default off) controls whether this host's own programs see what
     it sends. Each subscriber queues at most ``queue_size`` datagrams.
+    ``receive_buffer`` is the SO_RCVBUF requested per receive socket (``None``:
+    the kernel's default); the kernel caps it at ``net.core.rmem_max``.
     """
 
     def __init__(
@@ -91,6 +105,7 @@ class MulticastEndpoint:
         loopback: bool = False,
         queue_size: int = 1024,
         snapshot_source: SnapshotSource | None = None,
+        receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
     ) -> None:
         self._group = parse_group(group)
         self._group_str = str(self._group)
@@ -116,6 +131,10 @@ class MulticastEndpoint:
         self._not_for_group = 0
         self._truncated = 0
         self._dropped_by_gone = 0
+        # Receive/send hot-path caches, see _on_readable and _send_round.
+        self._arrivals: dict[tuple[int, int, bytes], int] = {}
+        self._ok_results = OkResults()
+        self._receive_buffer = validate_receive_buffer(receive_buffer)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -267,7 +286,7 @@ class MulticastEndpoint:
 
     def _open_receiver(self) -> _Receiver:
         assert self._loop is not None
-        receiver = _Receiver(_net.open_receiver(self._group, self._port))
+        receiver = _Receiver(_net.open_receiver(self._group, self._port, self._receive_buffer))
         self._receivers.append(receiver)
         self._loop.add_reader(receiver.sock.fileno(), self._on_readable, receiver.sock)
         return receiver
@@ -321,6 +340,19 @@ class MulticastEndpoint:
     def __aiter__(self) -> Subscription:
         return self.subscribe()
 
+    def batches(
+        self, queue_size: int | None = None, *, max_batch: int | None = None
+    ) -> BatchSubscription:
+        """A new independent reader that yields lists of datagrams: ``async for batch in ...``.
+
+        Each list holds everything queued since the last one (at most ``max_batch``),
+        oldest first, never empty. The queue is bounded and drops the oldest
+        datagrams exactly as :meth:`subscribe` does; ``dropped`` counts them.
+        """
+        if max_batch is not None:
+            max_batch = validate_queue_size(max_batch)
+        return BatchSubscription(self.subscribe(queue_size), max_batch)
+
     def _forget(self, key: int, dropped: int = 0) -> None:
         if self._subs.pop(key, None) is not None:
             self._dropped_by_gone += dropped
@@ -351,37 +383,70 @@ class MulticastEndpoint:
         batch: list[Datagram] = []
         append = batch.append
         recvmsg = sock.recvmsg
-        group = self._group_str
+        bufsize, ancsize = _net.RECV_BUFSIZE, _net.ANC_BUFSIZE
+        truncated = int(socket.MSG_TRUNC)  # an IntFlag: & on it runs Python code
         names = self._names
-        parse = _net.parse_pktinfo
+        arrivals = self._arrivals
+        group = self._group_str
+        new = object.__new__
+        set_data, set_source, set_group, set_interface = DATAGRAM_SLOT_SETTERS
         for _ in range(_DRAIN_BUDGET):
             try:
-                data, anc, flags, source = recvmsg(_net.RECV_BUFSIZE, _net.ANC_BUFSIZE)
+                data, anc, flags, source = recvmsg(bufsize, ancsize)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
                 # An unconnected UDP socket has no peer errors to report; log and move on.
                 _log.warning("receive error on %s:%d: %s", group, self._port, exc)
                 break
-            if flags & socket.MSG_TRUNC:
+            if flags & truncated:
                 self._truncated += 1
                 continue
-            info = parse(anc)
-            if info is None or info[1] != group:
+            # Every datagram that arrives the same way carries the same pktinfo bytes,
+            # so they are parsed once and looked up after that.
+            if len(anc) == 1:
+                index = arrivals.get(anc[0])
+                if index is None:
+                    index = self._learn_arrival(anc[0])
+            else:
+                index = self._arrival_index(anc)
+            if index < 0:
                 self._not_for_group += 1
                 continue
-            name = names.get(info[0])
+            name = names.get(index)
             if name is None:
-                name = _index_to_name(info[0])
-            append(Datagram(data, source, group, name))
+                name = _index_to_name(index)
+            dgram = new(Datagram)
+            set_data(dgram, data)
+            set_source(dgram, source)
+            set_group(dgram, group)
+            set_interface(dgram, name)
+            append(dgram)
         if batch:
             self._received += len(batch)
             for sink in self._sinks:
                 sink(batch)
 
+    def _arrival_index(self, anc: list[tuple[int, int, bytes]]) -> int:
+        """The arrival ifindex, or -1 when the datagram was not sent to the group."""
+        info = _net.parse_pktinfo(anc)
+        if info is None or info[1] != self._group_str:
+            return -1
+        return info[0]
+
+    def _learn_arrival(self, cmsg: tuple[int, int, bytes]) -> int:
+        index = self._arrival_index([cmsg])
+        if len(self._arrivals) >= _ARRIVALS_LIMIT:
+            self._arrivals.clear()
+        self._arrivals[cmsg] = index
+        return index
+
     # -- sending -------------------------------------------------------------------
 
     def _check_send(self, data: object) -> bytes | bytearray | memoryview:
+        if self._state == "open" and type(data) is bytes and len(data) <= _FITS_ANY_GROUP:
+            # The common case, decided without the general validation's checks.
+            return data
         if self._state != "open":
             raise EndpointClosedError(
                 "cannot send on an endpoint that is not open"
@@ -394,8 +459,7 @@ class MulticastEndpoint:
 
         A full socket buffer shows up as a ``BlockingIOError`` in that interface's result.
         """
-        payload = self._check_send(data)
-        return tuple(self._send_member(m, payload) for m in self._members.values())
+        return tuple(self._send_round(self._check_send(data)))
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> tuple[SendResult, ...]:
         """Send one copy out of every current interface; one result per interface.
@@ -403,13 +467,30 @@ class MulticastEndpoint:
         A failure on one interface is reported in its result and never raises.
         """
         payload = self._check_send(data)
-        results: list[SendResult] = []
-        for member in list(self._members.values()):
-            result = self._send_member(member, payload)
+        members = list(self._members.values())
+        results = self._send_round(payload, members)
+        for i, result in enumerate(results):
+            # A full buffer on one interface must not hold up the copies on the others.
             if isinstance(result.error, BlockingIOError):
-                result = await self._send_when_writable(member, payload)
-            results.append(result)
+                results[i] = await self._send_when_writable(members[i], payload)
         return tuple(results)
+
+    def _send_round(
+        self, payload: bytes | bytearray | memoryview, members: Sequence[_Member] | None = None
+    ) -> list[SendResult]:
+        """One copy out of each member, as fast as Python allows: the hot send path."""
+        results: list[SendResult] = []
+        append = results.append
+        dest = self._dest
+        ok = self._ok_results.get
+        for member in self._members.values() if members is None else members:
+            try:
+                sent = member.tx.sendto(payload, dest)
+            except OSError as exc:
+                append(SendResult(member.iface.name, exc))
+            else:
+                append(ok(member.iface.name, sent))
+        return results
 
     def send_nowait(self, data: bytes | bytearray | memoryview, *, interface: str) -> SendResult:
         """Send one copy out of the named interface without waiting; errors are in the result."""

@@ -27,6 +27,7 @@ __all__ = [
     "validate_payload",
     "validate_port",
     "validate_queue_size",
+    "validate_receive_buffer",
     "validate_ttl",
 ]
 
@@ -123,6 +124,14 @@ def validate_ttl(ttl: int) -> int:
 def validate_queue_size(size: int) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"queue_size must be a positive integer, not {size!r}")
+    return size
+
+
+def validate_receive_buffer(size: int | None) -> int | None:
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"receive_buffer must be a positive number of bytes or None, not {size!r}")
     return size
 
 
