@@ -32,6 +32,8 @@ sys.path.insert(0, str(HERE))
 from mcastio.testing import Lab, lab_support  # noqa: E402
 
 GROUP = "239.255.66.1"
+#: SO_RCVBUF for the "equal buffers" table: mcastio's default, given to everyone.
+EQUAL_RCVBUF = 2 * 1024 * 1024
 PORT = 5601
 
 #: (label, child variant, baseline label for the ratio column)
@@ -77,8 +79,11 @@ def missing_module(variant: str) -> str | None:
 class Child:
     """A receiver process in the lab's host namespace."""
 
-    def __init__(self, lab: Lab, variant: str, ifname: str) -> None:
+    def __init__(self, lab: Lab, variant: str, ifname: str, rcvbuf: int | None = None) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env.pop("BENCH_RCVBUF", None)
+        if rcvbuf is not None:
+            env["BENCH_RCVBUF"] = str(rcvbuf)
         self.proc = lab.popen(
             lab.host,
             sys.executable,
@@ -136,8 +141,10 @@ def flood(lab: Lab, rate: int, seconds: float, size: int = 64) -> int:
     return int(match.group(1))
 
 
-def measure_receive(lab: Lab, series: Series, rate: int, seconds: float) -> None:
-    child = Child(lab, series.variant, lab.link[0].host_if)
+def measure_receive(
+    lab: Lab, series: Series, rate: int, seconds: float, rcvbuf: int | None
+) -> None:
+    child = Child(lab, series.variant, lab.link[0].host_if, rcvbuf)
     try:
         child.wait_ready()
     except RuntimeError as exc:
@@ -179,7 +186,14 @@ def receive_table(all_series: list[Series]) -> list[str]:
     return rows
 
 
-def run_receive(lab: Lab, rounds: int, seconds: float, rate: int, only: set[str] | None) -> None:
+def run_receive(
+    lab: Lab,
+    rounds: int,
+    seconds: float,
+    rate: int,
+    only: set[str] | None,
+    rcvbuf: int | None = None,
+) -> None:
     all_series = [
         Series(label, variant, base)
         for label, variant, base in RECEIVERS
@@ -187,15 +201,88 @@ def run_receive(lab: Lab, rounds: int, seconds: float, rate: int, only: set[str]
     ]
     for s in all_series:
         s.skipped = missing_module(s.variant)
-    print(f"receive: {rounds} rounds x {seconds:g} s at {rate} datagrams/s of 64 bytes", flush=True)
+    buffers = (
+        "each receiver's default SO_RCVBUF"
+        if rcvbuf is None
+        else f"SO_RCVBUF={rcvbuf} requested by every receiver"
+    )
+    print(
+        f"\n## receive: {rounds} rounds x {seconds:g} s at {rate} datagrams/s of 64 bytes,"
+        f" {buffers}",
+        flush=True,
+    )
     for r in range(rounds):
         # Rotate the order so slow drift on a shared machine spreads over all rows.
         order = all_series[r % len(all_series) :] + all_series[: r % len(all_series)]
         for s in order:
             if s.skipped is None:
-                measure_receive(lab, s, rate, seconds)
+                measure_receive(lab, s, rate, seconds, rcvbuf)
         print(f"  round {r + 1}/{rounds} done", flush=True)
     print("\n".join(receive_table(all_series)), flush=True)
+
+
+def run_send(rounds: int, sends: int) -> None:
+    import sends as send_bench
+
+    print("\n## send_all over N interfaces vs N plain sendto calls (µs per call, medians)")
+    rows = [
+        "| N | N x sendto | send_all_nowait | ratio | await send_all | ratio"
+        " | coroutine with N x sendto | ratio await/coroutine |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    with Lab(links=64, ipv6=False) as lab, lab.inside():
+        for n in (1, 8, 64):
+            names = [link.host_if for link in lab.link[:n]]
+            r = send_bench.run(GROUP, PORT, names, rounds, sends)
+            rows.append(
+                f"| {n} | {r['plain']:.1f} | {r['nowait']:.1f} | {r['ratio_nowait']:.2f}"
+                f" | {r['async']:.1f} | {r['ratio_async']:.2f} | {r['plain_async']:.1f}"
+                f" | {r['ratio_async_vs_async']:.2f} |"
+            )
+    print("\n".join(rows), flush=True)
+
+
+def run_memory(lab: Lab, rate: int, durations: Sequence[float]) -> None:
+    print("\n## memory: a subscriber that never reads, under the flood (queue_size=1024)")
+    rows = [
+        "| flood | sent | received | dropped | queued | peak RSS |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for seconds in durations:
+        child = Child(lab, "stalled", lab.link[0].host_if)
+        child.wait_ready()
+        sent = flood(lab, rate, seconds)
+        time.sleep(0.3)
+        r = child.stop()
+        rows.append(
+            f"| {seconds:g} s | {sent} | {int(r['received'])} | {int(r['dropped'])}"
+            f" | {int(r['queued'])} | {r['maxrss_kib'] / 1024:.1f} MiB |"
+        )
+    print("\n".join(rows), flush=True)
+
+
+def run_idle(lab: Lab, seconds: float) -> None:
+    child = Child(lab, "idle", lab.link[0].host_if)
+    child.wait_ready()
+    time.sleep(seconds)
+    r = child.stop()
+    print(
+        f"\n## idle: endpoint on {len(lab.link)} links with a waiting reader, {seconds:g} s:"
+        f" {r['cpu'] * 1000:.1f} ms CPU ({r['cpu'] / seconds * 100:.3f}% of a core)",
+        flush=True,
+    )
+
+
+def run_join_latency(trials: int) -> None:
+    if importlib.util.find_spec("join_latency") is None:
+        print("\n## join latency: benchmarks/join_latency.py is not on this branch yet; skipped")
+        return
+    # Imported by name: the module comes from the watcher work and may be absent.
+    module = importlib.import_module("join_latency")
+    result: dict[str, float] = module.measure(trials=trials)
+    print(f"\n## join latency ({trials} trials)")
+    for key, value in result.items():
+        print(f"  {key}: {value:.4g}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -205,6 +292,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=None, help="flood length per receiver")
     parser.add_argument("--rate", type=int, default=100_000, help="datagrams per second")
     parser.add_argument("--only", default=None, help="comma-separated receiver variants")
+    parser.add_argument(
+        "--sections",
+        default="receive,equal,send,memory,idle,join",
+        help="comma-separated: receive,equal,send,memory,idle,join",
+    )
     args = parser.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 5)
     seconds = args.seconds or (1.0 if args.quick else 2.0)
@@ -217,8 +309,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("benchmarks need iperf (iperf2): apt-get install iperf", file=sys.stderr)
         return 2
     only = set(args.only.split(",")) if args.only else None
-    with Lab(links=1, ipv6=False) as lab:
-        run_receive(lab, rounds, seconds, args.rate, only)
+    sections = set(args.sections.split(","))
+    print(f"mcastio benchmarks: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    with Lab(links=3, ipv6=False) as lab:
+        if "receive" in sections:
+            run_receive(lab, rounds, seconds, args.rate, only)
+        if "equal" in sections:
+            equal = {"raw", "stdlib", "mcastio-aiter", "mcastio-batch", "uvloop:stdlib"}
+            equal |= {"uvloop:mcastio-aiter"}
+            run_receive(lab, rounds, seconds, args.rate, only or equal, EQUAL_RCVBUF)
+        if "memory" in sections:
+            run_memory(lab, args.rate, (1.0, 3.0) if args.quick else (2.0, 6.0))
+        if "idle" in sections:
+            run_idle(lab, 2.0 if args.quick else 5.0)
+    if "send" in sections:
+        run_send(rounds, 2000 if args.quick else 10000)
+    if "join" in sections:
+        run_join_latency(3 if args.quick else 10)
     return 0
 
 

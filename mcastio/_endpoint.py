@@ -43,7 +43,7 @@ _DRAIN_BUDGET = 256
 # Distinct arrival ancillary blocks remembered per endpoint (one per interface and
 # destination in practice); the cache is emptied when it would grow past this.
 _ARRIVALS_LIMIT = 1024
-# A bytes payload up to this size is valid for every group, so sending skips the checks.
+# A bytes payload up to this size is valid for every group, so send_all skips the checks.
 _FITS_ANY_GROUP = min(MAX_PAYLOAD_V4, MAX_PAYLOAD_V6)
 #: SO_RCVBUF requested per receive socket: ~2500 small datagrams, so a flood survives
 #: the consumer being descheduled for tens of milliseconds (capped by net.core.rmem_max).
@@ -134,6 +134,7 @@ class MulticastEndpoint:
         # Receive/send hot-path caches, see _on_readable and _send_round.
         self._arrivals: dict[tuple[int, int, bytes], int] = {}
         self._ok_results = OkResults()
+        self._round_failed = False
         self._receive_buffer = validate_receive_buffer(receive_buffer)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -444,9 +445,6 @@ class MulticastEndpoint:
     # -- sending -------------------------------------------------------------------
 
     def _check_send(self, data: object) -> bytes | bytearray | memoryview:
-        if self._state == "open" and type(data) is bytes and len(data) <= _FITS_ANY_GROUP:
-            # The common case, decided without the general validation's checks.
-            return data
         if self._state != "open":
             raise EndpointClosedError(
                 "cannot send on an endpoint that is not open"
@@ -459,37 +457,44 @@ class MulticastEndpoint:
 
         A full socket buffer shows up as a ``BlockingIOError`` in that interface's result.
         """
-        return tuple(self._send_round(self._check_send(data)))
+        if self._state != "open" or type(data) is not bytes or len(data) > _FITS_ANY_GROUP:
+            data = self._check_send(data)
+        return tuple(self._send_round(data))
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> tuple[SendResult, ...]:
         """Send one copy out of every current interface; one result per interface.
 
         A failure on one interface is reported in its result and never raises.
         """
-        payload = self._check_send(data)
-        members = list(self._members.values())
-        results = self._send_round(payload, members)
-        for i, result in enumerate(results):
-            # A full buffer on one interface must not hold up the copies on the others.
-            if isinstance(result.error, BlockingIOError):
-                results[i] = await self._send_when_writable(members[i], payload)
+        if self._state != "open" or type(data) is not bytes or len(data) > _FITS_ANY_GROUP:
+            data = self._check_send(data)
+        results = self._send_round(data)
+        if self._round_failed:
+            # No await since the round, so the members are still the ones just used.
+            members = list(self._members.values())
+            for i, result in enumerate(results):
+                # A full buffer on one interface must not hold up the copies on the others.
+                if isinstance(result.error, BlockingIOError):
+                    results[i] = await self._send_when_writable(members[i], data)
         return tuple(results)
 
-    def _send_round(
-        self, payload: bytes | bytearray | memoryview, members: Sequence[_Member] | None = None
-    ) -> list[SendResult]:
+    def _send_round(self, payload: bytes | bytearray | memoryview) -> list[SendResult]:
         """One copy out of each member, as fast as Python allows: the hot send path."""
         results: list[SendResult] = []
         append = results.append
         dest = self._dest
-        ok = self._ok_results.get
-        for member in self._members.values() if members is None else members:
+        known = self._ok_results.known
+        self._round_failed = False
+        for member in self._members.values():
             try:
                 sent = member.tx.sendto(payload, dest)
             except OSError as exc:
+                self._round_failed = True
                 append(SendResult(member.iface.name, exc))
-            else:
-                append(ok(member.iface.name, sent))
+                continue
+            name = member.iface.name
+            result = known.get((name, sent))
+            append(self._ok_results.make(name, sent) if result is None else result)
         return results
 
     def send_nowait(self, data: bytes | bytearray | memoryview, *, interface: str) -> SendResult:

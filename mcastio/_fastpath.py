@@ -38,21 +38,23 @@ class OkResults:
 
     A result is an immutable value, so every successful send of the same size on
     the same interface can hand back the same instance instead of building one.
+    The hot path reads :attr:`known` directly and calls :meth:`make` on a miss.
     """
 
-    __slots__ = ("_cache",)
+    __slots__ = ("known",)
 
-    #: Sizes remembered per instance; beyond that, results are built afresh.
+    #: Results remembered per instance; beyond that, results are built afresh.
     LIMIT = 256
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[str, int], SendResult] = {}
+        self.known: dict[tuple[str, int], SendResult] = {}
+
+    def make(self, interface: str, sent: int) -> SendResult:
+        result = SendResult(interface, None, sent)
+        if len(self.known) < self.LIMIT:
+            self.known[(interface, sent)] = result
+        return result
 
     def get(self, interface: str, sent: int) -> SendResult:
-        key = (interface, sent)
-        result = self._cache.get(key)
-        if result is None:
-            result = SendResult(interface, None, sent)
-            if len(self._cache) < self.LIMIT:
-                self._cache[key] = result
-        return result
+        result = self.known.get((interface, sent))
+        return self.make(interface, sent) if result is None else result

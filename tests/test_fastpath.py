@@ -30,7 +30,7 @@ def test_ok_results_are_equal_values_and_bounded() -> None:
     assert cache.get("eth1", 10) == SendResult("eth1", None, 10)
     for size in range(2 * OkResults.LIMIT):
         assert cache.get("eth2", size) == SendResult("eth2", None, size)
-    assert len(cache._cache) == OkResults.LIMIT
+    assert len(cache.known) == OkResults.LIMIT
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5, "1"])
