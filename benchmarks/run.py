@@ -303,7 +303,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     reason = lab_support()
     if reason is not None:
-        print(f"benchmarks need a network-namespace lab: {reason}", file=sys.stderr)
+        print(
+            f"benchmarks build a network-namespace lab, so run them as root (sudo) or under"
+            f" 'unshare -rnm': {reason}",
+            file=sys.stderr,
+        )
         return 2
     if shutil.which("iperf") is None:
         print("benchmarks need iperf (iperf2): apt-get install iperf", file=sys.stderr)
