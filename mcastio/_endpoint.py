@@ -131,10 +131,9 @@ class MulticastEndpoint:
         self._not_for_group = 0
         self._truncated = 0
         self._dropped_by_gone = 0
-        # Receive/send hot-path caches, see _on_readable and _send_round.
+        # Receive/send hot-path caches, see _on_readable and send_all_nowait.
         self._arrivals: dict[tuple[int, int, bytes], int] = {}
         self._ok_results = OkResults()
-        self._round_failed = False
         self._receive_buffer = validate_receive_buffer(receive_buffer)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -457,45 +456,48 @@ class MulticastEndpoint:
 
         A full socket buffer shows up as a ``BlockingIOError`` in that interface's result.
         """
+        # The hot send path: written out flat, since every call here costs
+        # measurably against a single sendto.
         if self._state != "open" or type(data) is not bytes or len(data) > _FITS_ANY_GROUP:
             data = self._check_send(data)
-        return tuple(self._send_round(data))
+        results: list[SendResult] = []
+        append = results.append
+        dest = self._dest
+        known = self._ok_results.known
+        for member in self._members.values():
+            try:
+                sent = member.tx.sendto(data, dest)
+            except OSError as exc:
+                append(SendResult(member.iface.name, exc))
+                continue
+            name = member.iface.name
+            result = known.get((name, sent))
+            append(self._ok_results.make(name, sent) if result is None else result)
+        return tuple(results)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> tuple[SendResult, ...]:
         """Send one copy out of every current interface; one result per interface.
 
         A failure on one interface is reported in its result and never raises.
         """
-        if self._state != "open" or type(data) is not bytes or len(data) > _FITS_ANY_GROUP:
-            data = self._check_send(data)
-        results = self._send_round(data)
-        if self._round_failed:
-            # No await since the round, so the members are still the ones just used.
-            members = list(self._members.values())
-            for i, result in enumerate(results):
-                # A full buffer on one interface must not hold up the copies on the others.
-                if isinstance(result.error, BlockingIOError):
-                    results[i] = await self._send_when_writable(members[i], data)
-        return tuple(results)
-
-    def _send_round(self, payload: bytes | bytearray | memoryview) -> list[SendResult]:
-        """One copy out of each member, as fast as Python allows: the hot send path."""
-        results: list[SendResult] = []
-        append = results.append
-        dest = self._dest
-        known = self._ok_results.known
-        self._round_failed = False
-        for member in self._members.values():
-            try:
-                sent = member.tx.sendto(payload, dest)
-            except OSError as exc:
-                self._round_failed = True
-                append(SendResult(member.iface.name, exc))
-                continue
-            name = member.iface.name
-            result = known.get((name, sent))
-            append(self._ok_results.make(name, sent) if result is None else result)
+        results = self.send_all_nowait(data)
+        for result in results:
+            if isinstance(result.error, BlockingIOError):
+                return await self._retry_blocked(results, data)
         return results
+
+    async def _retry_blocked(
+        self, results: tuple[SendResult, ...], data: bytes | bytearray | memoryview
+    ) -> tuple[SendResult, ...]:
+        # Called before any await since the round, so the members are the ones just used.
+        # Every other interface already has its copy: a full buffer on one never
+        # holds up the others.
+        members = list(self._members.values())
+        retried = list(results)
+        for i, result in enumerate(results):
+            if isinstance(result.error, BlockingIOError):
+                retried[i] = await self._send_when_writable(members[i], data)
+        return tuple(retried)
 
     def send_nowait(self, data: bytes | bytearray | memoryview, *, interface: str) -> SendResult:
         """Send one copy out of the named interface without waiting; errors are in the result."""

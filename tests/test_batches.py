@@ -17,7 +17,7 @@ from conftest import run
 
 import mcastio
 from mcastio import Datagram, MulticastEndpoint, MulticastProtocol
-from mcastio.testing import Lab
+from mcastio.testing import Lab, LabError
 
 GROUP = "239.255.42.7"
 PORT = 5407
@@ -261,3 +261,35 @@ def test_endpoint_runs_on_uvloop(lab: Lab) -> None:
             loop.run_until_complete(asyncio.wait_for(main(), 30))
         finally:
             loop.close()
+
+
+def test_send_all_waits_out_a_full_buffer_without_holding_up_the_others(lab: Lab) -> None:
+    # A slow qdisc keeps eth1's datagrams charged to its socket, so a minimal send
+    # buffer fills after a couple of sends and sendto fails with EAGAIN.
+    try:
+        lab.sh(lab.host, "tc qdisc add dev eth1 root tbf rate 400kbit burst 1600 latency 2s")
+    except LabError as exc:
+        pytest.skip(f"the tbf qdisc is not available here: {exc}")
+    payload = b"x" * 1400
+
+    async def main() -> None:
+        async with MulticastEndpoint(GROUP, PORT) as ep:
+            index = socket.if_nametoindex("eth1")
+            ep._members[index].tx.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)
+            blocked = None
+            for _ in range(50):
+                results = ep.send_all_nowait(payload)
+                by_name = {r.interface: r for r in results}
+                if isinstance(by_name["eth1"].error, BlockingIOError):
+                    blocked = by_name
+                    break
+            assert blocked is not None, "eth1's send buffer never filled"
+            # The copies after the blocked interface went out all the same.
+            assert blocked["eth0"].ok
+            assert blocked["eth2"].ok
+            results = await ep.send_all(payload)
+            assert [r.interface for r in results] == ["eth0", "eth1", "eth2"]
+            assert all(r.ok and r.sent == len(payload) for r in results), results
+
+    with lab.inside():
+        run(main())
