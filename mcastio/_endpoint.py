@@ -25,6 +25,7 @@ from ._model import (
     parse_group,
     plan_changes,
     select_interfaces,
+    validate_max_batch,
     validate_payload,
     validate_port,
     validate_queue_size,
@@ -351,8 +352,7 @@ class MulticastEndpoint:
         oldest first, never empty. The queue is bounded and drops the oldest
         datagrams exactly as :meth:`subscribe` does; ``dropped`` counts them.
         """
-        if max_batch is not None:
-            max_batch = validate_queue_size(max_batch)
+        max_batch = validate_max_batch(max_batch)
         return BatchSubscription(self.subscribe(queue_size), max_batch)
 
     def _forget(self, key: int, dropped: int = 0) -> None:

@@ -24,6 +24,7 @@ __all__ = [
     "parse_group",
     "plan_changes",
     "select_interfaces",
+    "validate_max_batch",
     "validate_payload",
     "validate_port",
     "validate_queue_size",
@@ -132,6 +133,14 @@ def validate_receive_buffer(size: int | None) -> int | None:
         return None
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"receive_buffer must be a positive number of bytes or None, not {size!r}")
+    return size
+
+
+def validate_max_batch(size: int | None) -> int | None:
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"max_batch must be a positive integer or None, not {size!r}")
     return size
 
 

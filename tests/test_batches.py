@@ -80,7 +80,7 @@ def test_batches_drop_the_oldest_and_count_them(lab: Lab) -> None:
 def test_max_batch_splits_and_close_ends_iteration(lab: Lab) -> None:
     async def main() -> None:
         async with MulticastEndpoint(GROUP, PORT, interfaces=["eth1"]) as ep:
-            with pytest.raises(ValueError, match="positive"):
+            with pytest.raises(ValueError, match="max_batch must be a positive"):
                 ep.batches(max_batch=0)
             batches = ep.batches(max_batch=2)
             for i in range(5):

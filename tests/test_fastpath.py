@@ -8,7 +8,7 @@ import pytest
 
 from mcastio import Datagram, SendResult
 from mcastio._fastpath import OkResults, new_datagram
-from mcastio._model import validate_receive_buffer
+from mcastio._model import validate_max_batch, validate_receive_buffer
 
 
 def test_new_datagram_equals_the_dataclass_constructor() -> None:
@@ -37,6 +37,14 @@ def test_ok_results_are_equal_values_and_bounded() -> None:
 def test_receive_buffer_validation(bad: object) -> None:
     with pytest.raises(ValueError, match="receive_buffer"):
         validate_receive_buffer(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [0, -3, False, 2.0])
+def test_max_batch_validation(bad: object) -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        validate_max_batch(bad)  # type: ignore[arg-type]
+    assert validate_max_batch(None) is None
+    assert validate_max_batch(7) == 7
 
 
 def test_receive_buffer_accepts_none_and_sizes() -> None:
