@@ -463,18 +463,13 @@ class MulticastEndpoint:
         if self._state != "open" or type(data) is not bytes or len(data) > _FITS_ANY_GROUP:
             data = self._check_send(data)
         results: list[SendResult] = []
-        append = results.append
         dest = self._dest
-        known = self._ok_results.known
+        ok = self._ok_results
         for member in self._members.values():
             try:
-                sent = member.tx.sendto(data, dest)
+                results.append(ok[(member.iface.name, member.tx.sendto(data, dest))])
             except OSError as exc:
-                append(SendResult(member.iface.name, exc))
-                continue
-            name = member.iface.name
-            result = known.get((name, sent))
-            append(self._ok_results.make(name, sent) if result is None else result)
+                results.append(SendResult(member.iface.name, exc))
         return tuple(results)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> tuple[SendResult, ...]:
@@ -484,7 +479,7 @@ class MulticastEndpoint:
         """
         results = self.send_all_nowait(data)
         for result in results:
-            if isinstance(result.error, BlockingIOError):
+            if result.error is not None and isinstance(result.error, BlockingIOError):
                 return await self._retry_blocked(results, data)
         return results
 

@@ -33,28 +33,21 @@ def new_datagram(data: bytes, source: Any, group: str, interface: str) -> Datagr
     return dgram
 
 
-class OkResults:
+class OkResults(dict[tuple[str, int], SendResult]):
     """Successful :class:`SendResult` values, shared per (interface, size).
 
     A result is an immutable value, so every successful send of the same size on
     the same interface can hand back the same instance instead of building one.
-    The hot path reads :attr:`known` directly and calls :meth:`make` on a miss.
+    ``results[(interface, sent)]`` is a plain dict hit after the first time.
     """
 
-    __slots__ = ("known",)
+    __slots__ = ()
 
     #: Results remembered per instance; beyond that, results are built afresh.
     LIMIT = 256
 
-    def __init__(self) -> None:
-        self.known: dict[tuple[str, int], SendResult] = {}
-
-    def make(self, interface: str, sent: int) -> SendResult:
-        result = SendResult(interface, None, sent)
-        if len(self.known) < self.LIMIT:
-            self.known[(interface, sent)] = result
+    def __missing__(self, key: tuple[str, int]) -> SendResult:
+        result = SendResult(key[0], None, key[1])
+        if len(self) < self.LIMIT:
+            self[key] = result
         return result
-
-    def get(self, interface: str, sent: int) -> SendResult:
-        result = self.known.get((interface, sent))
-        return self.make(interface, sent) if result is None else result

@@ -23,14 +23,14 @@ def test_new_datagram_equals_the_dataclass_constructor() -> None:
 
 def test_ok_results_are_equal_values_and_bounded() -> None:
     cache = OkResults()
-    first = cache.get("eth0", 10)
+    first = cache["eth0", 10]
     assert first == SendResult("eth0", None, 10)
     assert first.ok
-    assert cache.get("eth0", 10) is first
-    assert cache.get("eth1", 10) == SendResult("eth1", None, 10)
+    assert cache["eth0", 10] is first
+    assert cache["eth1", 10] == SendResult("eth1", None, 10)
     for size in range(2 * OkResults.LIMIT):
-        assert cache.get("eth2", size) == SendResult("eth2", None, size)
-    assert len(cache.known) == OkResults.LIMIT
+        assert cache["eth2", size] == SendResult("eth2", None, size)
+    assert len(cache) == OkResults.LIMIT
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5, "1"])
