@@ -5,13 +5,14 @@ from ._endpoint import EndpointStats, MulticastEndpoint
 from ._errors import EndpointClosedError, MembershipLimitError, MulticastError
 from ._model import Datagram, Interface, SendResult
 from ._protocol import MulticastProtocol, MulticastTransport, create_multicast_endpoint
-from ._subscription import Subscription
+from ._subscription import BatchSubscription, Subscription
 from ._watch import InterfaceEvent
 from ._watcher import InterfaceEventStream
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "BatchSubscription",
     "Datagram",
     "DualSendResult",
     "DualStackEndpoint",

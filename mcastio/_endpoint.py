@@ -13,7 +13,10 @@ from types import TracebackType
 from . import _net
 from ._discovery import read_snapshot
 from ._errors import EndpointClosedError, MembershipLimitError, MulticastError
+from ._fastpath import DATAGRAM_SLOT_SETTERS, OkResults
 from ._model import (
+    MAX_PAYLOAD_V4,
+    MAX_PAYLOAD_V6,
     Datagram,
     Group,
     Interface,
@@ -24,13 +27,15 @@ from ._model import (
     parse_group,
     plan_changes,
     select_interfaces,
+    validate_max_batch,
     validate_payload,
     validate_port,
     validate_queue_size,
+    validate_receive_buffer,
     validate_sources,
     validate_ttl,
 )
-from ._subscription import Subscription
+from ._subscription import BatchSubscription, Subscription
 from ._watch import InterfaceEvent, desired_interfaces, interface_events
 from ._watcher import InterfaceEventStream, Watcher
 
@@ -41,6 +46,16 @@ _log = logging.getLogger("mcastio")
 # Datagrams read per readiness event before yielding to other tasks: large enough
 # to amortise the event-loop turn, small enough not to starve consumers.
 _DRAIN_BUDGET = 256
+# Distinct arrival ancillary blocks remembered per endpoint (one per interface and
+# destination in practice); the cache is emptied when it would grow past this.
+_ARRIVALS_LIMIT = 1024
+# socket.MSG_TRUNC is an IntFlag: `flags & socket.MSG_TRUNC` runs enum code per datagram.
+_MSG_TRUNC = int(socket.MSG_TRUNC)
+# A bytes payload up to this size is valid for every group, so send_all skips the checks.
+_FITS_ANY_GROUP = min(MAX_PAYLOAD_V4, MAX_PAYLOAD_V6)
+#: SO_RCVBUF requested per receive socket: ~2500 small datagrams, so a flood survives
+#: the consumer being descheduled for tens of milliseconds (capped by net.core.rmem_max).
+DEFAULT_RECEIVE_BUFFER = 2 * 1024 * 1024
 
 SnapshotSource = Callable[[], Sequence[Interface]]
 Sink = Callable[[list[Datagram]], None]
@@ -91,6 +106,8 @@ class MulticastEndpoint:
     go and change address, by itself: through netlink on Linux (``netlink=True``),
     else by polling every ``poll_interval`` seconds. Changes are logged at INFO,
     passed to ``on_interface_event`` and to every :meth:`interface_events` iterator.
+    ``receive_buffer`` is the SO_RCVBUF requested per receive socket (``None``:
+    the kernel's default); the kernel caps it at ``net.core.rmem_max``.
     """
 
     def __init__(
@@ -108,6 +125,7 @@ class MulticastEndpoint:
         poll_interval: float = 1.0,
         netlink: bool = True,
         on_interface_event: Callable[[InterfaceEvent], None] | None = None,
+        receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
     ) -> None:
         self._group = parse_group(group)
         self._group_str = str(self._group)
@@ -145,6 +163,10 @@ class MulticastEndpoint:
         # must know at start (DualStackEndpoint: run without that family) sets this.
         self._require_interface_at_start = False
         self._event_streams: weakref.WeakSet[InterfaceEventStream] = weakref.WeakSet()
+        # Receive/send hot-path caches, see _on_readable and send_all_nowait.
+        self._arrivals: dict[tuple[int, int, bytes], int] = {}
+        self._ok_results = OkResults()
+        self._receive_buffer = validate_receive_buffer(receive_buffer)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -329,7 +351,7 @@ class MulticastEndpoint:
 
     def _open_receiver(self) -> _Receiver:
         assert self._loop is not None
-        receiver = _Receiver(_net.open_receiver(self._group, self._port))
+        receiver = _Receiver(_net.open_receiver(self._group, self._port, self._receive_buffer))
         self._receivers.append(receiver)
         self._loop.add_reader(receiver.sock.fileno(), self._on_readable, receiver.sock)
         return receiver
@@ -471,6 +493,18 @@ class MulticastEndpoint:
     def __aiter__(self) -> Subscription:
         return self.subscribe()
 
+    def batches(
+        self, queue_size: int | None = None, *, max_batch: int | None = None
+    ) -> BatchSubscription:
+        """A new independent reader that yields lists of datagrams: ``async for batch in ...``.
+
+        Each list holds everything queued since the last one (at most ``max_batch``),
+        oldest first, never empty. The queue is bounded and drops the oldest
+        datagrams exactly as :meth:`subscribe` does; ``dropped`` counts them.
+        """
+        max_batch = validate_max_batch(max_batch)
+        return BatchSubscription(self.subscribe(queue_size), max_batch)
+
     def _forget(self, key: int, dropped: int = 0) -> None:
         if self._subs.pop(key, None) is not None:
             self._dropped_by_gone += dropped
@@ -506,34 +540,63 @@ class MulticastEndpoint:
         batch: list[Datagram] = []
         append = batch.append
         recvmsg = sock.recvmsg
-        group = self._group_str
-        wire_group = self._wire_group
+        bufsize, ancsize = _net.RECV_BUFSIZE, _net.ANC_BUFSIZE
+        truncated = _MSG_TRUNC
         names = self._names
-        parse = _net.parse_pktinfo
+        arrivals = self._arrivals
+        group = self._group_str
+        new = object.__new__
+        set_data, set_source, set_group, set_interface = DATAGRAM_SLOT_SETTERS
         for _ in range(_DRAIN_BUDGET):
             try:
-                data, anc, flags, source = recvmsg(_net.RECV_BUFSIZE, _net.ANC_BUFSIZE)
+                data, anc, flags, source = recvmsg(bufsize, ancsize)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
                 # An unconnected UDP socket has no peer errors to report; log and move on.
                 _log.warning("receive error on %s:%d: %s", group, self._port, exc)
                 break
-            if flags & socket.MSG_TRUNC:
+            if flags & truncated:
                 self._truncated += 1
                 continue
-            info = parse(anc)
-            if info is None or info[1] != wire_group:
+            # Every datagram that arrives the same way carries the same pktinfo bytes,
+            # so they are parsed once and looked up after that.
+            if len(anc) == 1:
+                index = arrivals.get(anc[0])
+                if index is None:
+                    index = self._learn_arrival(anc[0])
+            else:
+                index = self._arrival_index(anc)
+            if index < 0:
                 self._not_for_group += 1
                 continue
-            name = names.get(info[0])
+            name = names.get(index)
             if name is None:
-                name = _index_to_name(info[0])
-            append(Datagram(data, source, group, name))
+                name = _index_to_name(index)
+            dgram = new(Datagram)
+            set_data(dgram, data)
+            set_source(dgram, source)
+            set_group(dgram, group)
+            set_interface(dgram, name)
+            append(dgram)
         if batch:
             self._received += len(batch)
             for sink in self._sinks:
                 sink(batch)
+
+    def _arrival_index(self, anc: list[tuple[int, int, bytes]]) -> int:
+        """The arrival ifindex, or -1 when the datagram was not sent to the group."""
+        info = _net.parse_pktinfo(anc)
+        if info is None or info[1] != self._wire_group:
+            return -1
+        return info[0]
+
+    def _learn_arrival(self, cmsg: tuple[int, int, bytes]) -> int:
+        index = self._arrival_index([cmsg])
+        if len(self._arrivals) >= _ARRIVALS_LIMIT:
+            self._arrivals.clear()
+        self._arrivals[cmsg] = index
+        return index
 
     # -- sending -------------------------------------------------------------------
 
@@ -550,22 +613,43 @@ class MulticastEndpoint:
 
         A full socket buffer shows up as a ``BlockingIOError`` in that interface's result.
         """
-        payload = self._check_send(data)
-        return tuple(self._send_member(m, payload) for m in self._members.values())
+        # The hot send path: written out flat, since every call here costs
+        # measurably against a single sendto.
+        if self._state != "open" or type(data) is not bytes or len(data) > _FITS_ANY_GROUP:
+            data = self._check_send(data)
+        results: list[SendResult] = []
+        dest = self._dest
+        ok = self._ok_results
+        for member in self._members.values():
+            try:
+                results.append(ok[(member.iface.name, member.tx.sendto(data, dest))])
+            except OSError as exc:
+                results.append(SendResult(member.iface.name, exc))
+        return tuple(results)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> tuple[SendResult, ...]:
         """Send one copy out of every current interface; one result per interface.
 
         A failure on one interface is reported in its result and never raises.
         """
-        payload = self._check_send(data)
-        results: list[SendResult] = []
-        for member in list(self._members.values()):
-            result = self._send_member(member, payload)
+        results = self.send_all_nowait(data)
+        for result in results:
+            if result.error is not None and isinstance(result.error, BlockingIOError):
+                return await self._retry_blocked(results, data)
+        return results
+
+    async def _retry_blocked(
+        self, results: tuple[SendResult, ...], data: bytes | bytearray | memoryview
+    ) -> tuple[SendResult, ...]:
+        # Called before any await since the round, so the members are the ones just used.
+        # Every other interface already has its copy: a full buffer on one never
+        # holds up the others.
+        members = list(self._members.values())
+        retried = list(results)
+        for i, result in enumerate(results):
             if isinstance(result.error, BlockingIOError):
-                result = await self._send_when_writable(member, payload)
-            results.append(result)
-        return tuple(results)
+                retried[i] = await self._send_when_writable(members[i], data)
+        return tuple(retried)
 
     def send_nowait(self, data: bytes | bytearray | memoryview, *, interface: str) -> SendResult:
         """Send one copy out of the named interface without waiting; errors are in the result."""

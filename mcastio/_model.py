@@ -25,9 +25,11 @@ __all__ = [
     "parse_group",
     "plan_changes",
     "select_interfaces",
+    "validate_max_batch",
     "validate_payload",
     "validate_port",
     "validate_queue_size",
+    "validate_receive_buffer",
     "validate_sources",
     "validate_ttl",
 ]
@@ -125,6 +127,22 @@ def validate_ttl(ttl: int) -> int:
 def validate_queue_size(size: int) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"queue_size must be a positive integer, not {size!r}")
+    return size
+
+
+def validate_receive_buffer(size: int | None) -> int | None:
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"receive_buffer must be a positive number of bytes or None, not {size!r}")
+    return size
+
+
+def validate_max_batch(size: int | None) -> int | None:
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"max_batch must be a positive integer or None, not {size!r}")
     return size
 
 

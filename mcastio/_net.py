@@ -52,10 +52,14 @@ _IPV6_MREQ = struct.Struct("=16sI")
 _GROUP_SOURCE_REQ = struct.Struct(f"=I{struct.calcsize('P') - 4}x128s128s")
 
 
-def open_receiver(group: Group, port: int) -> socket.socket:
+def open_receiver(group: Group, port: int, receive_buffer: int | None = None) -> socket.socket:
     """A non-blocking socket bound to the port, joined to nothing yet."""
     sock = socket.socket(group.family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     try:
+        if receive_buffer is not None:
+            # The default (net.core.rmem_default, ~208 KiB) holds only ~250 small
+            # datagrams, a few ms of a flood; the kernel caps this at net.core.rmem_max.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         # Lets avahi, another mcastio endpoint or any program using the same port coexist.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if group.family == socket.AF_INET:

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from ._endpoint import MulticastEndpoint
+from ._endpoint import DEFAULT_RECEIVE_BUFFER, MulticastEndpoint
 from ._model import Datagram, InterfaceSelector, SendResult
 
 __all__ = ["MulticastProtocol", "MulticastTransport", "create_multicast_endpoint"]
@@ -21,8 +21,19 @@ class MulticastProtocol(asyncio.DatagramProtocol):
     """A DatagramProtocol that can also see which interface a datagram came in on.
 
     Override :meth:`multicast_datagram_received` to get the whole :class:`Datagram`;
-    by default it calls the standard ``datagram_received(data, addr)``.
+    by default it calls the standard ``datagram_received(data, addr)``. Override
+    :meth:`datagrams_received` instead to get every datagram of one socket
+    readiness event in a single call, the cheapest way to keep up with a flood.
     """
+
+    def datagrams_received(self, batch: list[Datagram]) -> None:
+        """Datagrams read in one go, oldest first; by default one call per datagram.
+
+        The list may be kept but must not be modified: other readers may share it.
+        """
+        each = self.multicast_datagram_received
+        for dgram in batch:
+            each(dgram)
 
     def multicast_datagram_received(self, dgram: Datagram) -> None:
         self.datagram_received(dgram.data, dgram.source)
@@ -103,6 +114,7 @@ async def create_multicast_endpoint(
     loopback: bool = False,
     queue_size: int = 1024,
     sources: Sequence[str] | None = None,
+    receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
 ) -> tuple[MulticastTransport, P]:
     """Like ``loop.create_datagram_endpoint``, joined and sending on every interface."""
     endpoint = MulticastEndpoint(
@@ -113,26 +125,24 @@ async def create_multicast_endpoint(
         loopback=loopback,
         queue_size=queue_size,
         sources=sources,
+        receive_buffer=receive_buffer,
     )
     await endpoint.start()
     protocol = protocol_factory()
     transport = MulticastTransport(endpoint, protocol)
-    deliver: Callable[[Datagram], None]
+    sink: Callable[[list[Datagram]], None]
     if isinstance(protocol, MulticastProtocol):
-        deliver = protocol.multicast_datagram_received
+        sink = protocol.datagrams_received
     elif isinstance(protocol, asyncio.DatagramProtocol):
         plain = protocol.datagram_received
 
-        def deliver(dgram: Datagram) -> None:
-            plain(dgram.data, dgram.source)
+        def sink(batch: list[Datagram]) -> None:
+            for dgram in batch:
+                plain(dgram.data, dgram.source)
 
     else:
         await endpoint.aclose()
         raise TypeError(f"protocol_factory must build a DatagramProtocol, not {protocol!r}")
-
-    def sink(batch: list[Datagram]) -> None:
-        for dgram in batch:
-            deliver(dgram)
 
     endpoint._add_sink(sink)
     protocol.connection_made(transport)

@@ -9,7 +9,7 @@ from types import TracebackType
 
 from ._model import Datagram
 
-__all__ = ["Subscription"]
+__all__ = ["BatchSubscription", "Subscription"]
 
 
 class Subscription:
@@ -101,6 +101,59 @@ class Subscription:
             self._waiter = None
 
     async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class BatchSubscription:
+    """One independent reader that yields lists of datagrams, from ``ep.batches()``.
+
+    It has the same bounded, drop-oldest queue as :class:`Subscription` (and
+    counts drops the same way), but each step of ``async for`` hands over every
+    queued datagram at once (at most ``max_batch``), oldest first, so a consumer
+    pays the cost of waking up once per burst instead of once per datagram.
+    """
+
+    __slots__ = ("_max_batch", "_sub")
+
+    def __init__(self, sub: Subscription, max_batch: int | None = None) -> None:
+        self._sub = sub
+        self._max_batch = max_batch
+
+    @property
+    def closed(self) -> bool:
+        return self._sub.closed
+
+    @property
+    def queued(self) -> int:
+        return self._sub.queued
+
+    @property
+    def dropped(self) -> int:
+        """Datagrams discarded because this subscriber's queue was full."""
+        return self._sub.dropped
+
+    def close(self) -> None:
+        """Stop receiving; a pending or later ``__anext__`` ends the iteration."""
+        self._sub.close()
+
+    def __aiter__(self) -> BatchSubscription:
+        return self
+
+    async def __anext__(self) -> list[Datagram]:
+        batch = await self._sub.get_batch(self._max_batch)
+        if not batch:
+            raise StopAsyncIteration
+        return batch
+
+    async def __aenter__(self) -> BatchSubscription:
         return self
 
     async def __aexit__(

@@ -1,0 +1,270 @@
+"""One receiver under test, run as a child process inside the lab's host namespace.
+
+Usage: ``python benchmarks/receivers.py VARIANT GROUP PORT IFNAME``. The child
+joins ``GROUP`` on ``IFNAME``, prints ``ready``, counts datagrams until a line
+arrives on stdin, then prints one JSON line: ``{"received": n, "cpu": seconds}``.
+A child per variant keeps event loops, garbage and peak RSS of one variant away
+from the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import mcastio
+
+# Same socket setup as mcastio's receive sockets, so baselines differ only in
+# the Python-side path: IP_PKTINFO on, joined by interface index.
+_IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+_ANC = socket.CMSG_SPACE(64)
+# BENCH_RCVBUF=<bytes> gives every receiver, baselines included, that SO_RCVBUF;
+# unset, baselines keep the kernel default and mcastio its own default.
+_RCVBUF = int(os.environ["BENCH_RCVBUF"]) if os.environ.get("BENCH_RCVBUF") else None
+_EP_KW: dict[str, Any] = {} if _RCVBUF is None else {"receive_buffer": _RCVBUF}
+
+
+class Counter:
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
+def plain_socket(group: str, port: int, ifname: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
+    if _RCVBUF is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+    sock.bind(("0.0.0.0", port))
+    mreq = struct.pack("=4s4si", socket.inet_aton(group), b"\0" * 4, socket.if_nametoindex(ifname))
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+    sock.setblocking(False)
+    return sock
+
+
+class CountingProtocol(asyncio.DatagramProtocol):
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.counter.n += 1
+
+
+class BatchProtocol(mcastio.MulticastProtocol):
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+
+    def datagrams_received(self, batch: list[mcastio.Datagram]) -> None:
+        self.counter.n += len(batch)
+
+
+async def raw(group: str, port: int, ifname: str, c: Counter, ready: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    sock = plain_socket(group, port, ifname)
+    recvmsg = sock.recvmsg
+
+    def drain() -> None:
+        n = 0
+        try:
+            while True:
+                recvmsg(65536, _ANC)
+                n += 1
+        except BlockingIOError:
+            pass
+        c.n += n
+
+    loop.add_reader(sock.fileno(), drain)
+    try:
+        ready()
+        await asyncio.Event().wait()
+    finally:
+        loop.remove_reader(sock.fileno())
+        sock.close()
+
+
+async def stdlib(group: str, port: int, ifname: str, c: Counter, ready: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    sock = plain_socket(group, port, ifname)
+    transport, _ = await loop.create_datagram_endpoint(lambda: CountingProtocol(c), sock=sock)
+    try:
+        ready()
+        await asyncio.Event().wait()
+    finally:
+        transport.close()
+
+
+async def mcastio_aiter(
+    group: str, port: int, ifname: str, c: Counter, ready: Callable[[], None]
+) -> None:
+    async with mcastio.MulticastEndpoint(group, port, interfaces=[ifname], **_EP_KW) as ep:
+        sub = ep.subscribe()
+        ready()
+        async for _ in sub:
+            c.n += 1
+
+
+async def mcastio_batch(
+    group: str, port: int, ifname: str, c: Counter, ready: Callable[[], None]
+) -> None:
+    async with mcastio.MulticastEndpoint(group, port, interfaces=[ifname], **_EP_KW) as ep:
+        batches = ep.batches()
+        ready()
+        async for batch in batches:
+            c.n += len(batch)
+
+
+async def mcastio_protocol(
+    group: str, port: int, ifname: str, c: Counter, ready: Callable[[], None]
+) -> None:
+    transport, _ = await mcastio.create_multicast_endpoint(
+        lambda: BatchProtocol(c), group, port, interfaces=[ifname], **_EP_KW
+    )
+    try:
+        ready()
+        await asyncio.Event().wait()
+    finally:
+        await transport.endpoint.aclose()
+
+
+async def mcastio_protocol_plain(
+    group: str, port: int, ifname: str, c: Counter, ready: Callable[[], None]
+) -> None:
+    transport, _ = await mcastio.create_multicast_endpoint(
+        lambda: CountingProtocol(c), group, port, interfaces=[ifname], **_EP_KW
+    )
+    try:
+        ready()
+        await asyncio.Event().wait()
+    finally:
+        await transport.endpoint.aclose()
+
+
+async def asyncio_dgram(
+    group: str, port: int, ifname: str, c: Counter, ready: Callable[[], None]
+) -> None:
+    import asyncio_dgram as adgram
+
+    stream = await adgram.from_socket(plain_socket(group, port, ifname))
+    try:
+        ready()
+        while True:
+            await stream.recv()
+            c.n += 1
+    finally:
+        stream.close()
+
+
+async def multicast_expert(
+    group: str, port: int, ifname: str, c: Counter, ready: Callable[[], None]
+) -> None:
+    import multicast_expert as mx
+
+    rx_class: Any = getattr(mx, "AsyncMcastRxSocket")  # noqa: B009 (missing from __init__ types)
+    with rx_class(socket.AF_INET, [group], port, iface=ifname) as rx:
+        ready()
+        while True:
+            await rx.recvfrom()
+            c.n += 1
+
+
+async def idle(group: str, port: int, ifname: str, c: Counter, ready: Callable[[], None]) -> None:
+    """An endpoint on every interface with a waiting reader and no traffic."""
+    async with mcastio.MulticastEndpoint(group, port, **_EP_KW) as ep:
+        ready()
+        async for _ in ep:
+            c.n += 1
+
+
+async def stalled(
+    group: str, port: int, ifname: str, c: Counter, ready: Callable[[], None]
+) -> None:
+    """A subscriber that never reads: memory must stay bounded by queue_size."""
+    async with mcastio.MulticastEndpoint(group, port, interfaces=[ifname], **_EP_KW) as ep:
+        sub = ep.subscribe()
+        ready()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            c.n = ep.stats.received
+            print(json.dumps({"dropped": sub.dropped, "queued": sub.queued}), flush=True)
+
+
+Variant = Callable[[str, int, str, Counter, Callable[[], None]], Coroutine[Any, Any, None]]
+
+VARIANTS: dict[str, Variant] = {
+    "raw": raw,
+    "stdlib": stdlib,
+    "mcastio-aiter": mcastio_aiter,
+    "mcastio-batch": mcastio_batch,
+    "mcastio-protocol": mcastio_protocol,
+    "mcastio-protocol-plain": mcastio_protocol_plain,
+    "asyncio-dgram": asyncio_dgram,
+    "multicast-expert": multicast_expert,
+    "stalled": stalled,
+    "idle": idle,
+}
+
+
+async def main(variant: Variant, group: str, port: int, ifname: str) -> None:
+    loop = asyncio.get_running_loop()
+    counter = Counter()
+    stop = loop.create_future()
+    stdin = sys.stdin.fileno()
+
+    def on_stdin() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
+    loop.add_reader(stdin, on_stdin)
+
+    start = time.process_time()
+
+    def ready() -> None:
+        nonlocal start
+        # CPU is counted from here: what the receiver costs once it is set up.
+        start = time.process_time()
+        print("ready", flush=True)
+
+    task = loop.create_task(variant(group, port, ifname, counter, ready))
+    await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
+    loop.remove_reader(stdin)
+    end = time.process_time()
+    if task.done():
+        task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    cpu = end - start
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"received": counter.n, "cpu": cpu, "maxrss_kib": rss_kib}), flush=True)
+
+
+def _new_loop(name: str) -> asyncio.AbstractEventLoop:
+    if name == "uvloop":
+        import uvloop
+
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        return loop
+    return asyncio.new_event_loop()
+
+
+if __name__ == "__main__":
+    loop_name, _, variant_name = sys.argv[1].rpartition(":")
+    loop = _new_loop(loop_name or "asyncio")
+    try:
+        loop.run_until_complete(
+            main(VARIANTS[variant_name], sys.argv[2], int(sys.argv[3]), sys.argv[4])
+        )
+    finally:
+        loop.close()

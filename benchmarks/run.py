@@ -1,0 +1,337 @@
+"""mcastio benchmarks: ``python benchmarks/run.py`` (``--quick`` for a short run).
+
+Builds its own network-namespace lab (needs root, or ``unshare -rnm``), floods one
+link from the peer with iperf (iperf2) and runs every receiver side by side in the
+same run, several rounds, printing medians and ratios. Then measures send_all
+against plain sendto calls over 1, 8 and 64 interfaces, the memory of a stalled
+consumer under a flood, the idle CPU of an endpoint and, when
+``benchmarks/join_latency.py`` exists, join latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from mcastio.testing import Lab, lab_support  # noqa: E402
+
+GROUP = "239.255.66.1"
+#: SO_RCVBUF for the "equal buffers" table: mcastio's default, given to everyone.
+EQUAL_RCVBUF = 2 * 1024 * 1024
+PORT = 5601
+
+#: (label, child variant, baseline label for the ratio column)
+RECEIVERS: tuple[tuple[str, str, str], ...] = (
+    ("raw recvmsg drain loop", "raw", "raw recvmsg drain loop"),
+    ("stdlib DatagramProtocol", "stdlib", "raw recvmsg drain loop"),
+    ("mcastio async for", "mcastio-aiter", "raw recvmsg drain loop"),
+    ("mcastio batches()", "mcastio-batch", "raw recvmsg drain loop"),
+    ("mcastio protocol, datagrams_received", "mcastio-protocol", "raw recvmsg drain loop"),
+    ("mcastio protocol, datagram_received", "mcastio-protocol-plain", "raw recvmsg drain loop"),
+    ("asyncio-dgram", "asyncio-dgram", "raw recvmsg drain loop"),
+    ("multicast-expert (async)", "multicast-expert", "raw recvmsg drain loop"),
+    ("uvloop raw recvmsg drain loop", "uvloop:raw", "uvloop DatagramProtocol"),
+    ("uvloop DatagramProtocol", "uvloop:stdlib", "uvloop DatagramProtocol"),
+    ("uvloop mcastio async for", "uvloop:mcastio-aiter", "uvloop DatagramProtocol"),
+    ("uvloop mcastio batches()", "uvloop:mcastio-batch", "uvloop DatagramProtocol"),
+)
+
+_NEEDS = {
+    "uvloop": "uvloop",
+    "asyncio-dgram": "asyncio_dgram",
+    "multicast-expert": "multicast_expert",
+}
+
+
+@dataclass
+class Series:
+    label: str
+    variant: str
+    baseline: str
+    fractions: list[float] = field(default_factory=list)
+    cpu_per_dgram_us: list[float] = field(default_factory=list)
+    skipped: str | None = None
+
+
+def missing_module(variant: str) -> str | None:
+    for key, module in _NEEDS.items():
+        if key in variant and importlib.util.find_spec(module) is None:
+            return f"{module} is not installed (pip install -e '.[bench]')"
+    return None
+
+
+class Child:
+    """A receiver process in the lab's host namespace."""
+
+    def __init__(self, lab: Lab, variant: str, ifname: str, rcvbuf: int | None = None) -> None:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env.pop("BENCH_RCVBUF", None)
+        if rcvbuf is not None:
+            env["BENCH_RCVBUF"] = str(rcvbuf)
+        self.proc = lab.popen(
+            lab.host,
+            sys.executable,
+            str(HERE / "receivers.py"),
+            variant,
+            GROUP,
+            str(PORT),
+            ifname,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+
+    def wait_ready(self) -> None:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if line.strip() != b"ready":
+            raise RuntimeError(self._failure(line))
+
+    def stop(self) -> dict[str, float]:
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.proc.stdin.write(b"stop\n")
+        self.proc.stdin.flush()
+        result: dict[str, float] = {}
+        for raw in self.proc.stdout:
+            result.update(json.loads(raw))
+            if "received" in result:
+                break
+        self.proc.wait(timeout=10)
+        if "received" not in result:
+            raise RuntimeError(self._failure(b""))
+        return result
+
+    def _failure(self, line: bytes) -> str:
+        self.proc.kill()
+        self.proc.wait(timeout=5)
+        err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+        last = (err.strip().splitlines() or [line.decode().strip() or "no output"])[-1]
+        return f"exited {self.proc.returncode}: {last}"
+
+
+def flood(lab: Lab, rate: int, seconds: float, size: int = 64) -> int:
+    """Send ``rate`` datagrams/s for ``seconds`` from the peer of link 0; return how many."""
+    proc = lab.run(
+        lab.link[0].peer_ns,
+        "iperf", "-u", "-c", GROUP, "-p", str(PORT), "-T", "1",
+        "-l", str(size), "-b", f"{rate}pps", "-t", str(seconds),
+        timeout=seconds + 30,
+    )  # fmt: skip
+    match = re.search(r"Sent (\d+) datagrams", proc.stdout)
+    if match is None:
+        raise RuntimeError(f"cannot read iperf's sent count from: {proc.stdout[-300:]}")
+    return int(match.group(1))
+
+
+def measure_receive(
+    lab: Lab, series: Series, rate: int, seconds: float, rcvbuf: int | None
+) -> None:
+    child = Child(lab, series.variant, lab.link[0].host_if, rcvbuf)
+    try:
+        child.wait_ready()
+    except RuntimeError as exc:
+        series.skipped = f"cannot run: {exc}"
+        return
+    sent = flood(lab, rate, seconds)
+    # Let the receiver finish what is already in its socket buffer.
+    time.sleep(0.3)
+    result = child.stop()
+    # iperf2 ends a UDP stream with a few extra FIN datagrams beyond "Sent N".
+    received = min(int(result["received"]), sent)
+    series.fractions.append(received / sent)
+    if received:
+        series.cpu_per_dgram_us.append(result["cpu"] / received * 1e6)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def receive_table(all_series: list[Series]) -> list[str]:
+    by_label = {s.label: s for s in all_series}
+    rows = [
+        "| receiver | received (median) | ratio to baseline (median) | baseline"
+        " | CPU µs/datagram |",
+        "|---|---:|---:|---|---:|",
+    ]
+    for s in all_series:
+        if s.skipped:
+            rows.append(f"| {s.label} | - | - | {s.skipped} | - |")
+            continue
+        base = by_label[s.baseline]
+        ratios = [a / b for a, b in zip(s.fractions, base.fractions, strict=False) if b > 0]
+        ratio = f"{median(ratios):.2f}" if ratios and not base.skipped else "-"
+        rows.append(
+            f"| {s.label} | {median(s.fractions) * 100:.1f}% | {ratio} | {s.baseline} |"
+            f" {median(s.cpu_per_dgram_us):.2f} |"
+        )
+    return rows
+
+
+def run_receive(
+    lab: Lab,
+    rounds: int,
+    seconds: float,
+    rate: int,
+    only: set[str] | None,
+    rcvbuf: int | None = None,
+) -> None:
+    all_series = [
+        Series(label, variant, base)
+        for label, variant, base in RECEIVERS
+        if only is None or variant in only
+    ]
+    for s in all_series:
+        s.skipped = missing_module(s.variant)
+    buffers = (
+        "each receiver's default SO_RCVBUF"
+        if rcvbuf is None
+        else f"SO_RCVBUF={rcvbuf} requested by every receiver"
+    )
+    print(
+        f"\n## receive: {rounds} rounds x {seconds:g} s at {rate} datagrams/s of 64 bytes,"
+        f" {buffers}",
+        flush=True,
+    )
+    for r in range(rounds):
+        # Rotate the order so slow drift on a shared machine spreads over all rows.
+        order = all_series[r % len(all_series) :] + all_series[: r % len(all_series)]
+        for s in order:
+            if s.skipped is None:
+                measure_receive(lab, s, rate, seconds, rcvbuf)
+        print(f"  round {r + 1}/{rounds} done", flush=True)
+    print("\n".join(receive_table(all_series)), flush=True)
+
+
+def run_send(rounds: int, sends: int) -> None:
+    import sends as send_bench
+
+    print("\n## send_all over N interfaces vs N plain sendto calls (µs per call, medians)")
+    rows = [
+        "| N | N x sendto | send_all_nowait | ratio | await send_all | ratio"
+        " | coroutine with N x sendto | ratio await/coroutine |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    with Lab(links=64, ipv6=False) as lab, lab.inside():
+        for n in (1, 8, 64):
+            names = [link.host_if for link in lab.link[:n]]
+            r = send_bench.run(GROUP, PORT, names, rounds, sends)
+            rows.append(
+                f"| {n} | {r['plain']:.1f} | {r['nowait']:.1f} | {r['ratio_nowait']:.2f}"
+                f" | {r['async']:.1f} | {r['ratio_async']:.2f} | {r['plain_async']:.1f}"
+                f" | {r['ratio_async_vs_async']:.2f} |"
+            )
+    print("\n".join(rows), flush=True)
+
+
+def run_memory(lab: Lab, rate: int, durations: Sequence[float]) -> None:
+    print("\n## memory: a subscriber that never reads, under the flood (queue_size=1024)")
+    rows = [
+        "| flood | sent | received | dropped | queued | peak RSS |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for seconds in durations:
+        child = Child(lab, "stalled", lab.link[0].host_if)
+        child.wait_ready()
+        sent = flood(lab, rate, seconds)
+        time.sleep(0.3)
+        r = child.stop()
+        rows.append(
+            f"| {seconds:g} s | {sent} | {int(r['received'])} | {int(r['dropped'])}"
+            f" | {int(r['queued'])} | {r['maxrss_kib'] / 1024:.1f} MiB |"
+        )
+    print("\n".join(rows), flush=True)
+
+
+def run_idle(lab: Lab, seconds: float) -> None:
+    child = Child(lab, "idle", lab.link[0].host_if)
+    child.wait_ready()
+    time.sleep(seconds)
+    r = child.stop()
+    print(
+        f"\n## idle: endpoint on {len(lab.link)} links with a waiting reader, {seconds:g} s:"
+        f" {r['cpu'] * 1000:.1f} ms CPU ({r['cpu'] / seconds * 100:.3f}% of a core)",
+        flush=True,
+    )
+
+
+def run_join_latency(trials: int) -> None:
+    if importlib.util.find_spec("join_latency") is None:
+        print("\n## join latency: benchmarks/join_latency.py is not on this branch yet; skipped")
+        return
+    # Imported by name: the module comes from the watcher work and may be absent.
+    module = importlib.import_module("join_latency")
+    result: dict[str, float] = module.measure(trials=trials)
+    print(f"\n## join latency ({trials} trials)")
+    for key, value in result.items():
+        print(f"  {key}: {value:.4g}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="3 short rounds")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--seconds", type=float, default=None, help="flood length per receiver")
+    parser.add_argument("--rate", type=int, default=100_000, help="datagrams per second")
+    parser.add_argument("--only", default=None, help="comma-separated receiver variants")
+    parser.add_argument(
+        "--sections",
+        default="receive,equal,send,memory,idle,join",
+        help="comma-separated: receive,equal,send,memory,idle,join",
+    )
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (3 if args.quick else 5)
+    seconds = args.seconds or (1.0 if args.quick else 2.0)
+
+    reason = lab_support()
+    if reason is not None:
+        print(
+            f"benchmarks build a network-namespace lab, so run them as root (sudo) or under"
+            f" 'unshare -rnm': {reason}",
+            file=sys.stderr,
+        )
+        return 2
+    if shutil.which("iperf") is None:
+        print("benchmarks need iperf (iperf2): apt-get install iperf", file=sys.stderr)
+        return 2
+    only = set(args.only.split(",")) if args.only else None
+    sections = set(args.sections.split(","))
+    print(f"mcastio benchmarks: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    with Lab(links=3, ipv6=False) as lab:
+        if "receive" in sections:
+            run_receive(lab, rounds, seconds, args.rate, only)
+        if "equal" in sections:
+            equal = {"raw", "stdlib", "mcastio-aiter", "mcastio-batch", "uvloop:stdlib"}
+            equal |= {"uvloop:mcastio-aiter"}
+            run_receive(lab, rounds, seconds, args.rate, only or equal, EQUAL_RCVBUF)
+        if "memory" in sections:
+            run_memory(lab, args.rate, (1.0, 3.0) if args.quick else (2.0, 6.0))
+        if "idle" in sections:
+            run_idle(lab, 2.0 if args.quick else 5.0)
+    if "send" in sections:
+        run_send(rounds, 2000 if args.quick else 10000)
+    if "join" in sections:
+        run_join_latency(3 if args.quick else 10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

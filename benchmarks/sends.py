@@ -1,0 +1,99 @@
+"""send_all over N interfaces against N plain ``sendto`` calls, in the lab's host namespace."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import socket
+import statistics
+import struct
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import mcastio
+
+PAYLOAD = b"x" * 64
+
+
+def plain_senders(names: Sequence[str]) -> list[socket.socket]:
+    """What an application would write by hand: one socket per interface, by index."""
+    socks = []
+    for name in names:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+        mreqn = struct.pack("=4s4si", b"\0" * 4, b"\0" * 4, socket.if_nametoindex(name))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+        sock.setblocking(False)
+        socks.append(sock)
+    return socks
+
+
+def _time(fn: Callable[[], object], calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+async def _time_async(send: Callable[[bytes], Awaitable[object]], calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        await send(PAYLOAD)
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+async def measure(
+    group: str, port: int, names: Sequence[str], rounds: int, sends: int
+) -> dict[str, float]:
+    """Median µs per call of N plain sendto (also inside a coroutine), send_all_nowait and
+    await send_all; and the medians of the per-round ratios."""
+    socks = plain_senders(names)
+    dest = (group, port)
+    calls = max(20, sends // len(names))
+
+    def plain() -> None:
+        for sock in socks:
+            sock.sendto(PAYLOAD, dest)
+
+    async def plain_async(payload: bytes) -> None:
+        # The same N calls inside a coroutine: what any awaitable send costs extra.
+        for sock in socks:
+            sock.sendto(payload, dest)
+
+    samples: dict[str, list[float]] = {"plain": [], "plain_async": [], "nowait": [], "async": []}
+    try:
+        async with mcastio.MulticastEndpoint(group, port, interfaces=list(names)) as ep:
+            if len(ep.interfaces) != len(names):
+                raise RuntimeError(f"joined {len(ep.interfaces)} of {len(names)} interfaces")
+            for _ in range(rounds):
+                # Interleaved so that drift on a shared machine hits all three alike.
+                samples["plain"].append(_time(plain, calls))
+                samples["nowait"].append(
+                    _time(functools.partial(ep.send_all_nowait, PAYLOAD), calls)
+                )
+                samples["plain_async"].append(await _time_async(plain_async, calls))
+                samples["async"].append(await _time_async(ep.send_all, calls))
+    finally:
+        for sock in socks:
+            sock.close()
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    ratio_nowait = statistics.median(
+        n / p for n, p in zip(samples["nowait"], samples["plain"], strict=True)
+    )
+    ratio_async = statistics.median(
+        a / p for a, p in zip(samples["async"], samples["plain"], strict=True)
+    )
+    ratio_vs_async = statistics.median(
+        a / p for a, p in zip(samples["async"], samples["plain_async"], strict=True)
+    )
+    return {
+        **med,
+        "ratio_nowait": ratio_nowait,
+        "ratio_async": ratio_async,
+        "ratio_async_vs_async": ratio_vs_async,
+    }
+
+
+def run(group: str, port: int, names: Sequence[str], rounds: int, sends: int) -> dict[str, float]:
+    return asyncio.run(measure(group, port, names, rounds, sends))
