@@ -179,7 +179,7 @@ class DualStackEndpoint:
             )
         assert self._loop is not None
         size = self._queue_size if queue_size is None else validate_queue_size(queue_size)
-        sub = Subscription(size, self._loop)
+        sub = Subscription(size)
         endpoints = self._open
         key = id(sub)
 

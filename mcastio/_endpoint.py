@@ -460,7 +460,7 @@ class MulticastEndpoint:
         for event in events:
             _log.info("%s: interface %s", self._group_str, event)
             for stream in list(self._event_streams):
-                stream._feed(event)
+                stream._push(event)
             if self._on_interface_event is not None and self._loop is not None:
                 # Run the callback on its own, so one that raises cannot stop the watcher.
                 self._loop.call_soon(self._on_interface_event, event)
@@ -479,7 +479,7 @@ class MulticastEndpoint:
             )
         assert self._loop is not None
         size = self._queue_size if queue_size is None else validate_queue_size(queue_size)
-        sub = Subscription(size, self._loop)
+        sub = Subscription(size)
         key = id(sub)
 
         def gone(_ref: weakref.ref[Subscription]) -> None:

@@ -1,18 +1,16 @@
-"""A bounded, drop-oldest queue of datagrams behind ``async for``."""
+"""Readers of an endpoint's datagrams: one at a time, or in batches."""
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
-from collections.abc import Callable
 from types import TracebackType
 
 from ._model import Datagram
+from ._stream import BoundedStream
 
 __all__ = ["BatchSubscription", "Subscription"]
 
 
-class Subscription:
+class Subscription(BoundedStream[Datagram]):
     """One independent reader of an endpoint's datagrams.
 
     The queue holds at most ``queue_size`` datagrams. When a consumer falls behind,
@@ -21,60 +19,7 @@ class Subscription:
     :meth:`close` is called; datagrams still queued then are discarded.
     """
 
-    __slots__ = ("__weakref__", "_closed", "_loop", "_on_close", "_queue", "_waiter", "dropped")
-
-    def __init__(self, queue_size: int, loop: asyncio.AbstractEventLoop) -> None:
-        self._queue: deque[Datagram] = deque(maxlen=queue_size)
-        self._loop = loop
-        self._waiter: asyncio.Future[None] | None = None
-        self._closed = False
-        # Set by the endpoint so that close() also stops the fan-out to this queue.
-        self._on_close: Callable[[Subscription], None] | None = None
-        #: Datagrams discarded because this subscriber's queue was full.
-        self.dropped = 0
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
-
-    def _feed(self, batch: list[Datagram]) -> None:
-        queue = self._queue
-        overflow = len(queue) + len(batch) - queue.maxlen  # type: ignore[operator]
-        if overflow > 0:
-            self.dropped += overflow
-        queue.extend(batch)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _end(self) -> None:
-        self._closed = True
-        self._queue.clear()
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def close(self) -> None:
-        """Stop receiving; a pending or later ``__anext__`` ends the iteration."""
-        self._end()
-        on_close, self._on_close = self._on_close, None
-        if on_close is not None:
-            on_close(self)
-
-    def __aiter__(self) -> Subscription:
-        return self
-
-    async def __anext__(self) -> Datagram:
-        while True:
-            if self._queue:
-                return self._queue.popleft()
-            if self._closed:
-                raise StopAsyncIteration
-            await self._wait()
+    __slots__ = ()
 
     async def get_batch(self, max_items: int | None = None) -> list[Datagram]:
         """Wait for at least one datagram and return every queued one (up to ``max_items``).
@@ -91,25 +36,6 @@ class Subscription:
             queue.clear()
             return batch
         return [queue.popleft() for _ in range(max_items)]
-
-    async def _wait(self) -> None:
-        waiter = self._loop.create_future()
-        self._waiter = waiter
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-
-    async def __aenter__(self) -> Subscription:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class BatchSubscription:

@@ -12,12 +12,11 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections import deque
 from collections.abc import Callable, Iterable
-from types import TracebackType
 
 from . import _netlink
 from ._model import Interface
+from ._stream import BoundedStream
 from ._watch import Backoff, CarrierTracker, InterfaceEvent
 
 __all__ = ["InterfaceEventStream", "Watcher"]
@@ -193,68 +192,18 @@ async def _wait(event: asyncio.Event, timeout: float) -> bool:
     return True
 
 
-class InterfaceEventStream:
+class InterfaceEventStream(BoundedStream[InterfaceEvent]):
     """An async iterator of :class:`InterfaceEvent`, ending when the endpoint closes.
 
     At most ``queue_size`` events are kept; when the reader falls behind, the
     oldest are dropped (``dropped`` counts them), since the current state is
-    always available from ``endpoint.interfaces``.
+    always available from ``endpoint.interfaces``. After close, events already
+    queued are still handed out before the iteration ends.
     """
 
-    __slots__ = ("__weakref__", "_closed", "_on_close", "_queue", "_waiter", "dropped")
+    __slots__ = ()
+    _DISCARD_ON_CLOSE = False
 
-    def __init__(self, queue_size: int) -> None:
-        self._queue: deque[InterfaceEvent] = deque(maxlen=queue_size)
-        self._waiter: asyncio.Future[None] | None = None
-        self._closed = False
-        self._on_close: Callable[[InterfaceEventStream], None] | None = None
-        self.dropped = 0
-
-    def _feed(self, event: InterfaceEvent) -> None:
-        if self._closed:
-            return
-        if len(self._queue) == self._queue.maxlen:
-            self.dropped += 1
-        self._queue.append(event)
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _end(self) -> None:
-        self._closed = True
-        self._wake()
-
-    def close(self) -> None:
-        """Stop receiving events; iteration ends once the queued ones are read."""
-        self._end()
-        on_close, self._on_close = self._on_close, None
-        if on_close is not None:
-            on_close(self)
-
-    def __aiter__(self) -> InterfaceEventStream:
-        return self
-
-    async def __anext__(self) -> InterfaceEvent:
-        while not self._queue:
-            if self._closed:
-                raise StopAsyncIteration
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._queue.popleft()
-
-    async def __aenter__(self) -> InterfaceEventStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def _push(self, event: InterfaceEvent) -> None:
+        if not self._closed:
+            self._feed([event])

@@ -192,7 +192,7 @@ def test_interface_event_stream_ends_on_close() -> None:
 def test_interface_event_stream_is_bounded() -> None:
     stream = InterfaceEventStream(2)
     for i in range(5):
-        stream._feed(InterfaceEvent("added", f"e{i}", i, ()))
+        stream._push(InterfaceEvent("added", f"e{i}", i, ()))
     assert stream.dropped == 3
 
     async def drain() -> list[str]:

@@ -1,0 +1,104 @@
+"""A bounded, drop-oldest queue behind ``async for``: the base of every reader.
+
+Items come from the network or the kernel, so the queue never grows past its
+bound: when a reader falls behind, the *oldest* items are dropped and counted,
+and the reader always sees the freshest ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+if TYPE_CHECKING:
+    # Type-checking only: no runtime dependency on typing_extensions for Python 3.10.
+    from typing_extensions import Self
+
+__all__ = ["BoundedStream"]
+
+T = TypeVar("T")
+
+
+class BoundedStream(Generic[T]):
+    """A reader of at most ``queue_size`` queued items, ending on :meth:`close`."""
+
+    __slots__ = ("__weakref__", "_closed", "_on_close", "_queue", "_waiter", "dropped")
+
+    #: Whether close() discards what is still queued (else the reader drains it first).
+    _DISCARD_ON_CLOSE: ClassVar[bool] = True
+
+    def __init__(self, queue_size: int) -> None:
+        self._queue: deque[T] = deque(maxlen=queue_size)
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        # Set by the owner so that close() also stops feeding this stream.
+        self._on_close: Callable[[Any], None] | None = None
+        #: Items discarded because this reader's queue was full.
+        self.dropped = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def _feed(self, items: list[T]) -> None:
+        queue = self._queue
+        overflow = len(queue) + len(items) - queue.maxlen  # type: ignore[operator]
+        if overflow > 0:
+            self.dropped += overflow
+        queue.extend(items)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _end(self) -> None:
+        self._closed = True
+        if self._DISCARD_ON_CLOSE:
+            self._queue.clear()
+        self._wake()
+
+    def close(self) -> None:
+        """Stop receiving; a pending or later ``__anext__`` ends the iteration."""
+        self._end()
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close(self)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> T:
+        while True:
+            if self._queue:
+                return self._queue.popleft()
+            if self._closed:
+                raise StopAsyncIteration
+            await self._wait()
+
+    async def _wait(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
