@@ -23,7 +23,6 @@ from ._model import (
     InterfaceSelector,
     Plan,
     SendResult,
-    _tx_identity,
     parse_group,
     plan_changes,
     select_interfaces,
@@ -223,7 +222,7 @@ class MulticastEndpoint:
             _log.warning("%s\nwaiting for an interface to become usable", why)
         self._state = "open"
         try:
-            failures = self._apply(plan_changes({}, desired))
+            failures = self._apply(plan_changes({}, desired, self._group.family))
             # Joins refused on every usable interface are a setup error (too many
             # sources, a cap): a retry would not fix them, so fail at once.
             if desired and not self._members:
@@ -309,6 +308,9 @@ class MulticastEndpoint:
             member.iface = new
             self._names[new.index] = new.name
             _log.info("updated %s (index %d) for %s", new.name, new.index, self._group_str)
+        for iface in plan.refresh:
+            self._members[iface.index].iface = iface
+            self._names[iface.index] = iface.name
         for iface in plan.add:
             try:
                 self._add_member(iface)
@@ -410,19 +412,8 @@ class MulticastEndpoint:
             return False
         desired = desired_interfaces(snapshot, self._group, self._selector)
         before = {idx: m.iface for idx, m in self._members.items()}
-        plan = plan_changes(before, desired)
+        plan = plan_changes(before, desired, self._group.family)
         failures = self._apply(plan) if plan else []
-        want = {i.index: i for i in desired}
-        for idx, member in self._members.items():
-            new = want.get(idx)
-            # Flags or extra addresses that need no new socket: just remember them.
-            if (
-                new is not None
-                and new != member.iface
-                and _tx_identity(new) == _tx_identity(member.iface)
-            ):
-                member.iface = new
-                self._names[idx] = new.name
         fresh = {i.index for i in plan.add}
         for idx in sorted(reannounce):
             if idx in self._members and idx not in fresh:

@@ -226,14 +226,19 @@ class Plan:
 
     add: tuple[Interface, ...] = ()
     remove: tuple[Interface, ...] = ()
-    # (old, new) pairs: same index, but the addresses or flags that matter moved.
+    # (old, new) pairs: same index, but the transmit socket must be rebuilt.
     change: tuple[tuple[Interface, Interface], ...] = ()
+    # Same index and transmit socket; only the recorded value moved (flags, name,
+    # addresses the sockets do not depend on).
+    refresh: tuple[Interface, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.add or self.remove or self.change)
+        return bool(self.add or self.remove or self.change or self.refresh)
 
 
-def plan_changes(current: Mapping[int, Interface], desired: Sequence[Interface]) -> Plan:
+def plan_changes(
+    current: Mapping[int, Interface], desired: Sequence[Interface], family: socket.AddressFamily
+) -> Plan:
     """Diff the joined interfaces (keyed by index) against the desired set.
 
     Keyed by index, not name: an interface deleted and re-created under the same
@@ -242,21 +247,25 @@ def plan_changes(current: Mapping[int, Interface], desired: Sequence[Interface])
     want = {i.index: i for i in desired}
     add = tuple(i for idx, i in want.items() if idx not in current)
     remove = tuple(i for idx, i in current.items() if idx not in want)
-    change = tuple(
-        (current[idx], i)
-        for idx, i in want.items()
-        if idx in current and _tx_identity(current[idx]) != _tx_identity(i)
-    )
-    return Plan(add=add, remove=remove, change=change)
+    change: list[tuple[Interface, Interface]] = []
+    refresh: list[Interface] = []
+    for idx, new in want.items():
+        old = current.get(idx)
+        if old is None or old == new:
+            continue
+        if _tx_source(old, family) != _tx_source(new, family):
+            change.append((old, new))
+        else:
+            refresh.append(new)
+    return Plan(add=add, remove=remove, change=tuple(change), refresh=tuple(refresh))
 
 
-def _tx_identity(iface: Interface) -> tuple[object, ...]:
-    # A transmit socket depends on the name and the source address it was built with.
-    return (
-        iface.name,
-        iface.ipv4[0].ip if iface.ipv4 else None,
-        tuple(a.ip for a in iface.ipv6),
-    )
+def _tx_source(iface: Interface, family: socket.AddressFamily) -> object:
+    # An IPv4 transmit socket is built with the interface's first address as its
+    # source; an IPv6 one names only the index and the kernel picks each source.
+    if family == socket.AF_INET:
+        return iface.ipv4[0].ip if iface.ipv4 else None
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,19 +79,20 @@ def test_plan_changes_follows_ipv6_address_changes() -> None:
     # eth1 gains a global address (DAD done), eth2 gets a second one.
     eth1 = Interface("eth1", 3, ipv6=v6if("fe80::1/64", "fd00:1::1/64"))
     eth2 = Interface("eth2", 4, ipv6=v6if("fe80::2/64", "fd00:2::1/64", "fd00:2::9/64"))
-    plan = plan_changes(current, select_interfaces((eth1, eth2), site, None))
+    plan = plan_changes(current, select_interfaces((eth1, eth2), site, None), site.family)
     assert plan.add == (eth1,)
     assert plan.remove == ()
-    assert plan.change == ((GLOBAL, eth2),)
+    # The kernel picks IPv6 sources per datagram: the transmit socket stays.
+    assert (plan.change, plan.refresh) == ((), (eth2,))
     # eth2 loses its last global address: a site-scope group can no longer use it.
     eth2_ll = Interface("eth2", 4, ipv6=v6if("fe80::2/64"))
     joined = {3: eth1, 4: eth2}
-    plan = plan_changes(joined, select_interfaces((eth1, eth2_ll), site, None))
+    plan = plan_changes(joined, select_interfaces((eth1, eth2_ll), site, None), site.family)
     assert (plan.add, plan.remove, plan.change) == ((), (eth2,), ())
-    # ... while a link-scope group keeps it and only refreshes the transmit socket.
+    # ... while a link-scope group keeps it, with the same transmit socket.
     link = parse_group("ff02::4242")
-    plan = plan_changes(joined, select_interfaces((eth1, eth2_ll), link, None))
-    assert (plan.add, plan.remove, plan.change) == ((), (), ((eth2, eth2_ll),))
+    plan = plan_changes(joined, select_interfaces((eth1, eth2_ll), link, None), link.family)
+    assert (plan.add, plan.remove, plan.change, plan.refresh) == ((), (), (), (eth2_ll,))
 
 
 @pytest.mark.parametrize(

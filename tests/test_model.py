@@ -147,20 +147,23 @@ def test_plan_changes_add_remove_change() -> None:
     eth0 = iface("eth0", 2, "10.0.0.5/24")
     eth1 = iface("eth1", 3, "10.0.1.5/24")
     current = {2: eth0, 3: eth1}
-    assert not plan_changes(current, [eth0, eth1])
-    # A second address after the first does not change the source address.
-    assert not plan_changes(current, [iface("eth0", 2, "10.0.0.5/24", "10.0.0.6/24"), eth1])
+    assert not plan_changes(current, [eth0, eth1], socket.AF_INET)
+    # A second address after the first keeps the source address: no new socket.
+    two = iface("eth0", 2, "10.0.0.5/24", "10.0.0.6/24")
+    plan = plan_changes(current, [two, eth1], socket.AF_INET)
+    assert (plan.add, plan.remove, plan.change, plan.refresh) == ((), (), (), (two,))
     moved = iface("eth1", 3, "10.0.1.77/24")
-    plan = plan_changes(current, [eth0, moved])
+    plan = plan_changes(current, [eth0, moved], socket.AF_INET)
     assert plan.change == ((eth1, moved),)
+    assert not plan.refresh
     assert not plan.add
     assert not plan.remove
     # Re-created under the same name: new index, so a leave and a fresh join.
     reborn = iface("eth1", 9, "10.0.1.5/24")
-    plan = plan_changes(current, [eth0, reborn])
+    plan = plan_changes(current, [eth0, reborn], socket.AF_INET)
     assert plan.add == (reborn,)
     assert plan.remove == (eth1,)
-    plan = plan_changes({}, [eth0])
+    plan = plan_changes({}, [eth0], socket.AF_INET)
     assert plan.add == (eth0,)
 
 
@@ -183,3 +186,13 @@ def test_parse_if_inet6_reports_tentative_and_failed() -> None:
         "eth0": {ipaddress.IPv6Address("fe80::fc:ff:fe00:1")},
         "eth1": {ipaddress.IPv6Address("2001:db8::9")},
     }
+
+
+def test_ipv6_address_changes_never_rebuild_sockets() -> None:
+    # IPv6 transmit sockets name only the index; the kernel picks each source.
+    old = iface("eth0", 2, "10.0.0.5/24", "fd00::5/64")
+    new = iface("eth0", 2, "10.0.0.9/24", "fd00::9/64")
+    v6 = plan_changes({2: old}, [new], socket.AF_INET6)
+    assert (v6.change, v6.refresh) == ((), (new,))
+    v4 = plan_changes({2: old}, [new], socket.AF_INET)
+    assert (v4.change, v4.refresh) == (((old, new),), ())

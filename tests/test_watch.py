@@ -111,17 +111,17 @@ def test_carrier_loss_and_return_plans_leave_then_join() -> None:
     # The re-announce on carrier return rests on this: ineligible, then eligible again.
     up = iface("eth1", 3, "10.0.1.1/24")
     down = iface("eth1", 3, "10.0.1.1/24", running=False)
-    plan = plan_changes(by_index(up), desired_interfaces((down,), G4, None))
+    plan = plan_changes(by_index(up), desired_interfaces((down,), G4, None), G4.family)
     assert plan.remove == (up,)
-    plan = plan_changes({}, desired_interfaces((up,), G4, None))
+    plan = plan_changes({}, desired_interfaces((up,), G4, None), G4.family)
     assert plan.add == (up,)
 
 
 def test_second_address_needs_no_new_membership() -> None:
     one = iface("eth0", 2, "10.0.0.1/24")
     two = iface("eth0", 2, "10.0.0.1/24", "10.0.0.2/24")
-    plan = plan_changes(by_index(one), desired_interfaces((two,), G4, None))
-    assert not plan
+    plan = plan_changes(by_index(one), desired_interfaces((two,), G4, None), G4.family)
+    assert (plan.add, plan.remove, plan.change, plan.refresh) == ((), (), (), (two,))
 
 
 # -- Backoff and CarrierTracker --------------------------------------------------------
