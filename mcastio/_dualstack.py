@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
-from ._endpoint import MulticastEndpoint, SnapshotSource
+from ._endpoint import DEFAULT_RECEIVE_BUFFER, MulticastEndpoint, SnapshotSource
 from ._errors import EndpointClosedError, MulticastError
 from ._model import Datagram, InterfaceSelector, SendResult, parse_group, validate_queue_size
 from ._subscription import Subscription
@@ -63,6 +63,8 @@ class DualStackEndpoint:
         sources_v6: Sequence[str] | None = None,
         require_both: bool = False,
         snapshot_source: SnapshotSource | None = None,
+        watch: bool = True,
+        receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
     ) -> None:
         if parse_group(group_v4).family != socket.AF_INET:
             raise ValueError(
@@ -81,6 +83,8 @@ class DualStackEndpoint:
                 queue_size=queue_size,
                 snapshot_source=snapshot_source,
                 sources=sources,
+                watch=watch,
+                receive_buffer=receive_buffer,
             )
             for group, sources in ((group_v4, sources_v4), (group_v6, sources_v6))
         )
@@ -235,6 +239,10 @@ async def open_dual_stack(
     loopback: bool = False,
     queue_size: int = 1024,
     require_both: bool = False,
+    sources_v4: Sequence[str] | None = None,
+    sources_v6: Sequence[str] | None = None,
+    watch: bool = True,
+    receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
 ) -> DualStackEndpoint:
     """A started :class:`DualStackEndpoint`; close it with ``aclose()`` or ``async with``."""
     endpoint = DualStackEndpoint(
@@ -246,6 +254,10 @@ async def open_dual_stack(
         loopback=loopback,
         queue_size=queue_size,
         require_both=require_both,
+        sources_v4=sources_v4,
+        sources_v6=sources_v6,
+        watch=watch,
+        receive_buffer=receive_buffer,
     )
     await endpoint.start()
     return endpoint

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from ._endpoint import DEFAULT_RECEIVE_BUFFER, MulticastEndpoint
 from ._model import Datagram, InterfaceSelector, SendResult
+from ._watch import InterfaceEvent
 
 __all__ = ["MulticastProtocol", "MulticastTransport", "create_multicast_endpoint"]
 
@@ -115,8 +116,16 @@ async def create_multicast_endpoint(
     queue_size: int = 1024,
     sources: Sequence[str] | None = None,
     receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
+    watch: bool = True,
+    poll_interval: float = 1.0,
+    netlink: bool = True,
+    on_interface_event: Callable[[InterfaceEvent], None] | None = None,
 ) -> tuple[MulticastTransport, P]:
-    """Like ``loop.create_datagram_endpoint``, joined and sending on every interface."""
+    """Like ``loop.create_datagram_endpoint``, joined and sending on every interface.
+
+    The keyword arguments are :class:`MulticastEndpoint`'s; the endpoint is
+    ``transport.endpoint``.
+    """
     endpoint = MulticastEndpoint(
         group,
         port,
@@ -126,6 +135,10 @@ async def create_multicast_endpoint(
         queue_size=queue_size,
         sources=sources,
         receive_buffer=receive_buffer,
+        watch=watch,
+        poll_interval=poll_interval,
+        netlink=netlink,
+        on_interface_event=on_interface_event,
     )
     await endpoint.start()
     protocol = protocol_factory()

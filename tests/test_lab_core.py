@@ -372,3 +372,27 @@ def test_protocol_entry_plugs_in_a_datagram_protocol(lab: Lab) -> None:
     # Each peer's listener also hears its own peer's send (loopback inside the peer).
     expected = [[b"proto", b"sendto", f"from-{link.index}".encode()] for link in lab.link]
     assert [listener.lines() for listener in listeners] == expected
+
+
+def test_protocol_entry_passes_endpoint_options_through(lab: Lab) -> None:
+    async def main() -> tuple[str, str, list[str]]:
+        transport, _ = await mcastio.create_multicast_endpoint(
+            asyncio.DatagramProtocol, GROUP, PORT, interfaces=["eth2"], watch=False
+        )
+        try:
+            off = transport.endpoint.watch_mode
+            names = [i.name for i in transport.endpoint.interfaces]
+        finally:
+            transport.close()
+        watched, _ = await mcastio.create_multicast_endpoint(
+            asyncio.DatagramProtocol, GROUP, PORT, netlink=False, poll_interval=5
+        )
+        try:
+            polling = watched.endpoint.watch_mode
+        finally:
+            watched.close()
+        await asyncio.sleep(0.05)
+        return off, polling, names
+
+    with lab.inside():
+        assert run(main()) == ("off", "poll", ["eth2"])
