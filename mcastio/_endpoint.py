@@ -84,11 +84,24 @@ class _Receiver:
         self.joined: set[int] = set()
 
 
-@dataclass(slots=True)
 class _Member:
-    iface: Interface
-    receiver: _Receiver
-    tx: socket.socket
+    """One joined interface: its receive socket and its transmit socket."""
+
+    __slots__ = ("iface", "ok", "receiver", "send", "tx")
+
+    def __init__(self, iface: Interface, receiver: _Receiver, tx: socket.socket) -> None:
+        self.receiver = receiver
+        self.tx = tx
+        self.update(iface, tx)
+
+    def update(self, iface: Interface, tx: socket.socket | None = None) -> None:
+        self.iface = iface
+        if tx is not None:
+            self.tx = tx
+        # Bound once here, not looked up on every send: send_all is measured
+        # against bare sendto calls.
+        self.send = self.tx.sendto
+        self.ok = OkResults(iface.name)
 
 
 class MulticastEndpoint:
@@ -146,6 +159,8 @@ class MulticastEndpoint:
         self._state = "new"  # new -> open -> closed
         self._receivers: list[_Receiver] = []
         self._members: dict[int, _Member] = {}
+        # A live view, kept so the send path skips one method call per datagram.
+        self._member_view = self._members.values()
         self._names: dict[int, str] = {}
         self._subs: dict[int, weakref.ref[Subscription]] = {}
         self._extra_sinks: list[Sink] = []
@@ -164,7 +179,6 @@ class MulticastEndpoint:
         self._event_streams: weakref.WeakSet[InterfaceEventStream] = weakref.WeakSet()
         # Receive/send hot-path caches, see _on_readable and send_all_nowait.
         self._arrivals: dict[tuple[int, int, bytes], int] = {}
-        self._ok_results = OkResults()
         self._receive_buffer = validate_receive_buffer(receive_buffer)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -304,12 +318,11 @@ class MulticastEndpoint:
                 failures.append(exc)
                 continue
             member.tx.close()
-            member.tx = tx
-            member.iface = new
+            member.update(new, tx)
             self._names[new.index] = new.name
             _log.info("updated %s (index %d) for %s", new.name, new.index, self._group_str)
         for iface in plan.refresh:
-            self._members[iface.index].iface = iface
+            self._members[iface.index].update(iface)
             self._names[iface.index] = iface.name
         for iface in plan.add:
             try:
@@ -610,10 +623,9 @@ class MulticastEndpoint:
             data = self._check_send(data)
         results: list[SendResult] = []
         dest = self._dest
-        ok = self._ok_results
-        for member in self._members.values():
+        for member in self._member_view:
             try:
-                results.append(ok[(member.iface.name, member.tx.sendto(data, dest))])
+                results.append(member.ok[member.send(data, dest)])
             except OSError as exc:
                 results.append(SendResult(member.iface.name, exc))
         return tuple(results)

@@ -33,21 +33,25 @@ def new_datagram(data: bytes, source: Any, group: str, interface: str) -> Datagr
     return dgram
 
 
-class OkResults(dict[tuple[str, int], SendResult]):
-    """Successful :class:`SendResult` values, shared per (interface, size).
+class OkResults(dict[int, SendResult]):
+    """Successful :class:`SendResult` values of one interface, shared per size.
 
     A result is an immutable value, so every successful send of the same size on
     the same interface can hand back the same instance instead of building one.
-    ``results[(interface, sent)]`` is a plain dict hit after the first time.
+    ``results[sent]`` is a plain dict hit after the first time.
     """
 
-    __slots__ = ()
+    __slots__ = ("interface",)
 
     #: Results remembered per instance; beyond that, results are built afresh.
     LIMIT = 256
 
-    def __missing__(self, key: tuple[str, int]) -> SendResult:
-        result = SendResult(key[0], None, key[1])
+    def __init__(self, interface: str) -> None:
+        super().__init__()
+        self.interface = interface
+
+    def __missing__(self, sent: int) -> SendResult:
+        result = SendResult(self.interface, None, sent)
         if len(self) < self.LIMIT:
-            self[key] = result
+            self[sent] = result
         return result

@@ -22,14 +22,14 @@ def test_new_datagram_equals_the_dataclass_constructor() -> None:
 
 
 def test_ok_results_are_equal_values_and_bounded() -> None:
-    cache = OkResults()
-    first = cache["eth0", 10]
+    cache = OkResults("eth0")
+    first = cache[10]
     assert first == SendResult("eth0", None, 10)
     assert first.ok
-    assert cache["eth0", 10] is first
-    assert cache["eth1", 10] == SendResult("eth1", None, 10)
+    assert cache[10] is first
+    assert cache[11] == SendResult("eth0", None, 11)
     for size in range(2 * OkResults.LIMIT):
-        assert cache["eth2", size] == SendResult("eth2", None, size)
+        assert cache[size] == SendResult("eth0", None, size)
     assert len(cache) == OkResults.LIMIT
 
 
