@@ -18,7 +18,7 @@ from types import TracebackType
 
 from ._endpoint import DEFAULT_RECEIVE_BUFFER, MulticastEndpoint, SnapshotSource
 from ._errors import EndpointClosedError, MulticastError
-from ._model import Datagram, InterfaceSelector, SendResult, parse_group, validate_queue_size
+from ._model import InterfaceSelector, SendResult, parse_group, validate_queue_size
 from ._subscription import Subscription
 
 __all__ = ["DualSendResult", "DualStackEndpoint", "open_dual_stack"]
@@ -184,27 +184,18 @@ class DualStackEndpoint:
         assert self._loop is not None
         size = self._queue_size if queue_size is None else validate_queue_size(queue_size)
         sub = Subscription(size)
-        endpoints = self._open
+        # Each endpoint feeds it through a weak reference and detaches on its own
+        # when the subscription is collected; close() detaches from both.
+        detaches = [endpoint._attach(sub) for endpoint in self._open]
         key = id(sub)
 
-        def detach(_ref: object = None) -> None:
-            for endpoint in endpoints:
-                endpoint._remove_sink(sink)
+        def detach(*_: object) -> None:
+            for undo in detaches:
+                undo()
             self._subs.pop(key, None)
 
-        # A weak reference, as the endpoint keeps for its own subscribers: a
-        # subscription dropped without close() is collected and detaches itself.
-        ref = weakref.ref(sub, detach)
-
-        def sink(batch: list[Datagram]) -> None:
-            target = ref()
-            if target is not None:
-                target._feed(batch)
-
-        for endpoint in endpoints:
-            endpoint._add_sink(sink)
         sub._on_close = detach
-        self._subs[key] = ref
+        self._subs[key] = weakref.ref(sub)
         return sub
 
     def __aiter__(self) -> Subscription:

@@ -34,6 +34,7 @@ from ._model import (
     validate_sources,
     validate_ttl,
 )
+from ._stream import DropTally
 from ._subscription import BatchSubscription, Subscription
 from ._watch import InterfaceEvent, desired_interfaces, interface_events
 from ._watcher import InterfaceEventStream, Watcher
@@ -163,12 +164,13 @@ class MulticastEndpoint:
         self._member_view = self._members.values()
         self._names: dict[int, str] = {}
         self._subs: dict[int, weakref.ref[Subscription]] = {}
-        self._extra_sinks: list[Sink] = []
+        # Called with every batch; a tuple, so a sink added or removed while a
+        # batch is handed out does not disturb that loop.
         self._sinks: tuple[Sink, ...] = ()
         self._received = 0
         self._not_for_group = 0
         self._truncated = 0
-        self._dropped_by_gone = 0
+        self._drops = DropTally()
         self._watcher: Watcher | None = None
         if watch:
             self._watcher = Watcher(self._reconcile, netlink=netlink, poll_interval=poll_interval)
@@ -256,9 +258,10 @@ class MulticastEndpoint:
         """Leave the group, close every socket and end every iterator. Idempotent."""
         if self._state == "closed":
             return
+        # Release everything first: nothing the watcher did can keep sockets open.
+        self._teardown()
         if self._watcher is not None:
             await self._watcher.stop()
-        self._teardown()
 
     def _teardown(self) -> None:
         self._state = "closed"
@@ -273,7 +276,6 @@ class MulticastEndpoint:
                 sub._on_close = None
                 sub._end()
         self._subs.clear()
-        self._extra_sinks.clear()
         self._sinks = ()
         for member in self._members.values():
             member.tx.close()
@@ -475,24 +477,41 @@ class MulticastEndpoint:
         """A new independent reader; ``async for dgram in ep`` makes one implicitly.
 
         Datagrams that arrive before the first subscriber exists are not kept, so
-        subscribe before sending a request whose answers you want.
+        subscribe before sending a request whose answers you want. A subscription
+        ends when closed, when the endpoint closes, or when it is garbage-collected
+        (as after ``break`` out of ``async for dgram in ep``).
         """
         if self._state != "open":
             raise EndpointClosedError(
                 "subscribe() needs a started endpoint: use 'async with' or await start()"
             )
-        assert self._loop is not None
         size = self._queue_size if queue_size is None else validate_queue_size(queue_size)
-        sub = Subscription(size)
+        sub = Subscription(size, self._drops)
+        sub._on_close = self._attach(sub)
+        return sub
+
+    def _attach(self, sub: Subscription) -> Callable[..., None]:
+        """Feed ``sub`` until it is closed or collected; returns the detach function.
+
+        The endpoint holds it only weakly: an abandoned iterator must not be fed
+        (and hold ``queue_size`` datagrams) for the endpoint's whole life.
+        """
         key = id(sub)
 
-        def gone(_ref: weakref.ref[Subscription]) -> None:
-            self._forget(key)
+        def detach(*_: object) -> None:
+            if self._subs.pop(key, None) is not None:
+                self._remove_sink(feed)
 
-        self._subs[key] = weakref.ref(sub, gone)
-        sub._on_close = lambda s: self._forget(id(s), s.dropped)
-        self._rebuild_sinks()
-        return sub
+        ref = weakref.ref(sub, detach)
+
+        def feed(batch: list[Datagram]) -> None:
+            target = ref()
+            if target is not None:
+                target._feed(batch)
+
+        self._subs[key] = ref
+        self._add_sink(feed)
+        return detach
 
     def __aiter__(self) -> Subscription:
         return self.subscribe()
@@ -509,36 +528,17 @@ class MulticastEndpoint:
         max_batch = validate_max_batch(max_batch)
         return BatchSubscription(self.subscribe(queue_size), max_batch)
 
-    def _forget(self, key: int, dropped: int = 0) -> None:
-        if self._subs.pop(key, None) is not None:
-            self._dropped_by_gone += dropped
-            self._rebuild_sinks()
-
     def _add_sink(self, sink: Sink) -> None:
-        self._extra_sinks.append(sink)
-        self._rebuild_sinks()
+        self._sinks = (*self._sinks, sink)
 
     def _remove_sink(self, sink: Sink) -> None:
-        if sink in self._extra_sinks:
-            self._extra_sinks.remove(sink)
-            self._rebuild_sinks()
-
-    def _rebuild_sinks(self) -> None:
-        feeds: list[Sink] = []
-        for ref in self._subs.values():
-            sub = ref()
-            if sub is not None:
-                feeds.append(sub._feed)
-        self._sinks = (*feeds, *self._extra_sinks)
+        self._sinks = tuple(s for s in self._sinks if s is not sink)
 
     @property
     def stats(self) -> EndpointStats:
-        dropped = self._dropped_by_gone
-        for ref in self._subs.values():
-            sub = ref()
-            if sub is not None:
-                dropped += sub.dropped
-        return EndpointStats(self._received, self._not_for_group, self._truncated, dropped)
+        return EndpointStats(
+            self._received, self._not_for_group, self._truncated, self._drops.total
+        )
 
     def _on_readable(self, sock: socket.socket) -> None:
         batch: list[Datagram] = []

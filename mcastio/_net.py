@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import logging
 import socket
 import struct
 from collections.abc import Sequence
@@ -25,6 +26,8 @@ __all__ = [
     "open_sender",
     "parse_pktinfo",
 ]
+
+_log = logging.getLogger("mcastio")
 
 # Python's socket module lacks several Linux constants; values from the uapi headers.
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
@@ -124,7 +127,12 @@ def join(sock: socket.socket, group: Group, iface: Interface, sources: Sequence[
             done.append(source)
     except OSError as exc:
         for source in done:
-            _leave_one(sock, group, iface, source)
+            try:
+                _leave_one(sock, group, iface, source)
+            except OSError as undo_exc:
+                # The join error below is the one to report; this leftover (S,G)
+                # dies with the socket or the interface.
+                _log.warning("could not undo the join of %s on %s: %s", group, iface.name, undo_exc)
         if exc.errno == errno.ENOBUFS and done:
             # The group is joined, so the cap hit is the per-socket source-filter size;
             # another socket would hit it as well.

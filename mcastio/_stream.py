@@ -17,21 +17,31 @@ if TYPE_CHECKING:
     # Type-checking only: no runtime dependency on typing_extensions for Python 3.10.
     from typing_extensions import Self
 
-__all__ = ["BoundedStream"]
+__all__ = ["BoundedStream", "DropTally"]
 
 T = TypeVar("T")
+
+
+class DropTally:
+    """A running total of drops, shared by an owner's streams so it never decreases."""
+
+    __slots__ = ("total",)
+
+    def __init__(self) -> None:
+        self.total = 0
 
 
 class BoundedStream(Generic[T]):
     """A reader of at most ``queue_size`` queued items, ending on :meth:`close`."""
 
-    __slots__ = ("__weakref__", "_closed", "_on_close", "_queue", "_waiter", "dropped")
+    __slots__ = ("__weakref__", "_closed", "_on_close", "_queue", "_tally", "_waiter", "dropped")
 
     #: Whether close() discards what is still queued (else the reader drains it first).
     _DISCARD_ON_CLOSE: ClassVar[bool] = True
 
-    def __init__(self, queue_size: int) -> None:
+    def __init__(self, queue_size: int, tally: DropTally | None = None) -> None:
         self._queue: deque[T] = deque(maxlen=queue_size)
+        self._tally = tally
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
         # Set by the owner so that close() also stops feeding this stream.
@@ -52,6 +62,8 @@ class BoundedStream(Generic[T]):
         overflow = len(queue) + len(items) - queue.maxlen  # type: ignore[operator]
         if overflow > 0:
             self.dropped += overflow
+            if self._tally is not None:
+                self._tally.total += overflow
         queue.extend(items)
         self._wake()
 
@@ -85,6 +97,11 @@ class BoundedStream(Generic[T]):
             await self._wait()
 
     async def _wait(self) -> None:
+        if self._waiter is not None:
+            # One wake-up slot: a second waiting task would never be woken.
+            raise RuntimeError(
+                "another task is already reading this stream; give each task its own"
+            )
         waiter = asyncio.get_running_loop().create_future()
         self._waiter = waiter
         try:

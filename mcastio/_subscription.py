@@ -26,6 +26,8 @@ class Subscription(BoundedStream[Datagram]):
 
         Returns an empty list once the subscription has ended.
         """
+        if max_items is not None and max_items < 1:
+            raise ValueError(f"max_items must be a positive integer or None, not {max_items!r}")
         while not self._queue:
             if self._closed:
                 return []

@@ -9,7 +9,6 @@ a lost or misread message can never leave it wrong for long.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from collections.abc import Callable, Iterable
@@ -97,6 +96,20 @@ class Watcher:
         if self._sock is not None:
             loop.add_reader(self._sock.fileno(), self._on_readable)
         self._task = loop.create_task(self._run(), name="mcastio-watcher")
+        self._task.add_done_callback(self._on_done)
+
+    def _on_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        # A bug (say, an interfaces= predicate that raises) ends the watching, not
+        # the endpoint; report it where asyncio reports any failed callback.
+        task.get_loop().call_exception_handler(
+            {
+                "message": "mcastio interface watcher stopped; interfaces are no longer followed",
+                "exception": task.exception(),
+                "task": task,
+            }
+        )
 
     def trigger(self) -> None:
         """Ask for a reconcile soon (after the debounce delay)."""
@@ -173,12 +186,15 @@ class Watcher:
             self._task.cancel()
 
     async def stop(self) -> None:
-        task = self._task
-        self.cancel()
-        if task is not None and task is not asyncio.current_task():
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._task = None
+        task, self._task = self._task, None
+        self._close_socket()
+        if task is None:
+            return
+        task.cancel()
+        if task is not asyncio.current_task():
+            # wait() neither raises the task's outcome nor swallows a cancellation
+            # aimed at the caller (asyncio.timeout around aclose() must still work).
+            await asyncio.wait({task})
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> bool:

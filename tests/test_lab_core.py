@@ -396,3 +396,43 @@ def test_protocol_entry_passes_endpoint_options_through(lab: Lab) -> None:
 
     with lab.inside():
         assert run(main()) == ("off", "poll", ["eth2"])
+
+
+def test_abandoned_iterators_are_released_and_drops_stay_counted(lab: Lab) -> None:
+    async def main() -> None:
+        async with mcastio.MulticastEndpoint(GROUP, PORT, queue_size=1) as ep:
+            link = lab.link[1]
+            for n in range(3):
+                abandoned = aiter(ep)  # what "async for dgram in ep" makes
+                await asyncio.to_thread(lab.peer_send, link, GROUP, PORT, f"{n}\n".encode())
+                async for _ in abandoned:
+                    break
+                del abandoned
+            kept = ep.subscribe()
+            for n in range(3):
+                await asyncio.to_thread(lab.peer_send, link, GROUP, PORT, f"x{n}\n".encode())
+            await collect(kept, 10, timeout=0.3)
+            # Only the live subscription is still fed; the abandoned ones are gone.
+            assert len(ep._sinks) == 1
+            dropped = ep.stats.dropped
+        assert dropped >= 1
+        assert ep.stats.dropped == dropped  # closing does not forget drops
+
+    with lab.inside():
+        run(main())
+
+
+def test_two_tasks_cannot_share_one_subscription(lab: Lab) -> None:
+    async def main() -> None:
+        async with mcastio.MulticastEndpoint(GROUP, PORT) as ep:
+            sub = ep.subscribe()
+            first = asyncio.create_task(sub.__anext__())
+            await asyncio.sleep(0)
+            with pytest.raises(RuntimeError, match="already reading"):
+                await sub.__anext__()
+            sub.close()
+            with pytest.raises(StopAsyncIteration):
+                await first
+
+    with lab.inside():
+        run(main())
