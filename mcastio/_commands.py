@@ -148,6 +148,10 @@ async def _listen(
     ) as ep:
         tally.interfaces = [i.name for i in ep.interfaces]
         status = sys.stderr if args.json else out
+        if not tally.interfaces:
+            # The endpoint would wait for one to appear; a listener that hears
+            # nothing for a reason it never states is the silent failure we avoid.
+            raise MulticastError(f"no interface can carry {group} on this host now")
         print(
             f"listening on {group}:{port} on {', '.join(tally.interfaces)}",
             file=status,
@@ -219,10 +223,15 @@ async def _send(group: Group, port: int, args: argparse.Namespace, out: TextIO) 
         ttl=args.ttl,
         loopback=args.loopback,
     ) as ep:
-        joined = {i.name for i in ep.interfaces}
         for n in range(1, args.count + 1):
             if n > 1:
                 await asyncio.sleep(args.interval)
+            # Read each round: the endpoint follows interfaces while it runs.
+            joined = {i.name for i in ep.interfaces}
+            if not joined:
+                print(f"#{n:<4} no interface can carry {group} right now", file=out, flush=True)
+                ok = False
+                continue
             if args.interface:
                 results = []
                 for name in args.interface:
@@ -233,6 +242,8 @@ async def _send(group: Group, port: int, args: argparse.Namespace, out: TextIO) 
                         continue
                     try:
                         results.append(await ep.send(payload, interface=name))
+                    except ValueError as exc:  # it went away since the round began
+                        results.append(SendResult(name, OSError(str(exc))))
                     except MulticastError as exc:
                         cause = exc.__cause__
                         error = cause if isinstance(cause, OSError) else OSError(str(exc))

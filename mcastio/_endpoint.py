@@ -88,11 +88,13 @@ class _Receiver:
 class _Member:
     """One joined interface: its receive socket and its transmit socket."""
 
-    __slots__ = ("iface", "ok", "receiver", "send", "tx")
+    __slots__ = ("iface", "ok", "receiver", "send", "tx", "writable")
 
     def __init__(self, iface: Interface, receiver: _Receiver, tx: socket.socket) -> None:
         self.receiver = receiver
         self.tx = tx
+        # Set while a send waits for this socket to drain (see _send_when_writable).
+        self.writable: asyncio.Future[None] | None = None
         self.update(iface, tx)
 
     def update(self, iface: Interface, tx: socket.socket | None = None) -> None:
@@ -256,10 +258,11 @@ class MulticastEndpoint:
 
     async def aclose(self) -> None:
         """Leave the group, close every socket and end every iterator. Idempotent."""
-        if self._state == "closed":
-            return
         # Release everything first: nothing the watcher did can keep sockets open.
-        self._teardown()
+        if self._state != "closed":
+            self._teardown()
+        # Also after a synchronous _teardown() (MulticastTransport.close): wait for
+        # the cancelled watcher task to finish. Does nothing the second time.
         if self._watcher is not None:
             await self._watcher.stop()
 
@@ -278,7 +281,7 @@ class MulticastEndpoint:
         self._subs.clear()
         self._sinks = ()
         for member in self._members.values():
-            member.tx.close()
+            self._close_tx(member)
         self._members.clear()
         for receiver in self._receivers:
             if self._loop is not None:
@@ -319,7 +322,7 @@ class MulticastEndpoint:
                 _log.warning("keeping the old transmit socket on %s: %s", new.name, exc)
                 failures.append(exc)
                 continue
-            member.tx.close()
+            self._close_tx(member)
             member.update(new, tx)
             self._names[new.index] = new.name
             _log.info("updated %s (index %d) for %s", new.name, new.index, self._group_str)
@@ -391,7 +394,7 @@ class MulticastEndpoint:
 
     def _drop_member(self, index: int) -> None:
         member = self._members.pop(index)
-        member.tx.close()
+        self._close_tx(member)
         self._leave(member.receiver, member.iface)
 
     # -- watching ------------------------------------------------------------------
@@ -454,7 +457,7 @@ class MulticastEndpoint:
         except MulticastError:
             # Now joined nowhere on this interface: drop it so the retry re-adds it whole.
             del self._members[index]
-            member.tx.close()
+            self._close_tx(member)
             member.receiver.joined.discard(index)
             self._close_receiver_if_empty(member.receiver)
             raise
@@ -692,23 +695,36 @@ class MulticastEndpoint:
         self, member: _Member, payload: bytes | bytearray | memoryview
     ) -> SendResult:
         assert self._loop is not None
-        loop = self._loop
-        fd = member.tx.fileno()
-        waiter: asyncio.Future[None] = loop.create_future()
-
-        def wake() -> None:
-            if not waiter.done():
-                waiter.set_result(None)
-
-        loop.add_writer(fd, wake)
+        name = member.iface.name
+        tx = member.tx
+        if tx.fileno() == -1:
+            return SendResult(name, _net.gone_error(name))
+        waiter = member.writable
+        if waiter is None:
+            # asyncio keeps one writer per descriptor: concurrent senders share it.
+            waiter = member.writable = self._loop.create_future()
+            self._loop.add_writer(tx.fileno(), self._on_writable, member)
         try:
-            await asyncio.wait_for(waiter, 1.0)
-        except asyncio.TimeoutError as exc:
-            return SendResult(member.iface.name, OSError(f"socket stayed full: {exc!r}"))
-        finally:
-            # Safe even if aclose() closed the socket meanwhile: the selector ignores EBADF.
-            loop.remove_writer(fd)
+            await asyncio.wait_for(asyncio.shield(waiter), 1.0)
+        except asyncio.TimeoutError:
+            return SendResult(name, _net.still_full_error())
+        if member.tx is not tx or tx.fileno() == -1:
+            return SendResult(name, _net.gone_error(name))
         return self._send_member(member, payload)
+
+    def _on_writable(self, member: _Member) -> None:
+        assert self._loop is not None
+        self._loop.remove_writer(member.tx.fileno())
+        waiter, member.writable = member.writable, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _close_tx(self, member: _Member) -> None:
+        """Close a transmit socket, first waking anyone waiting for it to drain."""
+        if member.writable is not None and self._loop is not None:
+            # Unregister before close: a later socket may reuse the descriptor number.
+            self._on_writable(member)
+        member.tx.close()
 
 
 def _index_to_name(index: int) -> str:

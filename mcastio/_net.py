@@ -19,12 +19,14 @@ from ._model import Group, Interface
 __all__ = [
     "ANC_BUFSIZE",
     "RECV_BUFSIZE",
+    "gone_error",
     "is_gone_error",
     "join",
     "leave",
     "open_receiver",
     "open_sender",
     "parse_pktinfo",
+    "still_full_error",
 ]
 
 _log = logging.getLogger("mcastio")
@@ -177,6 +179,16 @@ def leave(sock: socket.socket, group: Group, iface: Interface, sources: Sequence
             _leave_one(sock, group, iface, source)
     except OSError as exc:
         raise MulticastError(f"cannot leave {group} on {iface.name}: {exc}") from exc
+
+
+def gone_error(ifname: str) -> OSError:
+    """What a send reports when its interface left while it waited."""
+    return OSError(errno.ENODEV, f"{ifname} went away before the send")
+
+
+def still_full_error() -> OSError:
+    """What a send reports when its socket buffer never drained."""
+    return OSError(errno.ENOBUFS, "the socket buffer stayed full for 1 s")
 
 
 def is_gone_error(exc: OSError) -> bool:

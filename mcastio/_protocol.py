@@ -87,12 +87,17 @@ class MulticastTransport(asyncio.DatagramTransport):
         if self._closing:
             return
         self._closing = True
+        # Sockets are released now, not in a task that loop shutdown may cancel
+        # before it ever runs; the task only waits for the watcher to finish.
+        self._endpoint._teardown()
         # Kept so the task is not garbage-collected before it finishes.
         self._close_task = asyncio.get_running_loop().create_task(self._close())
 
     async def _close(self) -> None:
-        await self._endpoint.aclose()
-        self._protocol.connection_lost(None)
+        try:
+            await self._endpoint.aclose()
+        finally:
+            self._protocol.connection_lost(None)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "interfaces":
@@ -141,7 +146,11 @@ async def create_multicast_endpoint(
         on_interface_event=on_interface_event,
     )
     await endpoint.start()
-    protocol = protocol_factory()
+    try:
+        protocol = protocol_factory()
+    except BaseException:
+        await endpoint.aclose()
+        raise
     transport = MulticastTransport(endpoint, protocol)
     sink: Callable[[list[Datagram]], None]
     if isinstance(protocol, MulticastProtocol):
@@ -158,5 +167,9 @@ async def create_multicast_endpoint(
         raise TypeError(f"protocol_factory must build a DatagramProtocol, not {protocol!r}")
 
     endpoint._add_sink(sink)
-    protocol.connection_made(transport)
+    try:
+        protocol.connection_made(transport)
+    except BaseException:
+        await endpoint.aclose()
+        raise
     return transport, protocol

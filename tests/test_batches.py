@@ -293,3 +293,30 @@ def test_send_all_waits_out_a_full_buffer_without_holding_up_the_others(lab: Lab
 
     with lab.inside():
         run(main())
+
+
+def test_concurrent_sends_share_the_wait_for_a_full_buffer(lab: Lab) -> None:
+    try:
+        lab.sh(lab.host, "tc qdisc add dev eth1 root tbf rate 400kbit burst 1600 latency 2s")
+    except LabError as exc:
+        pytest.skip(f"the tbf qdisc is not available here: {exc}")
+    payload = b"y" * 1400
+
+    async def main() -> None:
+        async with MulticastEndpoint(GROUP, PORT) as ep:
+            index = socket.if_nametoindex("eth1")
+            ep._members[index].tx.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)
+            for _ in range(50):
+                if isinstance(ep.send_nowait(payload, interface="eth1").error, BlockingIOError):
+                    break
+            else:
+                pytest.fail("eth1's send buffer never filled")
+            # asyncio allows one writer callback per descriptor: both waits must end.
+            first, second = await asyncio.gather(
+                ep.send(payload, interface="eth1"), ep.send(payload, interface="eth1")
+            )
+            assert first.ok
+            assert second.ok
+
+    with lab.inside():
+        run(main())

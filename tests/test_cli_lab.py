@@ -360,3 +360,17 @@ def test_doctor_flags_an_mld_querier_without_a_link_local_source(
         f["interface"] for f in findings if f["id"] == "no-querier" and "MLD" in f["message"]
     ]
     assert mld_missing == ["eth0"]
+
+
+def test_send_and_listen_say_so_when_no_interface_can_carry_the_group(
+    make_lab: Callable[..., Lab], capsys: pytest.CaptureFixture[str]
+) -> None:
+    lab = make_lab(links=1, ipv6=False)
+    lab.sh(lab.host, "ip link set eth0 down")
+    with lab.inside():
+        assert main(["send", "239.255.31.1:5031", "hello"]) == 1
+        out = capsys.readouterr().out
+        assert "no interface can carry 239.255.31.1 right now" in out
+        assert main(["listen", "239.255.31.1:5031", "--duration", "0.2"]) == 1
+        err = capsys.readouterr().err
+        assert "no interface can carry 239.255.31.1" in err
