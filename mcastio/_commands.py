@@ -89,6 +89,11 @@ def datagram_json(dgram: Datagram, when: datetime.datetime) -> str:
     )
 
 
+# Distinct sources remembered per interface: the set is fed from the network, so
+# past this the summary says "1024+" instead of growing.
+_MAX_SOURCES = 1024
+
+
 class _IfCount:
     __slots__ = ("datagrams", "octets", "sources")
 
@@ -111,7 +116,8 @@ class Tally:
         count = self.counts.setdefault(dgram.interface, _IfCount())
         count.datagrams += 1
         count.octets += len(dgram.data)
-        count.sources.add(dgram.source[0])
+        if len(count.sources) < _MAX_SOURCES:
+            count.sources.add(dgram.source[0])
 
     @property
     def total(self) -> int:
@@ -125,7 +131,8 @@ class Tally:
             lines.append(
                 f"  {name:<10} {c.datagrams:>7} datagram{'s' if c.datagrams != 1 else ' '} "
                 f"{c.octets:>10} bytes "
-                f"{len(c.sources):>4} source{'s' if len(c.sources) != 1 else ''}"
+                f"{len(c.sources):>4}{'+' if len(c.sources) >= _MAX_SOURCES else ''} "
+                f"source{'s' if len(c.sources) != 1 else ''}"
             )
         if not names:
             lines.append("  (joined on no interface)")

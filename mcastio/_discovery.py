@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import socket
 from collections.abc import Mapping
 from typing import Any
@@ -17,7 +18,7 @@ import psutil
 
 from ._model import Interface
 
-__all__ = ["default_route_interfaces", "parse_if_inet6", "read_snapshot"]
+__all__ = ["default_route_interfaces", "parse_if_inet6", "proc_net_path", "read_snapshot"]
 
 _log = logging.getLogger("mcastio")
 
@@ -43,9 +44,17 @@ def parse_if_inet6(text: str) -> dict[str, set[ipaddress.IPv6Address]]:
     return unusable
 
 
+def proc_net_path(name: str) -> str:
+    """``/proc/net/<name>`` as seen by the calling thread's network namespace."""
+    # /proc/net follows the thread-group leader; a thread moved by setns() (the
+    # test lab, a per-namespace worker) needs /proc/thread-self/net instead.
+    thread = f"/proc/thread-self/net/{name}"
+    return thread if os.path.exists(thread) else f"/proc/net/{name}"
+
+
 def _read_unusable_v6() -> dict[str, set[ipaddress.IPv6Address]]:
     try:
-        with open("/proc/net/if_inet6", encoding="ascii") as f:
+        with open(proc_net_path("if_inet6"), encoding="ascii") as f:
             return parse_if_inet6(f.read())
     except OSError:
         # No IPv6 in this kernel or namespace: nothing can be tentative.

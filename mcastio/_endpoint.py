@@ -324,11 +324,9 @@ class MulticastEndpoint:
                 continue
             self._close_tx(member)
             member.update(new, tx)
-            self._names[new.index] = new.name
             _log.info("updated %s (index %d) for %s", new.name, new.index, self._group_str)
         for iface in plan.refresh:
             self._members[iface.index].update(iface)
-            self._names[iface.index] = iface.name
         for iface in plan.add:
             try:
                 self._add_member(iface)
@@ -337,6 +335,8 @@ class MulticastEndpoint:
                 failures.append(exc)
             else:
                 _log.info("joined %s on %s (index %d)", self._group_str, iface.name, iface.index)
+        # Derived, never patched: the receive path's index -> name lookup.
+        self._names = {idx: m.iface.name for idx, m in self._members.items()}
         return failures
 
     def _add_member(self, iface: Interface) -> None:
@@ -348,7 +348,6 @@ class MulticastEndpoint:
             self._leave(receiver, iface)
             raise
         self._members[iface.index] = _Member(iface, receiver, tx)
-        self._names[iface.index] = iface.name
 
     def _join_somewhere(self, iface: Interface) -> _Receiver:
         for receiver in self._receivers:

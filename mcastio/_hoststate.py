@@ -6,22 +6,16 @@ namespace (as ``Lab.inside()`` does) reads that namespace, not the process's.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 
 from . import _procnet
 from ._capture import CaptureUnavailable, capture_queries
-from ._discovery import read_snapshot
+from ._discovery import proc_net_path, read_snapshot
 from ._doctor import HostState, QuerySeen, parse_query
 from ._model import Interface
 
 __all__ = ["collect", "read_igmp", "read_igmp6", "read_text"]
-
-
-def _net_path(name: str) -> str:
-    thread = f"/proc/thread-self/net/{name}"
-    return thread if os.path.exists(thread) else f"/proc/net/{name}"
 
 
 def read_text(path: str) -> str | None:
@@ -41,15 +35,15 @@ def _sysctl_int(path: str) -> int | None:
 
 
 def read_igmp() -> tuple[_procnet.IgmpDevice, ...]:
-    return _procnet.parse_igmp(read_text(_net_path("igmp")) or "")
+    return _procnet.parse_igmp(read_text(proc_net_path("igmp")) or "")
 
 
 def read_igmp6() -> tuple[_procnet.Membership, ...]:
-    return _procnet.parse_igmp6(read_text(_net_path("igmp6")) or "")
+    return _procnet.parse_igmp6(read_text(proc_net_path("igmp6")) or "")
 
 
 def _rpf_counter() -> int | None:
-    text = read_text(_net_path("netstat"))
+    text = read_text(proc_net_path("netstat"))
     return _procnet.counter(_procnet.parse_netstat(text), "IPReversePathFilter") if text else None
 
 
@@ -62,6 +56,10 @@ def _conf(interfaces: Sequence[Interface], key: str) -> dict[str, int]:
     return values
 
 
+# Far more than any sane querier sends in a doctor window (one per 125 s by default).
+_MAX_QUERIES = 4096
+
+
 def collect(duration: float, *, watch_queries: bool = True) -> HostState:
     """Read everything doctor needs, watching IGMP queries for ``duration`` seconds."""
     interfaces = read_snapshot()
@@ -71,7 +69,8 @@ def collect(duration: float, *, watch_queries: bool = True) -> HostState:
 
     def on_packet(interface: str, packet: bytes, _when: float) -> None:
         query = parse_query(interface, packet)
-        if query is not None:
+        # Fed from the network: a query flood must not grow doctor without bound.
+        if query is not None and len(queries) < _MAX_QUERIES:
             queries.append(query)
 
     if watch_queries:
@@ -84,7 +83,7 @@ def collect(duration: float, *, watch_queries: bool = True) -> HostState:
         skipped = "watching for queries was turned off"
         time.sleep(duration)
     after = _rpf_counter()
-    routes = _procnet.parse_route(read_text(_net_path("route")) or "")
+    routes = _procnet.parse_route(read_text(proc_net_path("route")) or "")
     return HostState(
         interfaces=interfaces,
         igmp=read_igmp(),

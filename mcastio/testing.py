@@ -29,13 +29,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from ._errors import MulticastError
+
 __all__ = ["Lab", "LabError", "Link", "PeerListener", "lab_support", "tcpdump_support"]
 
 _CLONE_NEWNET = 0x40000000
 _PREFIX = "mcio"
 
 
-class LabError(RuntimeError):
+class LabError(MulticastError, RuntimeError):
     """The lab could not be built or a command in it failed."""
 
 
