@@ -274,10 +274,6 @@ def run_idle(lab: Lab, seconds: float) -> None:
 
 
 def run_join_latency(trials: int) -> None:
-    if importlib.util.find_spec("join_latency") is None:
-        print("\n## join latency: benchmarks/join_latency.py is not on this branch yet; skipped")
-        return
-    # Imported by name: the module comes from the watcher work and may be absent.
     module = importlib.import_module("join_latency")
     result: dict[str, float] = module.measure(trials=trials)
     print(f"\n## join latency ({trials} trials)")

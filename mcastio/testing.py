@@ -407,9 +407,6 @@ class Lab:
             os.close(target)
             os.close(original)
 
-    def peers(self) -> Sequence[Link]:
-        return tuple(self.link)
-
     def remove_link(self, link: Link) -> None:
         """Delete ``link``'s veth pair at runtime, as an unplugged USB card vanishes."""
         self.sh(self.host, f"ip link del {link.host_if}")
