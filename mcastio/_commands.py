@@ -19,7 +19,15 @@ from typing import TextIO
 from ._doctor import Finding
 from ._endpoint import MulticastEndpoint
 from ._errors import MulticastError
-from ._model import Datagram, Group, Interface, SendResult, is_eligible, parse_group
+from ._model import (
+    Datagram,
+    Group,
+    Interface,
+    SendResult,
+    ineligibility,
+    is_eligible,
+    parse_group,
+)
 
 __all__ = [
     "Tally",
@@ -309,15 +317,8 @@ def _eligibility(iface: Interface) -> dict[str, bool]:
 
 
 def _why_not(iface: Interface) -> str:
-    if iface.loopback:
-        return "loopback"
-    if not iface.up:
-        return "down"
-    if not iface.running:
-        return "no carrier"
-    if not iface.multicast:
-        return "no MULTICAST flag"
-    return "no address"
+    why = ineligibility(iface, None)
+    return why[0] if why else "no address"
 
 
 def interfaces_json(

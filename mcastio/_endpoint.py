@@ -23,6 +23,7 @@ from ._model import (
     InterfaceSelector,
     Plan,
     SendResult,
+    ineligibility,
     parse_group,
     plan_changes,
     select_interfaces,
@@ -152,7 +153,7 @@ class MulticastEndpoint:
         self._ttl = validate_ttl(ttl)
         self._loopback = bool(loopback)
         self._queue_size = validate_queue_size(queue_size)
-        if interfaces is not None and not callable(interfaces) and isinstance(interfaces, str):
+        if isinstance(interfaces, str):
             raise ValueError(f"interfaces must be a list of names, not the string {interfaces!r}")
         self._selector = interfaces
         self._snapshot_source: SnapshotSource = snapshot_source or read_snapshot
@@ -512,7 +513,9 @@ class MulticastEndpoint:
                 target._feed(batch)
 
         self._subs[key] = ref
-        self._add_sink(feed)
+        # Ahead of any protocol sink: a protocol callback that raises ends that
+        # batch's loop, and must not starve the subscriptions.
+        self._sinks = (feed, *self._sinks)
         return detach
 
     def __aiter__(self) -> Subscription:
@@ -737,21 +740,8 @@ def _explain_no_interfaces(
     snapshot: Sequence[Interface], group: Group, selector: InterfaceSelector
 ) -> str:
     lines = [f"no interface can carry {group}:"]
-    v4 = group.family == socket.AF_INET
     for iface in snapshot:
-        why = []
-        if iface.loopback:
-            why.append("loopback")
-        if not iface.up:
-            why.append("down")
-        elif not iface.running:
-            why.append("no carrier")
-        if not iface.multicast:
-            why.append("no MULTICAST flag")
-        if not (iface.ipv4 if v4 else iface.ipv6):
-            why.append(f"no {'IPv4' if v4 else 'IPv6'} address")
-        elif not v4 and not group.link_scoped and all(a.ip.is_link_local for a in iface.ipv6):
-            why.append("only a link-local IPv6 address, too narrow for this group's scope")
+        why = ineligibility(iface, group)
         lines.append(f"  {iface.name}: {', '.join(why) or 'excluded by the interfaces= selector'}")
     if selector is not None:
         lines.append("  (an interfaces= selector was given)")

@@ -20,6 +20,7 @@ __all__ = [
     "InterfaceSelector",
     "Plan",
     "SendResult",
+    "ineligibility",
     "is_eligible",
     "is_source_specific",
     "parse_group",
@@ -193,13 +194,43 @@ def is_eligible(iface: Interface, group: Group) -> bool:
     return any(not a.ip.is_link_local for a in iface.ipv6)
 
 
+def ineligibility(iface: Interface, group: Group | None) -> tuple[str, ...]:
+    """Why the default policy would not use ``iface`` (for ``group``, or for any
+    group when ``None``); empty when it would."""
+    why = []
+    if iface.loopback:
+        why.append("loopback")
+    if not iface.up:
+        why.append("down")
+    elif not iface.running:
+        why.append("no carrier")
+    if not iface.multicast:
+        why.append("no MULTICAST flag")
+    if group is None:
+        if not (iface.ipv4 or iface.ipv6):
+            why.append("no address")
+    elif group.family == socket.AF_INET:
+        if not iface.ipv4:
+            why.append("no IPv4 address")
+    elif not iface.ipv6:
+        why.append("no IPv6 address")
+    elif not group.link_scoped and all(a.ip.is_link_local for a in iface.ipv6):
+        why.append("only a link-local IPv6 address, too narrow for this group's scope")
+    return tuple(why)
+
+
 def select_interfaces(
-    snapshot: Sequence[Interface], group: Group, selector: InterfaceSelector
+    snapshot: Sequence[Interface],
+    group: Group,
+    selector: InterfaceSelector,
+    *,
+    missing_ok: bool = False,
 ) -> tuple[Interface, ...]:
     """The interfaces to join on: eligible ones, narrowed by the user's selector.
 
-    Names that do not exist in the snapshot raise ``ValueError``; named interfaces
-    that exist but are down are simply left out until they come up.
+    Names that do not exist in the snapshot raise ``ValueError``, unless
+    ``missing_ok`` (a running endpoint: a named USB card may be unplugged and come
+    back); named interfaces that exist but are down are left out until they come up.
     """
     if selector is not None and not callable(selector):
         if isinstance(selector, str):
@@ -207,7 +238,7 @@ def select_interfaces(
         wanted = list(selector)
         known = {i.name for i in snapshot}
         unknown = [n for n in wanted if n not in known]
-        if unknown:
+        if unknown and not missing_ok:
             raise ValueError(
                 f"unknown interface name(s) {', '.join(map(repr, unknown))}; "
                 f"this host has {', '.join(sorted(known)) or 'no interfaces'}"

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ._model import Group, Interface, InterfaceSelector, is_eligible, select_interfaces
+from ._model import Group, Interface, InterfaceSelector, select_interfaces
 
 __all__ = [
     "Backoff",
@@ -68,14 +68,9 @@ def interface_events(
 def desired_interfaces(
     snapshot: Sequence[Interface], group: Group, selector: InterfaceSelector
 ) -> tuple[Interface, ...]:
-    """Like :func:`select_interfaces`, but a named interface that is missing is
-    simply not wanted yet instead of an error: while running, a USB card that
-    was named at start may be unplugged and come back later.
-    """
-    if selector is None or callable(selector) or isinstance(selector, str):
-        return select_interfaces(snapshot, group, selector)
-    names = set(selector)
-    return tuple(i for i in snapshot if i.name in names and is_eligible(i, group))
+    """:func:`select_interfaces` for a running endpoint: a named interface that is
+    missing is simply not wanted yet instead of an error."""
+    return select_interfaces(snapshot, group, selector, missing_ok=True)
 
 
 class Backoff:

@@ -436,3 +436,27 @@ def test_two_tasks_cannot_share_one_subscription(lab: Lab) -> None:
 
     with lab.inside():
         run(main())
+
+
+def test_a_raising_protocol_does_not_starve_subscriptions(lab: Lab) -> None:
+    class Broken(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            raise RuntimeError("application bug")
+
+    async def main() -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        reported: list[BaseException | None] = []
+        loop.set_exception_handler(lambda _loop, ctx: reported.append(ctx.get("exception")))
+        transport, _ = await mcastio.create_multicast_endpoint(Broken, GROUP, PORT)
+        try:
+            sub = transport.endpoint.subscribe()
+            await asyncio.to_thread(lab.peer_send, lab.link[2], GROUP, PORT, b"still here\n")
+            got = await collect(sub, 1)
+        finally:
+            transport.close()
+            await asyncio.sleep(0.05)
+        assert any(isinstance(exc, RuntimeError) for exc in reported)
+        return [d.data for d in got]
+
+    with lab.inside():
+        assert run(main()) == [b"still here\n"]
