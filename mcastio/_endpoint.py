@@ -50,8 +50,6 @@ _DRAIN_BUDGET = 256
 # Distinct arrival ancillary blocks remembered per endpoint (one per interface and
 # destination in practice); the cache is emptied when it would grow past this.
 _ARRIVALS_LIMIT = 1024
-# socket.MSG_TRUNC is an IntFlag: `flags & socket.MSG_TRUNC` runs enum code per datagram.
-_MSG_TRUNC = int(socket.MSG_TRUNC)
 # A bytes payload up to this size is valid for every group, so send_all skips the checks.
 _FITS_ANY_GROUP = min(MAX_PAYLOAD_V4, MAX_PAYLOAD_V6)
 #: SO_RCVBUF requested per receive socket: ~2500 small datagrams, so a flood survives
@@ -550,7 +548,7 @@ class MulticastEndpoint:
         append = batch.append
         recvmsg = sock.recvmsg
         bufsize, ancsize = _net.RECV_BUFSIZE, _net.ANC_BUFSIZE
-        truncated = _MSG_TRUNC
+        truncated = _net.MSG_TRUNC
         names = self._names
         arrivals = self._arrivals
         group = self._group_str

@@ -18,6 +18,7 @@ from ._model import Group, Interface
 
 __all__ = [
     "ANC_BUFSIZE",
+    "MSG_TRUNC",
     "RECV_BUFSIZE",
     "gone_error",
     "is_gone_error",
@@ -39,6 +40,9 @@ IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
 IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
 MCAST_JOIN_SOURCE_GROUP = getattr(socket, "MCAST_JOIN_SOURCE_GROUP", 46)
 MCAST_LEAVE_SOURCE_GROUP = getattr(socket, "MCAST_LEAVE_SOURCE_GROUP", 47)
+
+# A plain int: '&' on the IntFlag member runs Python code for every datagram.
+MSG_TRUNC = int(socket.MSG_TRUNC)
 
 # Largest UDP payload plus one, so MSG_TRUNC can tell an oversize datagram apart.
 RECV_BUFSIZE = 65536

@@ -80,6 +80,8 @@ class Watcher:
         between that read and :meth:`start` goes unnoticed."""
         if not self._want_netlink or self._sock is not None:
             return
+        # Once refused, poll: start() calls this again and must not retry and re-log.
+        self._want_netlink = False
         try:
             self._sock = _netlink.open_listener()
             _netlink.request_links(self._sock)
