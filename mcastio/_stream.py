@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     # Type-checking only: no runtime dependency on typing_extensions for Python 3.10.
     from typing_extensions import Self
 
-__all__ = ["BoundedStream", "DropTally"]
+__all__ = ["BoundedStream", "ClosingContext", "DropTally"]
 
 T = TypeVar("T")
 
@@ -31,7 +31,27 @@ class DropTally:
         self.total = 0
 
 
-class BoundedStream(Generic[T]):
+class ClosingContext:
+    """``async with reader:`` closes the reader on the way out."""
+
+    __slots__ = ()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class BoundedStream(ClosingContext, Generic[T]):
     """A reader of at most ``queue_size`` queued items, ending on :meth:`close`."""
 
     __slots__ = ("__weakref__", "_closed", "_on_close", "_queue", "_tally", "_waiter", "dropped")
@@ -108,14 +128,3 @@ class BoundedStream(Generic[T]):
             await waiter
         finally:
             self._waiter = None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

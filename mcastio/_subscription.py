@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from types import TracebackType
-
 from ._model import Datagram
-from ._stream import BoundedStream
+from ._stream import BoundedStream, ClosingContext
 
 __all__ = ["BatchSubscription", "Subscription"]
 
@@ -40,7 +38,7 @@ class Subscription(BoundedStream[Datagram]):
         return [queue.popleft() for _ in range(max_items)]
 
 
-class BatchSubscription:
+class BatchSubscription(ClosingContext):
     """One independent reader that yields lists of datagrams, from ``ep.batches()``.
 
     It has the same bounded, drop-oldest queue as :class:`Subscription` (and
@@ -80,14 +78,3 @@ class BatchSubscription:
         if not batch:
             raise StopAsyncIteration
         return batch
-
-    async def __aenter__(self) -> BatchSubscription:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -8,7 +8,7 @@ import os
 import threading
 import warnings
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 
@@ -56,22 +56,27 @@ def _leak_guard() -> Iterator[None]:
     assert not leaked, f"leaked descriptors: {targets}"
 
 
-def _skip_or_fail(reason: str | None) -> None:
-    if reason is None:
-        return
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip a lab test for ``reason``; under CI=true a skip is a failure."""
     if os.environ.get("CI") == "true":
         pytest.fail(f"lab tests must run in CI, but: {reason}")
     pytest.skip(reason)
 
 
+def require(reason: str | None) -> None:
+    """Go on when ``reason`` is None, else :func:`skip_or_fail` with it."""
+    if reason is not None:
+        skip_or_fail(reason)
+
+
 def _require_lab() -> None:
-    _skip_or_fail(lab_support())
+    require(lab_support())
 
 
 @pytest.fixture
 def need_tcpdump() -> None:
     """Skip (fail under CI=true) where tcpdump cannot capture in the lab."""
-    _skip_or_fail(tcpdump_support())
+    require(tcpdump_support())
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 import mcastio
 from mcastio import Datagram, MulticastEndpoint, MulticastProtocol
 from mcastio.testing import Lab, LabError
-from tests.conftest import run
+from tests.conftest import run, skip_or_fail
 
 GROUP = "239.255.42.7"
 PORT = 5407
@@ -263,13 +263,17 @@ def test_endpoint_runs_on_uvloop(lab: Lab) -> None:
             loop.close()
 
 
-def test_send_all_waits_out_a_full_buffer_without_holding_up_the_others(lab: Lab) -> None:
-    # A slow qdisc keeps eth1's datagrams charged to its socket, so a minimal send
-    # buffer fills after a couple of sends and sendto fails with EAGAIN.
+def slow_down_eth1(lab: Lab) -> None:
+    """A slow qdisc keeps eth1's datagrams charged to its socket, so a minimal send
+    buffer fills after a couple of sends and sendto fails with EAGAIN."""
     try:
         lab.sh(lab.host, "tc qdisc add dev eth1 root tbf rate 400kbit burst 1600 latency 2s")
     except LabError as exc:
-        pytest.skip(f"the tbf qdisc is not available here: {exc}")
+        skip_or_fail(f"the tbf qdisc is not available here: {exc}")
+
+
+def test_send_all_waits_out_a_full_buffer_without_holding_up_the_others(lab: Lab) -> None:
+    slow_down_eth1(lab)
     payload = b"x" * 1400
 
     async def main() -> None:
@@ -296,10 +300,7 @@ def test_send_all_waits_out_a_full_buffer_without_holding_up_the_others(lab: Lab
 
 
 def test_concurrent_sends_share_the_wait_for_a_full_buffer(lab: Lab) -> None:
-    try:
-        lab.sh(lab.host, "tc qdisc add dev eth1 root tbf rate 400kbit burst 1600 latency 2s")
-    except LabError as exc:
-        pytest.skip(f"the tbf qdisc is not available here: {exc}")
+    slow_down_eth1(lab)
     payload = b"y" * 1400
 
     async def main() -> None:

@@ -24,7 +24,7 @@ from mcastio import MulticastEndpoint
 from mcastio._capture import capture_igmp
 from mcastio._cli import main
 from mcastio.testing import Lab
-from tests.conftest import run
+from tests.conftest import run, skip_or_fail
 from tests.switchlab import SnoopingSwitch, add_snooping_switch, mdb, start_querier
 
 pytestmark = pytest.mark.lab
@@ -277,7 +277,7 @@ def test_interfaces_shows_default_route_and_kernel_memberships(
 
 def test_doctor_without_cap_net_raw_says_the_querier_check_was_skipped(lab: Lab) -> None:
     if shutil.which("setpriv") is None:
-        pytest.skip("setpriv (util-linux) is needed to drop CAP_NET_RAW")
+        skip_or_fail("setpriv (util-linux) is needed to drop CAP_NET_RAW")
     # Root without CAP_NET_RAW: everything but the packet capture still works.
     proc = lab.run(
         lab.host, "setpriv", "--bounding-set=-net_raw", "--inh-caps=-net_raw",
