@@ -16,7 +16,14 @@ from typing import Literal
 
 from ._groupinfo import ethernet_mac, mac_collisions, mac_siblings, scope_summary
 from ._model import Group, Interface, is_eligible, parse_group
-from ._procnet import IgmpDevice, Membership, Route, effective_rp_filter, lookup_route
+from ._procnet import (
+    IgmpDevice,
+    Membership,
+    Route,
+    effective_rp_filter,
+    lookup_route,
+    rp_filter_name,
+)
 
 __all__ = [
     "FINDING_IDS",
@@ -230,7 +237,7 @@ def _rp(state: HostState, name: str) -> tuple[int, int | None, int | None]:
 
 def _rp_evidence(state: HostState, name: str) -> str:
     eff, all_value, own = _rp(state, name)
-    label = {0: "off", 1: "strict", 2: "loose"}.get(eff, str(eff))
+    label = rp_filter_name(eff)
     return (
         f"net.ipv4.conf.all.rp_filter={all_value}, net.ipv4.conf.{name}.rp_filter={own}: "
         f"effective {eff} ({label}; the kernel uses the larger)"
