@@ -12,7 +12,7 @@ import asyncio
 import logging
 import socket
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -20,6 +20,7 @@ from ._endpoint import DEFAULT_RECEIVE_BUFFER, MulticastEndpoint, SnapshotSource
 from ._errors import EndpointClosedError, MulticastError
 from ._model import InterfaceSelector, SendResult, parse_group, validate_queue_size
 from ._subscription import Subscription
+from ._watch import InterfaceEvent
 
 __all__ = ["DualSendResult", "DualStackEndpoint", "open_dual_stack"]
 
@@ -65,6 +66,9 @@ class DualStackEndpoint:
         snapshot_source: SnapshotSource | None = None,
         watch: bool = True,
         receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
+        poll_interval: float = 1.0,
+        netlink: bool = True,
+        on_interface_event: Callable[[InterfaceEvent], None] | None = None,
     ) -> None:
         if parse_group(group_v4).family != socket.AF_INET:
             raise ValueError(
@@ -85,6 +89,9 @@ class DualStackEndpoint:
                 sources=sources,
                 watch=watch,
                 receive_buffer=receive_buffer,
+                poll_interval=poll_interval,
+                netlink=netlink,
+                on_interface_event=on_interface_event,
             )
             for group, sources in ((group_v4, sources_v4), (group_v6, sources_v6))
         )
@@ -234,6 +241,9 @@ async def open_dual_stack(
     sources_v6: Sequence[str] | None = None,
     watch: bool = True,
     receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
+    poll_interval: float = 1.0,
+    netlink: bool = True,
+    on_interface_event: Callable[[InterfaceEvent], None] | None = None,
 ) -> DualStackEndpoint:
     """A started :class:`DualStackEndpoint`; close it with ``aclose()`` or ``async with``."""
     endpoint = DualStackEndpoint(
@@ -249,6 +259,9 @@ async def open_dual_stack(
         sources_v6=sources_v6,
         watch=watch,
         receive_buffer=receive_buffer,
+        poll_interval=poll_interval,
+        netlink=netlink,
+        on_interface_event=on_interface_event,
     )
     await endpoint.start()
     return endpoint
