@@ -6,12 +6,13 @@ asyncio: these are blocking-free helpers over non-blocking sockets.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import logging
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from ._errors import MembershipLimitError, MulticastError
 from ._model import Group, Interface
@@ -61,10 +62,23 @@ _IPV6_MREQ = struct.Struct("=16sI")
 _GROUP_SOURCE_REQ = struct.Struct(f"=I{struct.calcsize('P') - 4}x128s128s")
 
 
+@contextlib.contextmanager
+def _closed_on_failure(sock: socket.socket, what: str) -> Iterator[None]:
+    """Close ``sock`` if setting it up fails; an OSError becomes a MulticastError."""
+    try:
+        yield
+    except OSError as exc:
+        sock.close()
+        raise MulticastError(f"cannot open {what}: {exc}") from exc
+    except BaseException:
+        sock.close()
+        raise
+
+
 def open_receiver(group: Group, port: int, receive_buffer: int | None = None) -> socket.socket:
     """A non-blocking socket bound to the port, joined to nothing yet."""
     sock = socket.socket(group.family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
-    try:
+    with _closed_on_failure(sock, f"a receive socket on port {port}"):
         if receive_buffer is not None:
             # The default (net.core.rmem_default, ~208 KiB) holds only ~250 small
             # datagrams, a few ms of a flood; the kernel caps this at net.core.rmem_max.
@@ -88,12 +102,6 @@ def open_receiver(group: Group, port: int, receive_buffer: int | None = None) ->
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
             sock.bind(("::", port))
         sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise MulticastError(f"cannot open a receive socket on port {port}: {exc}") from exc
-    except BaseException:
-        sock.close()
-        raise
     return sock
 
 
@@ -203,7 +211,7 @@ def is_gone_error(exc: OSError) -> bool:
 def open_sender(group: Group, iface: Interface, ttl: int, loopback: bool) -> socket.socket:
     """A non-blocking socket whose multicast leaves by ``iface`` only."""
     sock = socket.socket(group.family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
-    try:
+    with _closed_on_failure(sock, f"a transmit socket on {iface.name}"):
         if group.family == socket.AF_INET:
             src = iface.ipv4[0].ip.packed if iface.ipv4 else b"\0\0\0\0"
             # ip_mreqn with an index and an address: the index picks the device even
@@ -220,12 +228,6 @@ def open_sender(group: Group, iface: Interface, ttl: int, loopback: bool) -> soc
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ttl)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, int(loopback))
         sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise MulticastError(f"cannot open a transmit socket on {iface.name}: {exc}") from exc
-    except BaseException:
-        sock.close()
-        raise
     return sock
 
 
