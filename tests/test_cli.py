@@ -9,7 +9,7 @@ import json
 import pytest
 
 from mcastio._cli import build_parser, main
-from mcastio._commands import Tally, datagram_json, datagram_line, parse_group_port, preview
+from mcastio._cli.commands import Tally, datagram_json, datagram_line, parse_group_port, preview
 from mcastio._model import Datagram
 
 WHEN = datetime.datetime(2026, 11, 25, 15, 0, 1, 234567, tzinfo=datetime.timezone.utc)

@@ -21,8 +21,8 @@ import pytest
 
 import mcastio
 from mcastio import MulticastEndpoint
-from mcastio._capture import capture_igmp
 from mcastio._cli import main
+from mcastio._cli.capture import capture_igmp
 from mcastio.testing import Lab
 from tests.conftest import run, skip_or_fail
 from tests.switchlab import SnoopingSwitch, add_snooping_switch, mdb, start_querier

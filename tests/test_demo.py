@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from mcastio import _demo
+from mcastio._cli import demo as _demo
 from mcastio._cli import main
 from mcastio.testing import Lab
 

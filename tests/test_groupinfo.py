@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from mcastio._groupinfo import ethernet_mac, mac_collisions, mac_siblings, scope_summary
+from mcastio._cli.groupinfo import ethernet_mac, mac_collisions, mac_siblings, scope_summary
 from mcastio._model import parse_group
 
 V4 = ipaddress.IPv4Address

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import pathlib
+import subprocess
+import sys
 
 import mcastio
 
@@ -37,3 +41,26 @@ def test_package_ships_py_typed() -> None:
     import importlib.resources
 
     assert importlib.resources.files("mcastio").joinpath("py.typed").is_file()
+
+
+def test_core_does_not_import_the_command_line() -> None:
+    # A fresh interpreter: this test process may already have imported the CLI.
+    code = (
+        "import sys, mcastio\n"
+        "bad = sorted(m for m in sys.modules if m.startswith('mcastio._cli') or m == 'argparse')\n"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_core_modules_never_import_upwards() -> None:
+    # The library core sits below the command line and the test lab, never above.
+    root = pathlib.Path(mcastio.__file__).parent
+    for path in root.glob("_*.py"):
+        if path.name == "__main__.py":  # `python -m mcastio` is the command line
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module is not None:
+                assert not node.module.startswith(("_cli", "testing")), (path.name, node.module)

@@ -13,10 +13,10 @@ import sys
 import time
 from collections.abc import Iterator
 
-from ._endpoint import MulticastEndpoint
-from ._errors import MulticastError
-from ._model import Datagram
-from .testing import Lab, LabError, lab_support
+from .._endpoint import MulticastEndpoint
+from .._errors import MulticastError
+from .._model import Datagram
+from ..testing import Lab, LabError, lab_support
 
 __all__ = ["run_demo"]
 

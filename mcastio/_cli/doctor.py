@@ -1,8 +1,8 @@
 """``mcastio doctor``: find the article's traps from a pure reading of the host.
 
-Everything here is pure: :class:`HostState` holds what was read from /proc, the
-sysctls and the packet capture (see ``_hoststate``), and :func:`diagnose` turns
-it into findings. Finding ids are a public interface; keep them stable.
+Everything here is pure: :func:`diagnose` turns a :class:`HostState` (see
+``findings`` and ``hoststate``) into findings.
+Finding ids are a public interface; keep them stable.
 """
 
 from __future__ import annotations
@@ -10,158 +10,27 @@ from __future__ import annotations
 import ipaddress
 import math
 import socket
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Sequence
 
-from ._groupinfo import ethernet_mac, mac_collisions, mac_siblings, scope_summary
-from ._model import Group, Interface, is_eligible, parse_group
-from ._procnet import (
-    IgmpDevice,
-    Membership,
-    Route,
+from .._model import Group, Interface
+from .findings import (
+    FINDING_IDS,
+    QUERY_INTERVAL,
+    Finding,
+    HostState,
+    candidates,
+    names_of,
+    v4_candidates,
+)
+from .groupinfo import ethernet_mac, mac_collisions, mac_siblings, scope_summary
+from .procnet import (
     effective_rp_filter,
     lookup_route,
     rp_filter_name,
 )
+from .queries import IPAddress, QuerySeen
 
-__all__ = [
-    "FINDING_IDS",
-    "Finding",
-    "HostState",
-    "QuerySeen",
-    "diagnose",
-    "parse_igmp_query",
-    "parse_mld_query",
-    "parse_query",
-]
-
-Severity = Literal["info", "warning", "error"]
-
-FINDING_IDS = (
-    "multi-homed-default-route",
-    "rp-filter-strict",
-    "querier-implausible-address",
-    "no-querier",
-    "querier-seen",
-    "membership-limit",
-    "igmp-version",
-    "group-scope",
-)
-
-# RFC 3376 §8.2: the default Query Interval. A shorter window can miss a query.
-QUERY_INTERVAL = 125.0
-_PROBE_V4 = parse_group("239.255.255.250")
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One diagnosis. ``evidence`` lists what was observed; ``fix`` what to do."""
-
-    id: str
-    severity: Severity
-    message: str
-    interface: str | None = None
-    evidence: tuple[str, ...] = ()
-    fix: str = ""
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "severity": self.severity,
-            "interface": self.interface,
-            "message": self.message,
-            "evidence": list(self.evidence),
-            "fix": self.fix,
-        }
-
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-@dataclass(frozen=True, slots=True)
-class QuerySeen:
-    """One IGMP or MLD membership query captured on an interface."""
-
-    interface: str
-    source: IPAddress
-    #: IGMP 1, 2 or 3 (RFC 3376 §7.1 tells them apart by length and Max Resp
-    #: Code); MLD 1 or 2 (RFC 3810 §8.1: by length).
-    version: int
-    #: 0.0.0.0 or :: for a general query.
-    group: IPAddress
-
-    @property
-    def protocol(self) -> str:
-        return "IGMP" if self.source.version == 4 else "MLD"
-
-
-def parse_igmp_query(interface: str, packet: bytes) -> QuerySeen | None:
-    """An IGMP query from a raw IPv4 packet, or ``None`` for anything else."""
-    if len(packet) < 20 or packet[0] >> 4 != 4 or packet[9] != 2:
-        return None
-    ihl = (packet[0] & 0x0F) * 4
-    igmp = packet[ihl:]
-    if len(igmp) < 8 or igmp[0] != 0x11:
-        return None
-    if len(igmp) >= 12:
-        version = 3
-    elif igmp[1] == 0:
-        version = 1
-    else:
-        version = 2
-    source = ipaddress.IPv4Address(packet[12:16])
-    return QuerySeen(interface, source, version, ipaddress.IPv4Address(igmp[4:8]))
-
-
-# IPv6 extension headers that may sit between the fixed header and ICMPv6:
-# hop-by-hop (0), routing (43), destination options (60).
-_V6_EXT = (0, 43, 60)
-_ICMPV6 = 58
-_MLD_QUERY = 130
-
-
-def parse_mld_query(interface: str, packet: bytes) -> QuerySeen | None:
-    """An MLD query from a raw IPv6 packet, or ``None`` for anything else."""
-    if len(packet) < 40 or packet[0] >> 4 != 6:
-        return None
-    next_header, offset = packet[6], 40
-    while next_header in _V6_EXT and len(packet) >= offset + 2:
-        next_header, offset = packet[offset], offset + (packet[offset + 1] + 1) * 8
-    icmp = packet[offset:]
-    if next_header != _ICMPV6 or len(icmp) < 24 or icmp[0] != _MLD_QUERY:
-        return None
-    source = ipaddress.IPv6Address(packet[8:24])
-    version = 2 if len(icmp) >= 28 else 1
-    return QuerySeen(interface, source, version, ipaddress.IPv6Address(icmp[8:24]))
-
-
-def parse_query(interface: str, packet: bytes) -> QuerySeen | None:
-    """An IGMP or MLD query from a raw IP packet of either family."""
-    if packet and packet[0] >> 4 == 6:
-        return parse_mld_query(interface, packet)
-    return parse_igmp_query(interface, packet)
-
-
-@dataclass(frozen=True, slots=True)
-class HostState:
-    """Everything doctor looked at, read once; see ``_hoststate.collect``."""
-
-    interfaces: tuple[Interface, ...]
-    igmp: tuple[IgmpDevice, ...] = ()
-    igmp6: tuple[Membership, ...] = ()
-    #: rp_filter per ``conf`` name, including ``"all"``.
-    rp_filter: Mapping[str, int] = field(default_factory=dict)
-    #: force_igmp_version per ``conf`` name, including ``"all"``.
-    force_igmp_version: Mapping[str, int] = field(default_factory=dict)
-    igmp_max_memberships: int | None = None
-    routes: tuple[Route, ...] = ()
-    rpf_drops_before: int | None = None
-    rpf_drops_after: int | None = None
-    #: ``None`` when queries were not watched; see ``capture_skipped``.
-    queries: tuple[QuerySeen, ...] | None = None
-    capture_skipped: str | None = None
-    duration: float = 0.0
+__all__ = ["FINDING_IDS", "Finding", "HostState", "diagnose"]
 
 
 def diagnose(state: HostState, group: Group | None = None) -> tuple[Finding, ...]:
@@ -176,21 +45,8 @@ def diagnose(state: HostState, group: Group | None = None) -> tuple[Finding, ...
     )
 
 
-def _candidates(state: HostState, group: Group | None) -> tuple[Interface, ...]:
-    probe = group or _PROBE_V4
-    return tuple(i for i in state.interfaces if is_eligible(i, probe))
-
-
-def _v4_candidates(state: HostState) -> tuple[Interface, ...]:
-    return tuple(i for i in state.interfaces if is_eligible(i, _PROBE_V4))
-
-
-def _names(ifaces: Sequence[Interface]) -> str:
-    return ", ".join(i.name for i in ifaces)
-
-
 def check_multi_homed(state: HostState, group: Group | None) -> list[Finding]:
-    ifaces = _candidates(state, group)
+    ifaces = candidates(state, group)
     if len(ifaces) < 2:
         return []
     defaults = [i for i in ifaces if i.is_default]
@@ -198,15 +54,15 @@ def check_multi_homed(state: HostState, group: Group | None) -> list[Finding]:
     if defaults:
         where = defaults[0].name
         message = (
-            f"{len(ifaces)} multicast-capable interfaces are up ({_names(ifaces)}). "
+            f"{len(ifaces)} multicast-capable interfaces are up ({names_of(ifaces)}). "
             f"The default route uses {where}, so a naive program that joins with "
             f"INADDR_ANY and sends without IP_MULTICAST_IF joins and sends on {where} "
-            f"only, and never sees {_names(others)}."
+            f"only, and never sees {names_of(others)}."
         )
     else:
         where = None
         message = (
-            f"{len(ifaces)} multicast-capable interfaces are up ({_names(ifaces)}) and "
+            f"{len(ifaces)} multicast-capable interfaces are up ({names_of(ifaces)}) and "
             "none carries a default route: a naive join with INADDR_ANY fails with "
             "ENODEV, and sends go wherever a route to 224.0.0.0/4 points, if anywhere."
         )
@@ -265,7 +121,7 @@ def _loosen(name: str) -> str:
 
 
 def check_rp_filter(state: HostState) -> list[Finding]:
-    ifaces = _v4_candidates(state)
+    ifaces = v4_candidates(state)
     if len(ifaces) < 2:
         return []
     delta = _rpf_delta(state)
@@ -378,7 +234,7 @@ def check_queriers(state: HostState, group: Group | None = None) -> list[Finding
             )
         ]
     findings: list[Finding] = []
-    for iface in _v4_candidates(state):
+    for iface in v4_candidates(state):
         seen = [q for q in state.queries if q.interface == iface.name and q.source.version == 4]
         if not seen:
             findings.append(_no_querier(state, iface, "IGMP"))
@@ -387,7 +243,7 @@ def check_queriers(state: HostState, group: Group | None = None) -> list[Finding
             if isinstance(source, ipaddress.IPv4Address):
                 findings.append(_judge_igmp_querier(state, iface, source, queries))
     if group is not None and group.family == socket.AF_INET6:
-        for iface in _candidates(state, group):
+        for iface in candidates(state, group):
             seen = [q for q in state.queries if q.interface == iface.name and q.source.version == 6]
             if not seen:
                 findings.append(_no_querier(state, iface, "MLD"))
@@ -477,7 +333,7 @@ def check_membership_limit(state: HostState, group: Group | None) -> list[Findin
     limit = state.igmp_max_memberships
     if limit is None:
         return []
-    needed = len(_candidates(state, group))
+    needed = len(candidates(state, group))
     what = str(group) if group else "one IPv4 group"
     sockets = max(1, math.ceil(needed / limit)) if limit > 0 else 0
     evidence = (
@@ -519,7 +375,7 @@ def _forced(state: HostState, name: str) -> int:
 
 
 def check_igmp_version(state: HostState, group: Group | None) -> list[Finding]:
-    ifaces = _v4_candidates(state)
+    ifaces = v4_candidates(state)
     devices = {d.interface: d for d in state.igmp}
     ssm = group is not None and group.scope == "source-specific"
     findings: list[Finding] = []
@@ -604,7 +460,7 @@ def check_group_scope(state: HostState, group: Group | None) -> list[Finding]:
                 tuple(evidence),
             )
         )
-        in_use.extend((i.name, group.address) for i in _candidates(state, group))
+        in_use.extend((i.name, group.address) for i in candidates(state, group))
     for collision in mac_collisions(in_use):
         listed = ", ".join(map(str, collision.groups))
         findings.append(

@@ -9,11 +9,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from . import _procnet
-from ._capture import CaptureUnavailable, capture_queries
-from ._discovery import proc_net_path, read_snapshot
-from ._doctor import HostState, QuerySeen, parse_query
-from ._model import Interface
+from .._discovery import proc_net_path, read_snapshot
+from .._model import Interface
+from . import procnet
+from .capture import CaptureUnavailable, capture_queries
+from .doctor import HostState
+from .queries import QuerySeen, parse_query
 
 __all__ = ["collect", "read_igmp", "read_igmp6", "read_text"]
 
@@ -34,17 +35,17 @@ def _sysctl_int(path: str) -> int | None:
         return None
 
 
-def read_igmp() -> tuple[_procnet.IgmpDevice, ...]:
-    return _procnet.parse_igmp(read_text(proc_net_path("igmp")) or "")
+def read_igmp() -> tuple[procnet.IgmpDevice, ...]:
+    return procnet.parse_igmp(read_text(proc_net_path("igmp")) or "")
 
 
-def read_igmp6() -> tuple[_procnet.Membership, ...]:
-    return _procnet.parse_igmp6(read_text(proc_net_path("igmp6")) or "")
+def read_igmp6() -> tuple[procnet.Membership, ...]:
+    return procnet.parse_igmp6(read_text(proc_net_path("igmp6")) or "")
 
 
 def _rpf_counter() -> int | None:
     text = read_text(proc_net_path("netstat"))
-    return _procnet.counter(_procnet.parse_netstat(text), "IPReversePathFilter") if text else None
+    return procnet.counter(procnet.parse_netstat(text), "IPReversePathFilter") if text else None
 
 
 def _conf(interfaces: Sequence[Interface], key: str) -> dict[str, int]:
@@ -83,7 +84,7 @@ def collect(duration: float, *, watch_queries: bool = True) -> HostState:
         skipped = "watching for queries was turned off"
         time.sleep(duration)
     after = _rpf_counter()
-    routes = _procnet.parse_route(read_text(proc_net_path("route")) or "")
+    routes = procnet.parse_route(read_text(proc_net_path("route")) or "")
     return HostState(
         interfaces=interfaces,
         igmp=read_igmp(),

@@ -16,10 +16,9 @@ import textwrap
 from collections.abc import Sequence
 from typing import TextIO
 
-from ._doctor import Finding
-from ._endpoint import MulticastEndpoint
-from ._errors import MulticastError
-from ._model import (
+from .._endpoint import MulticastEndpoint
+from .._errors import MulticastError
+from .._model import (
     Datagram,
     Group,
     Interface,
@@ -28,6 +27,7 @@ from ._model import (
     is_eligible,
     parse_group,
 )
+from .doctor import Finding
 
 __all__ = [
     "Tally",
@@ -373,7 +373,7 @@ def interfaces_text(
 
 
 def _memberships() -> dict[str, list[dict[str, object]]]:
-    from ._hoststate import read_igmp, read_igmp6
+    from .hoststate import read_igmp, read_igmp6
 
     result: dict[str, list[dict[str, object]]] = {}
     for device in read_igmp():
@@ -389,7 +389,7 @@ def _memberships() -> dict[str, list[dict[str, object]]]:
 
 
 def cmd_interfaces(args: argparse.Namespace) -> int:
-    from ._discovery import read_snapshot
+    from .._discovery import read_snapshot
 
     snapshot = read_snapshot()
     memberships = _memberships()
@@ -417,8 +417,8 @@ def finding_text(finding: Finding) -> str:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from ._doctor import diagnose
-    from ._hoststate import collect
+    from .doctor import diagnose
+    from .hoststate import collect
 
     group = None
     if args.group is not None:

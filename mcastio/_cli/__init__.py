@@ -1,4 +1,8 @@
-"""The ``mcastio`` command line."""
+"""The ``mcastio`` command line and the diagnosis behind it.
+
+Nothing in the library core imports this package: ``import mcastio`` stays free of
+argparse, the packet capture and the /proc readers. The entry point is :func:`main`.
+"""
 
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from . import _commands
+    from . import commands
 
     listen = sub.add_parser(
         "listen",
@@ -50,7 +54,7 @@ def _add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     listen.add_argument("--json", action="store_true", help="one JSON object per datagram")
     listen.add_argument("--count", "-c", type=int, metavar="N", help="stop after N datagrams")
     listen.add_argument("--duration", "-d", type=float, metavar="S", help="stop after S seconds")
-    listen.set_defaults(handler=_commands.cmd_listen)
+    listen.set_defaults(handler=commands.cmd_listen)
 
     send = sub.add_parser(
         "send",
@@ -75,14 +79,14 @@ def _add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     send.add_argument(
         "--loopback", action="store_true", help="let programs on this host see the copies too"
     )
-    send.set_defaults(handler=_commands.cmd_send)
+    send.set_defaults(handler=commands.cmd_send)
 
     interfaces = sub.add_parser(
         "interfaces",
         help="list interfaces, their eligibility and the kernel's group memberships",
     )
     interfaces.add_argument("--json", action="store_true", help="machine-readable output")
-    interfaces.set_defaults(handler=_commands.cmd_interfaces)
+    interfaces.set_defaults(handler=commands.cmd_interfaces)
 
     doctor = sub.add_parser(
         "doctor",
@@ -100,11 +104,11 @@ def _add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="seconds to watch (default 10)",
     )
     doctor.add_argument("--json", action="store_true", help='print {"findings": [...]}')
-    doctor.set_defaults(handler=_commands.cmd_doctor)
+    doctor.set_defaults(handler=commands.cmd_doctor)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ._demo import run_demo
+    from .demo import run_demo
 
     return run_demo(links=args.links)
 

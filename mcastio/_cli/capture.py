@@ -14,7 +14,7 @@ import struct
 import time
 from collections.abc import Callable, Sequence
 
-from ._errors import MulticastError
+from .._errors import MulticastError
 
 __all__ = ["CaptureUnavailable", "capture_igmp", "capture_queries"]
 

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ._model import Group
+from .._model import Group
 
 __all__ = [
     "MacCollision",
