@@ -16,7 +16,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
-from ._endpoint import DEFAULT_RECEIVE_BUFFER, MulticastEndpoint, SnapshotSource
+from ._endpoint import (
+    DEFAULT_COALESCE_DELAY,
+    DEFAULT_RECEIVE_BUFFER,
+    MulticastEndpoint,
+    SnapshotSource,
+)
 from ._errors import EndpointClosedError, MulticastError
 from ._model import InterfaceSelector, SendResult, parse_group, validate_queue_size
 from ._subscription import Subscription
@@ -67,6 +72,7 @@ class DualStackEndpoint:
         watch: bool = True,
         receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
         receive_ttl: bool = False,
+        coalesce_delay: float = DEFAULT_COALESCE_DELAY,
         poll_interval: float = 1.0,
         netlink: bool = True,
         on_interface_event: Callable[[InterfaceEvent], None] | None = None,
@@ -91,6 +97,7 @@ class DualStackEndpoint:
                 watch=watch,
                 receive_buffer=receive_buffer,
                 receive_ttl=receive_ttl,
+                coalesce_delay=coalesce_delay,
                 poll_interval=poll_interval,
                 netlink=netlink,
                 on_interface_event=on_interface_event,
@@ -244,6 +251,7 @@ async def open_dual_stack(
     watch: bool = True,
     receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
     receive_ttl: bool = False,
+    coalesce_delay: float = DEFAULT_COALESCE_DELAY,
     poll_interval: float = 1.0,
     netlink: bool = True,
     on_interface_event: Callable[[InterfaceEvent], None] | None = None,
@@ -263,6 +271,7 @@ async def open_dual_stack(
         watch=watch,
         receive_buffer=receive_buffer,
         receive_ttl=receive_ttl,
+        coalesce_delay=coalesce_delay,
         poll_interval=poll_interval,
         netlink=netlink,
         on_interface_event=on_interface_event,

@@ -30,6 +30,7 @@ from ._model import (
     parse_group,
     plan_changes,
     select_interfaces,
+    validate_coalesce_delay,
     validate_max_batch,
     validate_port,
     validate_queue_size,
@@ -38,7 +39,7 @@ from ._model import (
     validate_ttl,
 )
 from ._readers import Readers
-from ._receive import ReceivePath, Sink
+from ._receive import ReceivePath, Sink, SocketReader
 from ._subscription import BatchSubscription, Subscription
 from ._transmit import TransmitPool
 from ._watch import InterfaceEvent, desired_interfaces
@@ -51,6 +52,9 @@ _log = logging.getLogger("mcastio")
 #: SO_RCVBUF requested per receive socket: ~2500 small datagrams, so a flood survives
 #: the consumer being descheduled for tens of milliseconds (capped by net.core.rmem_max).
 DEFAULT_RECEIVE_BUFFER = 2 * 1024 * 1024
+#: Seconds a receive socket is left unread under a flood, so that each read finds
+#: a large batch: ~100 datagrams at 100 000/s instead of 2 to 4 per wake-up.
+DEFAULT_COALESCE_DELAY = 0.001
 
 SnapshotSource = Callable[[], Sequence[Interface]]
 
@@ -89,7 +93,9 @@ class MulticastEndpoint:
     ``receive_buffer`` is the SO_RCVBUF requested per receive socket (``None``:
     the kernel's default); the kernel caps it at ``net.core.rmem_max``.
     ``receive_ttl`` fills :attr:`Datagram.ttl` with the TTL or hop limit each
-    datagram arrived with.
+    datagram arrived with. ``coalesce_delay`` (seconds, default 1 ms, 0 turns it
+    off) is how long a receive socket is left unread under a flood (8000 datagrams/s
+    or more), so that each read finds a large batch; lighter traffic is read at once.
     """
 
     def __init__(
@@ -109,6 +115,7 @@ class MulticastEndpoint:
         on_interface_event: Callable[[InterfaceEvent], None] | None = None,
         receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
         receive_ttl: bool = False,
+        coalesce_delay: float = DEFAULT_COALESCE_DELAY,
     ) -> None:
         self._group = parse_group(group)
         self._group_str = str(self._group)
@@ -120,6 +127,8 @@ class MulticastEndpoint:
         self._selector = interfaces
         self._snapshot_source: SnapshotSource = snapshot_source or read_snapshot
         receive_buffer = validate_receive_buffer(receive_buffer)
+        self._coalesce_delay = validate_coalesce_delay(coalesce_delay)
+        self._socket_readers: dict[socket.socket, SocketReader] = {}
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._state = "new"  # new -> open -> closed
@@ -236,11 +245,14 @@ class MulticastEndpoint:
 
     def _watch_socket(self, sock: socket.socket) -> None:
         assert self._loop is not None
-        self._loop.add_reader(sock.fileno(), self._receive.on_readable, sock)
+        reader = SocketReader(self._loop, sock, self._receive.drain, self._coalesce_delay)
+        self._socket_readers[sock] = reader
+        reader.start()
 
     def _unwatch_socket(self, sock: socket.socket) -> None:
-        if self._loop is not None:
-            self._loop.remove_reader(sock.fileno())
+        reader = self._socket_readers.pop(sock, None)
+        if reader is not None:
+            reader.stop()
         self._receive.forget(sock)
 
     async def __aenter__(self) -> MulticastEndpoint:

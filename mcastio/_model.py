@@ -26,6 +26,7 @@ __all__ = [
     "parse_group",
     "plan_changes",
     "select_interfaces",
+    "validate_coalesce_delay",
     "validate_max_batch",
     "validate_payload",
     "validate_port",
@@ -137,6 +138,12 @@ def validate_receive_buffer(size: int | None) -> int | None:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"receive_buffer must be a positive number of bytes or None, not {size!r}")
     return size
+
+
+def validate_coalesce_delay(delay: float) -> float:
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= 1:
+        raise ValueError(f"coalesce_delay must be a number of seconds from 0 to 1, not {delay!r}")
+    return float(delay)
 
 
 def validate_max_batch(size: int | None) -> int | None:

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from ._endpoint import DEFAULT_RECEIVE_BUFFER, MulticastEndpoint
+from ._endpoint import DEFAULT_COALESCE_DELAY, DEFAULT_RECEIVE_BUFFER, MulticastEndpoint
 from ._model import Datagram, InterfaceSelector, SendResult
 from ._watch import InterfaceEvent
 
@@ -122,6 +122,7 @@ async def create_multicast_endpoint(
     sources: Sequence[str] | None = None,
     receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
     receive_ttl: bool = False,
+    coalesce_delay: float = DEFAULT_COALESCE_DELAY,
     watch: bool = True,
     poll_interval: float = 1.0,
     netlink: bool = True,
@@ -142,6 +143,7 @@ async def create_multicast_endpoint(
         sources=sources,
         receive_buffer=receive_buffer,
         receive_ttl=receive_ttl,
+        coalesce_delay=coalesce_delay,
         watch=watch,
         poll_interval=poll_interval,
         netlink=netlink,

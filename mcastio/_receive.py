@@ -1,32 +1,48 @@
-"""Where a datagram is read: drain a receive socket, build each ``Datagram``, hand the batch on.
+"""Where a datagram is read: drain a socket, build each ``Datagram``, hand the batch on.
 
-The socket is drained up to a budget per readiness event; every datagram of the
-drain goes to each sink (subscriptions, a protocol) in one list. Datagrams that
-reached the port but were not sent to the group are counted, never delivered.
+A socket is drained up to a budget per read; every datagram of the drain goes to
+each sink (subscriptions, a protocol) in one list. Datagrams that reached the
+port but were not sent to the group are counted, never delivered.
+
+Two drains do the same thing: ``recvmmsg`` through :mod:`._mmsg` reads up to 32
+datagrams per system call where libc has it, plain ``recvmsg`` otherwise (and
+with ``MCASTIO_RECVMMSG=0`` in the environment). :class:`SocketReader` runs a
+drain when its socket is readable, and under a flood every ``coalesce_delay``
+instead (see :class:`._fastpath.Coalescing`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import socket
 from collections.abc import Callable
 
-from . import _net
-from ._fastpath import DATAGRAM_SLOT_SETTERS
+from . import _mmsg, _net
+from ._fastpath import DATAGRAM_SLOT_SETTERS, Coalescing
 from ._model import Datagram, Group
 
-__all__ = ["ReceivePath", "Sink"]
+__all__ = ["USE_RECVMMSG", "ReceivePath", "Sink", "SocketReader"]
 
 _log = logging.getLogger("mcastio")
 
 Sink = Callable[[list[Datagram]], None]
+Drain = Callable[[socket.socket], int]
 
-# Datagrams read per readiness event before yielding to other tasks: large enough
-# to amortise the event-loop turn, small enough not to starve consumers.
+# Datagrams read per drain before yielding to other tasks: large enough to
+# amortise the event-loop turn, small enough not to starve consumers.
 _DRAIN_BUDGET = 256
 # Distinct arrival ancillary blocks remembered per endpoint (one per interface and
 # destination in practice); the cache is emptied when it would grow past this.
 _ARRIVALS_LIMIT = 1024
+# Distinct (source, control messages) blocks remembered by the recvmmsg drain.
+_META_LIMIT = 4096
+# What the recvmmsg drain remembers for a block not sent to the group.
+_NOT_FOR_GROUP: tuple[()] = ()
+
+#: Whether new endpoints read with recvmmsg; tests run both drains through this.
+USE_RECVMMSG = _mmsg.available() and os.environ.get("MCASTIO_RECVMMSG", "1") != "0"
 
 
 def _index_to_name(index: int) -> str:
@@ -45,8 +61,13 @@ class ReceivePath:
         # The pktinfo destination is compared as inet_ntop text: the same function on
         # both sides keeps the comparison canonical for any spelling of an IPv6 group.
         self._wire_group = socket.inet_ntop(group.family, group.address.packed)
-        #: Interface index -> name, for the interfaces in use; set by the owner.
-        self.names: dict[int, str] = {}
+        self._packed_group = group.address.packed
+        self._family = group.family
+        self._names: dict[int, str] = {}
+        self._buffers = _mmsg.Buffers(group.family) if USE_RECVMMSG else None
+        # Key: a source address and the control messages after it, as read;
+        # value: (source, interface name, TTL), or _NOT_FOR_GROUP.
+        self._meta: dict[bytes, tuple[object, ...]] = {}
         #: Called with every batch; a tuple, so a sink added or removed while a
         #: batch is handed out does not disturb that loop.
         self.sinks: tuple[Sink, ...] = ()
@@ -58,6 +79,22 @@ class ReceivePath:
         self._drops: dict[socket.socket, int] = {}
         self._retired_drops = 0
         self._arrivals: dict[tuple[int, int, bytes], int] = {}
+
+    @property
+    def fast(self) -> bool:
+        """Whether this path reads with recvmmsg."""
+        return self._buffers is not None
+
+    @property
+    def names(self) -> dict[int, str]:
+        """Interface index -> name, for the interfaces in use; set by the owner."""
+        return self._names
+
+    @names.setter
+    def names(self, names: dict[int, str]) -> None:
+        self._names = names
+        # The recvmmsg drain remembers names with the arrival: forget them all.
+        self._meta = {}
 
     @property
     def kernel_dropped(self) -> int:
@@ -74,7 +111,13 @@ class ReceivePath:
     def remove_sink(self, sink: Sink) -> None:
         self.sinks = tuple(s for s in self.sinks if s is not sink)
 
-    def on_readable(self, sock: socket.socket) -> None:
+    def drain(self, sock: socket.socket) -> int:
+        """Read what ``sock`` holds (up to a budget), hand it on; the datagrams read."""
+        if self._buffers is not None:
+            return self._drain_recvmmsg(sock, self._buffers)
+        return self._drain_recvmsg(sock)
+
+    def _drain_recvmsg(self, sock: socket.socket) -> int:
         batch: list[Datagram] = []
         append = batch.append
         recvmsg = sock.recvmsg
@@ -85,7 +128,8 @@ class ReceivePath:
         group = self._group_str
         new = object.__new__
         set_data, set_source, set_group, set_interface, set_ttl = DATAGRAM_SLOT_SETTERS
-        for _ in range(_DRAIN_BUDGET):
+        read = 0
+        while read < _DRAIN_BUDGET:
             try:
                 data, anc, flags, source = recvmsg(bufsize, ancsize)
             except (BlockingIOError, InterruptedError):
@@ -94,6 +138,7 @@ class ReceivePath:
                 # An unconnected UDP socket has no peer errors to report; log and move on.
                 _log.warning("receive error on %s:%d: %s", group, self._port, exc)
                 break
+            read += 1
             if flags & truncated:
                 self.truncated += 1
                 continue
@@ -119,6 +164,78 @@ class ReceivePath:
             set_interface(dgram, name)
             set_ttl(dgram, ttl)
             append(dgram)
+        self._hand_on(batch)
+        return read
+
+    def _drain_recvmmsg(self, sock: socket.socket, buffers: _mmsg.Buffers) -> int:
+        batch: list[Datagram] = []
+        append = batch.append
+        fd = sock.fileno()
+        memory = buffers.memory
+        slots = buffers.slots
+        room = buffers.name_room
+        truncated = _mmsg.MSG_TRUNC
+        group = self._group_str
+        new = object.__new__
+        set_data, set_source, set_group, set_interface, set_ttl = DATAGRAM_SLOT_SETTERS
+        read = 0
+        while read < _DRAIN_BUDGET:
+            try:
+                count = buffers.receive(fd)
+            except OSError as exc:
+                # An unconnected UDP socket has no peer errors to report; log and move on.
+                _log.warning("receive error on %s:%d: %s", group, self._port, exc)
+                break
+            read += count
+            meta = self._meta
+            for (key_at, data_at), (control_len, flags, length) in zip(
+                slots, buffers.results(count), strict=False
+            ):
+                if flags & truncated:
+                    self.truncated += 1
+                    continue
+                # The source and control messages repeat datagram after datagram:
+                # their meaning is worked out once per distinct block.
+                key = memory[key_at : key_at + room + control_len]
+                info = meta.get(key)
+                if info is None:
+                    info = self._learn(sock, key, room)
+                if not info:
+                    self.not_for_group += 1
+                    continue
+                source, name, ttl = info
+                dgram = new(Datagram)
+                set_data(dgram, memory[data_at : data_at + length])
+                set_source(dgram, source)
+                set_group(dgram, group)
+                set_interface(dgram, name)
+                set_ttl(dgram, ttl)
+                append(dgram)
+            if count < _mmsg.BATCH:
+                break
+        self._hand_on(batch)
+        return read
+
+    def _learn(self, sock: socket.socket, key: bytes, room: int) -> tuple[object, ...]:
+        """What a (source, control messages) block means; remembered unless it holds drops."""
+        drops, key = _mmsg.split_drops(key, room)
+        if drops is not None:
+            self._drops[sock] = drops
+            known = self._meta.get(key)
+            if known is not None:
+                return known
+        control = _mmsg.parse_control(key, room)
+        info: tuple[object, ...] = _NOT_FOR_GROUP
+        if control.destination == self._packed_group:
+            name = self._names.get(control.ifindex) or _index_to_name(control.ifindex)
+            source = _mmsg.parse_sockaddr(key[:room], self._family)
+            info = (source, name, control.ttl)
+        if len(self._meta) >= _META_LIMIT:
+            self._meta.clear()
+        self._meta[key] = info
+        return info
+
+    def _hand_on(self, batch: list[Datagram]) -> None:
         if batch:
             self.received += len(batch)
             for sink in self.sinks:
@@ -151,3 +268,67 @@ class ReceivePath:
             self._arrivals.clear()
         self._arrivals[cmsg] = index
         return index
+
+
+class SocketReader:
+    """Runs ``drain`` on one socket: when it is readable, or under a flood after a delay.
+
+    Any socket and any drain (a function of the socket returning how many
+    datagrams it read) will do. While a flood is coalesced the socket is not
+    watched: a timer runs the drain every ``delay`` seconds until a read finds
+    less than a flood's worth, then readiness takes over again.
+    """
+
+    __slots__ = ("_active", "_drain", "_fd", "_loop", "_pacing", "_sock", "_timer")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, drain: Drain, delay: float
+    ) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._drain = drain
+        self._pacing = Coalescing(delay)
+        self._timer: asyncio.Handle | None = None
+        self._active = False
+
+    @property
+    def coalescing(self) -> bool:
+        """Whether reads are deferred right now (a flood is being read in batches)."""
+        return self._timer is not None
+
+    def start(self) -> None:
+        self._active = True
+        self._loop.add_reader(self._fd, self._on_readable)
+
+    def stop(self) -> None:
+        """Stop reading; call before the socket closes. Idempotent."""
+        self._active = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        else:
+            self._loop.remove_reader(self._fd)
+
+    def _on_readable(self) -> None:
+        read = self._drain(self._sock)
+        # A sink may have closed the endpoint, and with it this reader.
+        if self._active and self._pacing.after_wakeup(read, self._loop.time()):
+            self._loop.remove_reader(self._fd)
+            self._timer = self._loop.call_later(self._pacing.delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        read = 0
+        try:
+            read = self._drain(self._sock)
+        finally:
+            # Even when a sink raised: the socket must not be left unread.
+            if self._active:
+                wait = self._pacing.after_deferred(read, read >= _DRAIN_BUDGET)
+                if wait is None:
+                    self._loop.add_reader(self._fd, self._on_readable)
+                elif wait:
+                    self._timer = self._loop.call_later(wait, self._on_timer)
+                else:
+                    self._timer = self._loop.call_soon(self._on_timer)
