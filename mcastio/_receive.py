@@ -279,7 +279,16 @@ class SocketReader:
     less than a flood's worth, then readiness takes over again.
     """
 
-    __slots__ = ("_active", "_drain", "_fd", "_loop", "_pacing", "_sock", "_timer")
+    __slots__ = (
+        "_active",
+        "_drain",
+        "_fd",
+        "_loop",
+        "_pacing",
+        "_sock",
+        "_timer",
+        "deferred_reads",
+    )
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, sock: socket.socket, drain: Drain, delay: float
@@ -291,6 +300,8 @@ class SocketReader:
         self._pacing = Coalescing(delay)
         self._timer: asyncio.Handle | None = None
         self._active = False
+        #: Reads made after a coalescing delay rather than on readiness.
+        self.deferred_reads = 0
 
     @property
     def coalescing(self) -> bool:
@@ -319,6 +330,7 @@ class SocketReader:
 
     def _on_timer(self) -> None:
         self._timer = None
+        self.deferred_reads += 1
         read = 0
         try:
             read = self._drain(self._sock)
