@@ -8,7 +8,9 @@ medians over rounds, and ratios are medians of per-round ratios.
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -39,6 +41,7 @@ LATENCY_ROWS: tuple[tuple[str, str], ...] = (
     ("mcastio batches()", "mcastio-batch"),
     ("mcastio async for", "mcastio-aiter"),
     ("mcastio protocol hook", "mcastio-protocol"),
+    ("mcastio batches(), coalesce_delay=0", "mcastio-batch+nodelay"),
 )
 SATURATION_ROWS: tuple[tuple[str, str], ...] = (
     ("plain recvmsg loop", PLAIN),
@@ -219,6 +222,47 @@ def run_saturation(lab: Lab, rounds: int, seconds: float, rate: int) -> None:
     print("\n".join(out), flush=True)
 
 
+def _resident_kib() -> int:
+    with open("/proc/self/statm", encoding="ascii") as f:
+        return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+
+
+def run_buffers(sizes: Sequence[int] = (64, 1400, 8000, 65000), floods: int = 20) -> None:
+    """Resident memory of one endpoint's recvmmsg buffers, read full of each size (loopback)."""
+    from mcastio import _mmsg
+
+    print(
+        f"\n## recvmmsg buffers: resident memory after reading {floods} x {_mmsg.BATCH}"
+        " datagrams of each size (loopback, this process)",
+        flush=True,
+    )
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        rx.bind(("127.0.0.1", 0))
+        rx.setblocking(False)
+        before = _resident_kib()
+        buffers = _mmsg.Buffers(socket.AF_INET)
+        rows = [
+            f"| virtual size | {len(buffers.memory) / 1024:.0f} KiB |",
+            f"| resident after allocation | +{_resident_kib() - before} KiB |",
+        ]
+        for size in sizes:
+            for _ in range(floods):
+                for _ in range(_mmsg.BATCH):
+                    tx.sendto(b"\xa5" * size, rx.getsockname())
+                while buffers.receive(rx.fileno()):
+                    pass
+            rows.append(
+                f"| resident after {size}-byte datagrams | +{_resident_kib() - before} KiB |"
+            )
+    finally:
+        rx.close()
+        tx.close()
+    print("| | |\n|---|---:|\n" + "\n".join(rows), flush=True)
+
+
 def run_all(lab: Lab, sections: Sequence[str], rounds: int, seconds: float, rate: int) -> None:
     if "cpu" in sections:
         run_cpu(lab, rounds, seconds, rate)
@@ -226,3 +270,5 @@ def run_all(lab: Lab, sections: Sequence[str], rounds: int, seconds: float, rate
         run_latency(lab, max(3, rounds - 2), seconds)
     if "saturation" in sections:
         run_saturation(lab, max(3, rounds - 2), seconds, 250_000)
+    if "buffers" in sections:
+        run_buffers()

@@ -379,8 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", default=None, help="comma-separated receiver variants")
     parser.add_argument(
         "--sections",
-        default="cpu,latency,saturation,receive,equal,send,memory,idle,join",
-        help="comma-separated: cpu,latency,saturation,receive,equal,send,memory,idle,join",
+        default="cpu,latency,saturation,buffers,receive,equal,send,memory,idle,join",
+        help="comma-separated: cpu,latency,saturation,buffers,receive,equal,send,memory,idle,join",
     )
     parser.add_argument(
         "--compare-with",
@@ -413,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sections = set(args.sections.split(","))
     print(f"mcastio benchmarks: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     with Lab(links=3, ipv6=False) as lab:
-        if sections & {"cpu", "latency", "saturation"}:
+        if sections & {"cpu", "latency", "saturation", "buffers"}:
             import fast
 
             fast.run_all(lab, sorted(sections), rounds, seconds, args.rate)

@@ -267,7 +267,8 @@ class Buffers:
         meta = self.name_room + CONTROL_ROOM
         data_start = -(-BATCH * meta // mmap.PAGESIZE) * mmap.PAGESIZE
         #: The mapping every message is read into; slices of it are bytes.
-        self.memory = mmap.mmap(-1, data_start + BATCH * SLOT)
+        # Private: a forked child must not read into its parent's buffers.
+        self.memory = mmap.mmap(-1, data_start + BATCH * SLOT, flags=mmap.MAP_PRIVATE)
         base = ctypes.addressof(ctypes.c_char.from_buffer(self.memory))
         self._iovecs = (IoVec * BATCH)()
         headers = (MMsgHdr * BATCH)()

@@ -142,3 +142,25 @@ def test_light_traffic_is_read_at_once(lab: Lab) -> None:
 
     with lab.inside():
         assert run(main()) == (20, 0)
+
+
+def test_coalesce_delay_reaches_every_entry(lab: Lab) -> None:
+    async def main() -> list[float]:
+        transport, _ = await mcastio.create_multicast_endpoint(
+            asyncio.DatagramProtocol, GROUP4, PORT, watch=False, coalesce_delay=0.0005
+        )
+        transport.close()
+        await transport.endpoint.aclose()
+        dual = mcastio.DualStackEndpoint(
+            "224.0.0.251", "ff02::fb", PORT, watch=False, coalesce_delay=0
+        )
+        default = mcastio.MulticastEndpoint(GROUP6, PORT, watch=False)
+        return [
+            transport.endpoint._coalesce_delay,
+            dual._v4._coalesce_delay,
+            dual._v6._coalesce_delay,
+            default._coalesce_delay,
+        ]
+
+    with lab.inside():
+        assert run(main()) == [0.0005, 0.0, 0.0, 0.001]
