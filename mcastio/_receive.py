@@ -14,6 +14,7 @@ instead (see :class:`._fastpath.Coalescing`).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
@@ -41,6 +42,9 @@ _META_LIMIT = 4096
 # What the recvmmsg drain remembers for a block not sent to the group.
 _NOT_FOR_GROUP: tuple[()] = ()
 
+# recvmmsg failing with these means the call itself is unavailable, not the socket.
+_NO_RECVMMSG = (errno.ENOSYS, errno.EPERM, errno.EOPNOTSUPP)
+
 #: Whether new endpoints read with recvmmsg; tests run both drains through this.
 USE_RECVMMSG = _mmsg.available() and os.environ.get("MCASTIO_RECVMMSG", "1") != "0"
 
@@ -64,7 +68,12 @@ class ReceivePath:
         self._packed_group = group.address.packed
         self._family = group.family
         self._names: dict[int, str] = {}
-        self._buffers = _mmsg.Buffers(group.family) if USE_RECVMMSG else None
+        self._buffers: _mmsg.Buffers | None = None
+        if USE_RECVMMSG:
+            try:
+                self._buffers = _mmsg.Buffers(group.family)
+            except OSError as exc:
+                _log.warning("reading with recvmsg: no memory for recvmmsg buffers: %s", exc)
         # Key: a source address and the control messages after it, as read;
         # value: (source, interface name, TTL), or _NOT_FOR_GROUP.
         self._meta: dict[bytes, tuple[object, ...]] = {}
@@ -183,6 +192,12 @@ class ReceivePath:
             try:
                 count = buffers.receive(fd)
             except OSError as exc:
+                if exc.errno in _NO_RECVMMSG:
+                    # A sandbox may refuse the call (seccomp): read the plain way from now on.
+                    _log.warning("reading with recvmsg: the kernel refused recvmmsg: %s", exc)
+                    self._buffers = None
+                    self._hand_on(batch)
+                    return read + self._drain_recvmsg(sock)
                 # An unconnected UDP socket has no peer errors to report; log and move on.
                 _log.warning("receive error on %s:%d: %s", group, self._port, exc)
                 break

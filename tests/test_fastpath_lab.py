@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 
 import pytest
@@ -164,3 +165,29 @@ def test_coalesce_delay_reaches_every_entry(lab: Lab) -> None:
 
     with lab.inside():
         assert run(main()) == [0.0005, 0.0, 0.0, 0.001]
+
+
+def test_a_refused_recvmmsg_falls_back_to_recvmsg(
+    lab: Lab, receive_drain: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(self: _mmsg.Buffers, fd: int) -> int:
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    # What a seccomp sandbox that filters the system call makes recvmmsg return.
+    monkeypatch.setattr(_mmsg.Buffers, "receive", refuse)
+    link = lab.link[1]
+
+    async def main() -> tuple[list[bytes], bool]:
+        ep = mcastio.MulticastEndpoint(GROUP4, PORT, interfaces=[link.host_if], watch=False)
+        async with ep:
+            sub = ep.subscribe()
+            with peer_socket(lab, link, socket.AF_INET, 1) as sock:
+                for i in range(3):
+                    sock.sendto(bytes([i]), (GROUP4, PORT))
+            got = await asyncio.wait_for(take(sub, 3), 3)
+            return [d.data for d in got], ep._receive.fast
+
+    with lab.inside():
+        data, fast = run(main())
+    assert data == [b"\0", b"\1", b"\2"]
+    assert not fast
