@@ -77,6 +77,9 @@ class ReceivePath:
         # Key: a source address and the control messages after it, as read;
         # value: (source, interface name, TTL), or _NOT_FOR_GROUP.
         self._meta: dict[bytes, tuple[object, ...]] = {}
+        self._reply_meta: dict[bytes, tuple[object, ...]] = {}
+        #: Unicast replies delivered by :meth:`drain_replies`.
+        self.replies = 0
         #: Called with every batch; a tuple, so a sink added or removed while a
         #: batch is handed out does not disturb that loop.
         self.sinks: tuple[Sink, ...] = ()
@@ -104,6 +107,7 @@ class ReceivePath:
         self._names = names
         # The recvmmsg drain remembers names with the arrival: forget them all.
         self._meta = {}
+        self._reply_meta = {}
 
     @property
     def kernel_dropped(self) -> int:
@@ -177,6 +181,21 @@ class ReceivePath:
         return read
 
     def _drain_recvmmsg(self, sock: socket.socket, buffers: _mmsg.Buffers) -> int:
+        batch, read = self._read_recvmmsg(sock, buffers, self._group_str)
+        self._hand_on(batch)
+        if self._buffers is None:
+            # The kernel refused recvmmsg: read the plain way from now on.
+            read += self._drain_recvmsg(sock)
+        return read
+
+    def _read_recvmmsg(
+        self, sock: socket.socket, buffers: _mmsg.Buffers, group: str | None
+    ) -> tuple[list[Datagram], int]:
+        """Datagrams read from ``sock`` (group traffic, or replies when ``group`` is None).
+
+        When the kernel refuses recvmmsg this path drops its buffers (:attr:`fast`
+        turns False) and returns what it read so far; the caller reads on with recvmsg.
+        """
         batch: list[Datagram] = []
         append = batch.append
         fd = sock.fileno()
@@ -184,25 +203,26 @@ class ReceivePath:
         slots = buffers.slots
         room = buffers.name_room
         truncated = _mmsg.MSG_TRUNC
-        group = self._group_str
         new = object.__new__
         set_data, set_source, set_group, set_interface, set_ttl = DATAGRAM_SLOT_SETTERS
+        if group is None:
+            meta, learn = self._reply_meta, self._learn_reply
+        else:
+            meta, learn = self._meta, self._learn
         read = 0
         while read < _DRAIN_BUDGET:
             try:
                 count = buffers.receive(fd)
             except OSError as exc:
                 if exc.errno in _NO_RECVMMSG:
-                    # A sandbox may refuse the call (seccomp): read the plain way from now on.
+                    # A sandbox may refuse the call (seccomp).
                     _log.warning("reading with recvmsg: the kernel refused recvmmsg: %s", exc)
                     self._buffers = None
-                    self._hand_on(batch)
-                    return read + self._drain_recvmsg(sock)
+                    break
                 # An unconnected UDP socket has no peer errors to report; log and move on.
-                _log.warning("receive error on %s:%d: %s", group, self._port, exc)
+                _log.warning("receive error on %s:%d: %s", self._group_str, self._port, exc)
                 break
             read += count
-            meta = self._meta
             for (key_at, data_at), (control_len, flags, length) in zip(
                 slots, buffers.results(count), strict=False
             ):
@@ -214,7 +234,7 @@ class ReceivePath:
                 key = memory[key_at : key_at + room + control_len]
                 info = meta.get(key)
                 if info is None:
-                    info = self._learn(sock, key, room)
+                    info = learn(sock, key, room)
                 if not info:
                     self.not_for_group += 1
                     continue
@@ -228,8 +248,7 @@ class ReceivePath:
                 append(dgram)
             if count < _mmsg.BATCH:
                 break
-        self._hand_on(batch)
-        return read
+        return batch, read
 
     def _learn(self, sock: socket.socket, key: bytes, room: int) -> tuple[object, ...]:
         """What a (source, control messages) block means; remembered unless it holds drops."""
@@ -245,10 +264,38 @@ class ReceivePath:
             name = self._names.get(control.ifindex) or _index_to_name(control.ifindex)
             source = _mmsg.parse_sockaddr(key[:room], self._family)
             info = (source, name, control.ttl)
-        if len(self._meta) >= _META_LIMIT:
-            self._meta.clear()
-        self._meta[key] = info
+        return self._remember(self._meta, key, info)
+
+    def _learn_reply(self, sock: socket.socket, key: bytes, room: int) -> tuple[object, ...]:
+        """A unicast reply is delivered when it came in on an interface in use."""
+        control = _mmsg.parse_control(key, room)
+        info: tuple[object, ...] = _NOT_FOR_GROUP
+        name = self._names.get(control.ifindex)
+        if name is not None:
+            info = (_mmsg.parse_sockaddr(key[:room], self._family), name, None)
+        return self._remember(self._reply_meta, key, info)
+
+    @staticmethod
+    def _remember(
+        meta: dict[bytes, tuple[object, ...]], key: bytes, info: tuple[object, ...]
+    ) -> tuple[object, ...]:
+        if len(meta) >= _META_LIMIT:
+            meta.clear()
+        meta[key] = info
         return info
+
+    def drain_replies(self, sock: socket.socket) -> int:
+        """Read unicast replies from a transmit socket, like :meth:`drain`; ``group`` None.
+
+        Needs the recvmmsg buffers (:attr:`fast`); counted in :attr:`replies`.
+        """
+        assert self._buffers is not None
+        batch, read = self._read_recvmmsg(sock, self._buffers, None)
+        if batch:
+            self.replies += len(batch)
+            for sink in self.sinks:
+                sink(batch)
+        return read
 
     def _hand_on(self, batch: list[Datagram]) -> None:
         if batch:
