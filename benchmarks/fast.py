@@ -107,6 +107,12 @@ def _run_child(
     return result
 
 
+def per_read(row: Row) -> str:
+    """Datagrams per deferred read, the median over rounds ("-" where none)."""
+    sizes = [r["received"] / r["deferred_reads"] for r in row.runs if r.get("deferred_reads")]
+    return f"{median(sizes):.0f}" if sizes else "-"
+
+
 def run_cpu(lab: Lab, rounds: int, seconds: float, rate: int) -> None:
     print(
         f"\n## CPU per datagram: {rounds} rounds x {seconds:g} s at {rate} datagrams/s"
@@ -122,17 +128,17 @@ def run_cpu(lab: Lab, rounds: int, seconds: float, rate: int) -> None:
     plain, uv = rows[0], rows[1]
     out = [
         "| receiver | received | CPU µs/datagram | ratio to plain loop | ratio to uvloop"
-        " | peak RSS |",
-        "|---|---:|---:|---:|---:|---:|",
+        " | peak RSS | datagrams per read |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         if row.skipped:
-            out.append(f"| {row.label} | - | - | - | - | {row.skipped} |")
+            out.append(f"| {row.label} | - | - | - | - | - | {row.skipped} |")
             continue
         out.append(
             f"| {row.label} | {row.med('fraction') * 100:.1f}% | {row.med('cpu_us'):.2f}"
             f" | {ratio(row, plain, 'cpu_us')} | {ratio(row, uv, 'cpu_us')}"
-            f" | {row.med('maxrss_kib') / 1024:.1f} MiB |"
+            f" | {row.med('maxrss_kib') / 1024:.1f} MiB | {per_read(row)} |"
         )
     print("\n".join(out), flush=True)
 
@@ -151,6 +157,12 @@ def _sent(text: str) -> int:
     return int(match.group(1))
 
 
+def deferred(row: Row) -> str:
+    """Reads mcastio deferred under coalescing, the most in any round ("-" for others)."""
+    counts = [r["deferred_reads"] for r in row.runs if "deferred_reads" in r]
+    return f"{max(counts):.0f}" if counts else "-"
+
+
 def run_latency(lab: Lab, rounds: int, seconds: float, rate: int = 1000) -> None:
     print(
         f"\n## latency: {rounds} rounds x {seconds:g} s at {rate} datagrams/s, evenly spaced,"
@@ -166,17 +178,18 @@ def run_latency(lab: Lab, rounds: int, seconds: float, rate: int = 1000) -> None
     rounds_of(lab, rows, rounds, measure)
     plain = rows[0]
     out = [
-        "| receiver | received | p50 | p99 | p50 ratio to plain loop | p99 ratio to plain loop |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| receiver | received | p50 | p99 | p50 ratio to plain loop | p99 ratio to plain loop"
+        " | deferred reads |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         if row.skipped:
-            out.append(f"| {row.label} | - | - | - | - | {row.skipped} |")
+            out.append(f"| {row.label} | - | - | - | - | - | {row.skipped} |")
             continue
         out.append(
             f"| {row.label} | {row.med('fraction') * 100:.1f}% | {row.med('p50_us'):.0f}"
             f" | {row.med('p99_us'):.0f} | {ratio(row, plain, 'p50_us')}"
-            f" | {ratio(row, plain, 'p99_us')} |"
+            f" | {ratio(row, plain, 'p99_us')} | {deferred(row)} |"
         )
     print("\n".join(out), flush=True)
 

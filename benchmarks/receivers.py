@@ -43,12 +43,14 @@ _IN_PKTINFO = struct.Struct("=i4s4s").unpack_from
 
 
 class Counter:
-    __slots__ = ("delays", "n")
+    __slots__ = ("delays", "endpoint", "n")
 
     def __init__(self) -> None:
         self.n = 0
         #: Nanoseconds from each datagram's send to its consumer (BENCH_LATENCY=1).
         self.delays: list[int] = []
+        #: The mcastio endpoint under test, whose deferred reads are reported.
+        self.endpoint: mcastio.MulticastEndpoint | None = None
 
     def stamp(self, payloads: list[bytes]) -> None:
         now = time.monotonic_ns()
@@ -158,6 +160,7 @@ async def mcastio_aiter(
     group: str, port: int, ifname: str, c: Counter, ready: Callable[[], None]
 ) -> None:
     async with mcastio.MulticastEndpoint(group, port, interfaces=ifname.split(","), **_EP_KW) as ep:
+        c.endpoint = ep
         sub = ep.subscribe()
         ready()
         if _LATENCY:
@@ -172,6 +175,7 @@ async def mcastio_batch(
     group: str, port: int, ifname: str, c: Counter, ready: Callable[[], None]
 ) -> None:
     async with mcastio.MulticastEndpoint(group, port, interfaces=ifname.split(","), **_EP_KW) as ep:
+        c.endpoint = ep
         batches = ep.batches()
         ready()
         async for batch in batches:
@@ -186,6 +190,7 @@ async def mcastio_protocol(
     transport, _ = await mcastio.create_multicast_endpoint(
         lambda: BatchProtocol(c), group, port, interfaces=ifname.split(","), **_EP_KW
     )
+    c.endpoint = transport.endpoint
     try:
         ready()
         await asyncio.Event().wait()
@@ -297,6 +302,8 @@ async def main(variant: Variant, group: str, port: int, ifname: str) -> None:
     await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
     loop.remove_reader(stdin)
     end = time.process_time()
+    readers = getattr(counter.endpoint, "_socket_readers", {})
+    deferred = sum(r.deferred_reads for r in readers.values())
     if task.done():
         task.result()
     task.cancel()
@@ -305,6 +312,8 @@ async def main(variant: Variant, group: str, port: int, ifname: str) -> None:
     cpu = end - start
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result: dict[str, float] = {"received": counter.n, "cpu": cpu, "maxrss_kib": rss_kib}
+    if counter.endpoint is not None:
+        result["deferred_reads"] = deferred
     delays = sorted(counter.delays)
     if delays:
         result["p50_us"] = delays[len(delays) // 2] / 1000
