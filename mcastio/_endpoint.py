@@ -38,8 +38,9 @@ from ._model import (
     validate_sources,
     validate_ttl,
 )
+from ._pacing import SocketReader
 from ._readers import Readers
-from ._receive import ReceivePath, Sink, SocketReader
+from ._receive import ReceivePath, Sink
 from ._subscription import BatchSubscription, Subscription
 from ._transmit import TransmitPool
 from ._watch import InterfaceEvent, desired_interfaces

@@ -6,14 +6,12 @@ port but were not sent to the group are counted, never delivered.
 
 Two drains do the same thing: ``recvmmsg`` through :mod:`._mmsg` reads up to 32
 datagrams per system call where libc has it, plain ``recvmsg`` otherwise (and
-with ``MCASTIO_RECVMMSG=0`` in the environment). :class:`SocketReader` runs a
-drain when its socket is readable, and under a flood every ``coalesce_delay``
-instead (see :class:`._fastpath.Coalescing`).
+with ``MCASTIO_RECVMMSG=0`` in the environment). :class:`._pacing.SocketReader`
+decides when a drain runs.
 """
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 import os
@@ -21,19 +19,18 @@ import socket
 from collections.abc import Callable
 
 from . import _mmsg, _net
-from ._fastpath import DATAGRAM_SLOT_SETTERS, Coalescing
+from ._fastpath import DATAGRAM_SLOT_SETTERS
 from ._model import Datagram, Group
 
-__all__ = ["USE_RECVMMSG", "ReceivePath", "Sink", "SocketReader"]
+__all__ = ["DRAIN_BUDGET", "USE_RECVMMSG", "ReceivePath", "Sink"]
 
 _log = logging.getLogger("mcastio")
 
 Sink = Callable[[list[Datagram]], None]
-Drain = Callable[[socket.socket], int]
 
-# Datagrams read per drain before yielding to other tasks: large enough to
-# amortise the event-loop turn, small enough not to starve consumers.
-_DRAIN_BUDGET = 256
+#: Datagrams read per drain before yielding to other tasks: large enough to
+#: amortise the event-loop turn, small enough not to starve consumers.
+DRAIN_BUDGET = 256
 # Distinct arrival ancillary blocks remembered per endpoint (one per interface and
 # destination in practice); the cache is emptied when it would grow past this.
 _ARRIVALS_LIMIT = 1024
@@ -142,7 +139,7 @@ class ReceivePath:
         new = object.__new__
         set_data, set_source, set_group, set_interface, set_ttl = DATAGRAM_SLOT_SETTERS
         read = 0
-        while read < _DRAIN_BUDGET:
+        while read < DRAIN_BUDGET:
             try:
                 data, anc, flags, source = recvmsg(bufsize, ancsize)
             except (BlockingIOError, InterruptedError):
@@ -210,7 +207,7 @@ class ReceivePath:
         else:
             meta, learn = self._meta, self._learn
         read = 0
-        while read < _DRAIN_BUDGET:
+        while read < DRAIN_BUDGET:
             try:
                 count = buffers.receive(fd)
             except OSError as exc:
@@ -330,79 +327,3 @@ class ReceivePath:
             self._arrivals.clear()
         self._arrivals[cmsg] = index
         return index
-
-
-class SocketReader:
-    """Runs ``drain`` on one socket: when it is readable, or under a flood after a delay.
-
-    Any socket and any drain (a function of the socket returning how many
-    datagrams it read) will do. While a flood is coalesced the socket is not
-    watched: a timer runs the drain every ``delay`` seconds until a read finds
-    less than a flood's worth, then readiness takes over again.
-    """
-
-    __slots__ = (
-        "_active",
-        "_drain",
-        "_fd",
-        "_loop",
-        "_pacing",
-        "_sock",
-        "_timer",
-        "deferred_reads",
-    )
-
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, drain: Drain, delay: float
-    ) -> None:
-        self._loop = loop
-        self._sock = sock
-        self._fd = sock.fileno()
-        self._drain = drain
-        self._pacing = Coalescing(delay)
-        self._timer: asyncio.Handle | None = None
-        self._active = False
-        #: Reads made after a coalescing delay rather than on readiness.
-        self.deferred_reads = 0
-
-    @property
-    def coalescing(self) -> bool:
-        """Whether reads are deferred right now (a flood is being read in batches)."""
-        return self._timer is not None
-
-    def start(self) -> None:
-        self._active = True
-        self._loop.add_reader(self._fd, self._on_readable)
-
-    def stop(self) -> None:
-        """Stop reading; call before the socket closes. Idempotent."""
-        self._active = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        else:
-            self._loop.remove_reader(self._fd)
-
-    def _on_readable(self) -> None:
-        read = self._drain(self._sock)
-        # A sink may have closed the endpoint, and with it this reader.
-        if self._active and self._pacing.after_wakeup(read, self._loop.time()):
-            self._loop.remove_reader(self._fd)
-            self._timer = self._loop.call_later(self._pacing.delay, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self.deferred_reads += 1
-        read = 0
-        try:
-            read = self._drain(self._sock)
-        finally:
-            # Even when a sink raised: the socket must not be left unread.
-            if self._active:
-                wait = self._pacing.after_deferred(read, read >= _DRAIN_BUDGET)
-                if wait is None:
-                    self._loop.add_reader(self._fd, self._on_readable)
-                elif wait:
-                    self._timer = self._loop.call_later(wait, self._on_timer)
-                else:
-                    self._timer = self._loop.call_soon(self._on_timer)

@@ -15,7 +15,7 @@ import pytest
 from mcastio import _mmsg, _net
 from mcastio._fastpath import Coalescing
 from mcastio._model import validate_coalesce_delay
-from mcastio._receive import SocketReader
+from mcastio._pacing import SocketReader
 from tests.conftest import run, skip_or_fail
 
 SO_TIMESTAMP = getattr(socket, "SO_TIMESTAMP", 29)
