@@ -79,6 +79,10 @@ class Memberships:
         receiver = self._open()
         try:
             _net.join(receiver.sock, self._group, iface, self._sources)
+        except MembershipLimitError as exc:
+            self._close_if_empty(receiver)
+            # Spreading cannot help when an empty socket is refused too.
+            raise MulticastError(f"{exc}; even a new socket was refused") from exc
         except BaseException:
             self._close_if_empty(receiver)
             raise
