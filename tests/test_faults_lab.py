@@ -1,0 +1,529 @@
+"""Faults and hostile input on real kernels: nothing stops silently, nothing is lost silently.
+
+Descriptor exhaustion (RLIMIT_NOFILE in a subprocess), the IPv6 membership limit
+(net.core.optmem_max in the lab's host namespace), labelled addresses, a port
+taken without SO_REUSEADDR, unheld consumer tasks, tight send loops, and a short
+campaign of flapping links under load.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import tracemalloc
+import weakref
+from collections.abc import Callable
+
+import pytest
+
+from mcastio import Datagram, MulticastEndpoint, MulticastError, Subscription
+from mcastio._discovery import read_snapshot
+from mcastio.testing import Lab, LabError
+from tests.conftest import run, skip_or_fail
+
+pytestmark = pytest.mark.lab
+
+GROUP = "239.255.11.1"
+GROUP6 = "ff05::1111"
+PORT = 5911
+
+
+async def wait_for(cond: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what or cond}")
+        await asyncio.sleep(0.01)
+
+
+async def receive_from_each(sub: Subscription, names: set[str], timeout: float = 5.0) -> set[str]:
+    """The interfaces among ``names`` that delivered a datagram within ``timeout``."""
+    seen: set[str] = set()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while seen != names and loop.time() < deadline:
+        try:
+            dgram = await asyncio.wait_for(sub.__anext__(), deadline - loop.time())
+        except asyncio.TimeoutError:
+            break
+        seen.add(dgram.interface)
+    return seen
+
+
+def record_loop_errors() -> list[str]:
+    """Everything reported to the running loop's exception handler, as text."""
+    reported: list[str] = []
+
+    def handler(_loop: asyncio.AbstractEventLoop, ctx: dict[str, object]) -> None:
+        reported.append(f"{ctx.get('message')}: {ctx.get('exception')!r}")
+
+    asyncio.get_running_loop().set_exception_handler(handler)
+    return reported
+
+
+# -- item 1: a consumer task that nobody holds ----------------------------------------
+
+
+def test_an_unheld_consumer_task_survives_gc_and_a_flood(lab: Lab) -> None:
+    count = 1500
+
+    async def main() -> tuple[list[bytes], list[str]]:
+        reported = record_loop_errors()
+        got: list[bytes] = []
+        ready = asyncio.get_running_loop().create_future()
+
+        async def consume() -> None:
+            # The endpoint too is reachable only from this task's frame.
+            async with MulticastEndpoint(GROUP, PORT, watch=False, queue_size=4 * count) as ep:
+                ready.set_result(None)
+                async for dgram in ep:
+                    got.append(dgram.data)
+                    if dgram.data == b"last":
+                        return
+
+        task = weakref.ref(asyncio.create_task(consume()))
+        await ready
+        gc.collect()
+        assert task() is not None, "the waiting task was garbage-collected"
+        # A flood from the same host, looped back on eth1, collecting as it goes.
+        async with MulticastEndpoint(
+            GROUP, PORT, interfaces=["eth1"], loopback=True, watch=False
+        ) as tx:
+            for n in range(count):
+                await tx.send_all(b"%d" % n)
+                if n % 300 == 0:
+                    gc.collect()
+            await tx.send_all(b"last")
+        await wait_for(lambda: task() is None or task().done(), what="the consumer finished")  # type: ignore[union-attr]
+        return got, reported
+
+    with lab.inside():
+        got, reported = run(main())
+    assert reported == []
+    assert got[-1] == b"last"
+    assert len(got) == count + 1
+
+
+# -- item 2: EMFILE, in a subprocess with a low RLIMIT_NOFILE ----------------------------
+
+EMFILE_CHILD = r"""
+import asyncio, json, logging, os, resource, sys
+import mcastio
+from mcastio._watch import Backoff
+
+group, port = sys.argv[1], int(sys.argv[2])
+warnings = []
+
+class Keep(logging.Handler):
+    def emit(self, record):
+        warnings.append(record.getMessage())
+
+logging.getLogger("mcastio").addHandler(Keep(logging.WARNING))
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+def allow(free):
+    # RLIMIT_NOFILE bounds descriptor numbers and the kernel hands out the lowest
+    # free one: leave exactly `free` unused numbers below the limit.
+    names = os.listdir("/proc/self/fd")
+    used = {int(n) for n in names if os.path.exists(f"/proc/self/fd/{n}")}
+    unused = [n for n in range(soft) if n not in used]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (unused[free], hard))
+
+def restore():
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+async def start_under_limits():
+    outcomes = []
+    for watch in (False, True):
+        for free in range(6):
+            ep = mcastio.MulticastEndpoint(group, port, watch=watch)
+            allow(free)
+            try:
+                await ep.start()
+                outcomes.append(["started", len(ep.interfaces)])
+            except mcastio.MulticastError as exc:
+                outcomes.append(["MulticastError", str(exc)])
+            except OSError as exc:
+                outcomes.append(["OSError", str(exc)])
+            finally:
+                restore()
+                await ep.aclose()
+    return outcomes
+
+async def watch_under_limit():
+    async with mcastio.MulticastEndpoint(group, port) as ep:
+        ep._watcher._backoff = Backoff(first=0.05, cap=0.2)
+        before = [i.name for i in ep.interfaces]
+        print("ready", flush=True)
+        allow(1)
+        # Block the loop while the parent adds two links, so one reconcile sees both.
+        sys.stdin.readline()
+        await asyncio.sleep(0.6)
+        during = {
+            "mode": ep.watch_mode,
+            "alive": not ep._watcher._task.done(),
+            "names": [i.name for i in ep.interfaces],
+        }
+        restore()
+        for _ in range(300):
+            if len(ep.interfaces) == len(before) + 2:
+                break
+            await asyncio.sleep(0.01)
+        after = {"mode": ep.watch_mode, "names": [i.name for i in ep.interfaces]}
+        return {"before": before, "during": during, "after": after}
+
+async def main():
+    result = {"start": await start_under_limits()}
+    result["watch"] = await watch_under_limit()
+    result["warnings"] = warnings
+    print(json.dumps(result), flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_emfile_is_a_multicast_error_and_the_watcher_retries(
+    make_lab: Callable[..., Lab],
+) -> None:
+    lab = make_lab(links=3, ipv6=False)
+    child = lab.popen(
+        lab.host,
+        sys.executable,
+        "-c",
+        EMFILE_CHILD,
+        GROUP,
+        str(PORT),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdout is not None
+    assert child.stdin is not None
+    line = child.stdout.readline()
+    assert line == b"ready\n", line + (child.stderr.read() if child.stderr else b"")
+    lab.add_link()
+    lab.add_link()
+    child.stdin.write(b"go\n")
+    child.stdin.flush()
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err.decode()
+    result = json.loads(out)
+    kinds = {kind for kind, _ in result["start"]}
+    # Every start either worked or failed with a MulticastError naming the cause.
+    assert "OSError" not in kinds, result["start"]
+    refusals = [text for kind, text in result["start"] if kind == "MulticastError"]
+    assert refusals
+    assert all("Too many open files" in text for text in refusals), refusals
+    assert ["started", 3] in result["start"]
+    watch = result["watch"]
+    assert watch["before"] == ["eth0", "eth1", "eth2"]
+    # One new link got the last descriptor; the other one's transmit socket failed,
+    # and the watcher lived on, still saying how it watches.
+    assert watch["during"] == {
+        "mode": "netlink",
+        "alive": True,
+        "names": ["eth0", "eth1", "eth2", "eth3"],
+    }
+    assert any(
+        "transmit socket on eth4" in w and "Too many open files" in w for w in result["warnings"]
+    ), result["warnings"]
+    assert watch["after"] == {"mode": "netlink", "names": [f"eth{n}" for n in range(5)]}
+
+
+# -- item 3: the IPv6 membership limit is net.core.optmem_max --------------------------
+
+
+def optmem_lab(make_lab: Callable[..., Lab], links: int, optmem: int) -> Lab:
+    try:
+        return make_lab(links=links, sysctls={"net.core.optmem_max": str(optmem)})
+    except LabError as exc:
+        if "optmem_max" in str(exc):
+            skip_or_fail(f"net.core.optmem_max is not per network namespace here: {exc}")
+        raise
+
+
+def test_ipv6_joins_spread_past_optmem_max(make_lab: Callable[..., Lab]) -> None:
+    # 256 bytes of option memory hold 4 IPv6 memberships (one ipv6_mc_socklist each).
+    lab = optmem_lab(make_lab, links=6, optmem=256)
+
+    async def main() -> tuple[int, int, set[str]]:
+        async with MulticastEndpoint(GROUP6, PORT, watch=False) as ep:
+            sub = ep.subscribe()
+            for link in lab.link:
+                await asyncio.to_thread(lab.peer_send, link, GROUP6, PORT, b"six\n")
+            seen = await receive_from_each(sub, {link.host_if for link in lab.link})
+            return len(ep.interfaces), len(ep._memberships.sockets), seen
+
+    with lab.inside():
+        joined, sockets, seen = run(main())
+    assert joined == 6
+    assert sockets == 2
+    assert seen == {link.host_if for link in lab.link}
+
+
+def test_ipv6_join_refused_even_by_a_new_socket_names_the_limit(
+    make_lab: Callable[..., Lab],
+) -> None:
+    # Too little option memory for a single membership: spreading cannot help.
+    lab = optmem_lab(make_lab, links=2, optmem=32)
+
+    async def main() -> None:
+        for watch in (False, True):
+            ep = MulticastEndpoint(GROUP6, PORT, watch=watch)
+            with pytest.raises(MulticastError, match=r"ENOMEM.*net\.core\.optmem_max"):
+                await ep.start()
+            await ep.aclose()
+
+    with lab.inside():
+        run(main())
+
+
+# -- item 4: labelled IPv4 addresses -------------------------------------------------------
+
+
+def test_labelled_addresses_belong_to_their_device(lab: Lab) -> None:
+    link = lab.link[1]
+    # eth1's only IPv4 address now carries a label; eth2 gets a labelled second one.
+    lab.sh(lab.host, f"ip addr del {link.host_addr}/24 dev eth1")
+    lab.sh(lab.host, f"ip addr add {link.host_addr}/24 dev eth1 label eth1:0")
+    lab.sh(lab.host, "ip addr add 10.99.2.1/24 dev eth2 label eth2:x")
+    listener = lab.peer_listen(link, GROUP, PORT)
+
+    async def main() -> tuple[list[str], list[str]]:
+        async with MulticastEndpoint(GROUP, PORT, watch=False) as ep:
+            sub = ep.subscribe()
+            results = await ep.send_all(b"labelled\n")
+            assert all(r.ok for r in results), results
+            await asyncio.to_thread(lab.peer_send, link, GROUP, PORT, b"to-eth1\n")
+            seen = await receive_from_each(sub, {"eth1"})
+            return [i.name for i in ep.interfaces], sorted(seen)
+
+    with lab.inside():
+        snapshot = {i.name: i for i in read_snapshot()}
+        names, seen = run(main())
+    assert "eth1:0" not in snapshot
+    assert "eth2:x" not in snapshot
+    assert [str(a.ip) for a in snapshot["eth1"].ipv4] == [link.host_addr]
+    assert [str(a.ip) for a in snapshot["eth2"].ipv4] == [lab.link[2].host_addr, "10.99.2.1"]
+    assert names == ["eth0", "eth1", "eth2"]
+    assert seen == ["eth1"]
+    # The peer's listener also hears its own peer's send (loopback inside the peer).
+    assert listener.lines() == [b"labelled", b"to-eth1"]
+
+
+# -- item 5: bad input that reaches the kernel --------------------------------------------
+
+
+def test_port_in_use_without_reuseaddr_names_eaddrinuse_and_the_port(lab: Lab) -> None:
+    with lab.inside():
+        squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with squatter:
+        squatter.bind(("0.0.0.0", PORT))
+
+        async def main() -> None:
+            for watch in (False, True):
+                ep = MulticastEndpoint(GROUP, PORT, watch=watch)
+                with pytest.raises(MulticastError, match=rf"port {PORT} is already in use "):
+                    await ep.start()
+                await ep.aclose()
+
+        with lab.inside():
+            run(main())
+
+
+def test_any_contiguous_buffer_is_sent_and_strided_views_are_refused(lab: Lab) -> None:
+    listener = lab.peer_listen(lab.link[2], GROUP, PORT)
+
+    async def main() -> None:
+        async with MulticastEndpoint(GROUP, PORT, interfaces=["eth2"], watch=False) as ep:
+            strided = memoryview(b"a-b-c-\n")[::2]
+            with pytest.raises(ValueError, match="non-contiguous"):
+                await ep.send_all(strided)
+            with pytest.raises(ValueError, match="non-contiguous"):
+                await ep.send(strided, interface="eth2")
+            with pytest.raises(ValueError, match="non-contiguous"):
+                ep.send_all_nowait(strided)
+            # Typed as bytes, bytearray or memoryview; any contiguous buffer works.
+            sent = await ep.send(array.array("b", b"array\n"), interface="eth2")  # type: ignore[arg-type]
+            assert sent.sent == 6
+            results = await ep.send_all(memoryview(array.array("H", [0x6977, 0x0A64])))
+            assert [(r.ok, r.sent) for r in results] == [(True, 4)]
+
+    with lab.inside():
+        run(main())
+    assert listener.lines() == [b"array", b"wid"]
+
+
+# -- item 7: a tight send loop yields ------------------------------------------------------
+
+
+def test_a_tight_send_all_loop_lets_other_tasks_run(lab: Lab) -> None:
+    sends = 1200
+
+    async def main() -> tuple[int, int, list[bool]]:
+        async with MulticastEndpoint(GROUP, PORT, watch=False, loopback=True) as ep:
+            sub = ep.subscribe(queue_size=4 * sends)
+            ticks = 0
+            done = False
+
+            async def other() -> None:
+                nonlocal ticks
+                while not done:
+                    ticks += 1
+                    await asyncio.sleep(0)
+
+            task = asyncio.create_task(other())
+            await asyncio.sleep(0)
+            ticks = 0
+            oks: list[bool] = []
+            received_during = 0
+            for n in range(sends):
+                results = await ep.send_all(b"%d" % n)
+                oks.extend(r.ok for r in results)
+                if n == sends - 1:
+                    received_during = sub.queued
+            done = True
+            await task
+            return ticks, received_during, oks
+
+    with lab.inside():
+        ticks, received, oks = run(main())
+    copies = 3 * sends
+    # The other task ran at least once per ~256 copies, and the readers did too:
+    # without yields neither would have run before the loop ended.
+    assert ticks >= copies // 256 - 1, ticks
+    assert received > 0
+    assert all(oks)
+
+
+# -- the fault campaign: flapping links under send and receive load -----------------------
+
+PEER_SENDER = r"""
+import socket, sys, time
+group, port, source = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(source))
+n = 0
+while True:
+    try:
+        s.sendto(b"peer %d" % n, (group, port))
+    except OSError:
+        pass  # the link is down right now: keep going
+    n += 1
+    time.sleep(0.0005)
+"""
+
+
+def open_sockets() -> int:
+    """Sockets this process holds (the flapping thread's pipes are not counted)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return count
+
+
+def test_flapping_links_under_load_converge_without_leaks(lab: Lab) -> None:
+    for link in lab.link:
+        lab.popen(
+            link.peer_ns,
+            sys.executable,
+            "-c",
+            PEER_SENDER,
+            GROUP,
+            str(PORT),
+            link.peer_addr,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    # Fifteen flaps per link (admin down/up, and carrier loss from the peer side),
+    # each pair of commands in one ip process, so the notifications come in bursts.
+    rounds = []
+    for n in range(45):
+        link = lab.link[n % 3]
+        rounds.append((lab.host, f"link set {link.host_if} down\nlink set {link.host_if} up\n"))
+        rounds.append((link.peer_ns, f"link set {link.peer_if} down\nlink set {link.peer_if} up\n"))
+
+    def flap() -> None:
+        for ns, commands in rounds:
+            subprocess.run(
+                ["ip", "netns", "exec", ns, "ip", "-batch", "-"],
+                input=commands,
+                text=True,
+                check=True,
+            )
+
+    async def main() -> dict[str, object]:
+        reported = record_loop_errors()
+        fds = open_sockets()
+        tracemalloc.start()
+        try:
+            async with MulticastEndpoint(GROUP, PORT, queue_size=256) as ep:
+                sub = ep.subscribe()
+                received: list[Datagram] = []
+                stop = asyncio.Event()
+                sent = failed = 0
+                peak_fds = 0
+
+                async def sender() -> None:
+                    nonlocal sent, failed, peak_fds
+                    while not stop.is_set():
+                        for result in await ep.send_all(b"load"):
+                            sent += result.ok
+                            failed += not result.ok
+                        peak_fds = max(peak_fds, open_sockets())
+                        await asyncio.sleep(0.0005)
+
+                async def reader() -> None:
+                    while not stop.is_set():
+                        received.extend(await sub.get_batch())
+
+                tasks = [asyncio.create_task(sender()), asyncio.create_task(reader())]
+                flapper = threading.Thread(target=flap)
+                flapper.start()
+                await asyncio.to_thread(flapper.join)
+                base_memory = tracemalloc.get_traced_memory()[0]
+                # Converged: every link in use again, watched, and each one delivering.
+                want = {link.host_if for link in lab.link}
+                await wait_for(lambda: {i.name for i in ep.interfaces} == want, what="converged")
+                fresh = ep.subscribe()
+                seen = await receive_from_each(fresh, want)
+                stop.set()
+                sub.close()
+                await asyncio.gather(*tasks)
+                memory = tracemalloc.get_traced_memory()[0]
+                return {
+                    "mode": ep.watch_mode,
+                    "seen": seen,
+                    "sent": sent,
+                    "failed": failed,
+                    "received": len(received),
+                    "fd_growth": peak_fds - fds,
+                    "memory_growth": memory - base_memory,
+                    "reported": reported,
+                }
+        finally:
+            tracemalloc.stop()
+
+    with lab.inside():
+        result = run(main())
+    assert result["reported"] == []
+    assert result["mode"] == "netlink"
+    assert result["seen"] == {link.host_if for link in lab.link}
+    numbers = {k: v for k, v in result.items() if isinstance(v, int)}
+    assert numbers["sent"] > 100, result
+    assert numbers["received"] > 100, result
+    # A receive socket, three transmit sockets and the netlink socket, plus one
+    # for a transmit socket being replaced: never one per flap.
+    assert numbers["fd_growth"] <= 6, result
+    # Bounded queues: what the flapping left behind is small.
+    assert numbers["memory_growth"] < 2_000_000, result
