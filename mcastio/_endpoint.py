@@ -260,7 +260,11 @@ class MulticastEndpoint:
 
     def _watch_socket(self, sock: socket.socket) -> None:
         assert self._loop is not None
-        self._loop.add_reader(sock.fileno(), self._receive.on_readable, sock)
+        try:
+            self._loop.add_reader(sock.fileno(), self._receive.on_readable, sock)
+        except OSError as exc:
+            # epoll_ctl refuses past fs.epoll.max_user_watches (ENOSPC) or memory.
+            raise MulticastError(f"cannot watch a receive socket for reading: {exc}") from exc
 
     def _unwatch_socket(self, sock: socket.socket) -> None:
         if self._loop is not None:

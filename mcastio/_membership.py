@@ -134,8 +134,12 @@ class Memberships:
                 self._group, self._port, self._receive_buffer, receive_ttl=self._receive_ttl
             )
         )
+        try:
+            self._on_open(receiver.sock)
+        except BaseException:
+            receiver.sock.close()
+            raise
         self._sockets.append(receiver)
-        self._on_open(receiver.sock)
         return receiver
 
     def _close_if_empty(self, receiver: _ReceiveSocket) -> None:

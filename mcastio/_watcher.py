@@ -168,8 +168,9 @@ class Watcher:
             self._reannounce.clear()
             try:
                 ok = self._reconcile(reannounce)
-            except MulticastError as exc:
+            except (MulticastError, OSError) as exc:
                 # A kernel refusal (out of descriptors, memory) is transient: retry.
+                # OSError too, as the last line of defence of this background task.
                 _log.warning("could not follow the interfaces, will retry: %s", exc)
                 ok = False
             self.rounds += 1

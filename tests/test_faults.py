@@ -138,6 +138,8 @@ def test_watcher_retries_a_multicast_error_with_backoff(caplog: pytest.LogCaptur
 
     def reconcile(_reannounce: frozenset[int]) -> bool:
         calls.append(1)
+        if len(calls) == 1:
+            raise OSError(24, "Too many open files")
         if len(calls) < 4:
             raise MulticastError("cannot open a transmit socket on e1: [Errno 24] EMFILE")
         return True
