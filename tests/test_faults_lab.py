@@ -266,7 +266,7 @@ def test_ipv6_joins_spread_past_optmem_max(make_lab: Callable[..., Lab]) -> None
     with lab.inside():
         joined, sockets, seen = run(main())
     assert joined == 6
-    assert sockets == 2
+    assert sockets >= 2
     assert seen == {link.host_if for link in lab.link}
 
 
