@@ -105,7 +105,7 @@ def fold_labels(indexes: Mapping[str, int], devices: Collection[str]) -> dict[st
 
     An IPv4 address with a label (``ip addr add ... label eth0:1``) is reported
     under the label, as if it were another interface; the label shares its
-    device's index, and only devices have link statistics (``devices``).
+    device's index, and only devices are in ``devices``.
     """
     by_index = {index: name for name, index in indexes.items() if name in devices}
     folded: dict[str, list[str]] = {}
@@ -120,15 +120,18 @@ def read_snapshot() -> tuple[Interface, ...]:
     stats = psutil.net_if_stats()
     defaults = default_route_interfaces()
     unusable = _read_unusable_v6()
+    # Every device's index in one dump: out of descriptors, it fails as a whole
+    # (and the watcher retries) instead of making single interfaces look vanished.
+    devices = {name: index for index, name in socket.if_nameindex()}
     indexes: dict[str, int] = {}
     for name in set(addrs) | set(stats):
-        try:
-            # A label "eth0:1" resolves to its device's index (the kernel cuts at ':').
-            indexes[name] = socket.if_nametoindex(name)
-        except OSError:
-            continue  # Vanished between the two reads; the next snapshot settles it.
+        # A label "eth0:1" belongs to device "eth0": no device name may contain ':'.
+        index = devices.get(name, devices.get(name.split(":", 1)[0]))
+        if index is not None:
+            indexes[name] = index
+        # Else it vanished between the reads; the next snapshot settles it.
     result: list[Interface] = []
-    for name, reported in fold_labels(indexes, stats).items():
+    for name, reported in fold_labels(indexes, devices).items():
         index = indexes[reported[0]]
         st = stats.get(name)
         flags = set(st.flags.split(",")) if st is not None and st.flags else set()
