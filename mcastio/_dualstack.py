@@ -18,7 +18,13 @@ from types import TracebackType
 
 from ._endpoint import DEFAULT_RECEIVE_BUFFER, MulticastEndpoint, SnapshotSource
 from ._errors import EndpointClosedError, MulticastError
-from ._model import InterfaceSelector, SendResult, parse_group, validate_queue_size
+from ._model import (
+    InterfaceSelector,
+    SendResult,
+    parse_group,
+    validate_flag,
+    validate_queue_size,
+)
 from ._subscription import Subscription
 from ._watch import InterfaceEvent
 
@@ -100,7 +106,7 @@ class DualStackEndpoint:
         for endpoint in (self._v4, self._v6):
             # A family with no usable interface at start is left out, as documented.
             endpoint._require_interface_at_start = True
-        self._require_both = bool(require_both)
+        self._require_both = validate_flag("require_both", require_both)
         self._open: tuple[MulticastEndpoint, ...] = ()
         self._state = "new"
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -30,10 +30,14 @@ from ._model import (
     parse_group,
     plan_changes,
     select_interfaces,
+    validate_callback,
+    validate_flag,
     validate_max_batch,
+    validate_poll_interval,
     validate_port,
     validate_queue_size,
     validate_receive_buffer,
+    validate_selector,
     validate_sources,
     validate_ttl,
 )
@@ -115,11 +119,20 @@ class MulticastEndpoint:
         self._sources = validate_sources(self._group, sources)
         self._port = validate_port(port)
         self._queue_size = validate_queue_size(queue_size)
-        if isinstance(interfaces, str):
-            raise ValueError(f"interfaces must be a list of names, not the string {interfaces!r}")
-        self._selector = interfaces
+        self._selector = validate_selector(interfaces)
         self._snapshot_source: SnapshotSource = snapshot_source or read_snapshot
         receive_buffer = validate_receive_buffer(receive_buffer)
+        # Checked here, at the call that received them, not when start() uses them.
+        for name, flag in (
+            ("loopback", loopback),
+            ("watch", watch),
+            ("netlink", netlink),
+            ("receive_ttl", receive_ttl),
+        ):
+            validate_flag(name, flag)
+        poll_interval = validate_poll_interval(poll_interval)
+        validate_callback("on_interface_event", on_interface_event)
+        validate_callback("snapshot_source", snapshot_source)
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._state = "new"  # new -> open -> closed
@@ -185,7 +198,10 @@ class MulticastEndpoint:
             if watcher is not None:
                 # Subscribe before reading, so a change right after the read is not missed.
                 watcher.open()
-            snapshot = self._snapshot_source()
+            try:
+                snapshot = self._snapshot_source()
+            except OSError as exc:
+                raise MulticastError(f"cannot read the interfaces: {exc}") from exc
             desired = select_interfaces(snapshot, self._group, self._selector)
         except BaseException:
             if watcher is not None:
@@ -202,12 +218,20 @@ class MulticastEndpoint:
         self._tx.bind(self._loop)
         try:
             failures = self._links.apply(plan_changes({}, desired, self._group.family))
+            first = failures[0] if failures else None
             # Joins refused on every usable interface are a setup error (too many
-            # sources, a cap): a retry would not fix them, so fail at once.
+            # sources, a port in use, no descriptors left): fail at once, saying why.
             if desired and not self._links:
-                raise MulticastError(f"could not join {self._group_str} on any interface") from (
-                    failures[0] if failures else None
-                )
+                raise MulticastError(
+                    f"could not join {self._group_str} on any interface: {first}"
+                ) from first
+            if failures and watcher is None:
+                # Nothing would ever retry them, so the endpoint would stay partial unseen.
+                raise MulticastError(
+                    f"could not use {len(failures)} of {len(desired)} interfaces for "
+                    f"{self._group_str} (watch=False: nothing would retry them):\n"
+                    + "\n".join(f"  {exc}" for exc in failures)
+                ) from first
             if watcher is not None:
                 watcher.seed(snapshot)
                 watcher.start(self._loop)
@@ -236,7 +260,11 @@ class MulticastEndpoint:
 
     def _watch_socket(self, sock: socket.socket) -> None:
         assert self._loop is not None
-        self._loop.add_reader(sock.fileno(), self._receive.on_readable, sock)
+        try:
+            self._loop.add_reader(sock.fileno(), self._receive.on_readable, sock)
+        except OSError as exc:
+            # epoll_ctl refuses past fs.epoll.max_user_watches (ENOSPC) or memory.
+            raise MulticastError(f"cannot watch a receive socket for reading: {exc}") from exc
 
     def _unwatch_socket(self, sock: socket.socket) -> None:
         if self._loop is not None:
@@ -263,7 +291,12 @@ class MulticastEndpoint:
 
     @property
     def watch_mode(self) -> str:
-        """How interface changes are followed: ``"netlink"``, ``"poll"`` or ``"off"``."""
+        """How interface changes are followed: ``"netlink"``, ``"poll"`` or ``"off"``.
+
+        ``"stopped"`` once the endpoint is closed, or if the watcher ended on an
+        application error (an ``interfaces=`` predicate that raised), which is
+        reported through the event loop's exception handler.
+        """
         if self._watcher is None:
             return "off"
         return self._watcher.mode

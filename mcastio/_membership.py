@@ -79,6 +79,10 @@ class Memberships:
         receiver = self._open()
         try:
             _net.join(receiver.sock, self._group, iface, self._sources)
+        except MembershipLimitError as exc:
+            self._close_if_empty(receiver)
+            # Spreading cannot help when an empty socket is refused too.
+            raise MulticastError(f"{exc}; even a new socket was refused") from exc
         except BaseException:
             self._close_if_empty(receiver)
             raise
@@ -130,8 +134,12 @@ class Memberships:
                 self._group, self._port, self._receive_buffer, receive_ttl=self._receive_ttl
             )
         )
+        try:
+            self._on_open(receiver.sock)
+        except BaseException:
+            receiver.sock.close()
+            raise
         self._sockets.append(receiver)
-        self._on_open(receiver.sock)
         return receiver
 
     def _close_if_empty(self, receiver: _ReceiveSocket) -> None:

@@ -71,6 +71,18 @@ _IPV6_MREQ = struct.Struct("=16sI")
 _GROUP_SOURCE_REQ = struct.Struct(f"=I{struct.calcsize('P') - 4}x128s128s")
 
 
+def _new_socket(family: socket.AddressFamily, what: str) -> socket.socket:
+    """A UDP socket; a refusal (EMFILE, ENFILE, ENOBUFS) becomes a MulticastError."""
+    try:
+        return socket.socket(family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    except OSError as exc:
+        hint = ""
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            # Transient for a watching endpoint: it retries once descriptors free up.
+            hint = " (out of file descriptors: see ulimit -n / RLIMIT_NOFILE)"
+        raise MulticastError(f"cannot open {what}: {exc}{hint}") from exc
+
+
 @contextlib.contextmanager
 def _closed_on_failure(sock: socket.socket, what: str) -> Iterator[None]:
     """Close ``sock`` if setting it up fails; an OSError becomes a MulticastError."""
@@ -88,7 +100,7 @@ def open_receiver(
     group: Group, port: int, receive_buffer: int | None = None, *, receive_ttl: bool = False
 ) -> socket.socket:
     """A non-blocking socket bound to the port, joined to nothing yet."""
-    sock = socket.socket(group.family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    sock = _new_socket(group.family, f"a receive socket on port {port}")
     with _closed_on_failure(sock, f"a receive socket on port {port}"):
         # The kernel stamps its running count of datagrams dropped on this socket
         # (a full buffer) on the next datagram delivered: the only per-socket account.
@@ -106,7 +118,7 @@ def open_receiver(
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
             if receive_ttl:
                 sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
-            sock.bind(("0.0.0.0", port))
+            _bind(sock, ("0.0.0.0", port))
         else:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             try:
@@ -118,9 +130,22 @@ def open_receiver(
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
             if receive_ttl:
                 sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
-            sock.bind(("::", port))
+            _bind(sock, ("::", port))
         sock.setblocking(False)
     return sock
+
+
+def _bind(sock: socket.socket, address: tuple[str, int]) -> None:
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        # SO_REUSEADDR lets sockets share a port only if every one of them set it.
+        raise MulticastError(
+            f"port {address[1]} is already in use (EADDRINUSE) by a socket that did not set "
+            "SO_REUSEADDR; stop that program, let it set SO_REUSEADDR, or use another port"
+        ) from exc
 
 
 def _membership(group: Group, iface: Interface, source: str | None) -> tuple[int, int, bytes]:
@@ -178,13 +203,28 @@ def join(sock: socket.socket, group: Group, iface: Interface, sources: Sequence[
                 f"at most sysctl {limit} sources per group and socket; use fewer sources "
                 "or raise the sysctl"
             ) from exc
-        if exc.errno == errno.ENOBUFS:
+        if _is_membership_limit(exc, group):
+            limit = (
+                # ENOBUFS: the count cap, or the socket's option memory ran out first.
+                "net.ipv4.igmp_max_memberships or net.core.optmem_max"
+                if group.family == socket.AF_INET
+                else "net.core.optmem_max"
+            )
+            code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
             raise MembershipLimitError(
-                f"the kernel refused joining {group} on {iface.name}: this socket holds the "
-                "maximum number of memberships (sysctl net.ipv4.igmp_max_memberships"
-                + (")" if group.family == socket.AF_INET else "; for IPv6, net.core.optmem_max)")
+                f"the kernel refused joining {group} on {iface.name} ({code}): this socket "
+                f"holds as many memberships as sysctl {limit} allows"
             ) from exc
         raise MulticastError(f"cannot join {group} on {iface.name}: {exc}") from exc
+
+
+def _is_membership_limit(exc: OSError, group: Group) -> bool:
+    """Whether a join failed because this socket is full, so another socket may hold it."""
+    if exc.errno == errno.ENOBUFS:
+        return True
+    # IPv6 has no count cap: each membership is charged to the socket's option
+    # memory (net.core.optmem_max), and running out of it is ENOMEM, not ENOBUFS.
+    return group.family == socket.AF_INET6 and exc.errno == errno.ENOMEM
 
 
 def _leave_one(sock: socket.socket, group: Group, iface: Interface, source: str | None) -> None:
@@ -228,7 +268,7 @@ def is_gone_error(exc: OSError) -> bool:
 
 def open_sender(group: Group, iface: Interface, ttl: int, loopback: bool) -> socket.socket:
     """A non-blocking socket whose multicast leaves by ``iface`` only."""
-    sock = socket.socket(group.family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    sock = _new_socket(group.family, f"a transmit socket on {iface.name}")
     with _closed_on_failure(sock, f"a transmit socket on {iface.name}"):
         if group.family == socket.AF_INET:
             src = iface.ipv4[0].ip.packed if iface.ipv4 else b"\0\0\0\0"

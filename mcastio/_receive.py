@@ -47,9 +47,12 @@ class ReceivePath:
         self._wire_group = socket.inet_ntop(group.family, group.address.packed)
         #: Interface index -> name, for the interfaces in use; set by the owner.
         self.names: dict[int, str] = {}
-        #: Called with every batch; a tuple, so a sink added or removed while a
-        #: batch is handed out does not disturb that loop.
-        self.sinks: tuple[Sink, ...] = ()
+        # The sinks in two ordered sets (subscriptions ahead of protocols), and the
+        # tuple handed out per batch, rebuilt only after a change: closing n
+        # subscriptions then costs O(n) instead of one O(n) rebuild per close.
+        self._front: dict[Sink, None] = {}
+        self._back: dict[Sink, None] = {}
+        self._sinks: tuple[Sink, ...] | None = ()
         self.received = 0
         self.not_for_group = 0
         self.truncated = 0
@@ -68,11 +71,31 @@ class ReceivePath:
         """``sock`` is closing: keep its drop count in the total."""
         self._retired_drops += self._drops.pop(sock, 0)
 
+    @property
+    def sinks(self) -> tuple[Sink, ...]:
+        """Called with every batch; a tuple, so a sink added or removed while a
+        batch is handed out does not disturb that loop."""
+        sinks = self._sinks
+        if sinks is None:
+            sinks = self._sinks = self._rebuild_sinks()
+        return sinks
+
+    def _rebuild_sinks(self) -> tuple[Sink, ...]:
+        return (*self._front, *self._back)
+
     def add_sink(self, sink: Sink, *, first: bool = False) -> None:
-        self.sinks = (sink, *self.sinks) if first else (*self.sinks, sink)
+        (self._front if first else self._back)[sink] = None
+        self._sinks = None
 
     def remove_sink(self, sink: Sink) -> None:
-        self.sinks = tuple(s for s in self.sinks if s is not sink)
+        self._front.pop(sink, None)
+        self._back.pop(sink, None)
+        self._sinks = None
+
+    def clear_sinks(self) -> None:
+        self._front.clear()
+        self._back.clear()
+        self._sinks = ()
 
     def on_readable(self, sock: socket.socket) -> None:
         batch: list[Datagram] = []

@@ -19,6 +19,10 @@ __all__ = ["TransmitPool"]
 
 # A bytes payload up to this size is valid for every group, so send_all skips the checks.
 _FITS_ANY_GROUP = min(MAX_PAYLOAD_V4, MAX_PAYLOAD_V6)
+# Copies sent by the awaitable sends between two yields to the event loop (~1 ms):
+# a sendto into a buffer with room never blocks, so a tight ``await send_all()``
+# loop would otherwise starve the watcher, the readers and every other task.
+_COPIES_PER_YIELD = 256
 
 
 class _Sender:
@@ -55,6 +59,8 @@ class TransmitPool:
         # A live view, kept so the send path skips one method call per datagram.
         self._view = self._senders.values()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Copies the awaitable sends may still make before they yield once.
+        self._until_yield = _COPIES_PER_YIELD
         #: "new", "open" or "closed", set by the owner: sends need an open endpoint.
         self.state = "new"
 
@@ -133,7 +139,14 @@ class TransmitPool:
         for result in results:
             if result.error is not None and isinstance(result.error, BlockingIOError):
                 return await self._retry_blocked(results, data)
+        self._until_yield -= len(results) or 1
+        if self._until_yield <= 0:
+            await self._yield()
         return results
+
+    async def _yield(self) -> None:
+        self._until_yield = _COPIES_PER_YIELD
+        await asyncio.sleep(0)
 
     async def _retry_blocked(
         self, results: tuple[SendResult, ...], data: bytes | bytearray | memoryview
@@ -158,6 +171,10 @@ class TransmitPool:
         result = self._send_one(sender, payload)
         if isinstance(result.error, BlockingIOError):
             result = await self._send_when_writable(sender, payload)
+        else:
+            self._until_yield -= 1
+            if self._until_yield <= 0:
+                await self._yield()
         if result.error is not None:
             raise MulticastError(
                 f"sending to {self._group}:{self._port} on {interface} failed: {result.error}"
