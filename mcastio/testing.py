@@ -22,23 +22,35 @@ import ipaddress
 import os
 import secrets
 import select
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from ._errors import MulticastError
+from ._labsupport import (
+    LabError,
+    find_tool,
+    lab_support,
+    prepare_netns_dir,
+    resolve,
+    tcpdump_support,
+    tool,
+)
 
-__all__ = ["Lab", "LabError", "Link", "PeerListener", "lab_support", "tcpdump_support"]
+__all__ = [
+    "Lab",
+    "LabError",
+    "Link",
+    "PeerListener",
+    "find_tool",
+    "lab_support",
+    "tcpdump_support",
+    "tool",
+]
 
 _CLONE_NEWNET = 0x40000000
 _PREFIX = "mcio"
-
-
-class LabError(MulticastError, RuntimeError):
-    """The lab could not be built or a command in it failed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,44 +69,6 @@ class Link:
     prefixlen: int = 24
     host_addr6: str | None = None
     peer_addr6: str | None = None
-
-
-def _in_user_namespace() -> bool:
-    try:
-        with open("/proc/self/uid_map", encoding="ascii") as f:
-            first = f.read().split()
-    except OSError:
-        return False
-    # The initial namespace maps the whole 32-bit range onto itself.
-    return first[:3] != ["0", "0", "4294967295"]
-
-
-def lab_support() -> str | None:
-    """``None`` when labs can be built here, else the reason they cannot."""
-    if shutil.which("ip") is None:
-        return "the 'ip' command (iproute2) is not installed"
-    if os.geteuid() != 0:
-        return (
-            "building network namespaces needs root or a user namespace; "
-            "run under 'unshare -rnm' (scripts/test does this by itself)"
-        )
-    probe = subprocess.run(
-        ["unshare", "--net", "true"], capture_output=True, text=True, check=False
-    )
-    if probe.returncode != 0:
-        return f"cannot create a network namespace: {probe.stderr.strip() or probe.returncode}"
-    return None
-
-
-def tcpdump_support() -> str | None:
-    """``None`` when :meth:`Lab.tcpdump` can run here, else the reason it cannot."""
-    if shutil.which("tcpdump") is None:
-        return "tcpdump is not installed"
-    if _in_user_namespace():
-        # Debian's tcpdump always drops to its own user, and setgroups() is denied
-        # in an unprivileged user namespace, so it exits before capturing.
-        return "tcpdump cannot drop privileges inside an unprivileged user namespace"
-    return None
 
 
 def _libc() -> ctypes.CDLL:
@@ -144,7 +118,7 @@ class Lab:
         reason = lab_support()
         if reason is not None:
             raise LabError(reason)
-        _prepare_netns_dir()
+        prepare_netns_dir()
         _remove_stale()
         try:
             self._add_ns(self.host)
@@ -257,7 +231,7 @@ class Lab:
                     stream.close()
         self._procs.clear()
         for name in reversed(self._namespaces):
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+            subprocess.run([tool("ip"), "netns", "del", name], capture_output=True, check=False)
         self._namespaces.clear()
         self._built = False
 
@@ -271,7 +245,7 @@ class Lab:
         self, ns: str, *argv: str, check: bool = True, timeout: float = 30
     ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            ["ip", "netns", "exec", ns, *argv],
+            [tool("ip"), "netns", "exec", ns, *resolve(argv)],
             capture_output=True,
             text=True,
             check=False,
@@ -286,7 +260,7 @@ class Lab:
     def popen(self, ns: str, *argv: str, **kwargs: object) -> subprocess.Popen[bytes]:
         """Start a background process in ``ns``; it is killed by :meth:`destroy`."""
         proc: subprocess.Popen[bytes] = subprocess.Popen(  # type: ignore[call-overload]
-            ["ip", "netns", "exec", ns, *argv], **kwargs
+            [tool("ip"), "netns", "exec", ns, *resolve(argv)], **kwargs
         )
         self._procs.append(proc)
         return proc
@@ -314,7 +288,7 @@ class Lab:
             if source is not None:
                 target += f",bind={source}"
         proc = subprocess.run(
-            ["ip", "netns", "exec", link.peer_ns, "socat", "-u", "STDIN", target],
+            [tool("ip"), "netns", "exec", link.peer_ns, tool("socat"), "-u", "STDIN", target],
             input=payload,
             capture_output=True,
             check=False,
@@ -354,7 +328,7 @@ class Lab:
         reason = tcpdump_support()
         if reason is not None:
             raise LabError(reason)
-        argv = ["tcpdump", "-n", "-l", "-i", ifname]
+        argv = [tool("tcpdump"), "-n", "-l", "-i", ifname]
         if count is not None:
             argv += ["-c", str(count)]
         proc = self.popen(ns, *argv, bpf, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -479,23 +453,9 @@ def _same_address(token: str, address: str) -> bool:
 
 
 def _ip(*argv: str) -> None:
-    proc = subprocess.run(["ip", *argv], capture_output=True, text=True, check=False)
+    proc = subprocess.run([tool("ip"), *argv], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise LabError(f"ip {' '.join(argv)}: {proc.stderr.strip()}")
-
-
-def _prepare_netns_dir() -> None:
-    if os.access("/run/netns", os.W_OK) or os.access("/run", os.W_OK):
-        return
-    if _in_user_namespace():
-        # In 'unshare -rnm' /run belongs to the real root; a private tmpfs lets
-        # 'ip netns add' create its mount points.
-        proc = subprocess.run(
-            ["mount", "-t", "tmpfs", "mcastio-netns", "/run"], capture_output=True, text=True
-        )
-        if proc.returncode == 0:
-            return
-        raise LabError(f"cannot mount a private /run for namespaces: {proc.stderr.strip()}")
 
 
 def _remove_stale() -> None:
@@ -508,4 +468,4 @@ def _remove_stale() -> None:
         parts = name.split("-")
         ours = len(parts) >= 3 and parts[0] == _PREFIX and parts[1].isdigit()
         if ours and not os.path.exists(f"/proc/{parts[1]}"):
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+            subprocess.run([tool("ip"), "netns", "del", name], capture_output=True, check=False)
