@@ -311,6 +311,9 @@ class Datagram:
     group: str
     #: Name of the interface the datagram arrived on, e.g. ``"eth1"``.
     interface: str
+    #: The TTL (IPv4) or hop limit (IPv6) it arrived with, when the endpoint was
+    #: made with ``receive_ttl=True``; else ``None``.
+    ttl: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

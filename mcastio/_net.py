@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import socket
 import struct
+import sys
 from collections.abc import Iterator, Sequence
 
 from ._errors import MembershipLimitError, MulticastError
@@ -23,10 +24,12 @@ __all__ = [
     "RECV_BUFSIZE",
     "gone_error",
     "is_gone_error",
+    "is_pktinfo",
     "join",
     "leave",
     "open_receiver",
     "open_sender",
+    "parse_extras",
     "parse_pktinfo",
     "still_full_error",
 ]
@@ -41,13 +44,19 @@ IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
 IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
 MCAST_JOIN_SOURCE_GROUP = getattr(socket, "MCAST_JOIN_SOURCE_GROUP", 46)
 MCAST_LEAVE_SOURCE_GROUP = getattr(socket, "MCAST_LEAVE_SOURCE_GROUP", 47)
+SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
+IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
+IP_TTL = getattr(socket, "IP_TTL", 2)
+IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
+IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
 
 # A plain int: '&' on the IntFlag member runs Python code for every datagram.
 MSG_TRUNC = int(socket.MSG_TRUNC)
 
 # Largest UDP payload plus one, so MSG_TRUNC can tell an oversize datagram apart.
 RECV_BUFSIZE = 65536
-ANC_BUFSIZE = socket.CMSG_SPACE(64)
+# Room for pktinfo, a TTL or hop limit and the drop counter, with headroom.
+ANC_BUFSIZE = socket.CMSG_SPACE(64) + 2 * socket.CMSG_SPACE(4)
 
 # struct in_pktinfo { int ifindex; in_addr spec_dst; in_addr addr; }
 _IN_PKTINFO = struct.Struct("=i4s4s")
@@ -75,10 +84,15 @@ def _closed_on_failure(sock: socket.socket, what: str) -> Iterator[None]:
         raise
 
 
-def open_receiver(group: Group, port: int, receive_buffer: int | None = None) -> socket.socket:
+def open_receiver(
+    group: Group, port: int, receive_buffer: int | None = None, *, receive_ttl: bool = False
+) -> socket.socket:
     """A non-blocking socket bound to the port, joined to nothing yet."""
     sock = socket.socket(group.family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     with _closed_on_failure(sock, f"a receive socket on port {port}"):
+        # The kernel stamps its running count of datagrams dropped on this socket
+        # (a full buffer) on the next datagram delivered: the only per-socket account.
+        sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
         if receive_buffer is not None:
             # The default (net.core.rmem_default, ~208 KiB) holds only ~250 small
             # datagrams, a few ms of a flood; the kernel caps this at net.core.rmem_max.
@@ -90,6 +104,8 @@ def open_receiver(group: Group, port: int, receive_buffer: int | None = None) ->
             sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
             # The only way to learn the arrival interface and the destination address.
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            if receive_ttl:
+                sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
             sock.bind(("0.0.0.0", port))
         else:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -100,6 +116,8 @@ def open_receiver(group: Group, port: int, receive_buffer: int | None = None) ->
                 if exc.errno not in (errno.ENOPROTOOPT, errno.EINVAL):
                     raise
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+            if receive_ttl:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
             sock.bind(("::", port))
         sock.setblocking(False)
     return sock
@@ -229,6 +247,26 @@ def open_sender(group: Group, iface: Interface, ttl: int, loopback: bool) -> soc
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, int(loopback))
         sock.setblocking(False)
     return sock
+
+
+def is_pktinfo(level: int, kind: int) -> bool:
+    return (level == socket.IPPROTO_IP and kind == IP_PKTINFO) or (
+        level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO
+    )
+
+
+def parse_extras(ancdata: list[tuple[int, int, bytes]]) -> tuple[int | None, int | None]:
+    """(TTL or hop limit, the socket's running drop count) where the datagram carries them."""
+    ttl: int | None = None
+    drops: int | None = None
+    for level, kind, data in ancdata:
+        if (level == socket.IPPROTO_IP and kind == IP_TTL) or (
+            level == socket.IPPROTO_IPV6 and kind == IPV6_HOPLIMIT
+        ):
+            ttl = int.from_bytes(data[:4], sys.byteorder)
+        elif level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL:
+            drops = int.from_bytes(data[:4], sys.byteorder)
+    return ttl, drops
 
 
 def parse_pktinfo(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, str] | None:

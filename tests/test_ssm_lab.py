@@ -104,11 +104,11 @@ def test_only_the_allowed_source_is_delivered(lab: Lab, v6: bool) -> None:
             expected = {(lk.host_if, group, allowed) for lk in lab.link}
             assert source_filters(lab, v6) == expected
 
-            # The path a watcher takes: leave and re-join one interface via _apply.
+            # The path a watcher takes: leave and re-join one interface via Links.apply.
             eth2 = next(i for i in ssm.interfaces if i.name == "eth2")
-            assert ssm._apply(Plan(remove=(eth2,))) == []
+            assert ssm._links.apply(Plan(remove=(eth2,))) == []
             assert source_filters(lab, v6) == expected - {("eth2", group, allowed)}
-            assert ssm._apply(Plan(add=(eth2,))) == []
+            assert ssm._links.apply(Plan(add=(eth2,))) == []
             assert source_filters(lab, v6) == expected
 
     with lab.inside():

@@ -1,0 +1,129 @@
+"""The interfaces an endpoint uses, kept whole: joined and able to send, or not used at all.
+
+A plan from ``_model.plan_changes`` is carried out here, one interface at a time:
+an interface that cannot get both its membership and its transmit socket gets
+neither, so the endpoint never receives on a link it cannot send on, or the reverse.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from ._errors import MulticastError
+from ._membership import Memberships
+from ._model import Group, Interface, Plan, plan_changes
+from ._receive import ReceivePath
+from ._transmit import TransmitPool
+from ._watch import InterfaceEvent, interface_events
+
+__all__ = ["Links"]
+
+_log = logging.getLogger("mcastio")
+
+
+class Links:
+    """The interfaces in use, with their memberships and transmit sockets."""
+
+    def __init__(
+        self,
+        group: Group,
+        memberships: Memberships,
+        pool: TransmitPool,
+        receive: ReceivePath,
+    ) -> None:
+        self._group = group
+        self._memberships = memberships
+        self._pool = pool
+        self._receive = receive
+        self._current: dict[int, Interface] = {}
+
+    @property
+    def interfaces(self) -> tuple[Interface, ...]:
+        return tuple(iface for _, iface in sorted(self._current.items()))
+
+    def __len__(self) -> int:
+        return len(self._current)
+
+    def reconcile(
+        self, desired: Sequence[Interface], reannounce: frozenset[int] = frozenset()
+    ) -> tuple[list[MulticastError], list[InterfaceEvent]]:
+        """Bring the interfaces in line with ``desired``; (failures, changes seen)."""
+        before = dict(self._current)
+        plan = plan_changes(before, desired, self._group.family)
+        failures = self.apply(plan) if plan else []
+        fresh = {i.index for i in plan.add}
+        for index in sorted(reannounce):
+            if index in self._current and index not in fresh:
+                try:
+                    self._reannounce(self._current[index])
+                except MulticastError as exc:
+                    _log.warning("could not re-announce %s: %s", self._group, exc)
+                    failures.append(exc)
+        return failures, list(interface_events(before, self._current))
+
+    def apply(self, plan: Plan) -> list[MulticastError]:
+        """Carry out ``plan``, all-or-nothing per interface; return the failures."""
+        failures: list[MulticastError] = []
+        for iface in plan.remove:
+            self._drop(iface)
+            _log.info("left %s on %s (index %d)", self._group, iface.name, iface.index)
+        for _old, new in plan.change:
+            try:
+                self._pool.replace(new)
+            except MulticastError as exc:
+                _log.warning("keeping the old transmit socket on %s: %s", new.name, exc)
+                failures.append(exc)
+                continue
+            self._current[new.index] = new
+            _log.info("updated %s (index %d) for %s", new.name, new.index, self._group)
+        for iface in plan.refresh:
+            self._pool.refresh(iface)
+            self._current[iface.index] = iface
+        for iface in plan.add:
+            try:
+                self._add(iface)
+            except MulticastError as exc:
+                _log.warning("could not use %s for %s: %s", iface.name, self._group, exc)
+                failures.append(exc)
+            else:
+                _log.info("joined %s on %s (index %d)", self._group, iface.name, iface.index)
+        # Derived, never patched: the receive path's index -> name lookup.
+        self._receive.names = {idx: iface.name for idx, iface in self._current.items()}
+        return failures
+
+    def close(self) -> None:
+        self._pool.close_all()
+        self._memberships.close()
+        self._current.clear()
+        self._receive.names = {}
+
+    def _add(self, iface: Interface) -> None:
+        self._memberships.join(iface)
+        try:
+            self._pool.open(iface)
+        except BaseException:
+            # Receiving without being able to send would be half an interface.
+            self._memberships.leave(iface)
+            raise
+        self._current[iface.index] = iface
+
+    def _drop(self, iface: Interface) -> None:
+        del self._current[iface.index]
+        self._pool.close(iface.index)
+        self._memberships.leave(iface)
+
+    def _reannounce(self, iface: Interface) -> None:
+        """Leave and re-join on one interface, so the kernel sends a fresh report.
+
+        Linux does not report memberships again when carrier returns, while a
+        snooping switch forgot them when the link dropped.
+        """
+        try:
+            self._memberships.reannounce(iface)
+        except MulticastError:
+            # Now joined nowhere on this interface: drop it so the retry re-adds it whole.
+            del self._current[iface.index]
+            self._pool.close(iface.index)
+            raise
+        _log.info("re-announced %s on %s after carrier returned", self._group, iface.name)

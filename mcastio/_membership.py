@@ -1,0 +1,142 @@
+"""Where a join happens: the receive sockets and the group memberships on them.
+
+One socket holds the group on every interface, by index. Only past the kernel's
+per-socket cap does a membership spread onto another socket on the same port.
+Nothing here knows about asyncio: the owner is told when a socket opens or
+closes, so it can watch it for reading.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Sequence
+
+from . import _net
+from ._errors import MembershipLimitError, MulticastError
+from ._model import Group, Interface
+
+__all__ = ["Memberships"]
+
+_log = logging.getLogger("mcastio")
+
+SocketHook = Callable[[socket.socket], None]
+
+
+class _ReceiveSocket:
+    """One receive socket and the interface indexes joined on it."""
+
+    __slots__ = ("joined", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.joined: set[int] = set()
+
+
+class Memberships:
+    """The group joined per interface, spread over as few receive sockets as the cap allows."""
+
+    def __init__(
+        self,
+        group: Group,
+        port: int,
+        sources: Sequence[str],
+        receive_buffer: int | None,
+        *,
+        receive_ttl: bool = False,
+        on_open: SocketHook,
+        on_close: SocketHook,
+    ) -> None:
+        self._group = group
+        self._port = port
+        self._sources = tuple(sources)
+        self._receive_buffer = receive_buffer
+        self._receive_ttl = receive_ttl
+        self._on_open = on_open
+        self._on_close = on_close
+        self._sockets: list[_ReceiveSocket] = []
+        # Which socket holds each interface's membership.
+        self._where: dict[int, _ReceiveSocket] = {}
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return tuple(r.sock for r in self._sockets)
+
+    def __contains__(self, index: int) -> bool:
+        return index in self._where
+
+    def join(self, iface: Interface) -> None:
+        """Join on ``iface``, on an existing socket below the cap or on a new one."""
+        for receiver in self._sockets:
+            try:
+                _net.join(receiver.sock, self._group, iface, self._sources)
+            except MembershipLimitError:
+                continue
+            self._record(receiver, iface.index)
+            return
+        # Every socket is at the kernel's per-socket cap: spread onto a new one,
+        # since datagrams reach only the socket holding the (group, ifindex) membership.
+        receiver = self._open()
+        try:
+            _net.join(receiver.sock, self._group, iface, self._sources)
+        except BaseException:
+            self._close_if_empty(receiver)
+            raise
+        self._record(receiver, iface.index)
+
+    def leave(self, iface: Interface) -> None:
+        """Leave on ``iface``; a failure is logged, since the membership is forgotten anyway."""
+        receiver = self._where.pop(iface.index, None)
+        if receiver is None:
+            return
+        receiver.joined.discard(iface.index)
+        try:
+            _net.leave(receiver.sock, self._group, iface, self._sources)
+        except MulticastError as exc:
+            _log.warning("%s", exc)
+        self._close_if_empty(receiver)
+
+    def reannounce(self, iface: Interface) -> None:
+        """Leave and re-join on one interface, so the kernel sends a fresh report.
+
+        If the re-join fails the interface is joined nowhere, and is forgotten so
+        that a retry adds it back whole.
+        """
+        receiver = self._where[iface.index]
+        _net.leave(receiver.sock, self._group, iface, self._sources)
+        try:
+            _net.join(receiver.sock, self._group, iface, self._sources)
+        except MulticastError:
+            del self._where[iface.index]
+            receiver.joined.discard(iface.index)
+            self._close_if_empty(receiver)
+            raise
+
+    def close(self) -> None:
+        """Close every receive socket; the kernel drops their memberships and sends the leaves."""
+        for receiver in self._sockets:
+            self._on_close(receiver.sock)
+            receiver.sock.close()
+        self._sockets.clear()
+        self._where.clear()
+
+    def _record(self, receiver: _ReceiveSocket, index: int) -> None:
+        receiver.joined.add(index)
+        self._where[index] = receiver
+
+    def _open(self) -> _ReceiveSocket:
+        receiver = _ReceiveSocket(
+            _net.open_receiver(
+                self._group, self._port, self._receive_buffer, receive_ttl=self._receive_ttl
+            )
+        )
+        self._sockets.append(receiver)
+        self._on_open(receiver.sock)
+        return receiver
+
+    def _close_if_empty(self, receiver: _ReceiveSocket) -> None:
+        if receiver.joined or receiver not in self._sockets:
+            return
+        self._sockets.remove(receiver)
+        self._on_close(receiver.sock)
+        receiver.sock.close()
