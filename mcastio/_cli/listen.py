@@ -118,7 +118,7 @@ class _Printer:
 
     def _print(self, dgram: Datagram, now_ns: int, seq: int | None) -> None:
         when = datetime.datetime.fromtimestamp(now_ns / 1e9, datetime.timezone.utc)
-        ttl = _ttl(dgram)
+        ttl = dgram.ttl
         if self.args.json:
             line = datagram_json(dgram, when, ttl, seq)
         else:
@@ -126,11 +126,6 @@ class _Printer:
             if self.args.hex:
                 line = "\n".join([line, *hexdump(dgram.data)])
         print(line, file=self.out, flush=True)
-
-
-def _ttl(dgram: Datagram) -> int | None:
-    ttl: int | None = getattr(dgram, "ttl", None)
-    return ttl
 
 
 def _open(group: Group, port: int, args: argparse.Namespace) -> MulticastEndpoint:
@@ -178,8 +173,7 @@ async def _listen(
         subs = [ep.subscribe() for ep in endpoints]
 
         def update_drops() -> None:
-            kernel = [getattr(ep.stats, "kernel_dropped", None) for ep in endpoints]
-            tally.drops.kernel = None if None in kernel else sum(k or 0 for k in kernel)
+            tally.drops.kernel = sum(ep.stats.kernel_dropped for ep in endpoints)
             tally.drops.queue = sum(s.dropped for s in subs)
 
         pumps = [asyncio.create_task(_pump(s, printer.handle)) for s in subs]

@@ -30,6 +30,7 @@ from .pingstats import (
     PROBE,
     UNICAST,
     Message,
+    Peer,
     PingStats,
     broken,
     decode,
@@ -74,6 +75,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--ttl", type=validate.ttl, default=1, metavar="N", help="hop limit (default 1)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(handler=cmd_ping)
+
+
+_Dest = tuple[str, int] | tuple[str, int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,20 +150,20 @@ class _Pinger:
         self.unicast = unicast
         self.port = port
         self.stats = PingStats(secrets.randbits(32) or 1)
-        #: Peer index -> (unicast socket, destination) for its unicast probes.
-        self.routes: dict[int, tuple[_Unicast, tuple[str, int] | tuple[str, int, int, int]]] = {}
+        #: Peer -> (unicast socket, destination) for its unicast probes.
+        self.routes: dict[Peer, tuple[_Unicast, _Dest]] = {}
 
     # -- peers ---------------------------------------------------------------------
 
     def name_peer(self, address: str, zone: str | None) -> None:
         route = self._route(address, zone)
-        self.stats.add_peer(address, route[0].interface if route else None)
+        peer = self.stats.add_peer(address, route[0].interface if route else None)
         if route is not None:
-            self.routes[len(self.stats.peers) - 1] = route
+            self.routes[peer] = route
 
     def _route(
         self, address: str, zone: str | None, index: int = 0
-    ) -> tuple[_Unicast, tuple[str, int] | tuple[str, int, int, int]] | None:
+    ) -> tuple[_Unicast, _Dest] | None:
         addr = ipaddress.ip_address(address)
         for u in self.unicast:
             on_link = u.interface == zone or (zone is None and u.index == index and index)
@@ -172,16 +176,13 @@ class _Pinger:
 
     def _heard(
         self, msg: Message, source: tuple[object, ...], interface: str, index: int
-    ) -> int | None:
+    ) -> Peer | None:
         peer = self.stats.heard(msg.sender, str(source[0]), interface)
-        if peer is None:
-            return None
-        i = self.stats.peers.index(peer)
-        if i not in self.routes:
+        if peer is not None and peer not in self.routes:
             route = self._route(peer.address, None, index)
             if route is not None:
-                self.routes[i] = route
-        return i
+                self.routes[peer] = route
+        return peer
 
     # -- receiving -----------------------------------------------------------------
 
@@ -192,8 +193,8 @@ class _Pinger:
             if msg is None or msg.kind != MULTICAST:
                 continue
             index = next((i.index for i in self.ep.interfaces if i.name == dgram.interface), 0)
-            i = self._heard(msg, dgram.source, dgram.interface, index)
-            if i is None:
+            peer = self._heard(msg, dgram.source, dgram.interface, index)
+            if peer is None:
                 continue
             if msg.type == PROBE:
                 # Answer out of the interface it came in on: that link is under test.
@@ -202,7 +203,7 @@ class _Pinger:
                         encode(msg.answer(self.stats.me)), interface=dgram.interface
                     )
             else:
-                self.stats.answered(self.stats.peers[i], dgram.interface, msg, now)
+                self.stats.answered(peer, dgram.interface, msg, now)
 
     def on_unicast(self, u: _Unicast) -> None:
         while True:
@@ -217,14 +218,14 @@ class _Pinger:
             msg = decode(data)
             if msg is None or msg.kind != UNICAST:
                 continue
-            i = self._heard(msg, source, u.interface, u.index)
-            if i is None:
+            peer = self._heard(msg, source, u.interface, u.index)
+            if peer is None:
                 continue
             if msg.type == PROBE:
                 with contextlib.suppress(OSError):
                     u.sock.sendto(encode(msg.answer(self.stats.me)), source)
             else:
-                self.stats.answered(self.stats.peers[i], u.interface, msg, now)
+                self.stats.answered(peer, u.interface, msg, now)
 
     # -- sending -------------------------------------------------------------------
 
@@ -235,11 +236,15 @@ class _Pinger:
         for result in self.ep.send_all_nowait(mcast):
             if result.ok:
                 stats.sent(MULTICAST, result.interface, seq)
-        for i, (u, dest) in list(self.routes.items()):
+        for peer in stats.peers:
+            route = self.routes.get(peer)
+            if route is None:
+                continue
+            u, dest = route
             probe = encode(Message(PROBE, UNICAST, stats.me, 0, seq, time.monotonic_ns()))
             with contextlib.suppress(OSError):
                 u.sock.sendto(probe, dest)
-                stats.sent(UNICAST, u.interface, seq, stats.peers[i])
+                stats.sent(UNICAST, u.interface, seq, peer)
 
 
 async def _ping(

@@ -97,10 +97,13 @@ class _Row:
 class Peer:
     """Another ping instance: known by address from the command line, or heard."""
 
-    __slots__ = ("address", "first_seq", "id", "interfaces")
+    __slots__ = ("address", "first_seq", "id", "interfaces", "named", "unicast_sent")
 
     def __init__(self, address: str, peer_id: int | None, first_seq: int | None) -> None:
         self.address = address
+        self.named = False
+        #: (interface, seq) of the unicast probes sent to this peer.
+        self.unicast_sent: list[tuple[str, int]] = []
         self.id = peer_id
         #: Probes from this number on are expected to be answered: the first one
         #: sent after the peer was heard (it was running by then). ``None``
@@ -113,7 +116,7 @@ class Peer:
 class PingStats:
     """What was sent, and which answers came back, per peer, interface and kind."""
 
-    __slots__ = ("me", "peers", "rows", "sent_multicast", "sent_unicast", "seq")
+    __slots__ = ("me", "peers", "rows", "sent_multicast", "seq")
 
     def __init__(self, me: int) -> None:
         self.me = me
@@ -122,14 +125,13 @@ class PingStats:
         self.rows: dict[tuple[int, str, int], _Row] = {}
         #: Interface -> sequence numbers of the multicast probes sent out of it.
         self.sent_multicast: dict[str, list[int]] = {}
-        #: Peer index -> (interface, seq) of the unicast probes sent to it.
-        self.sent_unicast: dict[int, list[tuple[str, int]]] = {}
 
     # -- peers -------------------------------------------------------------------
 
     def add_peer(self, address: str, interface: str | None) -> Peer:
         """A peer named on the command line, expected on ``interface`` if known."""
         peer = Peer(address, None, None)
+        peer.named = True
         if interface is not None:
             peer.interfaces.append(interface)
         self.peers.append(peer)
@@ -140,17 +142,29 @@ class PingStats:
         if sender == self.me:
             return None
         peer = next((p for p in self.peers if p.id == sender), None)
-        if peer is None:
-            peer = next((p for p in self.peers if p.id is None and p.address == address), None)
+        named = next((p for p in self.peers if p.id is None and p.address == address), None)
+        if peer is not None and named is not None:
+            # Heard first from another address (an IPv6 link-local source), now
+            # from the one named on the command line: one peer, under that name.
+            self._merge(peer, named)
+            peer = named
+        elif peer is None:
+            peer = named
             if peer is None:
                 peer = Peer(address, sender, None)
                 self.peers.append(peer)
-            peer.id = sender
+        peer.id = sender
         if peer.first_seq is None:
             peer.first_seq = self.seq
         if interface not in peer.interfaces:
             peer.interfaces.append(interface)
         return peer
+
+    def _merge(self, heard: Peer, named: Peer) -> None:
+        named.first_seq = heard.first_seq
+        named.interfaces += [i for i in heard.interfaces if i not in named.interfaces]
+        named.unicast_sent += heard.unicast_sent
+        self.peers.remove(heard)
 
     # -- probes and answers --------------------------------------------------------
 
@@ -163,7 +177,7 @@ class PingStats:
         if kind == MULTICAST:
             self.sent_multicast.setdefault(interface, []).append(seq)
         elif peer is not None:
-            self.sent_unicast.setdefault(self.peers.index(peer), []).append((interface, seq))
+            peer.unicast_sent.append((interface, seq))
 
     def answered(self, peer: Peer, interface: str, msg: Message, now_ns: int) -> None:
         """Count an answer to one of our probes, arrived on ``interface``."""
@@ -180,9 +194,9 @@ class PingStats:
     def results(self) -> list[dict[str, object]]:
         """One entry per peer, interface and kind, peers in the order known."""
         out: list[dict[str, object]] = []
-        for index, peer in enumerate(self.peers):
+        for peer in self.peers:
             first = 0 if peer.first_seq is None else peer.first_seq
-            unicast_ifs = [i for i, s in self.sent_unicast.get(index, []) if s >= first]
+            unicast_ifs = [i for i, s in peer.unicast_sent if s >= first]
             names = list(peer.interfaces)
             names += [i for i in dict.fromkeys(unicast_ifs) if i not in names]
             for name in names:

@@ -131,8 +131,8 @@ class Drops:
 
     __slots__ = ("kernel", "queue")
 
-    def __init__(self, kernel: int | None = 0, queue: int = 0) -> None:
-        #: ``None`` where the kernel cannot tell (no SO_RXQ_OVFL).
+    def __init__(self, kernel: int = 0, queue: int = 0) -> None:
+        #: From SO_RXQ_OVFL on the receive sockets.
         self.kernel = kernel
         self.queue = queue
 
@@ -197,9 +197,8 @@ class Tally:
         return "\n".join(lines)
 
     def drops_text(self) -> str:
-        kernel = "unknown" if self.drops.kernel is None else str(self.drops.kernel)
         return (
-            f"dropped on this host: {kernel} by the kernel (socket buffer full), "
+            f"dropped on this host: {self.drops.kernel} by the kernel (socket buffer full), "
             f"{self.drops.queue} in the queue"
         )
 
@@ -255,7 +254,7 @@ def progress_line(
     """One line per period: totals so far, the rate over the last period, losses."""
     pps = (tally.total - last_total) / interval if interval > 0 else 0.0
     mbit = (tally.octets - last_octets) * 8 / interval / 1e6 if interval > 0 else 0.0
-    kernel = "?" if tally.drops.kernel is None else str(tally.drops.kernel)
+    kernel = tally.drops.kernel
     line = (
         f"{elapsed:7.1f}s {plural(tally.total, 'datagram'):>17} {pps:9.0f}/s "
         f"{mbit:7.2f} Mbit/s lost {tally.lost} drops {kernel}/{tally.drops.queue}"
