@@ -98,10 +98,15 @@ def datagram_line(
         from .seqheader import HEADER_SIZE
 
         data = data[HEADER_SIZE:]
-    if len(head) + 8 > WIDTH:
-        # Long IPv6 addresses: the data goes on its own indented line.
-        return head.rstrip() + "\n    " + tag + preview(data, WIDTH - 4 - len(tag))
-    return head + tag + preview(data, WIDTH - len(head) - len(tag))
+    if len(head) + 8 <= WIDTH:
+        return head + tag + preview(data, WIDTH - len(head) - len(tag))
+    # Long IPv6 addresses: unpadded fields, the data on an indented line of its own,
+    # and the group on the second line too if the first would still be too long.
+    fields = head.split()
+    data_line = "    " + tag + preview(data, WIDTH - 4 - len(tag))
+    if len(" ".join(fields)) <= WIDTH:
+        return " ".join(fields) + "\n" + data_line
+    return " ".join(fields[:3]) + "\n    " + " ".join(fields[3:]) + "\n" + data_line
 
 
 def datagram_json(
