@@ -188,7 +188,8 @@ def test_preview_and_hexdump() -> None:
     assert preview(b"abcdefghijk", 5) == "abcd~"
     lines = hexdump(bytes(range(65, 65 + 20)))
     assert lines[0] == "    0000  41 42 43 44 45 46 47 48 49 4a 4b 4c 4d 4e 4f 50  ABCDEFGHIJKLMNOP"
-    assert lines[1].startswith("    0010  51 52 53 54") and lines[1].endswith("  QRST")
+    assert lines[1].startswith("    0010  51 52 53 54")
+    assert lines[1].endswith("  QRST")
     assert all(len(line) <= 80 for line in lines)
 
 

@@ -133,7 +133,9 @@ def test_ping_stats_per_peer_interface_and_kind() -> None:
     stats.sent(UNICAST, "eth1", seq, named)
     a = stats.heard(2, "10.0.0.2", "eth0")
     b = stats.heard(3, "10.0.1.2", "eth1")
-    assert b is named and a is not None and a.first_seq == 1
+    assert b is named
+    assert a is not None
+    assert a.first_seq == 1
     for _ in range(4):
         seq = stats.next_seq()
         stats.sent(MULTICAST, "eth0", seq)
@@ -169,7 +171,9 @@ def test_ping_merges_a_peer_heard_by_link_local_with_the_named_one() -> None:
     stats = PingStats(me=1)
     named = stats.add_peer("fd00:1::2", "eth1")
     heard = stats.heard(5, "fe80::2", "eth1")  # its multicast probe, link-local source
-    assert heard is not None and heard is not named and len(stats.peers) == 2
+    assert heard is not None
+    assert heard is not named
+    assert len(stats.peers) == 2
     assert stats.heard(5, "fd00:1::2", "eth1") is named  # its unicast probe
     assert stats.peers == [named]
     assert named.id == 5
