@@ -220,8 +220,9 @@ _INTRO = """\
 mcastio demo: a simulated host with {n} links (eth0 carries the default route) and
 a peer namespace behind each link; group {group}:{port}.
 
-  naive socket  bound to 0.0.0.0:{port}, joined with INADDR_ANY (the kernel picks
-                one interface), sending with a plain sendto() (default route only)
+  naive socket  bound to 0.0.0.0:{port}, joined with INADDR_ANY (the kernel
+                picks one interface), sending with a plain sendto() (out of
+                the default route's interface only)
   mcastio       MulticastEndpoint: joined by index on every interface, one
                 transmit socket per interface, IP_MULTICAST_ALL off
 """
