@@ -391,3 +391,14 @@ def test_send_and_listen_say_so_when_no_interface_can_carry_the_group(
         assert main(["listen", "239.255.31.1:5031", "--duration", "0.2"]) == 1
         err = capsys.readouterr().err
         assert "no interface can carry 239.255.31.1" in err
+        assert main(["listen", "239.255.31.1:5031", "-i", "eth0", "--duration", "0.2"]) == 1
+        err = capsys.readouterr().err
+    # The library's warning, for people: one prefixed message in CLI words, and
+    # nothing about waiting, since listen exits.
+    lines = err.splitlines()
+    assert lines[0] == "mcastio: warning: no interface can carry 239.255.31.1:"
+    assert "  eth0: no carrier" in lines or "  eth0: down" in lines, err
+    assert "  (--interface was given)" in lines
+    assert "selector" not in err
+    assert "waiting" not in err
+    assert lines[-1] == "mcastio: no interface can carry 239.255.31.1 on this host now"
