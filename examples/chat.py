@@ -23,7 +23,9 @@ async def _stdin_lines() -> asyncio.StreamReader:
     the program alive after Ctrl-C until Enter is pressed."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    # A duplicate, so closing the transport leaves fd 0 open for the restore below.
+    pipe = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
     return reader
 
 
@@ -55,7 +57,7 @@ if __name__ == "__main__":
     if args[:1] in (["-h"], ["--help"]):
         print(__doc__)
         sys.exit(0)
-    blocking = os.get_blocking(sys.stdin.fileno())
+    blocking = os.get_blocking(0)
     try:
         asyncio.run(
             main(args[0] if args else "239.255.0.1", int(args[1]) if len(args) > 1 else 5000)
@@ -66,4 +68,4 @@ if __name__ == "__main__":
         # The asyncio pipe reader made stdin non-blocking; a shell sharing the
         # terminal expects it back as it was.
         with contextlib.suppress(OSError):
-            os.set_blocking(sys.stdin.fileno(), blocking)
+            os.set_blocking(0, blocking)
