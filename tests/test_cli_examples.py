@@ -62,3 +62,15 @@ def test_protocol_example_pings_every_link(lab: Lab) -> None:
     )  # fmt: skip
     assert proc.returncode == 0
     assert [listener.lines() for listener in listeners] == [[b"pingping"]] * 3
+
+
+def test_readme_quick_start_runs_alone_and_ends(lab: Lab) -> None:
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    proc = lab.run(lab.host, "env", f"PYTHONPATH={ROOT}", sys.executable, "-c", code, timeout=10)
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "[('eth0', True), ('eth1', True), ('eth2', True)]"
+    heard = sorted(line.split()[0] for line in lines[1:])
+    assert heard == ["eth0", "eth1", "eth2"]
+    assert all(line.endswith("b'hello'") for line in lines[1:])
