@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -42,7 +43,7 @@ def joined(lab: Lab, proc: subprocess.Popen[bytes], group: str, ifname: str = "e
     lab.wait_for_membership(lab.host, ifname, group, proc)
 
 
-def json_lines(out: str) -> tuple[list[dict[str, object]], dict[str, object]]:
+def json_lines(out: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     objs = [json.loads(line) for line in out.splitlines()]
     summary = objs.pop()["summary"]
     assert isinstance(summary, dict)
@@ -76,7 +77,7 @@ def test_loss_from_nft_drops_is_counted_per_interface_and_source(lab: Lab) -> No
     assert code == 0, err
     objs, summary = json_lines(out)
     assert sorted(int(str(o["seq"])) for o in objs) == [s for s in range(50) if s % 5 != 2]
-    [stream] = summary["streams"]  # type: ignore[misc]
+    [stream] = summary["streams"]
     assert (stream["interface"], stream["source"]) == ("eth1", lab.link[1].peer_addr)
     assert (stream["received"], stream["expected"], stream["lost"]) == (40, 50, 10)
     assert (stream["loss_percent"], stream["duplicates"], stream["reordered"]) == (20.0, 0, 0)
@@ -172,7 +173,7 @@ def test_source_specific_listen_hears_only_the_named_sender(lab: Lab) -> None:
     code, out, err = finish(listener)
     assert code == 0, err
     objs, _summary = json_lines(out)
-    assert [o["source"].split(":")[0] for o in objs] == [link.peer_addr]  # type: ignore[union-attr]
+    assert [o["source"].split(":")[0] for o in objs] == [link.peer_addr]
     assert f"listening on 232.5.5.6:42006 from {link.peer_addr} on" in err
 
 
