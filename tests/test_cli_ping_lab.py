@@ -13,7 +13,8 @@ from tests.test_cli_lab import finish, mcastio_cmd
 
 pytestmark = pytest.mark.lab
 
-PING = ("--count", "4", "--interval", "0.2", "--wait", "1")
+# --wait covers the start-up skew of the three processes on a loaded machine.
+PING = ("--count", "5", "--interval", "0.2", "--wait", "1.5")
 
 
 def block_multicast(lab: Lab, link: Link, port: int, v6: bool) -> None:
@@ -64,9 +65,9 @@ def test_ping_three_peers_shows_the_blocked_link_only(lab: Lab, v6: bool) -> Non
     assert f"pinging {target} on eth0, eth1" in herr
     at_host, at_p0, at_p1 = rows(hout), rows(out0), rows(out1)
     p0, p1, h0, h1 = addr(l0, "peer"), addr(l1, "peer"), addr(l0, "host"), addr(l1, "host")
-    # Each instance heard the others after at most one probe: 3 or 4 expected.
+    # Probes count from the first one after a peer was heard: most of the 5.
     for table in (at_host, at_p0, at_p1):
-        assert all(sent in (3, 4) for sent, _r, _l in table.values()), table
+        assert all(2 <= sent <= 5 for sent, _r, _l in table.values()), table
     loss = {key: lost for key, (_s, _r, lost) in at_host.items()}
     assert loss == {
         (p0, "eth0", "unicast"): 0,
