@@ -193,3 +193,14 @@ def test_ping_reports_a_named_peer_that_never_answered() -> None:
         ("multicast", 3, 0),
     ]
     assert table([]).endswith("(no peer answered or was named)")
+
+
+def test_ping_peer_table_is_bounded() -> None:
+    from mcastio._cli.pingstats import MAX_PEERS
+
+    stats = PingStats(me=1)
+    for n in range(MAX_PEERS):
+        assert stats.heard(100 + n, f"10.0.{n // 250}.{n % 250 + 1}", "eth0") is not None
+    assert stats.heard(99999, "10.9.9.9", "eth0") is None
+    assert len(stats.peers) == MAX_PEERS
+    assert stats.heard(100, "10.0.0.1", "eth0") is not None  # a known one still counts

@@ -211,9 +211,11 @@ class _Pinger:
                 data, source = u.sock.recvfrom(2048)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
-                # An ICMP error from an earlier send to a peer that is not running yet.
+            except ConnectionRefusedError:
+                # The ICMP error of an earlier probe to a peer not running (yet).
                 continue
+            except OSError:
+                return  # nothing else is expected here; try again when readable
             now = time.monotonic_ns()
             msg = decode(data)
             if msg is None or msg.kind != UNICAST:

@@ -39,6 +39,8 @@ PROBE, ANSWER = 1, 2
 UNICAST, MULTICAST = 0, 1
 KIND_NAMES = {UNICAST: "unicast", MULTICAST: "multicast"}
 _FORMAT = struct.Struct("!4sBBBBIIIQ")
+#: Peers tracked at once; probes from more are not answered or counted.
+MAX_PEERS = 256
 SIZE = _FORMAT.size
 
 
@@ -151,6 +153,8 @@ class PingStats:
         elif peer is None:
             peer = named
             if peer is None:
+                if len(self.peers) >= MAX_PEERS:
+                    return None  # the table is fed from the network: keep it bounded
                 peer = Peer(address, sender, None)
                 self.peers.append(peer)
         peer.id = sender
