@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -76,11 +77,24 @@ def missing_module(variant: str) -> str | None:
     return None
 
 
+#: Another source tree of mcastio (``--compare-with``): its receivers and sends run
+#: beside this tree's in the same run, labelled with the tree's name.
+OTHER_TREES: dict[str, Path] = {}
+
+
+def tree_of(variant: str) -> tuple[Path, str]:
+    """(source tree, plain variant) for ``variant``, which may be ``other:<variant>``."""
+    if variant.startswith("other:"):
+        return OTHER_TREES["other"], variant.removeprefix("other:")
+    return ROOT, variant
+
+
 class Child:
     """A receiver process in the lab's host namespace."""
 
     def __init__(self, lab: Lab, variant: str, ifname: str, rcvbuf: int | None = None) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        tree, variant = tree_of(variant)
+        env = dict(os.environ, PYTHONPATH=str(tree))
         env.pop("BENCH_RCVBUF", None)
         if rcvbuf is not None:
             env["BENCH_RCVBUF"] = str(rcvbuf)
@@ -199,6 +213,13 @@ def run_receive(
         for label, variant, base in RECEIVERS
         if only is None or variant in only
     ]
+    if OTHER_TREES:
+        name = OTHER_TREES["other"].name
+        all_series += [
+            Series(f"{s.label} [{name}]", f"other:{s.variant}", s.baseline)
+            for s in list(all_series)
+            if "mcastio" in s.variant
+        ]
     for s in all_series:
         s.skipped = missing_module(s.variant)
     buffers = (
@@ -221,9 +242,29 @@ def run_receive(
     print("\n".join(receive_table(all_series)), flush=True)
 
 
+def send_in_child(lab: Lab, tree: Path, names: Sequence[str], rounds: int, sends: int) -> Any:
+    """sends.run with mcastio imported from ``tree``, in a child in the host namespace."""
+    code = (
+        "import json, sys, sends\n"
+        f"print(json.dumps(sends.run({GROUP!r}, {PORT}, {list(names)!r}, {rounds}, {sends})))"
+    )
+    env = dict(os.environ, PYTHONPATH=f"{tree}{os.pathsep}{HERE}")
+    proc = lab.popen(
+        lab.host, sys.executable, "-c", code, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=env,
+    )  # fmt: skip
+    out, err = proc.communicate(timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"send benchmark in {tree} failed: {err.decode()[-300:]}")
+    return json.loads(out)
+
+
 def run_send(rounds: int, sends: int) -> None:
     import sends as send_bench
 
+    if OTHER_TREES:
+        run_send_compared(rounds, sends)
+        return
     print("\n## send_all over N interfaces vs N plain sendto calls (µs per call, medians)")
     rows = [
         "| N | N x sendto | send_all_nowait | ratio | await send_all | ratio"
@@ -238,6 +279,34 @@ def run_send(rounds: int, sends: int) -> None:
                 f"| {n} | {r['plain']:.1f} | {r['nowait']:.1f} | {r['ratio_nowait']:.2f}"
                 f" | {r['async']:.1f} | {r['ratio_async']:.2f} | {r['plain_async']:.1f}"
                 f" | {r['ratio_async_vs_async']:.2f} |"
+            )
+    print("\n".join(rows), flush=True)
+
+
+def run_send_compared(rounds: int, sends: int) -> None:
+    """This tree's send_all ratios beside another tree's, round by round in one run."""
+    other = OTHER_TREES["other"]
+    print(
+        f"\n## send_all ratios to plain sendto: this tree vs {other.name}"
+        f" ({rounds} alternating rounds, medians)"
+    )
+    rows = [
+        "| N | nowait ratio | nowait ratio [other] | await ratio | await ratio [other] |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    with Lab(links=64, ipv6=False) as lab:
+        for n in (1, 8, 64):
+            names = [link.host_if for link in lab.link[:n]]
+            mine: list[dict[str, float]] = []
+            theirs: list[dict[str, float]] = []
+            for _ in range(rounds):
+                mine.append(send_in_child(lab, ROOT, names, 3, sends))
+                theirs.append(send_in_child(lab, other, names, 3, sends))
+            rows.append(
+                f"| {n} | {median([r['ratio_nowait'] for r in mine]):.2f}"
+                f" | {median([r['ratio_nowait'] for r in theirs]):.2f}"
+                f" | {median([r['ratio_async'] for r in mine]):.2f}"
+                f" | {median([r['ratio_async'] for r in theirs]):.2f} |"
             )
     print("\n".join(rows), flush=True)
 
@@ -293,7 +362,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="receive,equal,send,memory,idle,join",
         help="comma-separated: receive,equal,send,memory,idle,join",
     )
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        default=None,
+        metavar="TREE",
+        help="another mcastio source tree (e.g. a git worktree of an earlier commit) whose"
+        " receivers and send_all run beside this tree's in the same run",
+    )
     args = parser.parse_args(argv)
+    if args.compare_with is not None:
+        if not (args.compare_with / "mcastio" / "__init__.py").is_file():
+            parser.error(f"{args.compare_with} holds no mcastio package")
+        OTHER_TREES["other"] = args.compare_with.resolve()
     rounds = args.rounds or (3 if args.quick else 5)
     seconds = args.seconds or (1.0 if args.quick else 2.0)
 
