@@ -265,6 +265,7 @@ class MulticastEndpoint:
         except OSError as exc:
             # epoll_ctl refuses past fs.epoll.max_user_watches (ENOSPC) or memory.
             raise MulticastError(f"cannot watch a receive socket for reading: {exc}") from exc
+        self._receive.watch(sock)
 
     def _unwatch_socket(self, sock: socket.socket) -> None:
         if self._loop is not None:

@@ -29,8 +29,10 @@ __all__ = [
     "leave",
     "open_receiver",
     "open_sender",
+    "open_unicast",
     "parse_extras",
     "parse_pktinfo",
+    "socket_drops",
     "still_full_error",
 ]
 
@@ -49,6 +51,9 @@ IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
 IP_TTL = getattr(socket, "IP_TTL", 2)
 IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
 IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
+SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
+# SK_MEMINFO_DROPS: the ninth u32 of the SO_MEMINFO array (linux/sock_diag.h).
+_MEMINFO = struct.Struct("=9I")
 
 # A plain int: '&' on the IntFlag member runs Python code for every datagram.
 MSG_TRUNC = int(socket.MSG_TRUNC)
@@ -319,3 +324,43 @@ def parse_pktinfo(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, str] | No
             dst6, ifindex6 = _IN6_PKTINFO.unpack_from(data)
             return ifindex6, socket.inet_ntop(socket.AF_INET6, dst6)
     return None
+
+
+def socket_drops(sock: socket.socket) -> int | None:
+    """Datagrams the kernel has dropped on ``sock`` so far, or None where it cannot say.
+
+    SO_RXQ_OVFL only reports the count on the next datagram delivered, so drops in
+    a final burst would stay unseen; SO_MEMINFO reads the same counter on demand.
+    """
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO.size)
+    except OSError:
+        # Linux < 4.6 lacks SO_MEMINFO; the SO_RXQ_OVFL reports remain.
+        return None
+    if len(raw) < _MEMINFO.size:
+        return None
+    return int(_MEMINFO.unpack(raw)[8])
+
+
+def open_unicast(address: str, port: int, scope_id: int = 0) -> socket.socket:
+    """A non-blocking UDP socket bound to one local unicast address and the port.
+
+    Bound to the exact address, it takes the unicast datagrams sent there ahead of a
+    wildcard-bound socket on the same port, and never the port's multicast.
+    """
+    v6 = ":" in address
+    family = socket.AF_INET6 if v6 else socket.AF_INET
+    where = f"[{address}]:{port}" if v6 else f"{address}:{port}"
+    sock = _new_socket(family, f"a unicast socket on {where}")
+    with _closed_on_failure(sock, f"a unicast socket on {where}"):
+        # Another program (or mcastio's own receive socket) may hold the port already.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if v6:
+            # Otherwise the socket would also take IPv4 datagrams as mapped addresses.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            # A link-local address needs its interface, and binds the socket to it.
+            sock.bind((address, port, 0, scope_id))
+        else:
+            sock.bind((address, port))
+        sock.setblocking(False)
+    return sock

@@ -64,12 +64,26 @@ class ReceivePath:
 
     @property
     def kernel_dropped(self) -> int:
-        """Datagrams the kernel dropped on the receive sockets, as last reported."""
+        """Datagrams the kernel dropped on the receive sockets so far."""
+        for sock in self._drops:
+            self._refresh_drops(sock)
         return self._retired_drops + sum(self._drops.values())
+
+    def watch(self, sock: socket.socket) -> None:
+        """Account for ``sock``'s drops from now on."""
+        self._drops.setdefault(sock, 0)
 
     def forget(self, sock: socket.socket) -> None:
         """``sock`` is closing: keep its drop count in the total."""
-        self._retired_drops += self._drops.pop(sock, 0)
+        if sock in self._drops:
+            self._refresh_drops(sock)
+            self._retired_drops += self._drops.pop(sock)
+
+    def _refresh_drops(self, sock: socket.socket) -> None:
+        now = _net.socket_drops(sock)
+        # Never below what SO_RXQ_OVFL reported: where SO_MEMINFO is missing it is None.
+        if now is not None and now > self._drops[sock]:
+            self._drops[sock] = now
 
     @property
     def sinks(self) -> tuple[Sink, ...]:
@@ -157,7 +171,7 @@ class ReceivePath:
                 cached = self._arrivals.get(cmsg)
                 index = self._learn_arrival(cmsg) if cached is None else cached
         ttl, drops = _net.parse_extras(anc)
-        if drops is not None:
+        if drops is not None and drops > self._drops.get(sock, 0):
             self._drops[sock] = drops
         return index, ttl
 

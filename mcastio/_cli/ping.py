@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from .. import _net
 from .._endpoint import MulticastEndpoint
 from .._errors import MulticastError
 from .._model import Datagram, Group, Interface
@@ -110,21 +111,8 @@ def _unicast_sockets(
     try:
         for iface in interfaces:
             for addr in _addresses(iface, family):
-                sock = socket.socket(family, socket.SOCK_DGRAM)
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    sock.setblocking(False)
-                    if family == socket.AF_INET6:
-                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                        scope = iface.index if addr.ip.is_link_local else 0
-                        sock.bind((str(addr.ip), port, 0, scope))
-                    else:
-                        sock.bind((str(addr.ip), port))
-                except OSError as exc:
-                    sock.close()
-                    raise MulticastError(
-                        f"cannot bind {host_port(str(addr.ip), port)}: {exc}"
-                    ) from exc
+                scope = iface.index if addr.ip.is_link_local else 0
+                sock = _net.open_unicast(str(addr.ip), port, scope)
                 socks.append(_Unicast(sock, iface.name, addr.network, iface.index))
         yield socks
     finally:
