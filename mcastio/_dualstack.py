@@ -70,6 +70,7 @@ class DualStackEndpoint:
         poll_interval: float = 1.0,
         netlink: bool = True,
         on_interface_event: Callable[[InterfaceEvent], None] | None = None,
+        source_port: str = "ephemeral",
     ) -> None:
         if parse_group(group_v4).family != socket.AF_INET:
             raise ValueError(
@@ -94,6 +95,7 @@ class DualStackEndpoint:
                 poll_interval=poll_interval,
                 netlink=netlink,
                 on_interface_event=on_interface_event,
+                source_port=source_port,
             )
             for group, sources in ((group_v4, sources_v4), (group_v6, sources_v6))
         )
@@ -247,6 +249,7 @@ async def open_dual_stack(
     poll_interval: float = 1.0,
     netlink: bool = True,
     on_interface_event: Callable[[InterfaceEvent], None] | None = None,
+    source_port: str = "ephemeral",
 ) -> DualStackEndpoint:
     """A started :class:`DualStackEndpoint`; close it with ``aclose()`` or ``async with``."""
     endpoint = DualStackEndpoint(
@@ -266,6 +269,7 @@ async def open_dual_stack(
         poll_interval=poll_interval,
         netlink=netlink,
         on_interface_event=on_interface_event,
+        source_port=source_port,
     )
     await endpoint.start()
     return endpoint

@@ -34,11 +34,13 @@ from ._model import (
     validate_port,
     validate_queue_size,
     validate_receive_buffer,
+    validate_source_port,
     validate_sources,
     validate_ttl,
 )
 from ._readers import Readers
 from ._receive import ReceivePath, Sink
+from ._replies import Replies
 from ._subscription import BatchSubscription, Subscription
 from ._transmit import TransmitPool
 from ._watch import InterfaceEvent, desired_interfaces
@@ -70,6 +72,9 @@ class EndpointStats:
     #: Datagrams the kernel dropped because a receive socket's buffer was full
     #: (SO_RXQ_OVFL), as of the last datagram read from that socket.
     kernel_dropped: int = 0
+    #: Replies delivered: unicast sent to a transmit socket (``Datagram.group`` is
+    #: None); not counted in ``received``, which counts group datagrams.
+    replies: int = 0
 
 
 class MulticastEndpoint:
@@ -89,7 +94,16 @@ class MulticastEndpoint:
     ``receive_buffer`` is the SO_RCVBUF requested per receive socket (``None``:
     the kernel's default); the kernel caps it at ``net.core.rmem_max``.
     ``receive_ttl`` fills :attr:`Datagram.ttl` with the TTL or hop limit each
-    datagram arrived with.
+    group datagram arrived with.
+
+    ``source_port`` says where copies leave from. ``"ephemeral"`` (the default): each
+    interface's transmit socket has a port of its own, and unicast answers sent back
+    to it (SSDP, mDNS legacy unicast) are delivered as replies, with
+    ``Datagram.group`` set to ``None``. ``"group"``: copies leave from the group's
+    port, as mDNS requires of queriers and responders (RFC 6762 §11); responders
+    then answer by multicast, which arrives as group traffic, and no replies come.
+    Either way the endpoint receives no unicast sent to the group's port: that
+    belongs to whichever other program is bound to the port (avahi, for one).
     """
 
     def __init__(
@@ -109,8 +123,10 @@ class MulticastEndpoint:
         on_interface_event: Callable[[InterfaceEvent], None] | None = None,
         receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
         receive_ttl: bool = False,
+        source_port: str = "ephemeral",
     ) -> None:
         self._group = parse_group(group)
+        self._source_port = validate_source_port(source_port)
         self._group_str = str(self._group)
         self._sources = validate_sources(self._group, sources)
         self._port = validate_port(port)
@@ -125,7 +141,16 @@ class MulticastEndpoint:
         self._state = "new"  # new -> open -> closed
         self._receive = ReceivePath(self._group, self._port)
         self._readers = Readers(self._receive, on_interface_event)
-        self._tx = TransmitPool(self._group, self._port, validate_ttl(ttl), bool(loopback))
+        self._replies = Replies(self._receive)
+        self._tx = TransmitPool(
+            self._group,
+            self._port,
+            validate_ttl(ttl),
+            bool(loopback),
+            from_group_port=self._source_port == "group",
+            on_open=self._watch_replies,
+            on_close=self._unwatch_socket,
+        )
         # Bound once: the public send methods are measured against bare sendto calls.
         self._send_all_nowait = self._tx.send_all_nowait
         self._memberships = Memberships(
@@ -163,6 +188,11 @@ class MulticastEndpoint:
     @property
     def family(self) -> socket.AddressFamily:
         return self._group.family
+
+    @property
+    def source_port(self) -> str:
+        """``"ephemeral"`` or ``"group"``: where copies leave from (see the class doc)."""
+        return self._source_port
 
     @property
     def closed(self) -> bool:
@@ -237,6 +267,10 @@ class MulticastEndpoint:
     def _watch_socket(self, sock: socket.socket) -> None:
         assert self._loop is not None
         self._loop.add_reader(sock.fileno(), self._receive.on_readable, sock)
+
+    def _watch_replies(self, sock: socket.socket) -> None:
+        assert self._loop is not None
+        self._loop.add_reader(sock.fileno(), self._replies.on_readable, sock)
 
     def _unwatch_socket(self, sock: socket.socket) -> None:
         if self._loop is not None:
@@ -338,7 +372,12 @@ class MulticastEndpoint:
     def stats(self) -> EndpointStats:
         r = self._receive
         return EndpointStats(
-            r.received, r.not_for_group, r.truncated, self._readers.drops.total, r.kernel_dropped
+            r.received,
+            r.not_for_group,
+            r.truncated,
+            self._readers.drops.total,
+            r.kernel_dropped,
+            self._replies.count,
         )
 
     # -- sending -------------------------------------------------------------------
