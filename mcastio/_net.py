@@ -297,11 +297,11 @@ def open_sender(
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             _no_other_groups_v6(sock)
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+        _bind_to_device(sock, iface.name)
         if group_port is not None:
             scope = iface.index if bind_needs_scope(group) else 0
             _bind_shared(sock, _group_sockaddr(group, group_port, scope))
         else:
-            _bind_to_device(sock, iface.name)
             sock.bind(("0.0.0.0", 0) if group.family == socket.AF_INET else ("::", 0))
         if group.family == socket.AF_INET:
             src = iface.ipv4[0].ip.packed if iface.ipv4 else b"\0\0\0\0"
@@ -323,10 +323,11 @@ def open_sender(
 
 
 def _bind_to_device(sock: socket.socket, ifname: str) -> None:
-    """Take replies on the ephemeral port only from the interface the copies leave by.
+    """Tie a transmit socket to the interface its copies leave by.
 
-    Unicast to that port on any other link then finds no socket, so a flood on an
-    excluded link never wakes the endpoint.
+    On an ephemeral port: unicast to that port from any other link finds no socket,
+    so a flood on an excluded link never wakes the endpoint. On the group's port: a
+    device-bound socket never shares a reuseport group with the receive socket.
     """
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())

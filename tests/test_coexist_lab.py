@@ -24,6 +24,7 @@ pytestmark = pytest.mark.lab
 
 MDNS4, MDNS6, PORT = "224.0.0.251", "ff02::fb", 5353
 QUERIES = 5
+IP_MULTICAST_ALL, IPV6_MULTICAST_ALL = 49, 29  # from linux/in.h and linux/in6.h
 
 
 def host_query(query_id: int) -> bytes:
@@ -120,3 +121,73 @@ def test_avahi_on_the_host_answers_every_unicast_query(
     assert got == Counter(
         {(lk.host_if, group): QUERIES for lk in lab.link for group in (MDNS4, MDNS6)}
     )
+
+
+def wildcard_program(lab: Lab, family: socket.AddressFamily, option: int) -> socket.socket:
+    """Another program's socket on the port's wildcard address, taking no multicast.
+
+    With no group of its own, mcastio's receive socket is the only one a group
+    datagram matches: the case where a reuseport group would misdeliver.
+    """
+    with lab.inside():
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, option, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+    sock.bind(("0.0.0.0" if family == socket.AF_INET else "::", PORT + 1))
+    sock.setblocking(False)
+    return sock
+
+
+@pytest.mark.parametrize("source_port", ["ephemeral", "group"])
+@pytest.mark.parametrize("option", ["SO_REUSEADDR", "SO_REUSEPORT"])
+@pytest.mark.parametrize("group", ["239.255.31.1", "ff02::1:31", "ff05::1:31"])
+def test_a_program_on_the_wildcard_address_gets_every_unicast(
+    lab: Lab, group: str, option: str, source_port: str
+) -> None:
+    lab.wait_ipv6_ready(lab.link)
+    family = socket.AF_INET6 if ":" in group else socket.AF_INET
+    count = len(lab.link) * QUERIES
+
+    async def once(first: str) -> tuple[int, int]:
+        program: socket.socket | None = None
+        if first == "program":
+            program = wildcard_program(lab, family, getattr(socket, option))
+        ep = mcastio.MulticastEndpoint(group, PORT + 1, source_port=source_port, watch=False)
+        async with ep:
+            if program is None:
+                program = wildcard_program(lab, family, getattr(socket, option))
+            with program:
+                sub = ep.subscribe()
+                await ep.send_all(b"x")
+                for link in lab.link:
+                    addr = link.host_addr if family == socket.AF_INET else link.host_addr6
+                    with peer_socket(lab, link, family) as sock:
+                        for n in range(QUERIES):
+                            sock.sendto(b"unicast %d" % n, (addr, PORT + 1))
+                            sock.sendto(b"group %d" % n, (group, PORT + 1))
+                got = 0
+
+                async def collect() -> None:
+                    nonlocal got
+                    async for dgram in sub:
+                        got += dgram.data.startswith(b"group ") and dgram.group == group
+                        if got == count:
+                            return
+
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(collect(), 2.0)
+                theirs = 0
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        theirs += program.recv(100).startswith(b"unicast ")
+                assert ep.stats.not_for_group == ep.stats.replies == 0
+        return got, theirs
+
+    with lab.inside():
+        results = {first: run(once(first)) for first in ("program", "mcastio")}
+    print(f"\n{group} {option} {source_port}: (mcastio group, program unicast) {results}")
+    assert results == {"program": (count, count), "mcastio": (count, count)}
