@@ -25,7 +25,7 @@ from types import TracebackType
 
 from .testing import Lab, LabError
 
-__all__ = ["Avahi", "MiniDlna", "ZeroconfResponder", "responder_support"]
+__all__ = ["Avahi", "MiniDlna", "ZeroconfResponder", "responder_support", "start_all"]
 
 #: The service type the zeroconf responders register.
 ZEROCONF_TYPE = "_mcastio._udp.local."
@@ -105,6 +105,14 @@ class _Daemon:
         self.stop()
 
     def start(self) -> None:
+        """Start the program and block until it answers."""
+        self._launch()
+        self._ready()
+
+    def _launch(self) -> None:
+        raise NotImplementedError
+
+    def _ready(self) -> None:
         raise NotImplementedError
 
     def _spawn(
@@ -151,6 +159,19 @@ class _Daemon:
         self._dir.cleanup()
 
 
+def start_all(daemons: Sequence[_Daemon]) -> None:
+    """Start several at once (each takes about a second to probe its names)."""
+    try:
+        for daemon in daemons:
+            daemon._launch()
+        for daemon in daemons:
+            daemon._ready()
+    except BaseException:
+        for daemon in daemons:
+            daemon.stop()
+        raise
+
+
 class Avahi(_Daemon):
     """avahi-daemon answering for ``<name>.local`` on ``interfaces`` of ``ns``.
 
@@ -163,11 +184,13 @@ class Avahi(_Daemon):
         self.name = name
         self.interfaces = tuple(interfaces)
 
-    def start(self) -> None:
+    def _launch(self) -> None:
         conf = os.path.join(self._dir.name, "avahi-daemon.conf")
         with open(conf, "w", encoding="ascii") as f:
             f.write(_AVAHI_CONF.format(name=self.name, interfaces=",".join(self.interfaces)))
         self._spawn("unshare", "-m", "--propagation", "private", "sh", "-c", _AVAHI_RUN, "-", conf)
+
+    def _ready(self) -> None:
         # Logged once its host name has been probed and announced.
         self._wait_for_output(b"Server startup complete", 10.0)
 
@@ -180,8 +203,10 @@ class ZeroconfResponder(_Daemon):
         self.name = name
         self.addresses = tuple(addresses)
 
-    def start(self) -> None:
+    def _launch(self) -> None:
         self._spawn(sys.executable, "-c", _ZEROCONF_SCRIPT, self.name, *self.addresses, stdin=True)
+
+    def _ready(self) -> None:
         self._wait_for_output(b"ready", 10.0)
 
 
@@ -193,7 +218,7 @@ class MiniDlna(_Daemon):
         self.ifname = ifname
         self.name = name
 
-    def start(self) -> None:
+    def _launch(self) -> None:
         base = self._dir.name
         for sub in ("media", "db"):
             os.makedirs(os.path.join(base, sub), exist_ok=True)
@@ -205,12 +230,12 @@ class MiniDlna(_Daemon):
                 "inotify=no\nnotify_interval=900\n"
             )
         # -d: stay in the foreground; -P: a pid file of its own.
-        proc = self._spawn(
-            "minidlnad", "-f", conf, "-d", "-P", os.path.join(base, "pid"), output=False
-        )
+        self._spawn("minidlnad", "-f", conf, "-d", "-P", os.path.join(base, "pid"), output=False)
+
+    def _ready(self) -> None:
         # Its SSDP socket joins the group once it is ready to answer.
         try:
-            self.lab.wait_for_membership(self.ns, self.ifname, "239.255.255.250", proc)
+            self.lab.wait_for_membership(self.ns, self.ifname, "239.255.255.250", self._proc)
         except LabError:
             self.stop()
             raise

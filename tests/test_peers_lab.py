@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import pytest
 
 import mcastio
-from mcastio.labpeers import Avahi, MiniDlna, ZeroconfResponder, responder_support
+from mcastio.labpeers import Avahi, MiniDlna, ZeroconfResponder, responder_support, start_all
 from mcastio.testing import Lab
 from tests.conftest import require, run
 
@@ -148,8 +148,7 @@ def test_avahi_answers_every_link(peers_lab: Lab, source_port: str) -> None:
     lab = peers_lab
     names = [f"peer{link.index}.local" for link in lab.link]
     daemons = [Avahi(lab, lk.peer_ns, [lk.peer_if], f"peer{lk.index}") for lk in lab.link]
-    for daemon in daemons:
-        daemon.start()
+    start_all(daemons)
     try:
         with lab.inside():
             counts, who, stats = run(ask_mdns(names, source_port, every_link(lab)))
@@ -176,8 +175,7 @@ def test_zeroconf_answers_every_link(peers_lab: Lab, source_port: str) -> None:
         ZeroconfResponder(lab, lk.peer_ns, f"peer{lk.index}", [lk.peer_addr, lk.peer_addr6 or ""])
         for lk in lab.link
     ]
-    for daemon in daemons:
-        daemon.start()
+    start_all(daemons)
     try:
         with lab.inside():
             counts, who, _stats = run(ask_mdns(names, source_port, every_link(lab)))
@@ -207,8 +205,7 @@ def m_search(st: str = "upnp:rootdevice") -> bytes:
 def test_minidlna_answers_m_search_on_every_link(peers_lab: Lab) -> None:
     lab = peers_lab
     daemons = [MiniDlna(lab, lk.peer_ns, lk.peer_if, f"peer{lk.index}") for lk in lab.link]
-    for daemon in daemons:
-        daemon.start()
+    start_all(daemons)
 
     async def search(source_port: str) -> tuple[Counter[tuple[str, str, bool]], list[bytes]]:
         counts: Counter[tuple[str, str, bool]] = Counter()
