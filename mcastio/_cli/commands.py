@@ -75,7 +75,8 @@ def preview(data: bytes, width: int) -> str:
 def datagram_line(dgram: Datagram, when: datetime.datetime) -> str:
     head = (
         f"{when:%H:%M:%S.%f}"[:12]
-        + f" {dgram.interface:<8} {_source_text(dgram.source):<21} {dgram.group:<15}"
+        # A reply (unicast to a transmit socket) has no group.
+        + f" {dgram.interface:<8} {_source_text(dgram.source):<21} {dgram.group or 'reply':<15}"
         + f" {len(dgram.data):>5} "
     )
     if len(head) + 8 > WIDTH:
