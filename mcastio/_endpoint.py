@@ -62,8 +62,10 @@ class EndpointStats:
     """Counters since the endpoint started."""
 
     received: int
-    #: Datagrams that reached the port but were not sent to the group (unicast,
-    #: broadcast): not group traffic, so never handed to subscribers.
+    #: Datagrams read but not delivered: on a receive socket, not sent to the group
+    #: (other groups leak in only where IPV6_MULTICAST_ALL is missing); on a transmit
+    #: socket, a reply from a link the endpoint does not use (only where it could
+    #: not be tied to its device). Unicast to the group's port never arrives at all.
     not_for_group: int
     #: Datagrams larger than the receive buffer, discarded.
     truncated: int
@@ -96,14 +98,9 @@ class MulticastEndpoint:
     ``receive_ttl`` fills :attr:`Datagram.ttl` with the TTL or hop limit each
     group datagram arrived with.
 
-    ``source_port`` says where copies leave from. ``"ephemeral"`` (the default): each
-    interface's transmit socket has a port of its own, and unicast answers sent back
-    to it (SSDP, mDNS legacy unicast) are delivered as replies, with
-    ``Datagram.group`` set to ``None``. ``"group"``: copies leave from the group's
-    port, as mDNS requires of queriers and responders (RFC 6762 §11); responders
-    then answer by multicast, which arrives as group traffic, and no replies come.
-    Either way the endpoint receives no unicast sent to the group's port: that
-    belongs to whichever other program is bound to the port (avahi, for one).
+    ``source_port="ephemeral"`` (the default) sends each copy from a port of its own
+    and delivers unicast answers to it as replies (``Datagram.group`` is None);
+    ``"group"`` sends from the group's port, as mDNS requires (docs/request-reply.md).
     """
 
     def __init__(
