@@ -76,6 +76,7 @@ class DualStackEndpoint:
         poll_interval: float = 1.0,
         netlink: bool = True,
         on_interface_event: Callable[[InterfaceEvent], None] | None = None,
+        source_port: str = "ephemeral",
     ) -> None:
         if parse_group(group_v4).family != socket.AF_INET:
             raise ValueError(
@@ -100,6 +101,7 @@ class DualStackEndpoint:
                 poll_interval=poll_interval,
                 netlink=netlink,
                 on_interface_event=on_interface_event,
+                source_port=source_port,
             )
             for group, sources in ((group_v4, sources_v4), (group_v6, sources_v6))
         )
@@ -253,6 +255,7 @@ async def open_dual_stack(
     poll_interval: float = 1.0,
     netlink: bool = True,
     on_interface_event: Callable[[InterfaceEvent], None] | None = None,
+    source_port: str = "ephemeral",
 ) -> DualStackEndpoint:
     """A started :class:`DualStackEndpoint`; close it with ``aclose()`` or ``async with``."""
     endpoint = DualStackEndpoint(
@@ -272,6 +275,7 @@ async def open_dual_stack(
         poll_interval=poll_interval,
         netlink=netlink,
         on_interface_event=on_interface_event,
+        source_port=source_port,
     )
     await endpoint.start()
     return endpoint

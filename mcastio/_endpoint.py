@@ -38,11 +38,13 @@ from ._model import (
     validate_queue_size,
     validate_receive_buffer,
     validate_selector,
+    validate_source_port,
     validate_sources,
     validate_ttl,
 )
 from ._readers import Readers
 from ._receive import ReceivePath, Sink
+from ._replies import Replies
 from ._subscription import BatchSubscription, Subscription
 from ._transmit import TransmitPool
 from ._watch import InterfaceEvent, desired_interfaces
@@ -64,8 +66,10 @@ class EndpointStats:
     """Counters since the endpoint started."""
 
     received: int
-    #: Datagrams that reached the port but were not sent to the group (unicast,
-    #: broadcast): not group traffic, so never handed to subscribers.
+    #: Datagrams read but not delivered: on a receive socket, not sent to the group
+    #: (other groups leak in only where IPV6_MULTICAST_ALL is missing); on a transmit
+    #: socket, a reply from a link the endpoint does not use (only where it could
+    #: not be tied to its device). Unicast to the group's port never arrives at all.
     not_for_group: int
     #: Datagrams larger than the receive buffer, discarded.
     truncated: int
@@ -74,6 +78,9 @@ class EndpointStats:
     #: Datagrams the kernel dropped because a receive socket's buffer was full
     #: (SO_RXQ_OVFL), as of the last datagram read from that socket.
     kernel_dropped: int = 0
+    #: Replies delivered: unicast sent to a transmit socket (``Datagram.group`` is
+    #: None); not counted in ``received``, which counts group datagrams.
+    replies: int = 0
 
 
 class MulticastEndpoint:
@@ -93,7 +100,11 @@ class MulticastEndpoint:
     ``receive_buffer`` is the SO_RCVBUF requested per receive socket (``None``:
     the kernel's default); the kernel caps it at ``net.core.rmem_max``.
     ``receive_ttl`` fills :attr:`Datagram.ttl` with the TTL or hop limit each
-    datagram arrived with.
+    group datagram arrived with.
+
+    ``source_port="ephemeral"`` (the default) sends each copy from a port of its own
+    and delivers unicast answers to it as replies (``Datagram.group`` is None);
+    ``"group"`` sends from the group's port, as mDNS requires (docs/request-reply.md).
     """
 
     def __init__(
@@ -113,8 +124,10 @@ class MulticastEndpoint:
         on_interface_event: Callable[[InterfaceEvent], None] | None = None,
         receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
         receive_ttl: bool = False,
+        source_port: str = "ephemeral",
     ) -> None:
         self._group = parse_group(group)
+        self._source_port = validate_source_port(source_port)
         self._group_str = str(self._group)
         self._sources = validate_sources(self._group, sources)
         self._port = validate_port(port)
@@ -138,7 +151,16 @@ class MulticastEndpoint:
         self._state = "new"  # new -> open -> closed
         self._receive = ReceivePath(self._group, self._port)
         self._readers = Readers(self._receive, on_interface_event)
-        self._tx = TransmitPool(self._group, self._port, validate_ttl(ttl), bool(loopback))
+        self._replies = Replies(self._receive)
+        self._tx = TransmitPool(
+            self._group,
+            self._port,
+            validate_ttl(ttl),
+            bool(loopback),
+            from_group_port=self._source_port == "group",
+            on_open=self._watch_replies,
+            on_close=self._unwatch_socket,
+        )
         # Bound once: the public send methods are measured against bare sendto calls.
         self._send_all_nowait = self._tx.send_all_nowait
         self._memberships = Memberships(
@@ -176,6 +198,11 @@ class MulticastEndpoint:
     @property
     def family(self) -> socket.AddressFamily:
         return self._group.family
+
+    @property
+    def source_port(self) -> str:
+        """``"ephemeral"`` or ``"group"``: where copies leave from (see the class doc)."""
+        return self._source_port
 
     @property
     def closed(self) -> bool:
@@ -259,13 +286,21 @@ class MulticastEndpoint:
         self._links.close()
 
     def _watch_socket(self, sock: socket.socket) -> None:
+        self._add_reader(sock, self._receive.on_readable, "a receive socket")
+        self._receive.watch(sock)
+
+    def _watch_replies(self, sock: socket.socket) -> None:
+        self._add_reader(sock, self._replies.on_readable, "a transmit socket")
+
+    def _add_reader(
+        self, sock: socket.socket, callback: Callable[[socket.socket], None], what: str
+    ) -> None:
         assert self._loop is not None
         try:
-            self._loop.add_reader(sock.fileno(), self._receive.on_readable, sock)
+            self._loop.add_reader(sock.fileno(), callback, sock)
         except OSError as exc:
             # epoll_ctl refuses past fs.epoll.max_user_watches (ENOSPC) or memory.
-            raise MulticastError(f"cannot watch a receive socket for reading: {exc}") from exc
-        self._receive.watch(sock)
+            raise MulticastError(f"cannot watch {what} for reading: {exc}") from exc
 
     def _unwatch_socket(self, sock: socket.socket) -> None:
         if self._loop is not None:
@@ -372,7 +407,12 @@ class MulticastEndpoint:
     def stats(self) -> EndpointStats:
         r = self._receive
         return EndpointStats(
-            r.received, r.not_for_group, r.truncated, self._readers.drops.total, r.kernel_dropped
+            r.received,
+            r.not_for_group,
+            r.truncated,
+            self._readers.drops.total,
+            r.kernel_dropped,
+            self._replies.count,
         )
 
     # -- sending -------------------------------------------------------------------

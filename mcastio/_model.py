@@ -10,6 +10,7 @@ import ipaddress
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 __all__ = [
     "MAX_PAYLOAD_V4",
@@ -35,6 +36,7 @@ __all__ = [
     "validate_queue_size",
     "validate_receive_buffer",
     "validate_selector",
+    "validate_source_port",
     "validate_sources",
     "validate_ttl",
 ]
@@ -147,6 +149,22 @@ def validate_ttl(ttl: int) -> int:
             f"ttl must be an integer from 0 to 255 (1 keeps traffic on the link), not {ttl!r}"
         )
     return ttl
+
+
+SourcePort = Literal["ephemeral", "group"]
+
+
+def validate_source_port(mode: str) -> SourcePort:
+    """``"ephemeral"`` (replies come back to the endpoint) or ``"group"`` (mDNS)."""
+    if mode == "ephemeral":
+        return "ephemeral"
+    if mode == "group":
+        return "group"
+    raise ValueError(
+        f"source_port must be 'ephemeral' (copies leave from a port of their own, and "
+        f"unicast replies are delivered) or 'group' (copies leave from the group's port, "
+        f"as mDNS requires), not {mode!r}"
+    )
 
 
 def validate_queue_size(size: int) -> int:
@@ -396,12 +414,19 @@ class Datagram:
     #: gives it: a link-local sender's scope_id is the arrival interface's index and
     #: host has no %zone suffix, so the tuple can be passed to sendto() as it is.
     source: tuple[str, int] | tuple[str, int, int, int]
-    group: str
+    #: The group it was sent to; ``None`` for a reply: a unicast datagram sent to
+    #: one of the endpoint's transmit sockets, e.g. an answer to a query.
+    group: str | None
     #: Name of the interface the datagram arrived on, e.g. ``"eth1"``.
     interface: str
     #: The TTL (IPv4) or hop limit (IPv6) it arrived with, when the endpoint was
     #: made with ``receive_ttl=True``; else ``None``.
     ttl: int | None = None
+
+    @property
+    def is_reply(self) -> bool:
+        """Unicast sent to the endpoint's transmit socket, not traffic of the group."""
+        return self.group is None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ __all__ = [
     "ANC_BUFSIZE",
     "MSG_TRUNC",
     "RECV_BUFSIZE",
+    "bind_needs_scope",
     "gone_error",
     "is_gone_error",
     "is_pktinfo",
@@ -101,10 +102,63 @@ def _closed_on_failure(sock: socket.socket, what: str) -> Iterator[None]:
         raise
 
 
+def bind_needs_scope(group: Group) -> bool:
+    """Whether a socket bound to ``group`` must name one interface (link-scope IPv6).
+
+    The kernel's inet6_bind refuses a link- or interface-local multicast address
+    without a scope id (EINVAL), and with one it binds the socket to that device.
+    """
+    return group.family == socket.AF_INET6 and group.address.packed[1] & 0x0F <= 2
+
+
+def _bind_shared(sock: socket.socket, addr: tuple[str, int] | tuple[str, int, int, int]) -> None:
+    """Bind to a port other programs use too, without taking their unicast."""
+    # Shares the port with every program that set it as well (avahi, zeroconf, socat).
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        # A program holds the port with SO_REUSEPORT alone: the kernel admits a
+        # second bind only with it set too, so our sockets may share a reuseport group.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind(addr)
+        except OSError as again:
+            if again.errno != errno.EADDRINUSE:
+                raise
+            raise _port_taken(addr[1]) from again
+        return
+    # Set after the bind, so a program binding later with SO_REUSEPORT alone still can,
+    # while our sockets on one address form no reuseport group: the kernel hands a
+    # datagram that matches one socket's membership to any socket of such a group.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+
+
+def _group_sockaddr(
+    group: Group, port: int, scope: int
+) -> tuple[str, int] | tuple[str, int, int, int]:
+    # Bound to the group address, not the wildcard, the socket never matches a unicast
+    # destination: unicast to the port goes to the program bound to it, whichever started first.
+    if group.family == socket.AF_INET:
+        return (str(group.address), port)
+    return (str(group.address), port, 0, scope)
+
+
 def open_receiver(
-    group: Group, port: int, receive_buffer: int | None = None, *, receive_ttl: bool = False
+    group: Group,
+    port: int,
+    receive_buffer: int | None = None,
+    *,
+    receive_ttl: bool = False,
+    scope: int = 0,
 ) -> socket.socket:
-    """A non-blocking socket bound to the port, joined to nothing yet."""
+    """A non-blocking socket bound to (group, port), joined to nothing yet.
+
+    ``scope`` is the interface index a link-scope IPv6 group needs (see
+    :func:`bind_needs_scope`); the socket then receives from that interface only.
+    """
     sock = _new_socket(group.family, f"a receive socket on port {port}")
     with _closed_on_failure(sock, f"a receive socket on port {port}"):
         # The kernel stamps its running count of datagrams dropped on this socket
@@ -114,8 +168,6 @@ def open_receiver(
             # The default (net.core.rmem_default, ~208 KiB) holds only ~250 small
             # datagrams, a few ms of a flood; the kernel caps this at net.core.rmem_max.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-        # Lets avahi, another mcastio endpoint or any program using the same port coexist.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if group.family == socket.AF_INET:
             # Default 1 delivers every group any socket on the host joined on this port.
             sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
@@ -123,34 +175,32 @@ def open_receiver(
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
             if receive_ttl:
                 sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
-            _bind(sock, ("0.0.0.0", port))
         else:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
-            except OSError as exc:
-                # Linux < 4.20 lacks the option; other groups may then leak in.
-                if exc.errno not in (errno.ENOPROTOOPT, errno.EINVAL):
-                    raise
+            _no_other_groups_v6(sock)
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
             if receive_ttl:
                 sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
-            _bind(sock, ("::", port))
+        _bind_shared(sock, _group_sockaddr(group, port, scope))
         sock.setblocking(False)
     return sock
 
 
-def _bind(sock: socket.socket, address: tuple[str, int]) -> None:
+def _port_taken(port: int) -> MulticastError:
+    # SO_REUSEADDR lets sockets share a port only if every one of them set it.
+    return MulticastError(
+        f"port {port} is already in use (EADDRINUSE) by a socket that did not set "
+        "SO_REUSEADDR; stop that program, let it set SO_REUSEADDR, or use another port"
+    )
+
+
+def _no_other_groups_v6(sock: socket.socket) -> None:
     try:
-        sock.bind(address)
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
     except OSError as exc:
-        if exc.errno != errno.EADDRINUSE:
+        # Linux < 4.20 lacks the option; other groups may then leak in.
+        if exc.errno not in (errno.ENOPROTOOPT, errno.EINVAL):
             raise
-        # SO_REUSEADDR lets sockets share a port only if every one of them set it.
-        raise MulticastError(
-            f"port {address[1]} is already in use (EADDRINUSE) by a socket that did not set "
-            "SO_REUSEADDR; stop that program, let it set SO_REUSEADDR, or use another port"
-        ) from exc
 
 
 def _membership(group: Group, iface: Interface, source: str | None) -> tuple[int, int, bytes]:
@@ -271,10 +321,33 @@ def is_gone_error(exc: OSError) -> bool:
     return exc.errno in (errno.ENODEV, errno.EADDRNOTAVAIL, errno.ENOENT, errno.ENXIO, errno.EINVAL)
 
 
-def open_sender(group: Group, iface: Interface, ttl: int, loopback: bool) -> socket.socket:
-    """A non-blocking socket whose multicast leaves by ``iface`` only."""
+def open_sender(
+    group: Group, iface: Interface, ttl: int, loopback: bool, *, group_port: int | None = None
+) -> socket.socket:
+    """A non-blocking socket whose multicast leaves by ``iface`` only.
+
+    By default it is bound to an ephemeral port and reads the unicast replies to
+    what it sends, with the arrival interface in the pktinfo. With ``group_port``
+    it is bound to (group, group_port), so copies leave from the group's port, and
+    it receives nothing at all: no unicast (the group is never a unicast destination)
+    and no multicast (it joins nothing and takes no other socket's groups).
+    """
     sock = _new_socket(group.family, f"a transmit socket on {iface.name}")
     with _closed_on_failure(sock, f"a transmit socket on {iface.name}"):
+        if group.family == socket.AF_INET:
+            # Default 1 would hand this socket groups other sockets joined on its port.
+            sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            _no_other_groups_v6(sock)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+        _bind_to_device(sock, iface.name)
+        if group_port is not None:
+            scope = iface.index if bind_needs_scope(group) else 0
+            _bind_shared(sock, _group_sockaddr(group, group_port, scope))
+        else:
+            sock.bind(("0.0.0.0", 0) if group.family == socket.AF_INET else ("::", 0))
         if group.family == socket.AF_INET:
             src = iface.ipv4[0].ip.packed if iface.ipv4 else b"\0\0\0\0"
             # ip_mreqn with an index and an address: the index picks the device even
@@ -292,6 +365,21 @@ def open_sender(group: Group, iface: Interface, ttl: int, loopback: bool) -> soc
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, int(loopback))
         sock.setblocking(False)
     return sock
+
+
+def _bind_to_device(sock: socket.socket, ifname: str) -> None:
+    """Tie a transmit socket to the interface its copies leave by.
+
+    On an ephemeral port: unicast to that port from any other link finds no socket,
+    so a flood on an excluded link never wakes the endpoint. On the group's port: a
+    device-bound socket never shares a reuseport group with the receive socket.
+    """
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+    except OSError as exc:
+        # Linux < 5.7 wants CAP_NET_RAW; the receive side then drops other links' replies.
+        if exc.errno != errno.EPERM:
+            raise
 
 
 def is_pktinfo(level: int, kind: int) -> bool:

@@ -87,7 +87,8 @@ def datagram_line(
     """One line per datagram under :data:`LISTEN_HEADER`; long IPv6 wraps the data."""
     head = (
         f"{when:%H:%M:%S.%f}"[:12]
-        + f" {dgram.interface:<8} {source_text(dgram.source):<21} {dgram.group:<15}"
+        # A reply (unicast to a transmit socket) has no group.
+        + f" {dgram.interface:<8} {source_text(dgram.source):<21} {dgram.group or 'reply':<15}"
         + f" {'-' if ttl is None else ttl:>3} {len(dgram.data):>5} "
     )
     data = dgram.data
