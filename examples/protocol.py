@@ -1,26 +1,48 @@
-"""Existing DatagramProtocol code, joined and sending on every interface."""
+"""Existing DatagramProtocol code, joined and sending on every interface.
+
+Usage:
+    python examples/protocol.py [GROUP] [PORT] [--count N] [--interval S]
+
+Joins GROUP (default 239.255.0.1) on every interface, sends "ping" COUNT times
+(default 3) out of each, and prints every datagram heard, with the interface it
+arrived on. Run two copies on one link (or in two namespaces of the mcastio
+lab, see docs/testing.md) to see each other's pings; Ctrl-C quits.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 
 import mcastio
 
 
 class Printer(mcastio.MulticastProtocol):
     def multicast_datagram_received(self, dgram: mcastio.Datagram) -> None:
-        print(f"{dgram.interface}: {dgram.source[0]} says {dgram.data!r}")
+        print(f"{dgram.interface}: {dgram.source[0]} says {dgram.data!r}", flush=True)
 
 
-async def main() -> None:
-    transport, _ = await mcastio.create_multicast_endpoint(Printer, "239.255.0.1", 5000)
+async def main(group: str, port: int, count: int, interval: float) -> None:
+    transport, _ = await mcastio.create_multicast_endpoint(Printer, group, port)
     try:
-        for _ in range(3):
+        for _ in range(count):
             transport.sendto(b"ping")
-            await asyncio.sleep(1)
+            await asyncio.sleep(interval)
     finally:
         transport.close()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n", 1)[1].split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("group", nargs="?", default="239.255.0.1", help="default 239.255.0.1")
+    parser.add_argument("port", nargs="?", type=int, default=5000, help="default 5000")
+    parser.add_argument("--count", type=int, default=3, help="pings to send (default 3)")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between pings")
+    args = parser.parse_args()
+    # Ctrl-C is the normal way to stop early: no traceback for it.
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main(args.group, args.port, args.count, args.interval))

@@ -10,7 +10,7 @@ import ipaddress
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import netifaces
@@ -18,7 +18,13 @@ import psutil
 
 from ._model import Interface
 
-__all__ = ["default_route_interfaces", "parse_if_inet6", "proc_net_path", "read_snapshot"]
+__all__ = [
+    "default_route_interfaces",
+    "fold_labels",
+    "parse_if_inet6",
+    "proc_net_path",
+    "read_snapshot",
+]
 
 _log = logging.getLogger("mcastio")
 
@@ -94,23 +100,44 @@ def _v6(addr: str, netmask: str | None) -> ipaddress.IPv6Interface:
     return ipaddress.IPv6Interface(f"{host}/{_prefixlen(netmask, 128)}")
 
 
+def fold_labels(indexes: Mapping[str, int], devices: Collection[str]) -> dict[str, list[str]]:
+    """Device name -> the names psutil reports for it: the device's own first.
+
+    An IPv4 address with a label (``ip addr add ... label eth0:1``) is reported
+    under the label, as if it were another interface; the label shares its
+    device's index, and only devices are in ``devices``.
+    """
+    by_index = {index: name for name, index in indexes.items() if name in devices}
+    folded: dict[str, list[str]] = {}
+    for name in sorted(indexes, key=lambda n: (n not in devices, n)):
+        folded.setdefault(by_index.get(indexes[name], name), []).append(name)
+    return folded
+
+
 def read_snapshot() -> tuple[Interface, ...]:
     """One consistent-enough reading of every interface on the host, sorted by index."""
     addrs = psutil.net_if_addrs()
     stats = psutil.net_if_stats()
     defaults = default_route_interfaces()
     unusable = _read_unusable_v6()
-    result: list[Interface] = []
+    # Every device's index in one dump: out of descriptors, it fails as a whole
+    # (and the watcher retries) instead of making single interfaces look vanished.
+    devices = {name: index for index, name in socket.if_nameindex()}
+    indexes: dict[str, int] = {}
     for name in set(addrs) | set(stats):
-        try:
-            index = socket.if_nametoindex(name)
-        except OSError:
-            continue  # Vanished between the two reads; the next snapshot settles it.
+        # A label "eth0:1" belongs to device "eth0": no device name may contain ':'.
+        index = devices.get(name, devices.get(name.split(":", 1)[0]))
+        if index is not None:
+            indexes[name] = index
+        # Else it vanished between the reads; the next snapshot settles it.
+    result: list[Interface] = []
+    for name, reported in fold_labels(indexes, devices).items():
+        index = indexes[reported[0]]
         st = stats.get(name)
         flags = set(st.flags.split(",")) if st is not None and st.flags else set()
         ipv4: list[ipaddress.IPv4Interface] = []
         ipv6: list[ipaddress.IPv6Interface] = []
-        for a in addrs.get(name, ()):
+        for a in (a for label in reported for a in addrs.get(label, ())):
             if a.family == socket.AF_INET:
                 ipv4.append(ipaddress.IPv4Interface(f"{a.address}/{_prefixlen(a.netmask, 32)}"))
             elif a.family == socket.AF_INET6:

@@ -23,7 +23,13 @@ from ._endpoint import (
     SnapshotSource,
 )
 from ._errors import EndpointClosedError, MulticastError
-from ._model import InterfaceSelector, SendResult, parse_group, validate_queue_size
+from ._model import (
+    InterfaceSelector,
+    SendResult,
+    parse_group,
+    validate_flag,
+    validate_queue_size,
+)
 from ._subscription import Subscription
 from ._watch import InterfaceEvent
 
@@ -76,6 +82,7 @@ class DualStackEndpoint:
         poll_interval: float = 1.0,
         netlink: bool = True,
         on_interface_event: Callable[[InterfaceEvent], None] | None = None,
+        source_port: str = "ephemeral",
     ) -> None:
         if parse_group(group_v4).family != socket.AF_INET:
             raise ValueError(
@@ -101,13 +108,14 @@ class DualStackEndpoint:
                 poll_interval=poll_interval,
                 netlink=netlink,
                 on_interface_event=on_interface_event,
+                source_port=source_port,
             )
             for group, sources in ((group_v4, sources_v4), (group_v6, sources_v6))
         )
         for endpoint in (self._v4, self._v6):
             # A family with no usable interface at start is left out, as documented.
             endpoint._require_interface_at_start = True
-        self._require_both = bool(require_both)
+        self._require_both = validate_flag("require_both", require_both)
         self._open: tuple[MulticastEndpoint, ...] = ()
         self._state = "new"
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -255,6 +263,7 @@ async def open_dual_stack(
     poll_interval: float = 1.0,
     netlink: bool = True,
     on_interface_event: Callable[[InterfaceEvent], None] | None = None,
+    source_port: str = "ephemeral",
 ) -> DualStackEndpoint:
     """A started :class:`DualStackEndpoint`; close it with ``aclose()`` or ``async with``."""
     endpoint = DualStackEndpoint(
@@ -275,6 +284,7 @@ async def open_dual_stack(
         poll_interval=poll_interval,
         netlink=netlink,
         on_interface_event=on_interface_event,
+        source_port=source_port,
     )
     await endpoint.start()
     return endpoint

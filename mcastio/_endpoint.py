@@ -30,17 +30,23 @@ from ._model import (
     parse_group,
     plan_changes,
     select_interfaces,
+    validate_callback,
     validate_coalesce_delay,
+    validate_flag,
     validate_max_batch,
+    validate_poll_interval,
     validate_port,
     validate_queue_size,
     validate_receive_buffer,
+    validate_selector,
+    validate_source_port,
     validate_sources,
     validate_ttl,
 )
-from ._pacing import SocketReader
+from ._pacing import Drain, SocketReader
 from ._readers import Readers
 from ._receive import ReceivePath, Sink
+from ._replies import Replies
 from ._subscription import BatchSubscription, Subscription
 from ._transmit import TransmitPool
 from ._watch import InterfaceEvent, desired_interfaces
@@ -65,8 +71,10 @@ class EndpointStats:
     """Counters since the endpoint started."""
 
     received: int
-    #: Datagrams that reached the port but were not sent to the group (unicast,
-    #: broadcast): not group traffic, so never handed to subscribers.
+    #: Datagrams read but not delivered: on a receive socket, not sent to the group
+    #: (other groups leak in only where IPV6_MULTICAST_ALL is missing); on a transmit
+    #: socket, a reply from a link the endpoint does not use (only where it could
+    #: not be tied to its device). Unicast to the group's port never arrives at all.
     not_for_group: int
     #: Datagrams larger than the receive buffer, discarded.
     truncated: int
@@ -75,6 +83,9 @@ class EndpointStats:
     #: Datagrams the kernel dropped because a receive socket's buffer was full
     #: (SO_RXQ_OVFL), as of the last datagram read from that socket.
     kernel_dropped: int = 0
+    #: Replies delivered: unicast sent to a transmit socket (``Datagram.group`` is
+    #: None); not counted in ``received``, which counts group datagrams.
+    replies: int = 0
 
 
 class MulticastEndpoint:
@@ -94,9 +105,14 @@ class MulticastEndpoint:
     ``receive_buffer`` is the SO_RCVBUF requested per receive socket (``None``:
     the kernel's default); the kernel caps it at ``net.core.rmem_max``.
     ``receive_ttl`` fills :attr:`Datagram.ttl` with the TTL or hop limit each
-    datagram arrived with. ``coalesce_delay`` (seconds, default 1 ms, 0 turns it
-    off) is how long a receive socket is left unread under a flood (8000 datagrams/s
-    or more), so that each read finds a large batch; lighter traffic is read at once.
+    group datagram arrived with. ``coalesce_delay`` (seconds, default 1 ms, 0 turns
+    it off) is how long a receive socket is left unread under a flood (8000
+    datagrams/s or more), so that each read finds a large batch; lighter traffic is
+    read at once (docs/performance.md).
+
+    ``source_port="ephemeral"`` (the default) sends each copy from a port of its own
+    and delivers unicast answers to it as replies (``Datagram.group`` is None);
+    ``"group"`` sends from the group's port, as mDNS requires (docs/request-reply.md).
     """
 
     def __init__(
@@ -116,26 +132,46 @@ class MulticastEndpoint:
         on_interface_event: Callable[[InterfaceEvent], None] | None = None,
         receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
         receive_ttl: bool = False,
+        source_port: str = "ephemeral",
         coalesce_delay: float = DEFAULT_COALESCE_DELAY,
     ) -> None:
         self._group = parse_group(group)
+        self._source_port = validate_source_port(source_port)
         self._group_str = str(self._group)
         self._sources = validate_sources(self._group, sources)
         self._port = validate_port(port)
         self._queue_size = validate_queue_size(queue_size)
-        if isinstance(interfaces, str):
-            raise ValueError(f"interfaces must be a list of names, not the string {interfaces!r}")
-        self._selector = interfaces
+        self._selector = validate_selector(interfaces)
         self._snapshot_source: SnapshotSource = snapshot_source or read_snapshot
         receive_buffer = validate_receive_buffer(receive_buffer)
         self._coalesce_delay = validate_coalesce_delay(coalesce_delay)
         self._socket_readers: dict[socket.socket, SocketReader] = {}
+        # Checked here, at the call that received them, not when start() uses them.
+        for name, flag in (
+            ("loopback", loopback),
+            ("watch", watch),
+            ("netlink", netlink),
+            ("receive_ttl", receive_ttl),
+        ):
+            validate_flag(name, flag)
+        poll_interval = validate_poll_interval(poll_interval)
+        validate_callback("on_interface_event", on_interface_event)
+        validate_callback("snapshot_source", snapshot_source)
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._state = "new"  # new -> open -> closed
         self._receive = ReceivePath(self._group, self._port)
         self._readers = Readers(self._receive, on_interface_event)
-        self._tx = TransmitPool(self._group, self._port, validate_ttl(ttl), bool(loopback))
+        self._replies = Replies(self._receive)
+        self._tx = TransmitPool(
+            self._group,
+            self._port,
+            validate_ttl(ttl),
+            bool(loopback),
+            from_group_port=self._source_port == "group",
+            on_open=self._watch_replies,
+            on_close=self._unwatch_socket,
+        )
         # Bound once: the public send methods are measured against bare sendto calls.
         self._send_all_nowait = self._tx.send_all_nowait
         self._memberships = Memberships(
@@ -175,6 +211,11 @@ class MulticastEndpoint:
         return self._group.family
 
     @property
+    def source_port(self) -> str:
+        """``"ephemeral"`` or ``"group"``: where copies leave from (see the class doc)."""
+        return self._source_port
+
+    @property
     def closed(self) -> bool:
         return self._state == "closed"
 
@@ -195,7 +236,10 @@ class MulticastEndpoint:
             if watcher is not None:
                 # Subscribe before reading, so a change right after the read is not missed.
                 watcher.open()
-            snapshot = self._snapshot_source()
+            try:
+                snapshot = self._snapshot_source()
+            except OSError as exc:
+                raise MulticastError(f"cannot read the interfaces: {exc}") from exc
             desired = select_interfaces(snapshot, self._group, self._selector)
         except BaseException:
             if watcher is not None:
@@ -212,12 +256,20 @@ class MulticastEndpoint:
         self._tx.bind(self._loop)
         try:
             failures = self._links.apply(plan_changes({}, desired, self._group.family))
+            first = failures[0] if failures else None
             # Joins refused on every usable interface are a setup error (too many
-            # sources, a cap): a retry would not fix them, so fail at once.
+            # sources, a port in use, no descriptors left): fail at once, saying why.
             if desired and not self._links:
-                raise MulticastError(f"could not join {self._group_str} on any interface") from (
-                    failures[0] if failures else None
-                )
+                raise MulticastError(
+                    f"could not join {self._group_str} on any interface: {first}"
+                ) from first
+            if failures and watcher is None:
+                # Nothing would ever retry them, so the endpoint would stay partial unseen.
+                raise MulticastError(
+                    f"could not use {len(failures)} of {len(desired)} interfaces for "
+                    f"{self._group_str} (watch=False: nothing would retry them):\n"
+                    + "\n".join(f"  {exc}" for exc in failures)
+                ) from first
             if watcher is not None:
                 watcher.seed(snapshot)
                 watcher.start(self._loop)
@@ -245,10 +297,21 @@ class MulticastEndpoint:
         self._links.close()
 
     def _watch_socket(self, sock: socket.socket) -> None:
+        self._add_reader(sock, self._receive.drain, "a receive socket")
+        self._receive.watch(sock)
+
+    def _watch_replies(self, sock: socket.socket) -> None:
+        self._add_reader(sock, self._replies.drain, "a transmit socket")
+
+    def _add_reader(self, sock: socket.socket, drain: Drain, what: str) -> None:
         assert self._loop is not None
-        reader = SocketReader(self._loop, sock, self._receive.drain, self._coalesce_delay)
+        reader = SocketReader(self._loop, sock, drain, self._coalesce_delay)
+        try:
+            reader.start()
+        except OSError as exc:
+            # epoll_ctl refuses past fs.epoll.max_user_watches (ENOSPC) or memory.
+            raise MulticastError(f"cannot watch {what} for reading: {exc}") from exc
         self._socket_readers[sock] = reader
-        reader.start()
 
     def _unwatch_socket(self, sock: socket.socket) -> None:
         reader = self._socket_readers.pop(sock, None)
@@ -276,7 +339,12 @@ class MulticastEndpoint:
 
     @property
     def watch_mode(self) -> str:
-        """How interface changes are followed: ``"netlink"``, ``"poll"`` or ``"off"``."""
+        """How interface changes are followed: ``"netlink"``, ``"poll"`` or ``"off"``.
+
+        ``"stopped"`` once the endpoint is closed, or if the watcher ended on an
+        application error (an ``interfaces=`` predicate that raised), which is
+        reported through the event loop's exception handler.
+        """
         if self._watcher is None:
             return "off"
         return self._watcher.mode
@@ -351,7 +419,12 @@ class MulticastEndpoint:
     def stats(self) -> EndpointStats:
         r = self._receive
         return EndpointStats(
-            r.received, r.not_for_group, r.truncated, self._readers.drops.total, r.kernel_dropped
+            r.received,
+            r.not_for_group,
+            r.truncated,
+            self._readers.drops.total,
+            r.kernel_dropped,
+            self._replies.count,
         )
 
     # -- sending -------------------------------------------------------------------

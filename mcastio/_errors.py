@@ -14,4 +14,5 @@ class EndpointClosedError(MulticastError):
 
 
 class MembershipLimitError(MulticastError):
-    """The kernel refused another group membership (``net.ipv4.igmp_max_memberships``)."""
+    """The kernel refused another group membership on a socket (IPv4:
+    ``net.ipv4.igmp_max_memberships``; IPv4 and IPv6: ``net.core.optmem_max``)."""

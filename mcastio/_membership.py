@@ -2,6 +2,8 @@
 
 One socket holds the group on every interface, by index. Only past the kernel's
 per-socket cap does a membership spread onto another socket on the same port.
+A link-scope IPv6 group is the exception: its socket can be bound to the group only
+with a scope id, which ties it to one device, so each interface gets its own.
 Nothing here knows about asyncio: the owner is told when a socket opens or
 closes, so it can watch it for reading.
 """
@@ -54,6 +56,7 @@ class Memberships:
         self._receive_ttl = receive_ttl
         self._on_open = on_open
         self._on_close = on_close
+        self._per_interface = _net.bind_needs_scope(group)
         self._sockets: list[_ReceiveSocket] = []
         # Which socket holds each interface's membership.
         self._where: dict[int, _ReceiveSocket] = {}
@@ -67,6 +70,9 @@ class Memberships:
 
     def join(self, iface: Interface) -> None:
         """Join on ``iface``, on an existing socket below the cap or on a new one."""
+        if self._per_interface:
+            self._join_new(iface, scope=iface.index)
+            return
         for receiver in self._sockets:
             try:
                 _net.join(receiver.sock, self._group, iface, self._sources)
@@ -76,9 +82,16 @@ class Memberships:
             return
         # Every socket is at the kernel's per-socket cap: spread onto a new one,
         # since datagrams reach only the socket holding the (group, ifindex) membership.
-        receiver = self._open()
+        self._join_new(iface)
+
+    def _join_new(self, iface: Interface, scope: int = 0) -> None:
+        receiver = self._open(scope)
         try:
             _net.join(receiver.sock, self._group, iface, self._sources)
+        except MembershipLimitError as exc:
+            self._close_if_empty(receiver)
+            # Spreading cannot help when an empty socket is refused too.
+            raise MulticastError(f"{exc}; even a new socket was refused") from exc
         except BaseException:
             self._close_if_empty(receiver)
             raise
@@ -124,14 +137,22 @@ class Memberships:
         receiver.joined.add(index)
         self._where[index] = receiver
 
-    def _open(self) -> _ReceiveSocket:
+    def _open(self, scope: int) -> _ReceiveSocket:
         receiver = _ReceiveSocket(
             _net.open_receiver(
-                self._group, self._port, self._receive_buffer, receive_ttl=self._receive_ttl
+                self._group,
+                self._port,
+                self._receive_buffer,
+                receive_ttl=self._receive_ttl,
+                scope=scope,
             )
         )
+        try:
+            self._on_open(receiver.sock)
+        except BaseException:
+            receiver.sock.close()
+            raise
         self._sockets.append(receiver)
-        self._on_open(receiver.sock)
         return receiver
 
     def _close_if_empty(self, receiver: _ReceiveSocket) -> None:

@@ -10,6 +10,7 @@ import ipaddress
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 __all__ = [
     "MAX_PAYLOAD_V4",
@@ -26,12 +27,17 @@ __all__ = [
     "parse_group",
     "plan_changes",
     "select_interfaces",
+    "validate_callback",
     "validate_coalesce_delay",
+    "validate_flag",
     "validate_max_batch",
     "validate_payload",
+    "validate_poll_interval",
     "validate_port",
     "validate_queue_size",
     "validate_receive_buffer",
+    "validate_selector",
+    "validate_source_port",
     "validate_sources",
     "validate_ttl",
 ]
@@ -42,6 +48,14 @@ MAX_PAYLOAD_V4 = 65507
 MAX_PAYLOAD_V6 = 65527
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: The largest ``queue_size``: a million queued datagrams is already gigabytes at
+#: full size, and anything larger would be an unbounded queue in all but name.
+MAX_QUEUE_SIZE = 1 << 20
+#: SO_RCVBUF is a C int; the kernel caps it further at net.core.rmem_max.
+MAX_RECEIVE_BUFFER = (1 << 31) - 1
+#: The shortest ``poll_interval``: each poll re-reads every interface of the host.
+MIN_POLL_INTERVAL = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +103,13 @@ def parse_group(group: str) -> Group:
     """Parse and check a multicast group, raising ``ValueError`` a user can act on."""
     if not isinstance(group, str):
         raise ValueError(f"group must be a string such as '239.255.0.1', not {group!r}")
+    if "%" in group:
+        # The endpoint joins and sends on every selected interface; a zone would be
+        # ignored for the joins and break every send if it names no interface.
+        raise ValueError(
+            f"group {group!r} must not carry a %zone; choose interfaces with "
+            "interfaces=[...] instead"
+        )
     try:
         addr = ipaddress.ip_address(group.strip())
     except ValueError as exc:
@@ -104,6 +125,11 @@ def parse_group(group: str) -> Group:
     if isinstance(addr, ipaddress.IPv4Address):
         return Group(addr, socket.AF_INET, _v4_scope(addr))
     scope_code = addr.packed[1] & 0x0F
+    if scope_code in (0x0, 0xF):
+        raise ValueError(
+            f"group {group!r} has the reserved scope {scope_code:x} (RFC 4291), which no "
+            "router or host may use; use ff02:: (link), ff05:: (site) or ff0e:: (global)"
+        )
     if scope_code == 0x1:
         raise ValueError(
             f"group {group!r} is interface-local (ff01::/16) and never leaves the host; "
@@ -126,17 +152,36 @@ def validate_ttl(ttl: int) -> int:
     return ttl
 
 
+SourcePort = Literal["ephemeral", "group"]
+
+
+def validate_source_port(mode: str) -> SourcePort:
+    """``"ephemeral"`` (replies come back to the endpoint) or ``"group"`` (mDNS)."""
+    if mode == "ephemeral":
+        return "ephemeral"
+    if mode == "group":
+        return "group"
+    raise ValueError(
+        f"source_port must be 'ephemeral' (copies leave from a port of their own, and "
+        f"unicast replies are delivered) or 'group' (copies leave from the group's port, "
+        f"as mDNS requires), not {mode!r}"
+    )
+
+
 def validate_queue_size(size: int) -> int:
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"queue_size must be a positive integer, not {size!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_QUEUE_SIZE:
+        raise ValueError(f"queue_size must be an integer from 1 to {MAX_QUEUE_SIZE}, not {size!r}")
     return size
 
 
 def validate_receive_buffer(size: int | None) -> int | None:
     if size is None:
         return None
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"receive_buffer must be a positive number of bytes or None, not {size!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_RECEIVE_BUFFER:
+        raise ValueError(
+            f"receive_buffer must be a number of bytes from 1 to {MAX_RECEIVE_BUFFER} "
+            f"(the kernel caps it at net.core.rmem_max), or None; not {size!r}"
+        )
     return size
 
 
@@ -144,6 +189,29 @@ def validate_coalesce_delay(delay: float) -> float:
     if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= 1:
         raise ValueError(f"coalesce_delay must be a number of seconds from 0 to 1, not {delay!r}")
     return float(delay)
+
+
+def validate_flag(name: str, value: object) -> bool:
+    """A real bool: ``bool('no')`` is True, so a string would silently mean yes."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
+def validate_poll_interval(seconds: float) -> float:
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise TypeError(f"poll_interval must be a number of seconds, not {seconds!r}")
+    if not MIN_POLL_INTERVAL <= seconds < float("inf"):
+        raise ValueError(
+            f"poll_interval must be at least {MIN_POLL_INTERVAL} seconds (each poll re-reads "
+            f"every interface), and finite; not {seconds!r}"
+        )
+    return float(seconds)
+
+
+def validate_callback(name: str, value: object) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be a callable or None, not {value!r}")
 
 
 def validate_max_batch(size: int | None) -> int | None:
@@ -155,9 +223,26 @@ def validate_max_batch(size: int | None) -> int | None:
 
 
 def validate_payload(data: object, group: Group) -> bytes | bytearray | memoryview:
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
-    size = data.nbytes if isinstance(data, memoryview) else len(data)
+    """Any contiguous bytes-like object (``bytes``, ``bytearray``, ``memoryview``,
+    ``array.array``, ...), as a bytes, bytearray or flat memoryview of bytes."""
+    if isinstance(data, bytes | bytearray):
+        size = len(data)
+    else:
+        try:
+            view = memoryview(data)  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError(
+                f"data must be a bytes-like object (bytes, bytearray, memoryview, array), "
+                f"not {type(data).__name__}"
+            ) from None
+        if not view.c_contiguous:
+            raise ValueError(
+                "data is a non-contiguous buffer (a strided memoryview slice); a datagram "
+                "is one run of bytes: pass bytes(view) or a contiguous view"
+            )
+        if view.ndim != 1 or view.format != "B":
+            view = view.cast("B")
+        data, size = view, view.nbytes
     if size > group.max_payload:
         raise ValueError(
             f"datagram of {size} bytes exceeds the UDP maximum of {group.max_payload} bytes "
@@ -187,6 +272,27 @@ class Interface:
 
 
 InterfaceSelector = Sequence[str] | Callable[[Interface], bool] | None
+
+
+def validate_selector(selector: object) -> InterfaceSelector:
+    """``None``, a predicate, or interface names (kept as a tuple); never empty."""
+    if selector is None or callable(selector):
+        return selector
+    if isinstance(selector, str):
+        raise ValueError(f"interfaces must be a list of names, not the string {selector!r}")
+    if isinstance(selector, bytes | bytearray | memoryview) or not isinstance(selector, Iterable):
+        raise TypeError(
+            f"interfaces must be a list of str names, a predicate or None, not {selector!r}"
+        )
+    given = tuple(selector)
+    names = tuple(n for n in given if isinstance(n, str))
+    if len(names) != len(given):
+        bad = [n for n in given if not isinstance(n, str)]
+        raise TypeError(f"interface names must be str, not {', '.join(map(repr, bad))}")
+    if not names:
+        # An empty list can never match, so the endpoint could never carry anything.
+        raise ValueError("interfaces=[] selects no interface; pass None for every eligible one")
+    return names
 
 
 def is_eligible(iface: Interface, group: Group) -> bool:
@@ -315,12 +421,19 @@ class Datagram:
     #: gives it: a link-local sender's scope_id is the arrival interface's index and
     #: host has no %zone suffix, so the tuple can be passed to sendto() as it is.
     source: tuple[str, int] | tuple[str, int, int, int]
-    group: str
+    #: The group it was sent to; ``None`` for a reply: a unicast datagram sent to
+    #: one of the endpoint's transmit sockets, e.g. an answer to a query.
+    group: str | None
     #: Name of the interface the datagram arrived on, e.g. ``"eth1"``.
     interface: str
     #: The TTL (IPv4) or hop limit (IPv6) it arrived with, when the endpoint was
     #: made with ``receive_ttl=True``; else ``None``.
     ttl: int | None = None
+
+    @property
+    def is_reply(self) -> bool:
+        """Unicast sent to the endpoint's transmit socket, not traffic of the group."""
+        return self.group is None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ __all__ = [
     "ANC_BUFSIZE",
     "MSG_TRUNC",
     "RECV_BUFSIZE",
+    "bind_needs_scope",
     "gone_error",
     "is_gone_error",
     "is_pktinfo",
@@ -29,8 +30,10 @@ __all__ = [
     "leave",
     "open_receiver",
     "open_sender",
+    "open_unicast",
     "parse_extras",
     "parse_pktinfo",
+    "socket_drops",
     "still_full_error",
 ]
 
@@ -49,6 +52,9 @@ IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
 IP_TTL = getattr(socket, "IP_TTL", 2)
 IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
 IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
+SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
+# SK_MEMINFO_DROPS: the ninth u32 of the SO_MEMINFO array (linux/sock_diag.h).
+_MEMINFO = struct.Struct("=9I")
 
 # A plain int: '&' on the IntFlag member runs Python code for every datagram.
 MSG_TRUNC = int(socket.MSG_TRUNC)
@@ -71,6 +77,18 @@ _IPV6_MREQ = struct.Struct("=16sI")
 _GROUP_SOURCE_REQ = struct.Struct(f"=I{struct.calcsize('P') - 4}x128s128s")
 
 
+def _new_socket(family: socket.AddressFamily, what: str) -> socket.socket:
+    """A UDP socket; a refusal (EMFILE, ENFILE, ENOBUFS) becomes a MulticastError."""
+    try:
+        return socket.socket(family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    except OSError as exc:
+        hint = ""
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            # Transient for a watching endpoint: it retries once descriptors free up.
+            hint = " (out of file descriptors: see ulimit -n / RLIMIT_NOFILE)"
+        raise MulticastError(f"cannot open {what}: {exc}{hint}") from exc
+
+
 @contextlib.contextmanager
 def _closed_on_failure(sock: socket.socket, what: str) -> Iterator[None]:
     """Close ``sock`` if setting it up fails; an OSError becomes a MulticastError."""
@@ -84,11 +102,64 @@ def _closed_on_failure(sock: socket.socket, what: str) -> Iterator[None]:
         raise
 
 
+def bind_needs_scope(group: Group) -> bool:
+    """Whether a socket bound to ``group`` must name one interface (link-scope IPv6).
+
+    The kernel's inet6_bind refuses a link- or interface-local multicast address
+    without a scope id (EINVAL), and with one it binds the socket to that device.
+    """
+    return group.family == socket.AF_INET6 and group.address.packed[1] & 0x0F <= 2
+
+
+def _bind_shared(sock: socket.socket, addr: tuple[str, int] | tuple[str, int, int, int]) -> None:
+    """Bind to a port other programs use too, without taking their unicast."""
+    # Shares the port with every program that set it as well (avahi, zeroconf, socat).
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        # A program holds the port with SO_REUSEPORT alone: the kernel admits a
+        # second bind only with it set too, so our sockets may share a reuseport group.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind(addr)
+        except OSError as again:
+            if again.errno != errno.EADDRINUSE:
+                raise
+            raise _port_taken(addr[1]) from again
+        return
+    # Set after the bind, so a program binding later with SO_REUSEPORT alone still can,
+    # while our sockets on one address form no reuseport group: the kernel hands a
+    # datagram that matches one socket's membership to any socket of such a group.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+
+
+def _group_sockaddr(
+    group: Group, port: int, scope: int
+) -> tuple[str, int] | tuple[str, int, int, int]:
+    # Bound to the group address, not the wildcard, the socket never matches a unicast
+    # destination: unicast to the port goes to the program bound to it, whichever started first.
+    if group.family == socket.AF_INET:
+        return (str(group.address), port)
+    return (str(group.address), port, 0, scope)
+
+
 def open_receiver(
-    group: Group, port: int, receive_buffer: int | None = None, *, receive_ttl: bool = False
+    group: Group,
+    port: int,
+    receive_buffer: int | None = None,
+    *,
+    receive_ttl: bool = False,
+    scope: int = 0,
 ) -> socket.socket:
-    """A non-blocking socket bound to the port, joined to nothing yet."""
-    sock = socket.socket(group.family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    """A non-blocking socket bound to (group, port), joined to nothing yet.
+
+    ``scope`` is the interface index a link-scope IPv6 group needs (see
+    :func:`bind_needs_scope`); the socket then receives from that interface only.
+    """
+    sock = _new_socket(group.family, f"a receive socket on port {port}")
     with _closed_on_failure(sock, f"a receive socket on port {port}"):
         # The kernel stamps its running count of datagrams dropped on this socket
         # (a full buffer) on the next datagram delivered: the only per-socket account.
@@ -97,8 +168,6 @@ def open_receiver(
             # The default (net.core.rmem_default, ~208 KiB) holds only ~250 small
             # datagrams, a few ms of a flood; the kernel caps this at net.core.rmem_max.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-        # Lets avahi, another mcastio endpoint or any program using the same port coexist.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if group.family == socket.AF_INET:
             # Default 1 delivers every group any socket on the host joined on this port.
             sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
@@ -106,21 +175,32 @@ def open_receiver(
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
             if receive_ttl:
                 sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
-            sock.bind(("0.0.0.0", port))
         else:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
-            except OSError as exc:
-                # Linux < 4.20 lacks the option; other groups may then leak in.
-                if exc.errno not in (errno.ENOPROTOOPT, errno.EINVAL):
-                    raise
+            _no_other_groups_v6(sock)
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
             if receive_ttl:
                 sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
-            sock.bind(("::", port))
+        _bind_shared(sock, _group_sockaddr(group, port, scope))
         sock.setblocking(False)
     return sock
+
+
+def _port_taken(port: int) -> MulticastError:
+    # SO_REUSEADDR lets sockets share a port only if every one of them set it.
+    return MulticastError(
+        f"port {port} is already in use (EADDRINUSE) by a socket that did not set "
+        "SO_REUSEADDR; stop that program, let it set SO_REUSEADDR, or use another port"
+    )
+
+
+def _no_other_groups_v6(sock: socket.socket) -> None:
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+    except OSError as exc:
+        # Linux < 4.20 lacks the option; other groups may then leak in.
+        if exc.errno not in (errno.ENOPROTOOPT, errno.EINVAL):
+            raise
 
 
 def _membership(group: Group, iface: Interface, source: str | None) -> tuple[int, int, bytes]:
@@ -178,13 +258,28 @@ def join(sock: socket.socket, group: Group, iface: Interface, sources: Sequence[
                 f"at most sysctl {limit} sources per group and socket; use fewer sources "
                 "or raise the sysctl"
             ) from exc
-        if exc.errno == errno.ENOBUFS:
+        if _is_membership_limit(exc, group):
+            limit = (
+                # ENOBUFS: the count cap, or the socket's option memory ran out first.
+                "net.ipv4.igmp_max_memberships or net.core.optmem_max"
+                if group.family == socket.AF_INET
+                else "net.core.optmem_max"
+            )
+            code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
             raise MembershipLimitError(
-                f"the kernel refused joining {group} on {iface.name}: this socket holds the "
-                "maximum number of memberships (sysctl net.ipv4.igmp_max_memberships"
-                + (")" if group.family == socket.AF_INET else "; for IPv6, net.core.optmem_max)")
+                f"the kernel refused joining {group} on {iface.name} ({code}): this socket "
+                f"holds as many memberships as sysctl {limit} allows"
             ) from exc
         raise MulticastError(f"cannot join {group} on {iface.name}: {exc}") from exc
+
+
+def _is_membership_limit(exc: OSError, group: Group) -> bool:
+    """Whether a join failed because this socket is full, so another socket may hold it."""
+    if exc.errno == errno.ENOBUFS:
+        return True
+    # IPv6 has no count cap: each membership is charged to the socket's option
+    # memory (net.core.optmem_max), and running out of it is ENOMEM, not ENOBUFS.
+    return group.family == socket.AF_INET6 and exc.errno == errno.ENOMEM
 
 
 def _leave_one(sock: socket.socket, group: Group, iface: Interface, source: str | None) -> None:
@@ -226,10 +321,33 @@ def is_gone_error(exc: OSError) -> bool:
     return exc.errno in (errno.ENODEV, errno.EADDRNOTAVAIL, errno.ENOENT, errno.ENXIO, errno.EINVAL)
 
 
-def open_sender(group: Group, iface: Interface, ttl: int, loopback: bool) -> socket.socket:
-    """A non-blocking socket whose multicast leaves by ``iface`` only."""
-    sock = socket.socket(group.family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+def open_sender(
+    group: Group, iface: Interface, ttl: int, loopback: bool, *, group_port: int | None = None
+) -> socket.socket:
+    """A non-blocking socket whose multicast leaves by ``iface`` only.
+
+    By default it is bound to an ephemeral port and reads the unicast replies to
+    what it sends, with the arrival interface in the pktinfo. With ``group_port``
+    it is bound to (group, group_port), so copies leave from the group's port, and
+    it receives nothing at all: no unicast (the group is never a unicast destination)
+    and no multicast (it joins nothing and takes no other socket's groups).
+    """
+    sock = _new_socket(group.family, f"a transmit socket on {iface.name}")
     with _closed_on_failure(sock, f"a transmit socket on {iface.name}"):
+        if group.family == socket.AF_INET:
+            # Default 1 would hand this socket groups other sockets joined on its port.
+            sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            _no_other_groups_v6(sock)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+        _bind_to_device(sock, iface.name)
+        if group_port is not None:
+            scope = iface.index if bind_needs_scope(group) else 0
+            _bind_shared(sock, _group_sockaddr(group, group_port, scope))
+        else:
+            sock.bind(("0.0.0.0", 0) if group.family == socket.AF_INET else ("::", 0))
         if group.family == socket.AF_INET:
             src = iface.ipv4[0].ip.packed if iface.ipv4 else b"\0\0\0\0"
             # ip_mreqn with an index and an address: the index picks the device even
@@ -247,6 +365,21 @@ def open_sender(group: Group, iface: Interface, ttl: int, loopback: bool) -> soc
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, int(loopback))
         sock.setblocking(False)
     return sock
+
+
+def _bind_to_device(sock: socket.socket, ifname: str) -> None:
+    """Tie a transmit socket to the interface its copies leave by.
+
+    On an ephemeral port: unicast to that port from any other link finds no socket,
+    so a flood on an excluded link never wakes the endpoint. On the group's port: a
+    device-bound socket never shares a reuseport group with the receive socket.
+    """
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+    except OSError as exc:
+        # Linux < 5.7 wants CAP_NET_RAW; the receive side then drops other links' replies.
+        if exc.errno != errno.EPERM:
+            raise
 
 
 def is_pktinfo(level: int, kind: int) -> bool:
@@ -279,3 +412,43 @@ def parse_pktinfo(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, str] | No
             dst6, ifindex6 = _IN6_PKTINFO.unpack_from(data)
             return ifindex6, socket.inet_ntop(socket.AF_INET6, dst6)
     return None
+
+
+def socket_drops(sock: socket.socket) -> int | None:
+    """Datagrams the kernel has dropped on ``sock`` so far, or None where it cannot say.
+
+    SO_RXQ_OVFL only reports the count on the next datagram delivered, so drops in
+    a final burst would stay unseen; SO_MEMINFO reads the same counter on demand.
+    """
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO.size)
+    except OSError:
+        # Linux < 4.6 lacks SO_MEMINFO; the SO_RXQ_OVFL reports remain.
+        return None
+    if len(raw) < _MEMINFO.size:
+        return None
+    return int(_MEMINFO.unpack(raw)[8])
+
+
+def open_unicast(address: str, port: int, scope_id: int = 0) -> socket.socket:
+    """A non-blocking UDP socket bound to one local unicast address and the port.
+
+    Bound to the exact address, it takes the unicast datagrams sent there ahead of a
+    wildcard-bound socket on the same port, and never the port's multicast.
+    """
+    v6 = ":" in address
+    family = socket.AF_INET6 if v6 else socket.AF_INET
+    where = f"[{address}]:{port}" if v6 else f"{address}:{port}"
+    sock = _new_socket(family, f"a unicast socket on {where}")
+    with _closed_on_failure(sock, f"a unicast socket on {where}"):
+        # Another program (or mcastio's own receive socket) may hold the port already.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if v6:
+            # Otherwise the socket would also take IPv4 datagrams as mapped addresses.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            # A link-local address needs its interface, and binds the socket to it.
+            sock.bind((address, port, 0, scope_id))
+        else:
+            sock.bind((address, port))
+        sock.setblocking(False)
+    return sock

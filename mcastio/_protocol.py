@@ -103,7 +103,8 @@ class MulticastTransport(asyncio.DatagramTransport):
         if name == "interfaces":
             return self._endpoint.interfaces
         if name == "sockname":
-            return ("0.0.0.0" if ":" not in self._endpoint.group else "::", self._endpoint.port)
+            # The receive sockets are bound to the group, not the wildcard address.
+            return (self._endpoint.group, self._endpoint.port)
         return default
 
     def get_write_buffer_size(self) -> int:
@@ -127,11 +128,13 @@ async def create_multicast_endpoint(
     poll_interval: float = 1.0,
     netlink: bool = True,
     on_interface_event: Callable[[InterfaceEvent], None] | None = None,
+    source_port: str = "ephemeral",
 ) -> tuple[MulticastTransport, P]:
     """Like ``loop.create_datagram_endpoint``, joined and sending on every interface.
 
     The keyword arguments are :class:`MulticastEndpoint`'s; the endpoint is
-    ``transport.endpoint``.
+    ``transport.endpoint``. Replies (``Datagram.group`` is None) reach the
+    protocol like group datagrams; ``datagram_received`` sees their sender.
     """
     endpoint = MulticastEndpoint(
         group,
@@ -148,6 +151,7 @@ async def create_multicast_endpoint(
         poll_interval=poll_interval,
         netlink=netlink,
         on_interface_event=on_interface_event,
+        source_port=source_port,
     )
     await endpoint.start()
     try:

@@ -1,7 +1,9 @@
 """The readers of one endpoint: datagram subscriptions and interface-event streams.
 
 Subscriptions are held weakly, so an iterator abandoned after ``break`` is
-released instead of being fed for the endpoint's whole life.
+released instead of being fed for the endpoint's whole life; while a task waits
+on one, it is held strongly (see :class:`._stream.Anchor`), so the task is not
+garbage-collected in the middle of ``async for``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from ._model import Datagram
 from ._receive import ReceivePath
-from ._stream import DropTally
+from ._stream import Anchor, DropTally
 from ._subscription import Subscription
 from ._watch import InterfaceEvent
 from ._watcher import InterfaceEventStream
@@ -34,7 +36,8 @@ class Readers:
         self._receive = receive
         self._on_interface_event = on_interface_event
         self._subs: dict[int, weakref.ref[Subscription]] = {}
-        self._event_streams: weakref.WeakSet[InterfaceEventStream] = weakref.WeakSet()
+        # Weak, so an abandoned stream is released; the anchor pins one a task waits on.
+        self._event_streams: dict[int, tuple[weakref.ref[InterfaceEventStream], Anchor]] = {}
         #: Drops summed over every subscription, never decreasing.
         self.drops = DropTally()
 
@@ -58,7 +61,9 @@ class Readers:
 
         ref = weakref.ref(sub, detach)
 
-        def feed(batch: list[Datagram]) -> None:
+        # The anchor rides along: while a task waits on ``sub`` it holds ``sub``, and
+        # this sink is what the event loop (through the receive socket) reaches.
+        def feed(batch: list[Datagram], _anchor: Anchor = sub._anchor) -> None:
             target = ref()
             if target is not None:
                 target._feed(batch)
@@ -71,16 +76,26 @@ class Readers:
 
     def event_stream(self, queue_size: int) -> InterfaceEventStream:
         stream = InterfaceEventStream(queue_size)
-        stream._on_close = self._event_streams.discard
-        self._event_streams.add(stream)
+        key = id(stream)
+        streams = self._event_streams
+
+        def forget(*_: object) -> None:
+            streams.pop(key, None)
+
+        streams[key] = (weakref.ref(stream, forget), stream._anchor)
+        stream._on_close = forget
         return stream
+
+    def _live_event_streams(self) -> list[InterfaceEventStream]:
+        live = (ref() for ref, _anchor in list(self._event_streams.values()))
+        return [stream for stream in live if stream is not None]
 
     def emit(
         self, group: str, events: Sequence[InterfaceEvent], loop: asyncio.AbstractEventLoop | None
     ) -> None:
         for event in events:
             _log.info("%s: interface %s", group, event)
-            for stream in list(self._event_streams):
+            for stream in self._live_event_streams():
                 stream._push(event)
             if self._on_interface_event is not None and loop is not None:
                 # Run the callback on its own, so one that raises cannot stop the watcher.
@@ -88,7 +103,7 @@ class Readers:
 
     def close(self) -> None:
         """End every reader; what is still queued is discarded."""
-        for stream in list(self._event_streams):
+        for stream in self._live_event_streams():
             stream._end()
         self._event_streams.clear()
         for ref in list(self._subs.values()):
@@ -97,4 +112,4 @@ class Readers:
                 sub._on_close = None
                 sub._end()
         self._subs.clear()
-        self._receive.sinks = ()
+        self._receive.clear_sinks()

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     # Type-checking only: no runtime dependency on typing_extensions for Python 3.10.
     from typing_extensions import Self
 
-__all__ = ["BoundedStream", "ClosingContext", "DropTally"]
+__all__ = ["Anchor", "BoundedStream", "ClosingContext", "DropTally"]
 
 T = TypeVar("T")
 
@@ -29,6 +29,21 @@ class DropTally:
 
     def __init__(self) -> None:
         self.total = 0
+
+
+class Anchor:
+    """What a producer holds of its reader: nothing, except while a task waits on it.
+
+    A task parked on a future lives only as long as something will complete that
+    future. Producers hold readers weakly (an iterator abandoned after ``break``
+    must be released), so they hold this too: while a task waits, ``held`` is the
+    reader, and the task lives as long as one waiting on an asyncio socket does.
+    """
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held: object = None
 
 
 class ClosingContext:
@@ -54,7 +69,16 @@ class ClosingContext:
 class BoundedStream(ClosingContext, Generic[T]):
     """A reader of at most ``queue_size`` queued items, ending on :meth:`close`."""
 
-    __slots__ = ("__weakref__", "_closed", "_on_close", "_queue", "_tally", "_waiter", "dropped")
+    __slots__ = (
+        "__weakref__",
+        "_anchor",
+        "_closed",
+        "_on_close",
+        "_queue",
+        "_tally",
+        "_waiter",
+        "dropped",
+    )
 
     #: Whether close() discards what is still queued (else the reader drains it first).
     _DISCARD_ON_CLOSE: ClassVar[bool] = True
@@ -66,6 +90,8 @@ class BoundedStream(ClosingContext, Generic[T]):
         self._closed = False
         # Set by the owner so that close() also stops feeding this stream.
         self._on_close: Callable[[Any], None] | None = None
+        #: Held by every producer feeding this stream; pins it while a task waits.
+        self._anchor = Anchor()
         #: Items discarded because this reader's queue was full.
         self.dropped = 0
 
@@ -124,7 +150,9 @@ class BoundedStream(ClosingContext, Generic[T]):
             )
         waiter = asyncio.get_running_loop().create_future()
         self._waiter = waiter
+        self._anchor.held = self
         try:
             await waiter
         finally:
             self._waiter = None
+            self._anchor.held = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 
 from . import _net
 from ._errors import EndpointClosedError, MulticastError
@@ -19,6 +20,10 @@ __all__ = ["TransmitPool"]
 
 # A bytes payload up to this size is valid for every group, so send_all skips the checks.
 _FITS_ANY_GROUP = min(MAX_PAYLOAD_V4, MAX_PAYLOAD_V6)
+# Copies sent by the awaitable sends between two yields to the event loop (~1 ms):
+# a sendto into a buffer with room never blocks, so a tight ``await send_all()``
+# loop would otherwise starve the watcher, the readers and every other task.
+_COPIES_PER_YIELD = 256
 
 
 class _Sender:
@@ -42,19 +47,47 @@ class _Sender:
         self.ok = OkResults(iface.name)
 
 
-class TransmitPool:
-    """The transmit sockets of one endpoint, by interface index."""
+SocketHook = Callable[[socket.socket], None]
 
-    def __init__(self, group: Group, port: int, ttl: int, loopback: bool) -> None:
+
+def _ignore(sock: socket.socket) -> None:
+    return None
+
+
+class TransmitPool:
+    """The transmit sockets of one endpoint, by interface index.
+
+    With ``from_group_port`` every copy leaves from the group's port and the sockets
+    receive nothing; otherwise each socket has a port of its own, and the owner is
+    told when one opens or closes (``on_open``/``on_close``) so it can read replies.
+    """
+
+    def __init__(
+        self,
+        group: Group,
+        port: int,
+        ttl: int,
+        loopback: bool,
+        *,
+        from_group_port: bool = False,
+        on_open: SocketHook = _ignore,
+        on_close: SocketHook = _ignore,
+    ) -> None:
         self._group = group
         self._port = port
         self._ttl = ttl
         self._loopback = loopback
+        self._bind_port = port if from_group_port else None
+        # Sockets bound to the group's port receive nothing: no replies to read.
+        self._on_open = _ignore if from_group_port else on_open
+        self._on_close = _ignore if from_group_port else on_close
         self._dest: tuple[str, int] = (str(group), port)
         self._senders: dict[int, _Sender] = {}
         # A live view, kept so the send path skips one method call per datagram.
         self._view = self._senders.values()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Copies the awaitable sends may still make before they yield once.
+        self._until_yield = _COPIES_PER_YIELD
         #: "new", "open" or "closed", set by the owner: sends need an open endpoint.
         self.state = "new"
 
@@ -95,13 +128,18 @@ class TransmitPool:
         self._senders.clear()
 
     def _open_socket(self, iface: Interface) -> socket.socket:
-        return _net.open_sender(self._group, iface, self._ttl, self._loopback)
+        tx = _net.open_sender(
+            self._group, iface, self._ttl, self._loopback, group_port=self._bind_port
+        )
+        self._on_open(tx)
+        return tx
 
     def _close_socket(self, sender: _Sender) -> None:
         """Close a transmit socket, first waking anyone waiting for it to drain."""
         if sender.writable is not None and self._loop is not None:
             # Unregister before close: a later socket may reuse the descriptor number.
             self._on_writable(sender)
+        self._on_close(sender.tx)
         sender.tx.close()
 
     # -- sending -------------------------------------------------------------------
@@ -133,7 +171,14 @@ class TransmitPool:
         for result in results:
             if result.error is not None and isinstance(result.error, BlockingIOError):
                 return await self._retry_blocked(results, data)
+        self._until_yield -= len(results) or 1
+        if self._until_yield <= 0:
+            await self._yield()
         return results
+
+    async def _yield(self) -> None:
+        self._until_yield = _COPIES_PER_YIELD
+        await asyncio.sleep(0)
 
     async def _retry_blocked(
         self, results: tuple[SendResult, ...], data: bytes | bytearray | memoryview
@@ -158,6 +203,10 @@ class TransmitPool:
         result = self._send_one(sender, payload)
         if isinstance(result.error, BlockingIOError):
             result = await self._send_when_writable(sender, payload)
+        else:
+            self._until_yield -= 1
+            if self._until_yield <= 0:
+                await self._yield()
         if result.error is not None:
             raise MulticastError(
                 f"sending to {self._group}:{self._port} on {interface} failed: {result.error}"

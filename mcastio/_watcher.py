@@ -14,6 +14,7 @@ import socket
 from collections.abc import Callable, Iterable
 
 from . import _netlink
+from ._errors import MulticastError
 from ._model import Interface
 from ._stream import BoundedStream
 from ._watch import Backoff, CarrierTracker, InterfaceEvent
@@ -66,8 +67,8 @@ class Watcher:
 
     @property
     def mode(self) -> str:
-        """``"netlink"``, ``"poll"`` or ``"stopped"``."""
-        if self._task is None:
+        """``"netlink"``, ``"poll"`` or ``"stopped"`` (also once the task has ended)."""
+        if self._task is None or self._task.done():
             return "stopped"
         return "netlink" if self._sock is not None else "poll"
 
@@ -165,7 +166,13 @@ class Watcher:
                 next_poll = self._now() + self._poll_interval
             reannounce = frozenset(self._reannounce)
             self._reannounce.clear()
-            ok = self._reconcile(reannounce)
+            try:
+                ok = self._reconcile(reannounce)
+            except (MulticastError, OSError) as exc:
+                # A kernel refusal (out of descriptors, memory) is transient: retry.
+                # OSError too, as the last line of defence of this background task.
+                _log.warning("could not follow the interfaces, will retry: %s", exc)
+                ok = False
             self.rounds += 1
             if ok:
                 self._backoff.succeeded()

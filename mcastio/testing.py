@@ -18,83 +18,38 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import ipaddress
 import os
 import secrets
-import select
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from ._errors import MulticastError
+from ._labpeers import LabPeers, Link, PeerListener
+from ._labsupport import (
+    LabError,
+    find_tool,
+    lab_support,
+    prepare_netns_dir,
+    resolve,
+    tcpdump_support,
+    tool,
+)
 
-__all__ = ["Lab", "LabError", "Link", "PeerListener", "lab_support", "tcpdump_support"]
+__all__ = [
+    "Lab",
+    "LabError",
+    "Link",
+    "PeerListener",
+    "find_tool",
+    "lab_support",
+    "tcpdump_support",
+    "tool",
+]
 
 _CLONE_NEWNET = 0x40000000
 _PREFIX = "mcio"
-
-
-class LabError(MulticastError, RuntimeError):
-    """The lab could not be built or a command in it failed."""
-
-
-@dataclass(frozen=True, slots=True)
-class Link:
-    """One link between the host and a peer namespace."""
-
-    index: int
-    #: Interface name on the host side, e.g. ``"eth1"``.
-    host_if: str
-    #: Interface name on the peer side.
-    peer_if: str
-    #: Network namespace of the peer.
-    peer_ns: str
-    host_addr: str
-    peer_addr: str
-    prefixlen: int = 24
-    host_addr6: str | None = None
-    peer_addr6: str | None = None
-
-
-def _in_user_namespace() -> bool:
-    try:
-        with open("/proc/self/uid_map", encoding="ascii") as f:
-            first = f.read().split()
-    except OSError:
-        return False
-    # The initial namespace maps the whole 32-bit range onto itself.
-    return first[:3] != ["0", "0", "4294967295"]
-
-
-def lab_support() -> str | None:
-    """``None`` when labs can be built here, else the reason they cannot."""
-    if shutil.which("ip") is None:
-        return "the 'ip' command (iproute2) is not installed"
-    if os.geteuid() != 0:
-        return (
-            "building network namespaces needs root or a user namespace; "
-            "run under 'unshare -rnm' (scripts/test does this by itself)"
-        )
-    probe = subprocess.run(
-        ["unshare", "--net", "true"], capture_output=True, text=True, check=False
-    )
-    if probe.returncode != 0:
-        return f"cannot create a network namespace: {probe.stderr.strip() or probe.returncode}"
-    return None
-
-
-def tcpdump_support() -> str | None:
-    """``None`` when :meth:`Lab.tcpdump` can run here, else the reason it cannot."""
-    if shutil.which("tcpdump") is None:
-        return "tcpdump is not installed"
-    if _in_user_namespace():
-        # Debian's tcpdump always drops to its own user, and setgroups() is denied
-        # in an unprivileged user namespace, so it exits before capturing.
-        return "tcpdump cannot drop privileges inside an unprivileged user namespace"
-    return None
 
 
 def _libc() -> ctypes.CDLL:
@@ -108,7 +63,7 @@ def _setns(fd: int) -> None:
 
 
 @dataclass
-class Lab:
+class Lab(LabPeers):
     """A host namespace with ``links`` veth links, each to its own peer namespace."""
 
     links: int = 3
@@ -144,7 +99,7 @@ class Lab:
         reason = lab_support()
         if reason is not None:
             raise LabError(reason)
-        _prepare_netns_dir()
+        prepare_netns_dir()
         _remove_stale()
         try:
             self._add_ns(self.host)
@@ -257,7 +212,7 @@ class Lab:
                     stream.close()
         self._procs.clear()
         for name in reversed(self._namespaces):
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+            subprocess.run([tool("ip"), "netns", "del", name], capture_output=True, check=False)
         self._namespaces.clear()
         self._built = False
 
@@ -271,7 +226,7 @@ class Lab:
         self, ns: str, *argv: str, check: bool = True, timeout: float = 30
     ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            ["ip", "netns", "exec", ns, *argv],
+            [tool("ip"), "netns", "exec", ns, *resolve(argv)],
             capture_output=True,
             text=True,
             check=False,
@@ -286,108 +241,10 @@ class Lab:
     def popen(self, ns: str, *argv: str, **kwargs: object) -> subprocess.Popen[bytes]:
         """Start a background process in ``ns``; it is killed by :meth:`destroy`."""
         proc: subprocess.Popen[bytes] = subprocess.Popen(  # type: ignore[call-overload]
-            ["ip", "netns", "exec", ns, *argv], **kwargs
+            [tool("ip"), "netns", "exec", ns, *resolve(argv)], **kwargs
         )
         self._procs.append(proc)
         return proc
-
-    # -- real peers (socat) ----------------------------------------------------------
-
-    def peer_send(
-        self, link: Link, group: str, port: int, payload: bytes, *, source: str | None = None
-    ) -> None:
-        """Send one datagram to ``group`` from ``link``'s peer, with socat.
-
-        ``source`` picks the sender's address (it must be assigned in the peer); by
-        default the kernel chooses, which for a link-scope IPv6 group is the peer's
-        link-local address.
-        """
-        v6 = ":" in group
-        if v6:
-            # The peer has no IPv6 default route: bind to the device so the
-            # ff00::/8 route of that device is used.
-            target = f"UDP6-DATAGRAM:[{group}]:{port},so-bindtodevice={link.peer_if}"
-            if source is not None:
-                target += f",bind=[{source}]"
-        else:
-            target = f"UDP4-DATAGRAM:{group}:{port},ip-multicast-if={source or link.peer_addr}"
-            if source is not None:
-                target += f",bind={source}"
-        proc = subprocess.run(
-            ["ip", "netns", "exec", link.peer_ns, "socat", "-u", "STDIN", target],
-            input=payload,
-            capture_output=True,
-            check=False,
-            timeout=10,
-        )
-        if proc.returncode != 0:
-            raise LabError(f"socat send on {link.peer_ns}: {proc.stderr.decode().strip()}")
-
-    def peer_listen(self, link: Link, group: str, port: int) -> PeerListener:
-        """Join ``group`` on ``link``'s peer with socat and collect what arrives."""
-        if ":" in group:
-            # ipv6only: otherwise the socket also takes IPv4 datagrams as mapped addresses.
-            spec = f"UDP6-RECV:{port},ipv6-join-group=[{group}]:{link.peer_if},reuseaddr,ipv6only=1"
-        else:
-            spec = f"UDP4-RECV:{port},ip-add-membership={group}:{link.peer_if},reuseaddr"
-        proc = self.popen(
-            link.peer_ns,
-            "socat",
-            "-u",
-            spec,
-            "STDOUT",
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        listener = PeerListener(proc)
-        self.wait_for_membership(link.peer_ns, link.peer_if, group, proc)
-        return listener
-
-    def tcpdump(
-        self, ns: str, ifname: str, bpf: str, *, count: int | None = None
-    ) -> subprocess.Popen[bytes]:
-        """Start tcpdump on ``ifname`` in ``ns``; returns once the capture is armed.
-
-        Lines come on stdout as tcpdump prints them (``-n -l``); the process is
-        killed by :meth:`destroy` if still running.
-        """
-        reason = tcpdump_support()
-        if reason is not None:
-            raise LabError(reason)
-        argv = ["tcpdump", "-n", "-l", "-i", ifname]
-        if count is not None:
-            argv += ["-c", str(count)]
-        proc = self.popen(ns, *argv, bpf, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert proc.stderr is not None
-        seen = ""
-        # tcpdump announces "listening on" on stderr once the capture is armed.
-        while line := proc.stderr.readline().decode():
-            if "listening on" in line:
-                return proc
-            seen += line
-        proc.kill()
-        raise LabError(f"tcpdump on {ifname} in {ns} did not start: {seen.strip()}")
-
-    def wait_for_membership(
-        self,
-        ns: str,
-        ifname: str,
-        group: str,
-        proc: subprocess.Popen[bytes] | None = None,
-        timeout: float = 5.0,
-    ) -> None:
-        """Block until ``ifname`` in ``ns`` has joined ``group`` (per ``ip maddr``)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            out = self.run(ns, "ip", "maddr", "show", "dev", ifname, check=False).stdout
-            # Whole-token match: " ff02::1" is also a prefix of " ff02::1:ff00:2".
-            if any(_same_address(tok, group) for tok in out.split()):
-                return
-            if proc is not None and proc.poll() is not None:
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                raise LabError(f"peer listener exited {proc.returncode}: {err.strip()}")
-            time.sleep(0.02)
-        raise LabError(f"{ifname} in {ns} did not join {group} within {timeout}s")
 
     @contextlib.contextmanager
     def inside(self, ns: str | None = None) -> Iterator[None]:
@@ -428,74 +285,10 @@ class Lab:
             self.sh(ns, f"ip link set {ifname} up")
 
 
-class PeerListener:
-    """A socat receiver in a peer; :meth:`stop` returns every byte it got."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self._proc = proc
-        self._buffer = b""
-
-    def wait_for(self, line: bytes, timeout: float = 5.0) -> None:
-        """Block until a datagram ending in ``line`` plus newline has arrived.
-
-        Send a marker after the datagrams under test and wait for it: a link
-        delivers in order, so anything sent before the marker is in by then.
-        """
-        assert self._proc.stdout is not None
-        fd = self._proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        while line not in self._buffer.splitlines():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise LabError(f"peer listener did not receive {line!r} within {timeout}s")
-            ready, _, _ = select.select([fd], [], [], remaining)
-            if ready:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    raise LabError(f"peer listener exited before receiving {line!r}")
-                self._buffer += chunk
-
-    def stop(self) -> bytes:
-        self._proc.kill()
-        self._proc.wait(timeout=5)
-        assert self._proc.stdout is not None
-        data = self._buffer + self._proc.stdout.read()
-        self._buffer = b""
-        self._proc.stdout.close()
-        if self._proc.stderr is not None:
-            self._proc.stderr.close()
-        return data
-
-    def lines(self) -> list[bytes]:
-        """Stop and split the received bytes on newlines (one datagram per line)."""
-        return self.stop().splitlines()
-
-
-def _same_address(token: str, address: str) -> bool:
-    try:
-        return ipaddress.ip_address(token) == ipaddress.ip_address(address)
-    except ValueError:
-        return False
-
-
 def _ip(*argv: str) -> None:
-    proc = subprocess.run(["ip", *argv], capture_output=True, text=True, check=False)
+    proc = subprocess.run([tool("ip"), *argv], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise LabError(f"ip {' '.join(argv)}: {proc.stderr.strip()}")
-
-
-def _prepare_netns_dir() -> None:
-    if os.access("/run/netns", os.W_OK) or os.access("/run", os.W_OK):
-        return
-    if _in_user_namespace():
-        # In 'unshare -rnm' /run belongs to the real root; a private tmpfs lets
-        # 'ip netns add' create its mount points.
-        proc = subprocess.run(
-            ["mount", "-t", "tmpfs", "mcastio-netns", "/run"], capture_output=True, text=True
-        )
-        if proc.returncode == 0:
-            return
-        raise LabError(f"cannot mount a private /run for namespaces: {proc.stderr.strip()}")
 
 
 def _remove_stale() -> None:
@@ -508,4 +301,4 @@ def _remove_stale() -> None:
         parts = name.split("-")
         ours = len(parts) >= 3 and parts[0] == _PREFIX and parts[1].isdigit()
         if ours and not os.path.exists(f"/proc/{parts[1]}"):
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+            subprocess.run([tool("ip"), "netns", "del", name], capture_output=True, check=False)

@@ -112,3 +112,38 @@ def make_lab() -> Iterator[Callable[..., Lab]]:
 def lab(make_lab: Callable[..., Lab]) -> Lab:
     """A host with three links (default route on eth0) and a peer behind each."""
     return make_lab(links=3)
+
+
+def as_plain_user(*python_args: str) -> list[str]:
+    """argv running Python as user nobody, with a login PATH that lacks sbin.
+
+    The interpreter running the tests may live where nobody cannot reach it (a
+    pyenv under /root): then the system python3 of the same version runs, with
+    this interpreter's site-packages (the dependencies) on its path.
+    """
+    import shutil
+    import site
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = [root]
+    python = sys.executable
+    drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    probe = subprocess.run([*drop, "env", python, "-c", ""], capture_output=True, check=False)
+    if probe.returncode != 0:
+        system = shutil.which("python3", path="/usr/bin:/bin")
+        version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+        if (
+            system is None
+            or subprocess.run(
+                [system, "-c", f"import sys; assert '%d.%d' % sys.version_info[:2] == '{version}'"],
+                capture_output=True,
+                check=False,
+            ).returncode
+        ):
+            skip_or_fail(f"no python{version} that user nobody can run")
+        python = system
+        paths += site.getsitepackages()
+    env = ["env", "-i", "PATH=/usr/bin:/bin", "HOME=/tmp", f"PYTHONPATH={':'.join(paths)}"]
+    return [*drop, *env, python, *python_args]

@@ -91,6 +91,7 @@ def article_lab(make_lab: Callable[..., Lab]) -> tuple[Lab, SnoopingSwitch]:
 
 def received_numbers(stdout: str) -> list[int]:
     lines = [json.loads(line) for line in stdout.splitlines()]
+    assert "summary" in lines.pop()
     assert all(obj["interface"] == "eth1" for obj in lines)
     return [int(base64.b64decode(obj["data"])[1:]) for obj in lines]
 
@@ -172,6 +173,14 @@ def test_listen_attributes_each_datagram_to_its_interface(lab: Lab) -> None:
     code, out, err = finish(listener)
     assert code == 0, err
     seen = [json.loads(line) for line in out.splitlines()]
+    summary = seen.pop()["summary"]
+    assert summary["datagrams"] == 3
+    assert {name: c["datagrams"] for name, c in summary["interfaces"].items()} == {
+        "eth0": 1,
+        "eth1": 1,
+        "eth2": 1,
+    }
+    assert (summary["kernel_dropped"], summary["queue_dropped"]) == (0, 0)
     assert len(seen) == 3
     for obj in seen:
         payload = base64.b64decode(obj["data"]).decode()
@@ -190,13 +199,15 @@ def test_listen_ipv6_group_on_a_named_interface(lab: Lab) -> None:
     lab.peer_send(lab.link[2], "ff12::4:4", 41004, b"six")
     code, out, err = finish(listener)
     assert code == 0, err
-    line = out.splitlines()[1]
+    lines = out.splitlines()
+    assert lines[1].split()[:3] == ["TIME", "IF", "SOURCE"]
     # A link-scope group goes out with the peer's link-local source address.
-    assert line.split()[1] == "eth2"
-    assert line.split()[2].startswith("[fe80:")
-    assert "ff12::4:4" in line.split()
-    assert out.splitlines()[2] == "    six"
-    assert out.splitlines()[-1].split()[:2] == ["eth2", "1"]
+    assert lines[2].split()[1] == "eth2"
+    assert lines[2].split()[2].startswith("[fe80:")
+    assert "ff12::4:4" in lines[2].split()
+    assert lines[3] == "    six"
+    assert lines[-2].split()[:2] == ["eth2", "1"]
+    assert lines[-1].strip().startswith("dropped on this host: 0 by the kernel")
 
 
 def test_listen_prints_the_summary_on_ctrl_c(lab: Lab) -> None:
@@ -212,8 +223,12 @@ def test_listen_prints_the_summary_on_ctrl_c(lab: Lab) -> None:
     code, out, _err = finish(listener)
     assert code == 0
     summary = out.splitlines()
-    assert summary[-4] == "summary for 239.255.4.5:41005:"
-    assert [ln.split()[:2] for ln in summary[-3:]] == [["eth0", "0"], ["eth1", "1"], ["eth2", "0"]]
+    assert summary[-5] == "summary for 239.255.4.5:41005:"
+    assert [ln.split()[:2] for ln in summary[-4:-1]] == [
+        ["eth0", "0"],
+        ["eth1", "1"],
+        ["eth2", "0"],
+    ]
 
 
 def test_send_one_copy_per_interface_and_only_named_ones(lab: Lab) -> None:
@@ -223,9 +238,11 @@ def test_send_one_copy_per_interface_and_only_named_ones(lab: Lab) -> None:
                                "--interval", "0.05"), check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert [ln.split()[1:] for ln in proc.stdout.splitlines()] == [
+    lines = proc.stdout.splitlines()
+    assert [ln.split()[1:] for ln in lines[:6]] == [
         [f"eth{i}", "sent", "5", "bytes"] for _ in range(2) for i in range(3)
     ]
+    assert lines[6] == "sent 6 datagrams (30 bytes) to 239.255.4.6:41006 in 2 rounds, 0 failed"
     named = lab.run(
         lab.host, *mcastio_cmd("send", "239.255.4.6:41006", "only1", "--interface", "eth1"),
         check=False,
@@ -243,7 +260,7 @@ def test_send_reports_an_interface_it_cannot_use(lab: Lab) -> None:
     )  # fmt: skip
     assert proc.returncode == 1
     lines = proc.stdout.splitlines()
-    assert lines[0].split()[1:] == ["eth1", "sent", "1", "bytes"]
+    assert lines[0].split()[1:] == ["eth1", "sent", "1", "byte"]
     assert lines[1].split()[1:3] == ["eth2", "FAILED:"]
 
 
@@ -374,3 +391,14 @@ def test_send_and_listen_say_so_when_no_interface_can_carry_the_group(
         assert main(["listen", "239.255.31.1:5031", "--duration", "0.2"]) == 1
         err = capsys.readouterr().err
         assert "no interface can carry 239.255.31.1" in err
+        assert main(["listen", "239.255.31.1:5031", "-i", "eth0", "--duration", "0.2"]) == 1
+        err = capsys.readouterr().err
+    # The library's warning, for people: one prefixed message in CLI words, and
+    # nothing about waiting, since listen exits.
+    lines = err.splitlines()
+    assert lines[0] == "mcastio: warning: no interface can carry 239.255.31.1:"
+    assert "  eth0: no carrier" in lines or "  eth0: down" in lines, err
+    assert "  (--interface was given)" in lines
+    assert "selector" not in err
+    assert "waiting" not in err
+    assert lines[-1] == "mcastio: no interface can carry 239.255.31.1 on this host now"

@@ -20,8 +20,8 @@ MDNS4, MDNS6, MDNS_PORT = "224.0.0.251", "ff02::fb", 5353
 
 async def collect(
     sub: Subscription, count: int, timeout: float = 5.0
-) -> list[tuple[str, str, bytes]]:
-    got: list[tuple[str, str, bytes]] = []
+) -> list[tuple[str | None, str, bytes]]:
+    got: list[tuple[str | None, str, bytes]] = []
 
     async def gather() -> None:
         async for dgram in sub:

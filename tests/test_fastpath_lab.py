@@ -13,6 +13,7 @@ from mcastio import _mmsg, _net
 from mcastio.testing import Lab
 from tests.conftest import run
 from tests.test_receive_lab import peer_socket, take
+from tests.test_replies_lab import peer_responder
 
 # Every test runs with each receive drain (recvmmsg and recvmsg).
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("receive_drain")]
@@ -191,3 +192,40 @@ def test_a_refused_recvmmsg_falls_back_to_recvmsg(
         data, fast = run(main())
     assert data == [b"\0", b"\1", b"\2"]
     assert not fast
+
+
+def test_replies_use_the_same_drain_and_coalesce_under_a_flood(
+    lab: Lab, receive_drain: str
+) -> None:
+    link = lab.link[1]
+    responder = peer_responder(lab, link, GROUP4)
+    count = 1200
+
+    async def main() -> tuple[list[int], mcastio.EndpointStats, int, bool]:
+        ep = mcastio.MulticastEndpoint(GROUP4, PORT, interfaces=[link.host_if], watch=False)
+        async with ep:
+            batches = ep.batches(queue_size=count)
+            await ep.send_all(b"flood me")
+            _, source = await asyncio.to_thread(responder.recvfrom, 2048)
+            # Answers in bursts, as a busy responder would: faster than 8000/s, in
+            # bursts the transmit socket's default buffer holds.
+            for start in range(0, count, 100):
+                for i in range(start, start + 100):
+                    responder.sendto(i.to_bytes(4, "big"), source)
+                await asyncio.sleep(0.002)
+            got: list[int] = []
+            while len(got) < count:
+                batch = await asyncio.wait_for(batches.__anext__(), 3)
+                assert {(d.group, d.interface) for d in batch} == {(None, link.host_if)}
+                got += [int.from_bytes(d.data, "big") for d in batch]
+            return got, ep.stats, readers_of(ep), ep._receive.fast
+
+    try:
+        with lab.inside():
+            got, stats, deferred, fast = run(main())
+    finally:
+        responder.close()
+    assert fast == (receive_drain == "recvmmsg")
+    assert got == list(range(count))
+    assert (stats.replies, stats.received) == (count, 0)
+    assert deferred > 0

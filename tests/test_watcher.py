@@ -158,7 +158,7 @@ def test_failing_snapshot_source_is_retried_not_fatal() -> None:
 
     async def main() -> None:
         ep = MulticastEndpoint(
-            "239.255.9.9", 5999, snapshot_source=source, netlink=False, poll_interval=0.01
+            "239.255.9.9", 5999, snapshot_source=source, netlink=False, poll_interval=0.05
         )
         await ep.start()
         await wait_for(lambda: len(reads) >= 3)

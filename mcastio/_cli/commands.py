@@ -1,4 +1,4 @@
-"""The ``listen``, ``send``, ``interfaces`` and ``doctor`` subcommands.
+"""The ``interfaces`` and ``doctor`` subcommands.
 
 Formatting helpers are pure and take the values to print; the ``cmd_*``
 functions do the I/O. Output is meant for an 80-column terminal.
@@ -7,144 +7,16 @@ functions do the I/O. Output is meant for an 80-column terminal.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import base64
-import datetime
 import json
 import sys
 import textwrap
 from collections.abc import Sequence
-from typing import TextIO
 
-from .._endpoint import MulticastEndpoint
 from .._errors import MulticastError
-from .._model import (
-    Datagram,
-    Group,
-    Interface,
-    SendResult,
-    ineligibility,
-    is_eligible,
-    parse_group,
-)
+from .._model import Interface, ineligibility, is_eligible, parse_group
+from . import validate
 from .doctor import Finding
-
-__all__ = [
-    "Tally",
-    "cmd_doctor",
-    "cmd_interfaces",
-    "cmd_listen",
-    "cmd_send",
-    "datagram_json",
-    "datagram_line",
-    "parse_group_port",
-]
-
-WIDTH = 80
-
-
-def parse_group_port(text: str) -> tuple[Group, int]:
-    """``239.1.2.3:5000`` or ``[ff02::fb]:5353`` -> (group, port); ValueError otherwise."""
-    host, sep, port_text = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"{text!r}: write IPv6 groups in brackets, e.g. '[ff02::fb]:5353'")
-    if not sep or not host:
-        raise ValueError(f"{text!r}: expected GROUP:PORT, e.g. '239.255.0.1:5000'")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"{text!r}: port {port_text!r} is not a number") from None
-    if not 1 <= port <= 65535:
-        raise ValueError(f"{text!r}: port must be from 1 to 65535")
-    return parse_group(host), port
-
-
-def _source_text(source: tuple[str, int] | tuple[str, int, int, int]) -> str:
-    host = source[0]
-    return f"[{host}]:{source[1]}" if ":" in host else f"{host}:{source[1]}"
-
-
-def preview(data: bytes, width: int) -> str:
-    """Printable ASCII as is, anything else as '.', cut to ``width`` with '…'."""
-    text = "".join(chr(b) if 32 <= b < 127 else "." for b in data[: width + 1])
-    return text if len(text) <= width else text[: max(width - 1, 0)] + "~"
-
-
-def datagram_line(dgram: Datagram, when: datetime.datetime) -> str:
-    head = (
-        f"{when:%H:%M:%S.%f}"[:12]
-        + f" {dgram.interface:<8} {_source_text(dgram.source):<21} {dgram.group:<15}"
-        + f" {len(dgram.data):>5} "
-    )
-    if len(head) + 8 > WIDTH:
-        # Long IPv6 addresses: the preview goes on its own indented line.
-        return head.rstrip() + "\n    " + preview(dgram.data, WIDTH - 4)
-    return head + preview(dgram.data, WIDTH - len(head))
-
-
-def datagram_json(dgram: Datagram, when: datetime.datetime) -> str:
-    return json.dumps(
-        {
-            "time": when.isoformat(),
-            "interface": dgram.interface,
-            "source": _source_text(dgram.source),
-            "group": dgram.group,
-            "length": len(dgram.data),
-            "data": base64.b64encode(dgram.data).decode("ascii"),
-        }
-    )
-
-
-# Distinct sources remembered per interface: the set is fed from the network, so
-# past this the summary says "1024+" instead of growing.
-_MAX_SOURCES = 1024
-
-
-class _IfCount:
-    __slots__ = ("datagrams", "octets", "sources")
-
-    def __init__(self) -> None:
-        self.datagrams = 0
-        self.octets = 0
-        self.sources: set[str] = set()
-
-
-class Tally:
-    """Per-interface counts for the exit summary (a running tally, not a value)."""
-
-    __slots__ = ("counts", "interfaces")
-
-    def __init__(self, interfaces: Sequence[str] = ()) -> None:
-        self.interfaces = list(interfaces)
-        self.counts: dict[str, _IfCount] = {}
-
-    def add(self, dgram: Datagram) -> None:
-        count = self.counts.setdefault(dgram.interface, _IfCount())
-        count.datagrams += 1
-        count.octets += len(dgram.data)
-        if len(count.sources) < _MAX_SOURCES:
-            count.sources.add(dgram.source[0])
-
-    @property
-    def total(self) -> int:
-        return sum(c.datagrams for c in self.counts.values())
-
-    def summary(self, group: str, port: int) -> str:
-        lines = [f"summary for {group}:{port}:"]
-        names = list(self.interfaces) + [n for n in self.counts if n not in self.interfaces]
-        for name in names:
-            c = self.counts.get(name, _IfCount())
-            lines.append(
-                f"  {name:<10} {c.datagrams:>7} datagram{'s' if c.datagrams != 1 else ' '} "
-                f"{c.octets:>10} bytes "
-                f"{len(c.sources):>4}{'+' if len(c.sources) >= _MAX_SOURCES else ''} "
-                f"source{'s' if len(c.sources) != 1 else ''}"
-            )
-        if not names:
-            lines.append("  (joined on no interface)")
-        return "\n".join(lines)
+from .fmt import WIDTH, parse_group_port
 
 
 def _error(message: str) -> int:
@@ -152,140 +24,34 @@ def _error(message: str) -> int:
     return 2
 
 
-# -- listen ---------------------------------------------------------------------------
+__all__ = ["cmd_doctor", "cmd_interfaces", "register"]
 
 
-async def _listen(
-    group: Group, port: int, args: argparse.Namespace, tally: Tally, out: TextIO
-) -> None:
-    async with MulticastEndpoint(
-        str(group), port, interfaces=args.interface or None, queue_size=4096
-    ) as ep:
-        tally.interfaces = [i.name for i in ep.interfaces]
-        status = sys.stderr if args.json else out
-        if not tally.interfaces:
-            # The endpoint would wait for one to appear; a listener that hears
-            # nothing for a reason it never states is the silent failure we avoid.
-            raise MulticastError(f"no interface can carry {group} on this host now")
-        print(
-            f"listening on {group}:{port} on {', '.join(tally.interfaces)}",
-            file=status,
-            flush=True,
-        )
-        loop = asyncio.get_running_loop()
-        deadline = None if args.duration is None else loop.time() + args.duration
-        sub = ep.subscribe()
-        while args.count is None or tally.total < args.count:
-            timeout = None if deadline is None else deadline - loop.time()
-            if timeout is not None and timeout <= 0:
-                break
-            try:
-                batch = await asyncio.wait_for(sub.get_batch(), timeout)
-            except asyncio.TimeoutError:
-                break
-            if not batch:
-                break
-            for dgram in batch:
-                if args.count is not None and tally.total >= args.count:
-                    break
-                tally.add(dgram)
-                when = datetime.datetime.now(datetime.timezone.utc)
-                line = (
-                    datagram_json(dgram, when)
-                    if args.json
-                    else datagram_line(dgram, when.astimezone())
-                )
-                print(line, file=out, flush=True)
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    interfaces = sub.add_parser(
+        "interfaces",
+        help="list interfaces, their eligibility and the kernel's group memberships",
+    )
+    interfaces.add_argument("--json", action="store_true", help="machine-readable output")
+    interfaces.set_defaults(handler=cmd_interfaces)
 
-
-def cmd_listen(args: argparse.Namespace) -> int:
-    try:
-        group, port = parse_group_port(args.target)
-    except ValueError as exc:
-        return _error(str(exc))
-    tally = Tally()
-    code = 0
-    try:
-        asyncio.run(_listen(group, port, args, tally, sys.stdout))
-    except KeyboardInterrupt:
-        # Ctrl-C is how a listener normally ends; the summary below is the point.
-        pass
-    except (MulticastError, ValueError) as exc:
-        print(f"mcastio: {exc}", file=sys.stderr)
-        code = 1
-    print(tally.summary(str(group), port), file=sys.stderr if args.json else sys.stdout)
-    return code
-
-
-# -- send -----------------------------------------------------------------------------
-
-
-def result_line(round_no: int, result: SendResult) -> str:
-    if result.ok:
-        return f"#{round_no:<4} {result.interface:<10} sent {result.sent} bytes"
-    err = result.error
-    text = f"{err.strerror or err}" if isinstance(err, OSError) else str(err)
-    return f"#{round_no:<4} {result.interface:<10} FAILED: {text}"[:WIDTH]
-
-
-async def _send(group: Group, port: int, args: argparse.Namespace, out: TextIO) -> bool:
-    payload = args.message.encode()
-    ok = True
-    async with MulticastEndpoint(
-        str(group),
-        port,
-        interfaces=args.interface or None,
-        ttl=args.ttl,
-        loopback=args.loopback,
-    ) as ep:
-        for n in range(1, args.count + 1):
-            if n > 1:
-                await asyncio.sleep(args.interval)
-            # Read each round: the endpoint follows interfaces while it runs.
-            joined = {i.name for i in ep.interfaces}
-            if not joined:
-                print(f"#{n:<4} no interface can carry {group} right now", file=out, flush=True)
-                ok = False
-                continue
-            if args.interface:
-                results = []
-                for name in args.interface:
-                    if name not in joined:
-                        results.append(
-                            SendResult(name, OSError(f"{name} cannot carry {group} right now"))
-                        )
-                        continue
-                    try:
-                        results.append(await ep.send(payload, interface=name))
-                    except ValueError as exc:  # it went away since the round began
-                        results.append(SendResult(name, OSError(str(exc))))
-                    except MulticastError as exc:
-                        cause = exc.__cause__
-                        error = cause if isinstance(cause, OSError) else OSError(str(exc))
-                        results.append(SendResult(name, error))
-            else:
-                results = list(await ep.send_all(payload))
-            for result in results:
-                ok = ok and result.ok
-                print(result_line(n, result), file=out, flush=True)
-    return ok
-
-
-def cmd_send(args: argparse.Namespace) -> int:
-    try:
-        group, port = parse_group_port(args.target)
-    except ValueError as exc:
-        return _error(str(exc))
-    if args.count < 1:
-        return _error("--count must be at least 1")
-    if not 0 <= args.ttl <= 255:
-        return _error("--ttl must be from 0 to 255")
-    try:
-        ok = asyncio.run(_send(group, port, args, sys.stdout))
-    except (MulticastError, ValueError) as exc:
-        print(f"mcastio: {exc}", file=sys.stderr)
-        return 1
-    return 0 if ok else 1
+    doctor = sub.add_parser(
+        "doctor",
+        help="look for the traps that make multicast fail on this host",
+        description="Watch the host for --duration seconds (IGMP queries, rp_filter drops) "
+        "and report findings. Exits 1 when any finding is an error.",
+    )
+    doctor.add_argument("group", nargs="?", metavar="GROUP", help="the group you want to use")
+    doctor.add_argument(
+        "--duration",
+        "-d",
+        type=validate.non_negative_seconds,
+        default=10.0,
+        metavar="S",
+        help="seconds to watch (default 10)",
+    )
+    doctor.add_argument("--json", action="store_true", help='print {"findings": [...]}')
+    doctor.set_defaults(handler=cmd_doctor)
 
 
 # -- interfaces -----------------------------------------------------------------------
@@ -430,8 +196,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 group = parse_group_port(args.group)[0]
             except ValueError:
                 return _error(str(exc))
-    if args.duration < 0:
-        return _error("--duration must not be negative")
     if not args.json:
         print(
             f"watching the host for {args.duration:g} s"

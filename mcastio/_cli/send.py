@@ -1,0 +1,248 @@
+"""``mcastio send``: send datagrams out of every interface, paced, numbered if asked."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import sys
+import time
+from typing import BinaryIO, TextIO
+
+from .._endpoint import MulticastEndpoint
+from .._errors import MulticastError
+from .._model import Group, SendResult
+from . import validate
+from .fmt import WIDTH, host_port, parse_group_port, plural
+from .logs import cli_words
+from .runner import run_until_stopped, wait_or_stop
+from .seqheader import HEADER_SIZE, encode_header
+
+__all__ = ["SendTally", "cmd_send", "load_payload", "register", "result_line"]
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "send",
+        help="send datagrams out of every interface",
+        description="Send a payload to GROUP:PORT, one copy out of every eligible "
+        "interface (or the ones named with --interface), and print the result per "
+        "interface. The payload is MESSAGE, or --file (- for stdin), --hex or --size.",
+    )
+    p.add_argument("target", metavar="GROUP:PORT")
+    payload = p.add_mutually_exclusive_group()
+    payload.add_argument("message", nargs="?", metavar="MESSAGE", help="text, sent as UTF-8")
+    payload.add_argument(
+        "--file", "-f", metavar="PATH", help="the payload from a file, - for stdin"
+    )
+    payload.add_argument("--hex", type=validate.hex_bytes, metavar="HEX", help="e.g. 48656c6c6f")
+    payload.add_argument(
+        "--size", type=validate.size, metavar="N", help="N bytes of filler (a..z repeating)"
+    )
+    p.add_argument(
+        "--interface", "-i", action="append", metavar="IF", help="only this interface (repeatable)"
+    )
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument(
+        "--interval", type=validate.seconds, metavar="S", help="seconds between sends (default 1)"
+    )
+    pace.add_argument(
+        "--rate", "-r", type=validate.positive_rate, metavar="PPS", help="sends per second"
+    )
+    p.add_argument(
+        "--count", "-c", type=validate.count, default=1, metavar="N", help="how many (default 1)"
+    )
+    p.add_argument(
+        "--seq",
+        action="store_true",
+        help="start each payload with a sequence number and send time that "
+        "'mcastio listen' turns into loss, duplicates, reordering and delay",
+    )
+    p.add_argument(
+        "--ttl", type=validate.ttl, default=1, metavar="N", help="hop limit (default 1: this link)"
+    )
+    p.add_argument(
+        "--loopback", action="store_true", help="let programs on this host see the copies too"
+    )
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="one JSON object per copy")
+    shown.add_argument("--quiet", "-q", action="store_true", help="print only the summary")
+    p.set_defaults(handler=cmd_send)
+
+
+def load_payload(args: argparse.Namespace, stdin: BinaryIO | None = None) -> bytes:
+    """The payload the options name; ValueError with a reason otherwise."""
+    if args.hex is not None:
+        return bytes(args.hex)
+    if args.size is not None:
+        return bytes(97 + i % 26 for i in range(args.size))
+    if args.file is not None:
+        if args.file == "-":
+            return (stdin or sys.stdin.buffer).read()
+        try:
+            with open(args.file, "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise ValueError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    if args.message is not None:
+        return str(args.message).encode()
+    raise ValueError("give a MESSAGE, or --file PATH (- for stdin), --hex HEX or --size N")
+
+
+class SendTally:
+    """Copies sent and failed per interface, for the summary."""
+
+    __slots__ = ("failed", "octets", "rounds", "sent")
+
+    def __init__(self) -> None:
+        self.sent: dict[str, int] = {}
+        self.failed: dict[str, int] = {}
+        self.octets = 0
+        self.rounds = 0
+
+    def add(self, result: SendResult) -> None:
+        self.sent.setdefault(result.interface, 0)
+        self.failed.setdefault(result.interface, 0)
+        if result.ok:
+            self.sent[result.interface] += 1
+            self.octets += result.sent
+        else:
+            self.failed[result.interface] += 1
+
+    def summary(self, target: str) -> str:
+        total = sum(self.sent.values())
+        failed = sum(self.failed.values())
+        lines = [
+            f"sent {plural(total, 'datagram')} ({plural(self.octets, 'byte')}) to {target} "
+            f"in {plural(self.rounds, 'round')}, {failed} failed"
+        ]
+        for name in self.sent:
+            lines.append(f"  {name:<10} {self.sent[name]:>7} sent {self.failed[name]:>7} failed")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "rounds": self.rounds,
+            "bytes": self.octets,
+            "interfaces": {n: {"sent": self.sent[n], "failed": self.failed[n]} for n in self.sent},
+        }
+
+
+def result_line(round_no: int, result: SendResult) -> str:
+    if result.ok:
+        return f"#{round_no:<4} {result.interface:<10} sent {plural(result.sent, 'byte')}"
+    return f"#{round_no:<4} {result.interface:<10} FAILED: {_error_text(result)}"[:WIDTH]
+
+
+def _error_text(result: SendResult) -> str:
+    err = result.error
+    return f"{err.strerror or err}" if isinstance(err, OSError) else str(err)
+
+
+def result_json(round_no: int, result: SendResult, seq: int | None) -> str:
+    obj: dict[str, object] = {
+        "round": round_no,
+        "interface": result.interface,
+        "ok": result.ok,
+        "bytes": result.sent,
+        "error": None if result.ok else _error_text(result),
+    }
+    if seq is not None:
+        obj["seq"] = seq
+    return json.dumps(obj)
+
+
+async def _round(
+    ep: MulticastEndpoint, group: Group, names: list[str] | None, payload: bytes
+) -> list[SendResult]:
+    joined = {i.name for i in ep.interfaces}
+    if names is None:
+        return list(await ep.send_all(payload))
+    results = []
+    for name in names:
+        if name not in joined:
+            results.append(SendResult(name, OSError(f"{name} cannot carry {group} right now")))
+            continue
+        try:
+            results.append(await ep.send(payload, interface=name))
+        except ValueError as exc:  # it went away since the round began
+            results.append(SendResult(name, OSError(str(exc))))
+        except MulticastError as exc:
+            cause = exc.__cause__
+            error = cause if isinstance(cause, OSError) else OSError(str(exc))
+            results.append(SendResult(name, error))
+    return results
+
+
+async def _send(
+    group: Group,
+    port: int,
+    args: argparse.Namespace,
+    payload: bytes,
+    tally: SendTally,
+    out: TextIO,
+    stop: asyncio.Event,
+) -> bool:
+    ok = True
+    interval = 1 / args.rate if args.rate else (args.interval or 1.0)
+    stream = secrets.randbits(32)
+    async with MulticastEndpoint(
+        str(group), port, interfaces=args.interface or None, ttl=args.ttl, loopback=args.loopback
+    ) as ep:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for n in range(1, args.count + 1):
+            if n > 1:
+                # Paced from the start, so the rate holds however long each round takes.
+                delay = start + (n - 1) * interval - loop.time()
+                finished, _ = await wait_or_stop(asyncio.sleep(max(delay, 0)), stop)
+                if not finished:
+                    break
+            if stop.is_set():
+                break
+            seq = n - 1 if args.seq else None
+            data = payload
+            if seq is not None:
+                data = encode_header(stream, seq, time.time_ns()) + payload
+            tally.rounds += 1
+            if not ep.interfaces:
+                ok = False
+                if not args.quiet:
+                    print(f"#{n:<4} no interface can carry {group} right now", file=out)
+                continue
+            for result in await _round(ep, group, args.interface, data):
+                ok = ok and result.ok
+                tally.add(result)
+                if args.json:
+                    print(result_json(n, result, seq), file=out)
+                elif not args.quiet:
+                    print(result_line(n, result), file=out)
+            out.flush()
+    return ok
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    try:
+        group, port = parse_group_port(args.target)
+        payload = load_payload(args)
+    except ValueError as exc:
+        print(f"mcastio send: {exc}", file=sys.stderr)
+        return 2
+    if args.seq and len(payload) + HEADER_SIZE > validate.MAX_PAYLOAD:
+        print(f"mcastio send: --seq adds {HEADER_SIZE} bytes: payload too long", file=sys.stderr)
+        return 2
+    tally = SendTally()
+    try:
+        ok = run_until_stopped(
+            lambda stop: _send(group, port, args, payload, tally, sys.stdout, stop)
+        )
+    except (MulticastError, ValueError) as exc:
+        print(f"mcastio: {cli_words(str(exc))}", file=sys.stderr)
+        return 1
+    target = host_port(str(group), port)
+    if args.json:
+        print(json.dumps({"summary": tally.to_json()}), flush=True)
+    elif args.quiet or args.count > 1:
+        print(tally.summary(target), flush=True)
+    return 0 if ok else 1

@@ -1,0 +1,85 @@
+"""The lab for a plain user: tools found outside $PATH, clear reasons when it cannot run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from mcastio._labsupport import _in_user_namespace, find_tool, lab_support, resolve, tool
+from mcastio.testing import Lab, LabError
+from tests.conftest import as_plain_user, skip_or_fail
+
+_BUILD = """
+from mcastio.testing import Lab, lab_support
+assert lab_support() is None, lab_support()
+with Lab(links=2, sysctls={"net.ipv4.igmp_max_memberships": "7"}) as lab:
+    out = lab.run(lab.host, "sysctl", "-n", "net.ipv4.igmp_max_memberships").stdout
+    print("lab ok", out.strip(), lab.link[1].host_addr)
+"""
+
+
+def test_tools_are_found_in_sbin_with_a_path_that_lacks_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    for name in ("ip", "sysctl"):
+        found = find_tool(name)
+        if found is None:
+            skip_or_fail(f"{name} is not installed")
+        assert found.startswith("/")
+        assert found.endswith("/" + name)
+        assert resolve([name, "-V"]) == [found, "-V"]
+    assert resolve(["/bin/true"]) == ["/bin/true"]
+    assert find_tool("no-such-tool-mcastio") is None
+    with pytest.raises(LabError, match="'no-such-tool-mcastio' command is not installed"):
+        tool("no-such-tool-mcastio")
+
+
+def test_a_missing_tool_is_named_with_its_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mcastio._labsupport as support
+
+    monkeypatch.setattr(support, "_SBIN", ())
+    monkeypatch.setenv("PATH", "/nonexistent")
+    reason = lab_support()
+    assert reason is not None
+    assert "'ip' (iproute2)" in reason
+    assert "'sysctl' (procps)" in reason
+    assert "'unshare' (util-linux)" in reason
+    with pytest.raises(LabError, match="'ip' \\(iproute2\\)"):
+        Lab(links=1).build()
+
+
+def _require_real_root() -> None:
+    if os.geteuid() != 0 or _in_user_namespace():
+        skip_or_fail("needs real root to become a plain user (setpriv)")
+    if find_tool("setpriv") is None:
+        skip_or_fail("setpriv (util-linux) is needed")
+
+
+@pytest.mark.lab
+def test_a_plain_user_without_sbin_on_path_builds_a_lab_under_unshare_rnm() -> None:
+    _require_real_root()
+    argv = as_plain_user("-c", _BUILD)
+    env_at = argv.index("env")
+    # unshare -rnm between the dropped privileges and the interpreter.
+    unshare = find_tool("unshare") or "unshare"
+    argv = [*argv[:env_at], unshare, "-rnm", *argv[env_at:]]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["lab", "ok", "7", "10.200.1.1"]
+
+
+@pytest.mark.lab
+def test_unshare_without_a_mount_namespace_gets_a_hint() -> None:
+    _require_real_root()
+    unshare = find_tool("unshare") or "unshare"
+    code = "from mcastio.testing import lab_support; print(lab_support())"
+    argv = as_plain_user("-c", code)
+    env_at = argv.index("env")
+    argv = [*argv[:env_at], unshare, "-rn", *argv[env_at:]]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "cannot mount a private /run" in proc.stdout
+    assert "'unshare -rnm' (with -m), not 'unshare -rn'" in proc.stdout
