@@ -12,7 +12,7 @@ import mcastio
 
 
 def test_all_matches_public_names() -> None:
-    public = {n for n in dir(mcastio) if not n.startswith("_")} - {"testing", "labpeers"}
+    public = {n for n in dir(mcastio) if not n.startswith("_")} - {"testing"}
     assert set(mcastio.__all__) == public
     assert sorted(mcastio.__all__) == list(mcastio.__all__)
 
@@ -63,7 +63,7 @@ def test_core_modules_never_import_upwards() -> None:
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module is not None:
-                assert not node.module.startswith(("_cli", "testing", "labpeers")), (
+                assert not node.module.startswith(("_cli", "testing")), (
                     path.name,
                     node.module,
                 )

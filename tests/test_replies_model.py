@@ -7,7 +7,7 @@ import datetime
 import pytest
 
 from mcastio import Datagram
-from mcastio._cli.commands import datagram_json, datagram_line
+from mcastio._cli.fmt import datagram_json, datagram_line
 from mcastio._model import parse_group, validate_source_port
 from mcastio._net import bind_needs_scope
 
