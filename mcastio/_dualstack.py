@@ -69,6 +69,7 @@ class DualStackEndpoint:
         poll_interval: float = 1.0,
         netlink: bool = True,
         on_interface_event: Callable[[InterfaceEvent], None] | None = None,
+        keepalive: bool | float = True,
     ) -> None:
         if parse_group(group_v4).family != socket.AF_INET:
             raise ValueError(
@@ -92,6 +93,7 @@ class DualStackEndpoint:
                 poll_interval=poll_interval,
                 netlink=netlink,
                 on_interface_event=on_interface_event,
+                keepalive=keepalive,
             )
             for group, sources in ((group_v4, sources_v4), (group_v6, sources_v6))
         )
@@ -244,6 +246,7 @@ async def open_dual_stack(
     poll_interval: float = 1.0,
     netlink: bool = True,
     on_interface_event: Callable[[InterfaceEvent], None] | None = None,
+    keepalive: bool | float = True,
 ) -> DualStackEndpoint:
     """A started :class:`DualStackEndpoint`; close it with ``aclose()`` or ``async with``."""
     endpoint = DualStackEndpoint(
@@ -262,6 +265,7 @@ async def open_dual_stack(
         poll_interval=poll_interval,
         netlink=netlink,
         on_interface_event=on_interface_event,
+        keepalive=keepalive,
     )
     await endpoint.start()
     return endpoint

@@ -19,6 +19,8 @@ from types import TracebackType
 
 from ._discovery import read_snapshot
 from ._errors import EndpointClosedError, MulticastError
+from ._keepalive import Keepalive
+from ._keeper import KeepaliveState, validate_keepalive
 from ._links import Links
 from ._membership import Memberships
 from ._model import (
@@ -90,6 +92,12 @@ class MulticastEndpoint:
     the kernel's default); the kernel caps it at ``net.core.rmem_max``.
     ``receive_ttl`` fills :attr:`Datagram.ttl` with the TTL or hop limit each
     datagram arrived with.
+
+    ``keepalive`` (on by default) keeps the memberships alive on snooping
+    switches that hear no query answered by this host: when no report for the
+    group has left an interface for that many seconds (``True``: 60 s), it makes
+    the host report again, never with a Leave. ``False`` turns it off. See
+    :attr:`keepalive_state` and docs/keepalive.md.
     """
 
     def __init__(
@@ -109,6 +117,7 @@ class MulticastEndpoint:
         on_interface_event: Callable[[InterfaceEvent], None] | None = None,
         receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
         receive_ttl: bool = False,
+        keepalive: bool | float = True,
     ) -> None:
         self._group = parse_group(group)
         self._group_str = str(self._group)
@@ -138,6 +147,10 @@ class MulticastEndpoint:
             on_close=self._unwatch_socket,
         )
         self._links = Links(self._group, self._memberships, self._tx, self._receive)
+        interval = validate_keepalive(keepalive)
+        self._keepalive: Keepalive | None = None
+        if interval is not None:
+            self._keepalive = Keepalive(self._group, self._sources, interval, self._joined)
         self._watcher: Watcher | None = None
         if watch:
             self._watcher = Watcher(self._reconcile, netlink=netlink, poll_interval=poll_interval)
@@ -213,6 +226,8 @@ class MulticastEndpoint:
                 watcher.start(self._loop)
                 if failures:
                     watcher.trigger()
+            if self._keepalive is not None:
+                self._keepalive.start(self._loop)
         except BaseException:
             self._teardown()
             raise
@@ -231,6 +246,8 @@ class MulticastEndpoint:
         self._state = "closed"
         if self._watcher is not None:
             self._watcher.cancel()
+        if self._keepalive is not None:
+            self._keepalive.close()
         self._readers.close()
         self._links.close()
 
@@ -277,6 +294,28 @@ class MulticastEndpoint:
         if self._state == "closed":
             raise EndpointClosedError("this endpoint was closed; create a new one")
         return self._readers.event_stream(validate_queue_size(queue_size))
+
+    # -- keepalive -----------------------------------------------------------------
+
+    @property
+    def keepalive(self) -> float | None:
+        """The keeper's refresh interval in seconds, or ``None`` when it is off."""
+        return self._keepalive.interval if self._keepalive is not None else None
+
+    @property
+    def keepalive_state(self) -> tuple[KeepaliveState, ...]:
+        """What the membership keeper does on each joined interface (empty when off)."""
+        if self._keepalive is None or self._state != "open":
+            return ()
+        return self._keepalive.states()
+
+    def _joined(self) -> list[tuple[Interface, socket.socket]]:
+        pairs = []
+        for iface in self._links.interfaces:
+            sock = self._memberships.socket_of(iface.index)
+            if sock is not None:
+                pairs.append((iface, sock))
+        return pairs
 
     def _reconcile(self, reannounce: frozenset[int] = frozenset()) -> bool:
         """Bring the memberships in line with a fresh snapshot; False if something failed."""

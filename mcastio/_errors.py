@@ -15,3 +15,7 @@ class EndpointClosedError(MulticastError):
 
 class MembershipLimitError(MulticastError):
     """The kernel refused another group membership (``net.ipv4.igmp_max_memberships``)."""
+
+
+class RawAccessError(MulticastError):
+    """A raw or packet socket is refused: the process needs root or CAP_NET_RAW."""

@@ -125,6 +125,7 @@ async def create_multicast_endpoint(
     poll_interval: float = 1.0,
     netlink: bool = True,
     on_interface_event: Callable[[InterfaceEvent], None] | None = None,
+    keepalive: bool | float = True,
 ) -> tuple[MulticastTransport, P]:
     """Like ``loop.create_datagram_endpoint``, joined and sending on every interface.
 
@@ -144,6 +145,7 @@ async def create_multicast_endpoint(
         poll_interval=poll_interval,
         netlink=netlink,
         on_interface_event=on_interface_event,
+        keepalive=keepalive,
     )
     await endpoint.start()
     try:

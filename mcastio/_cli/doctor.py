@@ -12,7 +12,13 @@ import math
 import socket
 from collections.abc import Sequence
 
+from .._igmp import IPAddress, QuerySeen
 from .._model import Group, Interface
+from .._procnet import (
+    effective_rp_filter,
+    lookup_route,
+    rp_filter_name,
+)
 from .findings import (
     FINDING_IDS,
     QUERY_INTERVAL,
@@ -23,12 +29,6 @@ from .findings import (
     v4_candidates,
 )
 from .groupinfo import ethernet_mac, mac_collisions, mac_siblings, scope_summary
-from .procnet import (
-    effective_rp_filter,
-    lookup_route,
-    rp_filter_name,
-)
-from .queries import IPAddress, QuerySeen
 
 __all__ = ["FINDING_IDS", "Finding", "HostState", "diagnose"]
 

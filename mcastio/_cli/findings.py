@@ -11,13 +11,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .._igmp import QuerySeen
 from .._model import Group, Interface, is_eligible, parse_group
-from .procnet import (
+from .._procnet import (
     IgmpDevice,
     Membership,
     Route,
 )
-from .queries import QuerySeen
 
 __all__ = [
     "FINDING_IDS",

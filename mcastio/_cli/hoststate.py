@@ -9,12 +9,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from .. import _procnet as procnet
 from .._discovery import proc_net_path, read_snapshot
+from .._igmp import QuerySeen, parse_query
 from .._model import Interface
-from . import procnet
 from .capture import CaptureUnavailable, capture_queries
 from .doctor import HostState
-from .queries import QuerySeen, parse_query
 
 __all__ = ["collect", "read_igmp", "read_igmp6", "read_text"]
 
