@@ -1,0 +1,237 @@
+"""The membership keeper in the article's network: a snooping bridge that stops forwarding.
+
+Two ways a host stops answering queries, each with IPv4 (and IPv6 where it exists):
+
+- unreached: the querier sits on another port and ``mcast_flood off`` on the host's
+  port keeps its queries from the host, as a switch that does not flood queries does;
+- rp_filter: the querier's implausible source makes the host's strict rp_filter drop
+  every query (IPv4 only: IPv6 has no rp_filter, and a Linux bridge ignores MLD
+  queries from a non-link-local source itself).
+
+A plain endpoint loses the stream one membership interval after joining; with the
+keeper it flows for 4 intervals and more, and the host sends no Leave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import pytest
+
+from mcastio import MulticastEndpoint
+from mcastio.testing import Lab
+from tests.conftest import run
+from tests.switchlab import (
+    SnoopingSwitch,
+    add_snooping_switch,
+    mdb,
+    start_querier,
+    start_tcpdump,
+    stop_tcpdump,
+)
+
+pytestmark = pytest.mark.lab
+
+MEMBERSHIP = 1.0  # the bridge's membership interval, seconds
+KEEPALIVE = 0.3
+IMPLAUSIBLE = "192.168.77.1"
+GROUPS = {4: "239.255.12.1", 6: "ff15::12:1"}
+SSM_GROUPS = {4: "232.1.12.1", 6: "ff35::12:1"}
+PERIOD = 0.05
+
+# Numbered datagrams from the sender, so a test can tell which ones got through.
+_SENDER = r"""
+import socket, sys, time
+group, port, dev = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+count, interval = int(sys.argv[4]), float(sys.argv[5])
+if ":" in group:
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, socket.if_nametoindex(dev))
+    target = (group, port, 0, socket.if_nametoindex(dev))
+else:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, dev.encode())
+    target = (group, port)
+for i in range(count):
+    s.sendto(b"n%d" % i, target)
+    time.sleep(interval)
+"""
+
+
+def start_sender(
+    lab: Lab, ns: str, dev: str, group: str, port: int, count: int
+) -> subprocess.Popen[bytes]:
+    return lab.popen(
+        ns, sys.executable, "-c", _SENDER, group, str(port), dev, str(count), str(PERIOD),
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def article_switch(
+    make_lab: Callable[..., Lab], family: int, case: str
+) -> tuple[Lab, SnoopingSwitch]:
+    lab = make_lab(
+        links=1,
+        ipv6=False,
+        sysctls={
+            "net.ipv4.conf.all.rp_filter": "1",
+            # The join's repeated report follows within 0.1 s instead of up to 1 s.
+            "net.ipv4.conf.default.igmpv3_unsolicited_report_interval": "100",
+            "net.ipv6.conf.default.mldv2_unsolicited_report_interval": "100",
+        },
+    )
+    switch = add_snooping_switch(
+        lab,
+        membership_interval=MEMBERSHIP,
+        query_interval=0.5,
+        host_flood=case == "rp_filter",
+        ipv6=family == 6,
+    )
+    if case == "rp_filter":
+        start_querier(lab, switch.link, IMPLAUSIBLE)
+    else:
+        # The bridge hears this querier, so it forwards by membership; the host never does.
+        start_querier(lab, switch.link, "mld" if family == 6 else switch.link.peer_addr)
+    # The bridge forwards by membership only once it has heard a query and waited
+    # its max response time; until then it floods (and the host's port takes none).
+    time.sleep(0.6)
+    return lab, switch
+
+
+async def receive_stream(
+    lab: Lab,
+    switch: SnoopingSwitch,
+    group: str,
+    port: int,
+    count: int,
+    dump: subprocess.Popen[bytes] | None = None,
+    **options: object,
+) -> tuple[list[int], MulticastEndpoint, list[str]]:
+    """Join on the switch link, stream ``count`` datagrams, return the numbers received.
+
+    ``dump`` (a tcpdump) is stopped before the endpoint closes: closing leaves the
+    group, and that Leave is the endpoint's, not the keeper's.
+    """
+    link = switch.link
+    got: list[int] = []
+    async with MulticastEndpoint(group, port, interfaces=[link.host_if], **options) as ep:  # type: ignore[arg-type]
+        sub = ep.subscribe()
+        await wait_for_mdb(lab, switch, group)
+        sender = start_sender(lab, link.peer_ns, link.peer_if, group, port, count)
+        quiet = 0.0
+        while sender.poll() is None or quiet < 0.3:
+            try:
+                dgram = await asyncio.wait_for(sub.__anext__(), 0.1)
+            except asyncio.TimeoutError:
+                quiet += 0.1
+                continue
+            quiet = 0.0
+            got.append(int(dgram.data[1:]))
+        assert sender.returncode == 0, sender.stderr.read() if sender.stderr else b""
+        # Read while open: the state is that of the run just measured.
+        ep.states = ep.keepalive_state  # type: ignore[attr-defined]
+        packets = stop_tcpdump(dump) if dump is not None else []
+    return got, ep, packets
+
+
+async def wait_for_mdb(lab: Lab, switch: SnoopingSwitch, group: str) -> None:
+    """Until the bridge forwards ``group`` to the host (it learned the join report)."""
+    for _ in range(60):
+        if group in mdb(lab, switch):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the bridge never learned {group}: {mdb(lab, switch)}")
+
+
+CASES = [(4, "unreached"), (4, "rp_filter"), (6, "unreached")]
+
+
+@pytest.mark.parametrize(("family", "case"), CASES)
+def test_plain_endpoint_loses_the_stream_after_one_membership_interval(
+    make_lab: Callable[..., Lab], family: int, case: str
+) -> None:
+    lab, switch = article_switch(make_lab, family, case)
+    count = round(2.5 / PERIOD)
+    with lab.inside():
+        got, _, _ = run(receive_stream(lab, switch, GROUPS[family], 41200, count, keepalive=False))
+    assert got[:3] == [0, 1, 2], "the stream flowed at first"
+    # Joined at 0; the membership ran out after about one interval, nothing came after.
+    assert max(got) < round((MEMBERSHIP + 0.7) / PERIOD), got
+    assert GROUPS[family] not in mdb(lab, switch)
+
+
+def _leaves(packets: list[str], group: str, source: str | None = None) -> list[str]:
+    bad = []
+    for p in packets:
+        if group not in p:
+            continue
+        if (
+            "leave" in p
+            or "listener done" in p
+            or "to_in { }" in p
+            or (source is not None and "block" in p and source in p)
+        ):
+            bad.append(p)
+    return bad
+
+
+def _bpf(family: int) -> str:
+    # MLD rides behind a hop-by-hop header (next header 0).
+    return "igmp" if family == 4 else "ip6 and ip6[6] == 0"
+
+
+@pytest.mark.parametrize(("family", "case"), CASES)
+def test_keeper_keeps_the_stream_for_four_intervals_without_a_leave(
+    make_lab: Callable[..., Lab], family: int, case: str
+) -> None:
+    lab, switch = article_switch(make_lab, family, case)
+    group = GROUPS[family]
+    count = round(4 * MEMBERSHIP / PERIOD) + 10
+    dump = start_tcpdump(lab, lab.host, switch.link.host_if, _bpf(family))
+    with lab.inside():
+        got, ep, packets = run(
+            receive_stream(lab, switch, group, 41201, count, dump, keepalive=KEEPALIVE)
+        )
+    assert len(got) >= 0.95 * count, f"{len(got)} of {count}"
+    assert max(got) == count - 1, "the stream still flows at the end"
+    reports = [p for p in packets if group in p and "report" in p]
+    # Join reports, then one per keepalive interval: the keeper did it.
+    assert len(reports) >= 2 + round(4 * MEMBERSHIP / KEEPALIVE) - 3, packets
+    assert _leaves(packets, group) == []
+    [state] = ep.states  # type: ignore[attr-defined]
+    assert state.interface == switch.link.host_if
+    assert state.role == "refreshing"
+    assert state.mechanism == "report"
+    assert state.watching_queries
+    assert state.refreshes >= round(4 * MEMBERSHIP / KEEPALIVE) - 2
+    if case == "rp_filter":
+        # It heard the queries, saw no report follow, and refreshed anyway.
+        assert state.querier == IMPLAUSIBLE
+    else:
+        assert state.querier is None
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_keeper_keeps_a_source_specific_membership(
+    make_lab: Callable[..., Lab], family: int
+) -> None:
+    lab, switch = article_switch(make_lab, family, "unreached")
+    group = SSM_GROUPS[family]
+    source = switch.link.peer_addr if family == 4 else switch.link.peer_addr6
+    assert source is not None
+    count = round(4 * MEMBERSHIP / PERIOD) + 10
+    dump = start_tcpdump(lab, lab.host, switch.link.host_if, _bpf(family))
+    with lab.inside():
+        got, _, packets = run(
+            receive_stream(
+                lab, switch, group, 41202, count, dump, keepalive=KEEPALIVE, sources=[source]
+            )
+        )
+    assert len(got) >= 0.95 * count, f"{len(got)} of {count}"
+    # Current-state reports name the source: is_in { source }.
+    assert any("is_in" in p and source in p for p in packets), packets
+    assert _leaves(packets, group, source) == []
