@@ -106,6 +106,10 @@ def _add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     doctor.add_argument("--json", action="store_true", help='print {"findings": [...]}')
     doctor.set_defaults(handler=commands.cmd_doctor)
 
+    from .querier import add_parser as add_querier
+
+    add_querier(sub)
+
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
