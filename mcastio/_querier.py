@@ -134,7 +134,7 @@ class Querier:
                     "and to have an address of the family"
                 )
             for family in {f for _, f in self._links}:
-                self._raw[family] = _rawnet.open_raw(family)
+                self._raw[family] = _rawnet.open_raw(family, loop=True)
                 sock = self._watch[family] = _rawnet.open_watch(family)
                 self._loop.add_reader(sock.fileno(), self._on_watch, family)
             names = ",".join(sorted({name for name, _ in self._links}))
@@ -234,6 +234,7 @@ class Querier:
         now = self._loop.time()
         for ifname, packet, outgoing in packets:
             link = self._links.get((ifname, family))
+            # Our own queries: sent (outgoing) and looped back to this host.
             if outgoing or link is None:
                 continue
             query = parse_query(ifname, packet)

@@ -77,20 +77,23 @@ def _raw_socket(family: int, kind: int, proto: int, what: str) -> socket.socket:
         raise MulticastError(f"cannot open {what}: {exc}") from exc
 
 
-def open_raw(family: socket.AddressFamily) -> socket.socket:
-    """A send-only raw IGMP or ICMPv6 socket for reports and queries, link-scoped."""
+def open_raw(family: socket.AddressFamily, *, loop: bool = False) -> socket.socket:
+    """A send-only raw IGMP or ICMPv6 socket for reports and queries, link-scoped.
+
+    ``loop`` lets this host's own stack hear what is sent: a querier's host then
+    answers its queries like every other host on the link.
+    """
     v4 = family == socket.AF_INET
     proto = socket.IPPROTO_IGMP if v4 else socket.IPPROTO_ICMPV6
     sock = _raw_socket(family, socket.SOCK_RAW, proto, "sending IGMP/MLD messages")
     with _closed_on_failure(sock, "a raw IGMP/MLD socket"):
         if v4:
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
-            # Our own report or query must not come back to this host as if heard.
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, int(loop))
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, _IP_ROUTER_ALERT)
         else:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, int(loop))
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_HOPOPTS, _HOPOPTS_ROUTER_ALERT_MLD)
         # Send-only: a raw socket also receives every IGMP/ICMPv6 packet the host
         # gets, which would queue here unread.

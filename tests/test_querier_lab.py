@@ -103,6 +103,11 @@ def test_querier_keeps_a_plain_receiver_on_another_port(
     _drop_queries(lab, deaf.ns)
     host_if = switch.link.host_if
     own = switch.link.host_addr if family == 4 else _link_local(lab, lab.host, host_if)
+    # The querier's own port is no router port either, so a plain receiver on the
+    # querier's host, too, is kept only by answering (its looped-back) queries.
+    lab.sh(switch.ns, "bridge link set dev p-host mcast_router 0")
+    for key in ("ipv4.conf.default.igmpv3", "ipv6.conf.default.mldv2"):
+        lab.sh(lab.host, f"sysctl -qw net.{key}_unsolicited_report_interval=100")
     querier = lab.popen(
         lab.host,
         *mcastio_cmd("querier", "-i", host_if, "--interval", str(INTERVAL), f"-{family}",
@@ -111,13 +116,13 @@ def test_querier_keeps_a_plain_receiver_on_another_port(
     )  # fmt: skip
     dump = start_tcpdump(lab, rx.ns, rx.ifname, "igmp" if family == 4 else "ip6 and ip6[6] == 0")
     time.sleep(0.6)  # the bridge has heard a querier and waited its max response
-    listener, control = (
+    listener, control, on_host = (
         lab.peer_listen(
-            Link(index=99, host_if=host_if, peer_if=p.ifname, peer_ns=p.ns,
-                 host_addr=switch.link.host_addr, peer_addr=p.addr),
+            Link(index=99, host_if=host_if, peer_if=ifname, peer_ns=ns,
+                 host_addr=switch.link.host_addr, peer_addr=""),
             group, port_number,
         )
-        for p in (rx, deaf)
+        for ns, ifname in ((rx.ns, rx.ifname), (deaf.ns, deaf.ifname), (lab.host, host_if))
     )  # fmt: skip
     count = round(4 * MEMBERSHIP / PERIOD) + 10
     sender = lab.popen(
@@ -129,11 +134,13 @@ def test_querier_keeps_a_plain_receiver_on_another_port(
     table = mdb(lab, switch)
     got = listener.lines()
     lost = control.lines()
+    here = on_host.lines()
     packets = stop_tcpdump(dump)
     out, err = querier.communicate(timeout=10)
     assert querier.returncode == 0, err
     assert len(got) >= 0.95 * count, (len(got), count, out, packets[:40], table)
     assert got[-1] == b"n%d" % (count - 1)
+    assert len(here) >= 0.95 * count, f"on the querier's host: {len(here)} of {count}"
     # Same bridge, same querier: the receiver that cannot answer loses the stream
     # one membership interval after its join, so answering is what kept the other.
     assert lost[:3] == [b"n0", b"n1", b"n2"], lost
