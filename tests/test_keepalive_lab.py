@@ -15,6 +15,9 @@ keeper it flows for 4 intervals and more, and the host sends no Leave.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -22,9 +25,11 @@ from collections.abc import Callable
 
 import pytest
 
-from mcastio import MulticastEndpoint
+import mcastio
+from mcastio import MulticastEndpoint, Querier
+from mcastio._cli import main as cli_main
 from mcastio.testing import Lab
-from tests.conftest import run
+from tests.conftest import require, run
 from tests.switchlab import (
     SnoopingSwitch,
     add_snooping_switch,
@@ -35,6 +40,8 @@ from tests.switchlab import (
 )
 
 pytestmark = pytest.mark.lab
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(mcastio.__file__)))
 
 MEMBERSHIP = 1.0  # the bridge's membership interval, seconds
 KEEPALIVE = 0.3
@@ -235,3 +242,104 @@ def test_keeper_keeps_a_source_specific_membership(
     # Current-state reports name the source: is_in { source }.
     assert any("is_in" in p and source in p for p in packets), packets
     assert _leaves(packets, group, source) == []
+
+
+# Runs in the host namespace without CAP_NET_RAW (setpriv): the keeper has no raw
+# socket and no packet socket, so it changes the source filter instead.
+_UNPRIVILEGED = r"""
+import asyncio, dataclasses, json, logging, sys
+import mcastio
+group, port, ifname, seconds = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+async def main():
+    got = []
+    async with mcastio.MulticastEndpoint(group, port, interfaces=[ifname], keepalive=0.3) as ep:
+        sub = ep.subscribe()
+        print("joined", flush=True)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while (left := end - loop.time()) > 0:
+            try:
+                got.append(int((await asyncio.wait_for(sub.__anext__(), left)).data[1:]))
+            except asyncio.TimeoutError:
+                break
+        states = [dataclasses.asdict(s) for s in ep.keepalive_state]
+    print(json.dumps({"got": got, "states": states}), flush=True)
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_keeper_without_cap_net_raw_changes_the_source_filter(
+    make_lab: Callable[..., Lab], family: int
+) -> None:
+    require(None if shutil.which("setpriv") else "setpriv (util-linux) is not installed")
+    lab, switch = article_switch(make_lab, family, "unreached")
+    group, port = GROUPS[family], 41203
+    count = round(4 * MEMBERSHIP / PERIOD) + 10
+    proc = lab.popen(
+        lab.host,
+        "setpriv", "--bounding-set=-net_raw", "--inh-caps=-net_raw",
+        "env", f"PYTHONPATH={ROOT}", sys.executable, "-c", _UNPRIVILEGED,
+        group, str(port), switch.link.host_if, str(count * PERIOD + 1.5),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"joined\n"
+    run(wait_for_mdb(lab, switch, group))
+    sender = start_sender(lab, switch.link.peer_ns, switch.link.peer_if, group, port, count)
+    assert sender.wait(timeout=20) == 0
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    result = json.loads(out)
+    got = result["got"]
+    assert len(got) >= 0.95 * count, f"{len(got)} of {count}"
+    [state] = result["states"]
+    assert state["mechanism"] == "source-filter"
+    assert state["role"] == "refreshing"
+    assert not state["watching_queries"]
+    # Logged once at INFO when it started refreshing, not once per refresh.
+    assert err.decode().count("keepalive: no answered query") == 1, err
+
+
+def test_keeper_says_it_cannot_refresh_an_igmpv2_host_without_cap_net_raw(
+    make_lab: Callable[..., Lab],
+) -> None:
+    require(None if shutil.which("setpriv") else "setpriv (util-linux) is not installed")
+    lab, switch = article_switch(make_lab, 4, "unreached")
+    lab.sh(lab.host, f"sysctl -qw net.ipv4.conf.{switch.link.host_if}.force_igmp_version=2")
+    proc = lab.run(
+        lab.host,
+        "setpriv", "--bounding-set=-net_raw", "--inh-caps=-net_raw",
+        "env", f"PYTHONPATH={ROOT}", sys.executable, "-c", _UNPRIVILEGED,
+        GROUPS[4], "41204", switch.link.host_if, "0.8",
+    )  # fmt: skip
+    [state] = json.loads(proc.stdout.splitlines()[-1])["states"]
+    assert (state["role"], state["mechanism"]) == ("unable", "none")
+    assert "IGMPv2" in state["reason"]
+    assert proc.stderr.count("cannot keep 239.255.12.1 alive on eth1") == 1, proc.stderr
+
+
+def test_doctor_sees_the_keeper_and_the_querier(
+    make_lab: Callable[..., Lab], capsys: pytest.CaptureFixture[str]
+) -> None:
+    lab, switch = article_switch(make_lab, 4, "unreached")
+    host_if = switch.link.host_if
+
+    async def main() -> int:
+        async with (
+            MulticastEndpoint(GROUPS[4], 41205, interfaces=[host_if]),
+            Querier(interfaces=[host_if], interval=0.5, ipv6=False) as querier,
+        ):
+            [state] = querier.states
+            assert (state.interface, state.address) == (host_if, switch.link.host_addr)
+            return cli_main(["doctor", "--duration", "0.3", "--json"])
+
+    with lab.inside():
+        run(main())
+    findings = json.loads(capsys.readouterr().out)["findings"]
+    [keeper] = [f for f in findings if f["id"] == "keeper-active"]
+    assert GROUPS[4] in keeper["message"]
+    [ours] = [f for f in findings if f["id"] == "querier-active"]
+    assert host_if in ours["message"]
+    assert not [f for f in findings if f["id"] == "no-querier" and f["interface"] == host_if]
