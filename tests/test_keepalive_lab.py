@@ -165,6 +165,7 @@ def test_plain_endpoint_loses_the_stream_after_one_membership_interval(
     count = round(2.5 / PERIOD)
     with lab.inside():
         got, _, _ = run(receive_stream(lab, switch, GROUPS[family], 41200, count, keepalive=False))
+    print(f"plain IPv{family} {case}: {len(got)} of {count} delivered, last #{max(got)}")
     assert got[:3] == [0, 1, 2], "the stream flowed at first"
     # Joined at 0; the membership ran out after about one interval, nothing came after.
     assert max(got) < round((MEMBERSHIP + 0.7) / PERIOD), got
@@ -203,6 +204,7 @@ def test_keeper_keeps_the_stream_for_four_intervals_without_a_leave(
         got, ep, packets = run(
             receive_stream(lab, switch, group, 41201, count, dump, keepalive=KEEPALIVE)
         )
+    print(f"keeper IPv{family} {case}: {len(got)} of {count} delivered")
     assert len(got) >= 0.95 * count, f"{len(got)} of {count}"
     assert max(got) == count - 1, "the stream still flows at the end"
     reports = [p for p in packets if group in p and "report" in p]
@@ -238,6 +240,7 @@ def test_keeper_keeps_a_source_specific_membership(
                 lab, switch, group, 41202, count, dump, keepalive=KEEPALIVE, sources=[source]
             )
         )
+    print(f"keeper IPv{family} SSM: {len(got)} of {count} delivered")
     assert len(got) >= 0.95 * count, f"{len(got)} of {count}"
     # Current-state reports name the source: is_in { source }.
     assert any("is_in" in p and source in p for p in packets), packets
@@ -293,6 +296,7 @@ def test_keeper_without_cap_net_raw_changes_the_source_filter(
     assert proc.returncode == 0, err
     result = json.loads(out)
     got = result["got"]
+    print(f"unprivileged keeper IPv{family}: {len(got)} of {count} delivered")
     assert len(got) >= 0.95 * count, f"{len(got)} of {count}"
     [state] = result["states"]
     assert state["mechanism"] == "source-filter"

@@ -138,6 +138,10 @@ def test_querier_keeps_a_plain_receiver_on_another_port(
     packets = stop_tcpdump(dump)
     out, err = querier.communicate(timeout=10)
     assert querier.returncode == 0, err
+    print(
+        f"querier IPv{family}: receiver {len(got)}, on the querier's host {len(here)}, "
+        f"deaf control {len(lost)} of {count}; {out.decode()!r}"
+    )
     assert len(got) >= 0.95 * count, (len(got), count, out, packets[:40], table)
     assert got[-1] == b"n%d" % (count - 1)
     assert len(here) >= 0.95 * count, f"on the querier's host: {len(here)} of {count}"
@@ -184,6 +188,7 @@ def test_querier_stands_down_for_a_lower_address_and_resumes_after_it_goes(
     assert querier.returncode == 0, err
     packets = stop_tcpdump(dump)
     ours = [_seconds(p) for p in packets if f" {own} > 224.0.0.1" in p]
+    print("election on the wire:", [p.split(" IP ")[0] + " " + p.split(") ")[-1] for p in packets])
     theirs = [_seconds(p) for p in packets if f" {RIVAL} > 224.0.0.1" in p]
     assert theirs, packets
     first, last = theirs[0], theirs[-1]
