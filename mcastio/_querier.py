@@ -71,7 +71,8 @@ class Querier:
     ``mld_version`` (1 or 2) pick the query format to suit the segment: version 3
     and 2 queries are understood by older hosts too. ``on_change`` is called with
     a :class:`QuerierState` whenever the querier takes over or stands down.
-    Raises :class:`MulticastError` from :meth:`start` without CAP_NET_RAW.
+    It queries on the interfaces present at :meth:`start`; restart it to pick up
+    new ones. Raises :class:`MulticastError` from :meth:`start` without CAP_NET_RAW.
     """
 
     def __init__(
