@@ -112,6 +112,8 @@ class Keepalive:
                 sock.close()
         self._raw = self._beacon = None
         self._tracks.clear()
+        # No timer is armed again after close (see _schedule).
+        self._loop = None
 
     def states(self) -> tuple[KeepaliveState, ...]:
         now = self._clock()
@@ -178,12 +180,15 @@ class Keepalive:
     def _tick(self) -> None:
         self._timer = None
         now = self._clock()
-        current = self._sync(now)
-        for name, track in list(self._tracks.items()):
-            if due(track, now, self._interval):
-                iface, sock = current[name]
-                self._refresh(track, iface, sock, now)
-        self._schedule()
+        try:
+            current = self._sync(now)
+            for name, track in list(self._tracks.items()):
+                if due(track, now, self._interval):
+                    iface, sock = current[name]
+                    self._refresh(track, iface, sock, now)
+        finally:
+            # Whatever happened to one refresh, the keeper keeps its schedule.
+            self._schedule()
 
     def _mechanism_for(self, name: str) -> tuple[Mechanism, str]:
         return choose_mechanism(self._raw is not None, _host_version(self._v6, name), self._v6)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import pytest
 
 import mcastio
-from mcastio import MulticastEndpoint, Querier
+from mcastio import MulticastEndpoint, Querier, create_multicast_endpoint
 from mcastio._cli import main as cli_main
 from mcastio.testing import Lab
 from tests.conftest import require, run
@@ -333,13 +333,19 @@ def test_doctor_sees_the_keeper_and_the_querier(
     host_if = switch.link.host_if
 
     async def main() -> int:
-        async with (
-            MulticastEndpoint(GROUPS[4], 41205, interfaces=[host_if]),
-            Querier(interfaces=[host_if], interval=0.5, ipv6=False) as querier,
-        ):
-            [state] = querier.states
-            assert (state.interface, state.address) == (host_if, switch.link.host_addr)
-            return cli_main(["doctor", "--duration", "0.3", "--json"])
+        # The protocol-style entry, to see keepalive= pass through it too.
+        transport, _ = await create_multicast_endpoint(
+            asyncio.DatagramProtocol, GROUPS[4], 41205, interfaces=[host_if], keepalive=30
+        )
+        try:
+            assert transport.endpoint.keepalive == 30
+            async with Querier(interfaces=[host_if], interval=0.5, ipv6=False) as querier:
+                [state] = querier.states
+                assert (state.interface, state.address) == (host_if, switch.link.host_addr)
+                return cli_main(["doctor", "--duration", "0.3", "--json"])
+        finally:
+            transport.close()
+            await transport.endpoint.aclose()
 
     with lab.inside():
         run(main())

@@ -265,3 +265,16 @@ def test_election_compares_ipv6_link_local_addresses_numerically() -> None:
     e = heard(e, V6("fe80::3"), 0.0, timing)
     assert not e.querier
     assert heard(Election(V6("fe80::3")), V6("fe80::20"), 0.0, timing).querier
+
+
+def test_every_endpoint_entry_takes_keepalive() -> None:
+    from mcastio import DualStackEndpoint, MulticastEndpoint
+
+    assert MulticastEndpoint("239.255.0.1", 5000).keepalive == DEFAULT_KEEPALIVE
+    assert MulticastEndpoint("239.255.0.1", 5000, keepalive=5).keepalive == 5.0
+    assert MulticastEndpoint("ff02::1:3", 5000, keepalive=False).keepalive is None
+    assert MulticastEndpoint("239.255.0.1", 5000, keepalive=False).keepalive_state == ()
+    with pytest.raises(ValueError, match="keepalive"):
+        MulticastEndpoint("239.255.0.1", 5000, keepalive=-1)
+    dual = DualStackEndpoint("224.0.0.251", "ff02::fb", 5353, keepalive=9)
+    assert (dual._v4.keepalive, dual._v6.keepalive) == (9.0, 9.0)
