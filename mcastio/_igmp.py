@@ -25,6 +25,7 @@ __all__ = [
     "mld_query",
     "mld_report",
     "parse_igmp_query",
+    "parse_mld_message",
     "parse_mld_query",
     "parse_query",
     "parse_report",
@@ -128,6 +129,11 @@ def parse_mld_query(interface: str, packet: bytes) -> QuerySeen | None:
     if found is None:
         return None
     icmp, source = found
+    return parse_mld_message(interface, source, icmp)
+
+
+def parse_mld_message(interface: str, source: IPAddress, icmp: bytes) -> QuerySeen | None:
+    """An MLD query from a bare ICMPv6 message (as a raw ICMPv6 socket reads it)."""
     if len(icmp) < 24 or icmp[0] != _MLD_QUERY:
         return None
     version = 2 if len(icmp) >= 28 else 1

@@ -2,8 +2,10 @@
 
 The decisions are :mod:`._keeper`'s; the sockets are :mod:`._rawnet`'s and
 :func:`._net.refresh_by_source_filter`. Runs on the endpoint's event loop with
-one timer and, where CAP_NET_RAW allows, one packet socket; no task, so closing
-is synchronous (``MulticastTransport.close`` needs that).
+one timer and, where CAP_NET_RAW allows, one raw IGMP or ICMPv6 socket that both
+hears the queries the host accepts and sends the reports. No task, so closing is
+synchronous (``MulticastTransport.close`` needs that); no packet socket, whose
+close waits for an RCU grace period (~12 ms).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Callable, Sequence
 from . import _net, _rawnet
 from ._discovery import proc_net_path
 from ._errors import MulticastError, RawAccessError
-from ._igmp import igmp_report, mld_report, parse_query, parse_report
+from ._igmp import igmp_report, mld_report, parse_igmp_query, parse_mld_message
 from ._keeper import (
     KeepaliveState,
     Mechanism,
@@ -31,7 +33,6 @@ from ._keeper import (
     heard_query,
     next_due,
     refreshed,
-    saw_report,
     state_of,
 )
 from ._model import Group, Interface
@@ -70,7 +71,6 @@ class Keepalive:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._raw: socket.socket | None = None
-        self._watch: socket.socket | None = None
         self._beacon: socket.socket | None = None
 
     @property
@@ -79,17 +79,14 @@ class Keepalive:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        family = self._group.family
         try:
-            self._raw = _rawnet.open_raw(family)
+            self._raw = _rawnet.open_raw(self._group.family, hear_queries=True)
+            loop.add_reader(self._raw.fileno(), self._on_queries)
         except RawAccessError as exc:
             # Fine: the unprivileged refresh works on IGMPv3/MLDv2 hosts.
             _log.debug("keepalive for %s without raw reports: %s", self._group, exc)
-        try:
-            self._watch = _rawnet.open_watch(family)
-            loop.add_reader(self._watch.fileno(), self._on_watch)
-        except RawAccessError as exc:
-            _log.debug("keepalive for %s cannot watch queries: %s", self._group, exc)
+        except MulticastError as exc:
+            _log.warning("keepalive for %s without raw reports: %s", self._group, exc)
         try:
             self._beacon = _net_beacon(self._group)
         except MulticastError as exc:
@@ -102,15 +99,14 @@ class Keepalive:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._watch is not None:
+        if self._raw is not None:
             if self._loop is not None and not self._loop.is_closed():
-                self._loop.remove_reader(self._watch.fileno())
-            self._watch.close()
-            self._watch = None
-        for sock in (self._raw, self._beacon):
-            if sock is not None:
-                sock.close()
-        self._raw = self._beacon = None
+                self._loop.remove_reader(self._raw.fileno())
+            self._raw.close()
+            self._raw = None
+        if self._beacon is not None:
+            self._beacon.close()
+            self._beacon = None
         self._tracks.clear()
         # No timer is armed again after close (see _schedule).
         self._loop = None
@@ -121,39 +117,37 @@ class Keepalive:
         for name, track in sorted(self._tracks.items(), key=lambda kv: kv[1].index):
             mechanism, reason = self._mechanisms.get(name, self._mechanism_for(name))
             result.append(
-                state_of(track, now, self._interval, mechanism, reason, self._watch is not None)
+                state_of(track, now, self._interval, mechanism, reason, self._raw is not None)
             )
         return tuple(result)
 
-    # -- watching ------------------------------------------------------------------
+    # -- hearing queries -----------------------------------------------------------
 
-    def _on_watch(self) -> None:
-        assert self._watch is not None
+    def _on_queries(self) -> None:
+        assert self._raw is not None
         try:
-            packets = _rawnet.read_watch(self._watch)
+            messages = _rawnet.read_queries(self._raw)
         except MulticastError as exc:
-            _log.warning("keepalive for %s stops watching queries: %s", self._group, exc)
-            self._close_watch()
+            _log.warning("keepalive for %s stops hearing queries: %s", self._group, exc)
+            if self._loop is not None:
+                self._loop.remove_reader(self._raw.fileno())
             return
         now = self._clock()
-        for ifname, packet, outgoing in packets:
-            track = self._tracks.get(ifname)
-            if track is None:
+        by_index = {t.index: name for name, t in self._tracks.items()}
+        for index, source, data in messages:
+            name = by_index.get(index)
+            if name is None:
                 continue
-            if outgoing:
-                report = parse_report(packet)
-                if report is not None and self._group.address in report.joined:
-                    self._tracks[ifname] = saw_report(track, now)
-                continue
-            query = parse_query(ifname, packet)
+            if self._v6:
+                # The kernel ignores MLD from a source that is not link-local
+                # (RFC 3810 §6.2) after raw sockets have seen it; so do we.
+                if not ipaddress.IPv6Address(source).is_link_local:
+                    continue
+                query = parse_mld_message(name, ipaddress.IPv6Address(source), data)
+            else:
+                query = parse_igmp_query(name, data)
             if query is not None and (query.general or query.group == self._group.address):
-                self._tracks[ifname] = heard_query(track, now, str(query.source))
-
-    def _close_watch(self) -> None:
-        if self._watch is not None and self._loop is not None:
-            self._loop.remove_reader(self._watch.fileno())
-            self._watch.close()
-            self._watch = None
+                self._tracks[name] = heard_query(self._tracks[name], now, str(query.source))
 
     # -- refreshing ----------------------------------------------------------------
 

@@ -3,9 +3,9 @@
 A host reports a membership only when it joins and when it answers a query. With
 no querier, or with queries the host drops (rp_filter, a firewall), a snooping
 switch times the membership out after its membership interval (260 s with
-RFC 3376's defaults) and the stream stops. The keeper tracks, per interface,
-when a report for the group last left the host and when a query was last heard,
-and says when to make the host report again.
+RFC 3376's defaults) and the stream stops. The keeper tracks, per interface, when
+the host last reported (its join, an accepted query it answers, the keeper's own
+refresh) and says when to make it report again.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ __all__ = [
     "next_due",
     "parse_beacons",
     "refreshed",
-    "saw_report",
     "state_of",
     "validate_keepalive",
 ]
@@ -84,7 +83,7 @@ class Track:
     interface: str
     index: int
     joined: float
-    last_report: float | None = None
+    #: The last query the host accepted (and so answers) for the group.
     last_query: float | None = None
     querier: str | None = None
     last_refresh: float | None = None
@@ -94,13 +93,12 @@ class Track:
 
 
 def heard_query(track: Track, when: float, source: str) -> Track:
-    """A query for the group (general or specific) arrived on this interface."""
+    """The host accepted a query for the group (general or specific) on this interface.
+
+    Only accepted ones count: the kernel answers them with a report. A query that
+    rp_filter or a firewall drops never reaches the keeper's raw socket.
+    """
     return replace(track, last_query=when, querier=source)
-
-
-def saw_report(track: Track, when: float) -> Track:
-    """A report for the group left the host on this interface, whatever the cause."""
-    return replace(track, last_report=when)
 
 
 def refreshed(track: Track, when: float, *, counted: bool = True, announce: bool = False) -> Track:
@@ -114,15 +112,12 @@ def refreshed(track: Track, when: float, *, counted: bool = True, announce: bool
 
 
 def _freshest(track: Track) -> float:
-    return max(t for t in (track.joined, track.last_report, track.last_refresh) if t is not None)
+    return max(t for t in (track.joined, track.last_query, track.last_refresh) if t is not None)
 
 
 def due(track: Track, now: float, interval: float) -> bool:
-    """Whether no report has left for ``interval`` seconds, so the keeper must make one.
-
-    A query the kernel answered counts because its report is seen leaving; one it
-    dropped (rp_filter, a firewall) is not followed by a report, so it does not.
-    """
+    """Whether the host has not reported for ``interval`` seconds: no join, no accepted
+    query (which it answers), no refresh. Then the keeper must make it report."""
     return now - _freshest(track) >= interval
 
 
@@ -137,21 +132,21 @@ class KeepaliveState:
     """The membership keeper on one interface (see ``MulticastEndpoint.keepalive_state``)."""
 
     interface: str
-    #: ``"watching"``: nothing due yet; ``"querier"``: a querier is heard and the
-    #: host answers it; ``"refreshing"``: no answered query, the keeper makes the
-    #: reports; ``"unable"``: it cannot make this host report (see ``reason``).
+    #: ``"watching"``: nothing due yet; ``"querier"``: the host accepts a querier's
+    #: queries and answers them; ``"refreshing"``: no accepted query, the keeper
+    #: makes the reports; ``"unable"``: it cannot make this host report (see ``reason``).
     role: Role
     #: ``"report"`` (a raw report, needs CAP_NET_RAW), ``"source-filter"``
     #: (block and unblock a dummy source: IGMPv3/MLDv2 hosts, unprivileged) or ``"none"``.
     mechanism: Mechanism
-    #: Address of the last querier heard here (answered or not), if any was seen.
+    #: Address of the last querier whose query the host accepted here, if any.
     querier: str | None
     #: Whether queries were watched here (needs CAP_NET_RAW); without it the
     #: keeper refreshes every interval, since it cannot tell.
     watching_queries: bool
     refreshes: int
-    #: Seconds since a report for the group last left the host here, if known.
-    report_age: float | None
+    #: Seconds since the host last accepted a query here, if it did.
+    query_age: float | None
     reason: str = ""
 
 
@@ -163,12 +158,7 @@ def state_of(
     reason: str,
     watching_queries: bool,
 ) -> KeepaliveState:
-    answered = (
-        track.last_query is not None
-        and track.last_report is not None
-        and track.last_report >= track.last_query
-        and now - track.last_query < interval
-    )
+    answered = track.last_query is not None and now - track.last_query < interval
     role: Role
     if mechanism == "none":
         role = "unable"
@@ -178,7 +168,7 @@ def state_of(
         role = "refreshing"
     else:
         role = "watching"
-    age = now - track.last_report if track.last_report is not None else None
+    age = now - track.last_query if track.last_query is not None else None
     return KeepaliveState(
         track.interface,
         role,

@@ -17,7 +17,16 @@ from collections.abc import Sequence
 
 from ._errors import MulticastError, RawAccessError
 from ._model import Interface
-from ._net import _IN6_PKTINFO, _IN_PKTINFO, IP_PKTINFO, IPV6_PKTINFO, _closed_on_failure
+from ._net import (
+    _IN6_PKTINFO,
+    _IN_PKTINFO,
+    ANC_BUFSIZE,
+    IP_PKTINFO,
+    IPV6_PKTINFO,
+    IPV6_RECVPKTINFO,
+    _closed_on_failure,
+    parse_pktinfo,
+)
 
 __all__ = [
     "BPF_HOPOPTS",
@@ -25,6 +34,7 @@ __all__ = [
     "open_beacon",
     "open_raw",
     "open_watch",
+    "read_queries",
     "read_watch",
     "send_raw",
 ]
@@ -49,6 +59,16 @@ BPF_HOPOPTS: _BpfProgram = (
     (0x06, 0, 0, 0),
 )
 _BPF_NOTHING: _BpfProgram = ((0x06, 0, 0, 0),)
+# Raw IPv4 sockets see the IP header: ldxb 4*([0]&0xf); ldb [x+0] (the IGMP type);
+# jeq #0x11 (membership query) -> accept, else drop.
+_BPF_IGMP_QUERY: _BpfProgram = (
+    (0xB1, 0, 0, 0),
+    (0x50, 0, 0, 0),
+    (0x15, 0, 1, 0x11),
+    (0x06, 0, 0, 0x40000),
+    (0x06, 0, 0, 0),
+)
+ICMP6_FILTER = 1
 # IP Router Alert (RFC 2113), which RFC 2236 and RFC 3376 put on every IGMP message.
 _IP_ROUTER_ALERT = b"\x94\x04\x00\x00"
 # Hop-by-hop header carrying Router Alert "MLD" (RFC 2711) and a PadN; the kernel
@@ -77,11 +97,15 @@ def _raw_socket(family: int, kind: int, proto: int, what: str) -> socket.socket:
         raise MulticastError(f"cannot open {what}: {exc}") from exc
 
 
-def open_raw(family: socket.AddressFamily, *, loop: bool = False) -> socket.socket:
-    """A send-only raw IGMP or ICMPv6 socket for reports and queries, link-scoped.
+def open_raw(
+    family: socket.AddressFamily, *, loop: bool = False, hear_queries: bool = False
+) -> socket.socket:
+    """A raw IGMP or ICMPv6 socket for reports and queries, link-scoped.
 
     ``loop`` lets this host's own stack hear what is sent: a querier's host then
-    answers its queries like every other host on the link.
+    answers its queries like every other host on the link. ``hear_queries`` makes it
+    receive the membership queries the host accepts (see :func:`read_queries`); else
+    it is send-only.
     """
     v4 = family == socket.AF_INET
     proto = socket.IPPROTO_IGMP if v4 else socket.IPPROTO_ICMPV6
@@ -95,11 +119,47 @@ def open_raw(family: socket.AddressFamily, *, loop: bool = False) -> socket.sock
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, int(loop))
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_HOPOPTS, _HOPOPTS_ROUTER_ALERT_MLD)
-        # Send-only: a raw socket also receives every IGMP/ICMPv6 packet the host
-        # gets, which would queue here unread.
-        _attach_filter(sock, _BPF_NOTHING)
+        if not hear_queries:
+            # Send-only: a raw socket also receives every IGMP/ICMPv6 packet the host
+            # gets, which would queue here unread.
+            _attach_filter(sock, _BPF_NOTHING)
+        elif v4:
+            # A raw socket gets what passed rp_filter and the firewall: the queries
+            # the kernel answers, not the ones it drops (a packet socket sees those).
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            _attach_filter(sock, _BPF_IGMP_QUERY)
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+            # The kernel's own ICMPv6 type filter: block all but MLD queries (130).
+            sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, _icmp6_filter(130))
         sock.setblocking(False)
     return sock
+
+
+def _icmp6_filter(allowed: int) -> bytes:
+    # struct icmp6_filter { __u32 icmp6_filt[8]; }: a set bit blocks that type.
+    words = [0xFFFFFFFF] * 8
+    words[allowed >> 5] &= ~(1 << (allowed & 31)) & 0xFFFFFFFF
+    return struct.pack("=8I", *words)
+
+
+def read_queries(sock: socket.socket) -> list[tuple[int, str, bytes]]:
+    """(arrival ifindex, source address, message) for each query queued on ``sock``.
+
+    IPv4 messages start at the IP header, IPv6 ones at the ICMPv6 header.
+    """
+    got: list[tuple[int, str, bytes]] = []
+    for _ in range(_WATCH_BATCH):
+        try:
+            data, anc, _flags, addr = sock.recvmsg(65535, ANC_BUFSIZE)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError as exc:
+            raise MulticastError(f"cannot read the raw IGMP/MLD socket: {exc}") from exc
+        info = parse_pktinfo(anc)
+        if info is not None:
+            got.append((info[0], str(addr[0]).partition("%")[0], data))
+    return got
 
 
 def send_raw(sock: socket.socket, iface: Interface, source: str, payload: bytes, dest: str) -> None:

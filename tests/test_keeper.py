@@ -29,7 +29,6 @@ from mcastio._keeper import (
     next_due,
     parse_beacons,
     refreshed,
-    saw_report,
     state_of,
     validate_keepalive,
 )
@@ -60,20 +59,18 @@ def test_mechanism_follows_privilege_and_the_hosts_version() -> None:
     assert choose_mechanism(False, 1, True)[0] == "none"
 
 
-def test_refresh_is_due_when_no_report_left_for_an_interval() -> None:
+def test_refresh_is_due_when_the_host_has_not_reported_for_an_interval() -> None:
     t = Track("eth1", 3, joined=100.0)
     assert not due(t, 159.9, 60)
     assert due(t, 160.0, 60)
     assert next_due([t], 60) == 160.0
-    # A report that left (an answered query) pushes the refresh back.
-    t = saw_report(t, 150.0)
+    # An accepted query (the host answers it) pushes the refresh back.
+    t = heard_query(t, 150.0, "10.0.0.254")
     assert not due(t, 160.0, 60)
     assert next_due([t], 60) == 210.0
-    # A query alone does not: one dropped by rp_filter is never answered.
-    t2 = heard_query(Track("eth1", 3, joined=100.0), 159.0, "192.168.77.1")
-    assert due(t2, 160.0, 60)
-    t3 = refreshed(t2, 160.0)
+    t3 = refreshed(Track("eth1", 3, joined=100.0), 160.0)
     assert not due(t3, 219.0, 60)
+    assert due(t3, 220.0, 60)
     assert t3.refreshes == 1
     assert refreshed(t3, 220.0, counted=False).refreshes == 1
     assert next_due([t, t3], 60) == 210.0
@@ -83,13 +80,14 @@ def test_refresh_is_due_when_no_report_left_for_an_interval() -> None:
 def test_state_tells_an_answered_querier_from_refreshing() -> None:
     t = Track("eth1", 3, joined=0.0)
     assert state_of(t, 1.0, 60, "report", "", True).role == "watching"
-    answered = saw_report(heard_query(t, 10.0, "10.0.0.254"), 10.4)
+    answered = heard_query(t, 10.0, "10.0.0.254")
     s = state_of(answered, 20.0, 60, "report", "", True)
     assert (s.role, s.querier) == ("querier", "10.0.0.254")
-    assert s.report_age == pytest.approx(9.6)
-    dropped = refreshed(heard_query(t, 10.0, "192.168.77.1"), 60.0)
-    s = state_of(dropped, 61.0, 60, "report", "", True)
-    assert (s.role, s.querier, s.refreshes) == ("refreshing", "192.168.77.1", 1)
+    assert s.query_age == pytest.approx(10.0)
+    # The querier went quiet an interval ago and the keeper took over.
+    quiet = refreshed(answered, 70.0)
+    s = state_of(quiet, 71.0, 60, "report", "", True)
+    assert (s.role, s.refreshes) == ("refreshing", 1)
     assert state_of(t, 1.0, 60, "none", "why", False).role == "unable"
     assert state_of(t, 1.0, 60, "none", "why", False).reason == "why"
 
