@@ -1,8 +1,8 @@
 """IGMP and MLD messages: queries and reports parsed from and built into bytes. Pure.
 
-Parsing serves ``doctor`` and the membership keeper (which queries were heard,
-which reports left the host); building serves the keeper's reports and the
-backup querier's general queries. Checksums of IGMP are computed here; the
+Parsing serves ``doctor``, the membership keeper and the querier (which queries
+were heard); building serves the keeper's reports and the backup querier's
+general queries. Checksums of IGMP are computed here; the
 kernel fills in the ICMPv6 checksum of MLD on raw sockets.
 """
 
@@ -18,7 +18,6 @@ __all__ = [
     "MLDV2_REPORTS",
     "IPAddress",
     "QuerySeen",
-    "Report",
     "encode_interval",
     "igmp_query",
     "igmp_report",
@@ -28,7 +27,6 @@ __all__ = [
     "parse_mld_message",
     "parse_mld_query",
     "parse_query",
-    "parse_report",
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -37,16 +35,10 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IGMPV3_REPORTS = ipaddress.IPv4Address("224.0.0.22")
 MLDV2_REPORTS = ipaddress.IPv6Address("ff02::16")
 
-_IGMP_QUERY, _IGMPV1_REPORT, _IGMPV2_REPORT, _IGMPV2_LEAVE, _IGMPV3_REPORT = (
-    0x11,
-    0x12,
-    0x16,
-    0x17,
-    0x22,
-)
-_MLD_QUERY, _MLDV1_REPORT, _MLDV1_DONE, _MLDV2_REPORT = 130, 131, 132, 143
-# Group record types (RFC 3376 §4.2.12, the same numbers in RFC 3810 §5.2.12).
-_IS_IN, _IS_EX, _TO_IN, _TO_EX, _ALLOW, _BLOCK = 1, 2, 3, 4, 5, 6
+_IGMP_QUERY, _IGMPV2_REPORT, _IGMPV3_REPORT = 0x11, 0x16, 0x22
+_MLD_QUERY, _MLDV1_REPORT, _MLDV2_REPORT = 130, 131, 143
+# Current-state group record types (RFC 3376 §4.2.12; the same in RFC 3810 §5.2.12).
+_IS_IN, _IS_EX = 1, 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,18 +60,6 @@ class QuerySeen:
     @property
     def general(self) -> bool:
         return int(self.group) == 0
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    """What one IGMP or MLD report (or leave) says about its groups."""
-
-    source: IPAddress
-    #: Groups whose membership the message keeps alive.
-    joined: tuple[IPAddress, ...] = ()
-    #: Groups the message leaves: an IGMPv2 Leave, an MLDv1 Done, a change to
-    #: INCLUDE with no source, or a BLOCK (which leaves those sources).
-    left: tuple[IPAddress, ...] = ()
 
 
 def _ip_payload_v4(packet: bytes) -> tuple[bytes, IPAddress] | None:
@@ -145,63 +125,6 @@ def parse_query(interface: str, packet: bytes) -> QuerySeen | None:
     if packet and packet[0] >> 4 == 6:
         return parse_mld_query(interface, packet)
     return parse_igmp_query(interface, packet)
-
-
-def _records(
-    body: bytes, count: int, addr_len: int
-) -> tuple[tuple[IPAddress, ...], tuple[IPAddress, ...]]:
-    joined: list[IPAddress] = []
-    left: list[IPAddress] = []
-    make = ipaddress.IPv4Address if addr_len == 4 else ipaddress.IPv6Address
-    offset = 0
-    for _ in range(count):
-        if len(body) < offset + 4 + addr_len:
-            break
-        kind, aux, nsrcs = (
-            body[offset],
-            body[offset + 1],
-            struct.unpack_from("!H", body, offset + 2)[0],
-        )
-        group = make(body[offset + 4 : offset + 4 + addr_len])
-        if kind == _BLOCK or (kind == _TO_IN and nsrcs == 0):
-            left.append(group)
-        elif kind in (_IS_IN, _IS_EX, _TO_IN, _TO_EX, _ALLOW):
-            joined.append(group)
-        offset += 4 + addr_len + addr_len * nsrcs + aux * 4
-    return tuple(joined), tuple(left)
-
-
-def parse_report(packet: bytes) -> Report | None:
-    """The groups an IGMP or MLD report (or leave) from a raw IP packet speaks for."""
-    if packet and packet[0] >> 4 == 6:
-        found6 = _icmp6_payload(packet)
-        if found6 is None:
-            return None
-        icmp, source = found6
-        if len(icmp) >= 24 and icmp[0] in (_MLDV1_REPORT, _MLDV1_DONE):
-            group6 = ipaddress.IPv6Address(icmp[8:24])
-            return (
-                Report(source, joined=(group6,))
-                if icmp[0] == _MLDV1_REPORT
-                else Report(source, left=(group6,))
-            )
-        if len(icmp) >= 8 and icmp[0] == _MLDV2_REPORT:
-            joined, left = _records(icmp[8:], struct.unpack_from("!H", icmp, 6)[0], 16)
-            return Report(source, joined, left)
-        return None
-    found = _ip_payload_v4(packet)
-    if found is None:
-        return None
-    igmp, source4 = found
-    if len(igmp) >= 8 and igmp[0] in (_IGMPV1_REPORT, _IGMPV2_REPORT, _IGMPV2_LEAVE):
-        group4 = ipaddress.IPv4Address(igmp[4:8])
-        if igmp[0] == _IGMPV2_LEAVE:
-            return Report(source4, left=(group4,))
-        return Report(source4, joined=(group4,))
-    if len(igmp) >= 8 and igmp[0] == _IGMPV3_REPORT:
-        joined4, left4 = _records(igmp[8:], struct.unpack_from("!H", igmp, 6)[0], 4)
-        return Report(source4, joined4, left4)
-    return None
 
 
 def _checksum(data: bytes) -> int:
