@@ -94,10 +94,10 @@ class MulticastEndpoint:
     datagram arrived with.
 
     ``keepalive`` (on by default) keeps the memberships alive on snooping
-    switches that hear no query answered by this host: when no report for the
-    group has left an interface for that many seconds (``True``: 60 s), it makes
-    the host report again, never with a Leave. ``False`` turns it off. See
-    :attr:`keepalive_state` and docs/keepalive.md.
+    switches when no querier's queries reach this host: when the host has not
+    reported on an interface for that many seconds (``True``: 60 s) because it
+    accepted no query there, the keeper makes it report again, never with a
+    Leave. ``False`` turns it off. See :attr:`keepalive_state` and docs/keepalive.md.
     """
 
     def __init__(

@@ -115,7 +115,7 @@ class Keepalive:
         now = self._clock()
         result = []
         for name, track in sorted(self._tracks.items(), key=lambda kv: kv[1].index):
-            mechanism, reason = self._mechanisms.get(name, self._mechanism_for(name))
+            mechanism, reason = self._mechanisms.get(name) or self._mechanism_for(name)
             result.append(
                 state_of(track, now, self._interval, mechanism, reason, self._raw is not None)
             )
