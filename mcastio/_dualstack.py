@@ -77,6 +77,7 @@ class DualStackEndpoint:
         netlink: bool = True,
         on_interface_event: Callable[[InterfaceEvent], None] | None = None,
         source_port: str = "ephemeral",
+        keepalive: bool | float = True,
     ) -> None:
         if parse_group(group_v4).family != socket.AF_INET:
             raise ValueError(
@@ -102,6 +103,7 @@ class DualStackEndpoint:
                 netlink=netlink,
                 on_interface_event=on_interface_event,
                 source_port=source_port,
+                keepalive=keepalive,
             )
             for group, sources in ((group_v4, sources_v4), (group_v6, sources_v6))
         )
@@ -256,6 +258,7 @@ async def open_dual_stack(
     netlink: bool = True,
     on_interface_event: Callable[[InterfaceEvent], None] | None = None,
     source_port: str = "ephemeral",
+    keepalive: bool | float = True,
 ) -> DualStackEndpoint:
     """A started :class:`DualStackEndpoint`; close it with ``aclose()`` or ``async with``."""
     endpoint = DualStackEndpoint(
@@ -276,6 +279,7 @@ async def open_dual_stack(
         netlink=netlink,
         on_interface_event=on_interface_event,
         source_port=source_port,
+        keepalive=keepalive,
     )
     await endpoint.start()
     return endpoint

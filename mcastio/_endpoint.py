@@ -19,6 +19,8 @@ from types import TracebackType
 
 from ._discovery import read_snapshot
 from ._errors import EndpointClosedError, MulticastError
+from ._keepalive import Keepalive
+from ._keeper import KeepaliveState, validate_keepalive
 from ._links import Links
 from ._membership import Memberships
 from ._model import (
@@ -105,6 +107,12 @@ class MulticastEndpoint:
     ``source_port="ephemeral"`` (the default) sends each copy from a port of its own
     and delivers unicast answers to it as replies (``Datagram.group`` is None);
     ``"group"`` sends from the group's port, as mDNS requires (docs/request-reply.md).
+
+    ``keepalive`` (on by default) keeps the memberships alive on snooping
+    switches when no querier's queries reach this host: when the host has not
+    reported on an interface for that many seconds (``True``: 60 s) because it
+    accepted no query there, the keeper makes it report again, never with a
+    Leave. ``False`` turns it off. See :attr:`keepalive_state` and docs/keepalive.md.
     """
 
     def __init__(
@@ -125,6 +133,7 @@ class MulticastEndpoint:
         receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
         receive_ttl: bool = False,
         source_port: str = "ephemeral",
+        keepalive: bool | float = True,
     ) -> None:
         self._group = parse_group(group)
         self._source_port = validate_source_port(source_port)
@@ -173,6 +182,10 @@ class MulticastEndpoint:
             on_close=self._unwatch_socket,
         )
         self._links = Links(self._group, self._memberships, self._tx, self._receive)
+        interval = validate_keepalive(keepalive)
+        self._keepalive: Keepalive | None = None
+        if interval is not None:
+            self._keepalive = Keepalive(self._group, self._sources, interval, self._joined)
         self._watcher: Watcher | None = None
         if watch:
             self._watcher = Watcher(self._reconcile, netlink=netlink, poll_interval=poll_interval)
@@ -264,6 +277,8 @@ class MulticastEndpoint:
                 watcher.start(self._loop)
                 if failures:
                     watcher.trigger()
+            if self._keepalive is not None:
+                self._keepalive.start(self._loop)
         except BaseException:
             self._teardown()
             raise
@@ -282,6 +297,8 @@ class MulticastEndpoint:
         self._state = "closed"
         if self._watcher is not None:
             self._watcher.cancel()
+        if self._keepalive is not None:
+            self._keepalive.close()
         self._readers.close()
         self._links.close()
 
@@ -346,6 +363,28 @@ class MulticastEndpoint:
         if self._state == "closed":
             raise EndpointClosedError("this endpoint was closed; create a new one")
         return self._readers.event_stream(validate_queue_size(queue_size))
+
+    # -- keepalive -----------------------------------------------------------------
+
+    @property
+    def keepalive(self) -> float | None:
+        """The keeper's refresh interval in seconds, or ``None`` when it is off."""
+        return self._keepalive.interval if self._keepalive is not None else None
+
+    @property
+    def keepalive_state(self) -> tuple[KeepaliveState, ...]:
+        """What the membership keeper does on each joined interface (empty when off)."""
+        if self._keepalive is None or self._state != "open":
+            return ()
+        return self._keepalive.states()
+
+    def _joined(self) -> list[tuple[Interface, socket.socket]]:
+        pairs = []
+        for iface in self._links.interfaces:
+            sock = self._memberships.socket_of(iface.index)
+            if sock is not None:
+                pairs.append((iface, sock))
+        return pairs
 
     def _reconcile(self, reannounce: frozenset[int] = frozenset()) -> bool:
         """Bring the memberships in line with a fresh snapshot; False if something failed."""

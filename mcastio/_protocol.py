@@ -128,6 +128,7 @@ async def create_multicast_endpoint(
     netlink: bool = True,
     on_interface_event: Callable[[InterfaceEvent], None] | None = None,
     source_port: str = "ephemeral",
+    keepalive: bool | float = True,
 ) -> tuple[MulticastTransport, P]:
     """Like ``loop.create_datagram_endpoint``, joined and sending on every interface.
 
@@ -150,6 +151,7 @@ async def create_multicast_endpoint(
         netlink=netlink,
         on_interface_event=on_interface_event,
         source_port=source_port,
+        keepalive=keepalive,
     )
     await endpoint.start()
     try:

@@ -24,7 +24,14 @@ def test_every_exported_name_resolves_and_is_documented() -> None:
 
 
 def test_values_are_frozen_slotted_dataclasses() -> None:
-    for cls in (mcastio.Datagram, mcastio.SendResult, mcastio.Interface, mcastio.EndpointStats):
+    for cls in (
+        mcastio.Datagram,
+        mcastio.SendResult,
+        mcastio.Interface,
+        mcastio.EndpointStats,
+        mcastio.KeepaliveState,
+        mcastio.QuerierState,
+    ):
         assert dataclasses.is_dataclass(cls)
         params = getattr(cls, "__dataclass_params__")  # noqa: B009
         assert params.frozen, cls
