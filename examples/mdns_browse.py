@@ -175,8 +175,8 @@ def report(answers: Sequence[Answer]) -> Iterator[str]:
 
 
 def _in_lab(names: list[str], args: argparse.Namespace) -> list[Answer]:
-    from mcastio.labpeers import Avahi, ZeroconfResponder
     from mcastio.testing import Lab
+    from mcastio.testing.responders import Avahi, ZeroconfResponder
 
     with Lab(links=2) as lab:
         a, z = lab.link

@@ -94,8 +94,8 @@ def report(found: Sequence[Response]) -> list[str]:
 
 
 def _in_lab(st: str, mx: int) -> list[Response]:
-    from mcastio.labpeers import MiniDlna
     from mcastio.testing import Lab
+    from mcastio.testing.responders import MiniDlna
 
     with Lab(links=2, ipv6=False) as lab:
         servers = [MiniDlna(lab, lk.peer_ns, lk.peer_if, f"peer{lk.index}") for lk in lab.link]

@@ -3,8 +3,10 @@
 from ._dualstack import DualSendResult, DualStackEndpoint, open_dual_stack
 from ._endpoint import EndpointStats, MulticastEndpoint
 from ._errors import EndpointClosedError, MembershipLimitError, MulticastError
+from ._keeper import KeepaliveState
 from ._model import Datagram, Interface, SendResult
 from ._protocol import MulticastProtocol, MulticastTransport, create_multicast_endpoint
+from ._querier import Querier, QuerierState
 from ._subscription import BatchSubscription, Subscription
 from ._watch import InterfaceEvent
 from ._watcher import InterfaceEventStream
@@ -21,11 +23,14 @@ __all__ = [
     "Interface",
     "InterfaceEvent",
     "InterfaceEventStream",
+    "KeepaliveState",
     "MembershipLimitError",
     "MulticastEndpoint",
     "MulticastError",
     "MulticastProtocol",
     "MulticastTransport",
+    "Querier",
+    "QuerierState",
     "SendResult",
     "Subscription",
     "create_multicast_endpoint",

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from ._endpoint import (
-    DEFAULT_COALESCE_DELAY,
     DEFAULT_RECEIVE_BUFFER,
     MulticastEndpoint,
     SnapshotSource,
@@ -30,6 +29,7 @@ from ._model import (
     validate_flag,
     validate_queue_size,
 )
+from ._pacing import DEFAULT_COALESCE_DELAY
 from ._subscription import Subscription
 from ._watch import InterfaceEvent
 
@@ -83,6 +83,7 @@ class DualStackEndpoint:
         netlink: bool = True,
         on_interface_event: Callable[[InterfaceEvent], None] | None = None,
         source_port: str = "ephemeral",
+        keepalive: bool | float = True,
     ) -> None:
         if parse_group(group_v4).family != socket.AF_INET:
             raise ValueError(
@@ -109,6 +110,7 @@ class DualStackEndpoint:
                 netlink=netlink,
                 on_interface_event=on_interface_event,
                 source_port=source_port,
+                keepalive=keepalive,
             )
             for group, sources in ((group_v4, sources_v4), (group_v6, sources_v6))
         )
@@ -264,6 +266,7 @@ async def open_dual_stack(
     netlink: bool = True,
     on_interface_event: Callable[[InterfaceEvent], None] | None = None,
     source_port: str = "ephemeral",
+    keepalive: bool | float = True,
 ) -> DualStackEndpoint:
     """A started :class:`DualStackEndpoint`; close it with ``aclose()`` or ``async with``."""
     endpoint = DualStackEndpoint(
@@ -285,6 +288,7 @@ async def open_dual_stack(
         netlink=netlink,
         on_interface_event=on_interface_event,
         source_port=source_port,
+        keepalive=keepalive,
     )
     await endpoint.start()
     return endpoint

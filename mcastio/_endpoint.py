@@ -19,6 +19,8 @@ from types import TracebackType
 
 from ._discovery import read_snapshot
 from ._errors import EndpointClosedError, MulticastError
+from ._keepalive import Keepalive
+from ._keeper import KeepaliveState, validate_keepalive
 from ._links import Links
 from ._membership import Memberships
 from ._model import (
@@ -43,7 +45,7 @@ from ._model import (
     validate_sources,
     validate_ttl,
 )
-from ._pacing import Drain, SocketReader
+from ._pacing import DEFAULT_COALESCE_DELAY, Drain, SocketReader
 from ._readers import Readers
 from ._receive import ReceivePath, Sink
 from ._replies import Replies
@@ -59,9 +61,6 @@ _log = logging.getLogger("mcastio")
 #: SO_RCVBUF requested per receive socket: ~2500 small datagrams, so a flood survives
 #: the consumer being descheduled for tens of milliseconds (capped by net.core.rmem_max).
 DEFAULT_RECEIVE_BUFFER = 2 * 1024 * 1024
-#: Seconds a receive socket is left unread under a flood, so that each read finds
-#: a large batch: ~100 datagrams at 100 000/s instead of 2 to 4 per wake-up.
-DEFAULT_COALESCE_DELAY = 0.001
 
 SnapshotSource = Callable[[], Sequence[Interface]]
 
@@ -105,14 +104,18 @@ class MulticastEndpoint:
     ``receive_buffer`` is the SO_RCVBUF requested per receive socket (``None``:
     the kernel's default); the kernel caps it at ``net.core.rmem_max``.
     ``receive_ttl`` fills :attr:`Datagram.ttl` with the TTL or hop limit each
-    group datagram arrived with. ``coalesce_delay`` (seconds, default 1 ms, 0 turns
-    it off) is how long a receive socket is left unread under a flood (8000
-    datagrams/s or more), so that each read finds a large batch; lighter traffic is
-    read at once (docs/performance.md).
+    group datagram arrived with. ``coalesce_delay`` (seconds, default 1 ms, 0: off)
+    bounds how long a flood waits unread to be read in batches (docs/performance.md).
 
     ``source_port="ephemeral"`` (the default) sends each copy from a port of its own
     and delivers unicast answers to it as replies (``Datagram.group`` is None);
     ``"group"`` sends from the group's port, as mDNS requires (docs/request-reply.md).
+
+    ``keepalive`` (on by default) keeps the memberships alive on snooping
+    switches when no querier's queries reach this host: when the host has not
+    reported on an interface for that many seconds (``True``: 60 s) because it
+    accepted no query there, the keeper makes it report again, never with a
+    Leave. ``False`` turns it off. See :attr:`keepalive_state` and docs/keepalive.md.
     """
 
     def __init__(
@@ -133,6 +136,7 @@ class MulticastEndpoint:
         receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
         receive_ttl: bool = False,
         source_port: str = "ephemeral",
+        keepalive: bool | float = True,
         coalesce_delay: float = DEFAULT_COALESCE_DELAY,
     ) -> None:
         self._group = parse_group(group)
@@ -184,6 +188,10 @@ class MulticastEndpoint:
             on_close=self._unwatch_socket,
         )
         self._links = Links(self._group, self._memberships, self._tx, self._receive)
+        interval = validate_keepalive(keepalive)
+        self._keepalive: Keepalive | None = None
+        if interval is not None:
+            self._keepalive = Keepalive(self._group, self._sources, interval, self._joined)
         self._watcher: Watcher | None = None
         if watch:
             self._watcher = Watcher(self._reconcile, netlink=netlink, poll_interval=poll_interval)
@@ -275,6 +283,8 @@ class MulticastEndpoint:
                 watcher.start(self._loop)
                 if failures:
                     watcher.trigger()
+            if self._keepalive is not None:
+                self._keepalive.start(self._loop)
         except BaseException:
             self._teardown()
             raise
@@ -293,6 +303,8 @@ class MulticastEndpoint:
         self._state = "closed"
         if self._watcher is not None:
             self._watcher.cancel()
+        if self._keepalive is not None:
+            self._keepalive.close()
         self._readers.close()
         self._links.close()
 
@@ -358,6 +370,28 @@ class MulticastEndpoint:
         if self._state == "closed":
             raise EndpointClosedError("this endpoint was closed; create a new one")
         return self._readers.event_stream(validate_queue_size(queue_size))
+
+    # -- keepalive -----------------------------------------------------------------
+
+    @property
+    def keepalive(self) -> float | None:
+        """The keeper's refresh interval in seconds, or ``None`` when it is off."""
+        return self._keepalive.interval if self._keepalive is not None else None
+
+    @property
+    def keepalive_state(self) -> tuple[KeepaliveState, ...]:
+        """What the membership keeper does on each joined interface (empty when off)."""
+        if self._keepalive is None or self._state != "open":
+            return ()
+        return self._keepalive.states()
+
+    def _joined(self) -> list[tuple[Interface, socket.socket]]:
+        pairs = []
+        for iface in self._links.interfaces:
+            sock = self._memberships.socket_of(iface.index)
+            if sock is not None:
+                pairs.append((iface, sock))
+        return pairs
 
     def _reconcile(self, reannounce: frozenset[int] = frozenset()) -> bool:
         """Bring the memberships in line with a fresh snapshot; False if something failed."""

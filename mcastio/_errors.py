@@ -16,3 +16,7 @@ class EndpointClosedError(MulticastError):
 class MembershipLimitError(MulticastError):
     """The kernel refused another group membership on a socket (IPv4:
     ``net.ipv4.igmp_max_memberships``; IPv4 and IPv6: ``net.core.optmem_max``)."""
+
+
+class RawAccessError(MulticastError):
+    """A raw or packet socket is refused: the process needs root or CAP_NET_RAW."""

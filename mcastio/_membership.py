@@ -68,6 +68,11 @@ class Memberships:
     def __contains__(self, index: int) -> bool:
         return index in self._where
 
+    def socket_of(self, index: int) -> socket.socket | None:
+        """The receive socket holding the membership on interface ``index``."""
+        receiver = self._where.get(index)
+        return receiver.sock if receiver is not None else None
+
     def join(self, iface: Interface) -> None:
         """Join on ``iface``, on an existing socket below the cap or on a new one."""
         if self._per_interface:

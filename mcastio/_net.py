@@ -33,6 +33,7 @@ __all__ = [
     "open_unicast",
     "parse_extras",
     "parse_pktinfo",
+    "refresh_by_source_filter",
     "socket_drops",
     "still_full_error",
 ]
@@ -452,3 +453,46 @@ def open_unicast(address: str, port: int, scope_id: int = 0) -> socket.socket:
             sock.bind((address, port))
         sock.setblocking(False)
     return sock
+
+
+# -- the membership keeper's unprivileged refresh ---------------------------------------
+
+MCAST_BLOCK_SOURCE = getattr(socket, "MCAST_BLOCK_SOURCE", 43)
+MCAST_UNBLOCK_SOURCE = getattr(socket, "MCAST_UNBLOCK_SOURCE", 44)
+# Documentation prefixes (RFC 5737, RFC 3849): no real sender ever uses them.
+_DUMMY_SOURCES = {
+    socket.AF_INET: ("192.0.2.1", "192.0.2.2"),
+    socket.AF_INET6: ("2001:db8::1", "2001:db8::2"),
+}
+
+
+def refresh_by_source_filter(
+    sock: socket.socket, group: Group, iface: Interface, sources: Sequence[str] = ()
+) -> None:
+    """Make the kernel send a state-change report for ``group`` on ``iface``, unprivileged.
+
+    Blocks then unblocks (for SSM: adds then drops) a source that never sends.
+    IGMPv3/MLDv2 only: an IGMPv2 or MLDv1 host cannot express the change and sends nothing.
+    """
+    dummy = next(d for d in _DUMMY_SOURCES[group.family] if d not in sources)
+    req = _GROUP_SOURCE_REQ.pack(
+        iface.index, _sockaddr(group.address), _sockaddr(ipaddress.ip_address(dummy))
+    )
+    level = socket.IPPROTO_IP if group.family == socket.AF_INET else socket.IPPROTO_IPV6
+    on, off = (
+        (MCAST_JOIN_SOURCE_GROUP, MCAST_LEAVE_SOURCE_GROUP)
+        if sources
+        else (MCAST_BLOCK_SOURCE, MCAST_UNBLOCK_SOURCE)
+    )
+    try:
+        sock.setsockopt(level, on, req)
+    except OSError as exc:
+        raise MulticastError(f"cannot refresh {group} on {iface.name}: {exc}") from exc
+    try:
+        # At once: the kernel merges the two changes into one report, so the filter
+        # seen by the network never changes and nothing is left (no Leave either).
+        sock.setsockopt(level, off, req)
+    except OSError as exc:
+        raise MulticastError(
+            f"refreshed {group} on {iface.name} but could not undo the dummy source {dummy}: {exc}"
+        ) from exc

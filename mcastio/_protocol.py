@@ -7,8 +7,9 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from ._endpoint import DEFAULT_COALESCE_DELAY, DEFAULT_RECEIVE_BUFFER, MulticastEndpoint
+from ._endpoint import DEFAULT_RECEIVE_BUFFER, MulticastEndpoint
 from ._model import Datagram, InterfaceSelector, SendResult
+from ._pacing import DEFAULT_COALESCE_DELAY
 from ._watch import InterfaceEvent
 
 __all__ = ["MulticastProtocol", "MulticastTransport", "create_multicast_endpoint"]
@@ -129,6 +130,7 @@ async def create_multicast_endpoint(
     netlink: bool = True,
     on_interface_event: Callable[[InterfaceEvent], None] | None = None,
     source_port: str = "ephemeral",
+    keepalive: bool | float = True,
 ) -> tuple[MulticastTransport, P]:
     """Like ``loop.create_datagram_endpoint``, joined and sending on every interface.
 
@@ -152,6 +154,7 @@ async def create_multicast_endpoint(
         netlink=netlink,
         on_interface_event=on_interface_event,
         source_port=source_port,
+        keepalive=keepalive,
     )
     await endpoint.start()
     try:

@@ -82,13 +82,15 @@ def test_subcommands_and_flags_exist() -> None:
     args = parser.parse_args(["doctor", "239.1.1.1", "--duration", "2", "--json"])
     assert (args.group, args.duration, args.json) == ("239.1.1.1", 2.0, True)
     assert parser.parse_args(["demo"]).command == "demo"
+    args = parser.parse_args(["querier", "-i", "eth1", "--interval", "2", "-d", "5", "-4"])
+    assert (args.interface, args.interval, args.duration, args.ipv6) == (["eth1"], 2.0, 5.0, False)
 
 
 def test_subcommand_registration_is_one_list() -> None:
-    # A new subcommand (e.g. 'querier') is a module with register(), named here.
-    assert COMMAND_MODULES == ["demo", "listen", "send", "ping", "commands"]
+    # A new subcommand is a module with register(), named here ('querier' came that way).
+    assert COMMAND_MODULES == ["demo", "listen", "send", "ping", "commands", "querier"]
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(sub.choices) == {"demo", "listen", "send", "ping", "interfaces", "doctor"}
+    assert set(sub.choices) == {"demo", "listen", "send", "ping", "interfaces", "doctor", "querier"}
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -115,6 +117,8 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         (["send", "239.1.1.1:5000", "x", "--rate", "3", "--interval", "1"], "not allowed"),
         (["ping", "239.1.1.1:5000", "-c", "0"], "must be at least 1"),
         (["doctor", "--duration", "-1"], "must not be negative"),
+        (["querier", "--interval", "0"], "--interval: must be more than 0"),
+        (["querier", "--duration", "0"], "--duration/-d: must be more than 0"),
     ],
 )
 def test_bad_values_are_usage_errors_with_a_reason(

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from mcastio._labsupport import _in_user_namespace, find_tool, lab_support, resolve, tool
 from mcastio.testing import Lab, LabError
+from mcastio.testing._support import _in_user_namespace, find_tool, lab_support, resolve, tool
 from tests.conftest import as_plain_user, skip_or_fail
 
 _BUILD = """
@@ -38,7 +38,7 @@ def test_tools_are_found_in_sbin_with_a_path_that_lacks_it(
 
 
 def test_a_missing_tool_is_named_with_its_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    import mcastio._labsupport as support
+    import mcastio.testing._support as support
 
     monkeypatch.setattr(support, "_SBIN", ())
     monkeypatch.setenv("PATH", "/nonexistent")

@@ -16,8 +16,8 @@ from collections import Counter
 import pytest
 
 import mcastio
-from mcastio.labpeers import Avahi, responder_support
 from mcastio.testing import Lab, Link
+from mcastio.testing.responders import Avahi, responder_support
 from tests.conftest import require, run
 
 pytestmark = pytest.mark.lab

@@ -11,8 +11,8 @@ import pytest
 
 import mcastio
 from mcastio._cli import main
-from mcastio._labsupport import _in_user_namespace, find_tool
 from mcastio.testing import Lab
+from mcastio.testing._support import _in_user_namespace, find_tool
 from tests.conftest import as_plain_user, skip_or_fail
 
 pytestmark = pytest.mark.lab

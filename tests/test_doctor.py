@@ -8,9 +8,9 @@ import socket
 import struct
 
 from mcastio._cli.doctor import FINDING_IDS, Finding, HostState, diagnose
-from mcastio._cli.procnet import IgmpDevice, Membership, parse_route
-from mcastio._cli.queries import QuerySeen, parse_igmp_query, parse_mld_query, parse_query
+from mcastio._igmp import QuerySeen, parse_igmp_query, parse_mld_query, parse_query
 from mcastio._model import Interface, parse_group
+from mcastio._procnet import IgmpDevice, Membership, parse_route
 
 V4 = ipaddress.IPv4Address
 
@@ -256,3 +256,28 @@ def test_mld_querier_must_use_a_link_local_source() -> None:
     assert [f.interface for f in by_id(findings, "no-querier")] == ["eth0", "eth1"]
     assert "IGMP" in by_id(findings, "no-querier")[0].message
     assert by_id(diagnose(good), "querier-seen") == []
+
+
+def test_no_querier_and_rp_filter_fixes_point_to_the_keeper_and_the_querier() -> None:
+    nones = by_id(diagnose(BASE), "no-querier")
+    assert [f.interface for f in nones] == ["eth0", "eth1"]
+    assert all("mcastio querier" in f.fix and "keepalive" in f.fix for f in nones)
+    strict = dataclasses.replace(BASE, rp_filter={"all": 1, "eth0": 0, "eth1": 0})
+    assert all("mcastio querier" in f.fix for f in by_id(diagnose(strict), "rp-filter-strict"))
+    bad = dataclasses.replace(strict, queries=(query("192.168.77.1"),))
+    [implausible] = by_id(diagnose(bad), "querier-implausible-address")
+    assert "keepalive" in implausible.fix
+
+
+def test_doctor_says_when_the_keeper_or_our_querier_runs() -> None:
+    assert by_id(diagnose(BASE), "keeper-active") == []
+    assert by_id(diagnose(BASE), "querier-active") == []
+    state = dataclasses.replace(BASE, helpers=(("keepalive", "239.255.0.1"), ("querier", "eth1")))
+    findings = diagnose(state)
+    [keeper] = by_id(findings, "keeper-active")
+    assert "239.255.0.1" in keeper.message
+    [ours] = by_id(findings, "querier-active")
+    assert "eth1" in ours.message
+    # Our own queries leave the host, so the capture never sees them: no false alarm
+    # on eth1, but still one on eth0, which our querier does not cover.
+    assert [f.interface for f in by_id(findings, "no-querier")] == ["eth0"]

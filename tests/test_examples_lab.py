@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mcastio.labpeers import responder_support
 from mcastio.testing import lab_support
+from mcastio.testing.responders import responder_support
 from tests.conftest import require
 
 pytestmark = pytest.mark.lab

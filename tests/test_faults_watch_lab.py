@@ -272,8 +272,9 @@ def test_flapping_links_under_load_converge_without_leaks(lab: Lab) -> None:
     numbers = {k: v for k, v in result.items() if isinstance(v, int)}
     assert numbers["sent"] > 100, result
     assert numbers["received"] > 100, result
-    # A receive socket, three transmit sockets and the netlink socket, plus one
-    # for a transmit socket being replaced: never one per flap.
-    assert numbers["fd_growth"] <= 6, result
+    # A receive socket, three transmit sockets, the netlink socket and the keeper's
+    # raw socket and doctor beacon, plus one for a transmit socket being replaced:
+    # never one per flap.
+    assert numbers["fd_growth"] <= 8, result
     # Bounded queues and no per-flap leftovers: flapping under load costs no memory.
     assert numbers["memory_growth"] < 500_000, result

@@ -18,8 +18,14 @@ from collections.abc import Sequence
 import pytest
 
 import mcastio
-from mcastio.labpeers import Avahi, MiniDlna, ZeroconfResponder, responder_support, start_all
 from mcastio.testing import Lab
+from mcastio.testing.responders import (
+    Avahi,
+    MiniDlna,
+    ZeroconfResponder,
+    responder_support,
+    start_all,
+)
 from tests.conftest import require, run
 
 # Every test runs with each receive drain (recvmmsg and recvmsg).

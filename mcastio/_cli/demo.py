@@ -19,9 +19,9 @@ import time
 from collections.abc import Iterator
 
 from .._endpoint import MulticastEndpoint
-from .._labsupport import find_tool, lab_support
 from .._model import Datagram
 from ..testing import Lab, LabError
+from ..testing._support import find_tool, lab_support
 from .fmt import WIDTH
 
 __all__ = ["register", "run_demo"]

@@ -12,7 +12,13 @@ import math
 import socket
 from collections.abc import Sequence
 
+from .._igmp import IPAddress, QuerySeen
 from .._model import Group, Interface
+from .._procnet import (
+    effective_rp_filter,
+    lookup_route,
+    rp_filter_name,
+)
 from .findings import (
     FINDING_IDS,
     QUERY_INTERVAL,
@@ -23,12 +29,7 @@ from .findings import (
     v4_candidates,
 )
 from .groupinfo import ethernet_mac, mac_collisions, mac_siblings, scope_summary
-from .procnet import (
-    effective_rp_filter,
-    lookup_route,
-    rp_filter_name,
-)
-from .queries import IPAddress, QuerySeen
+from .remedies import KEEP_ALIVE_FIX, check_helpers, queried_here
 
 __all__ = ["FINDING_IDS", "Finding", "HostState", "diagnose"]
 
@@ -39,6 +40,7 @@ def diagnose(state: HostState, group: Group | None = None) -> tuple[Finding, ...
         *check_multi_homed(state, group),
         *check_rp_filter(state),
         *check_queriers(state, group),
+        *check_helpers(state),
         *check_membership_limit(state, group),
         *check_igmp_version(state, group),
         *check_group_scope(state, group),
@@ -159,7 +161,7 @@ def check_rp_filter(state: HostState) -> list[Finding]:
                 tuple(evidence),
                 f"Use loose mode ({_loosen(iface.name)}; 'all' must drop too, since the "
                 "larger value wins), or make sure senders and queriers use addresses "
-                f"in {iface.name}'s subnets.",
+                f"in {iface.name}'s subnets. {KEEP_ALIVE_FIX}",
             )
         )
     return findings
@@ -199,7 +201,8 @@ def _no_querier(state: HostState, iface: Interface, protocol: str) -> Finding:
         iface.name,
         (f"0 {protocol} queries captured on {iface.name} in {state.duration:g} s",),
         f"Enable the {protocol} querier on the switch (with an address in this "
-        "subnet), or run one (e.g. a Linux bridge with mcast_querier 1)."
+        "subnet), or run one: 'mcastio querier' on a host of the segment, or a Linux "
+        f"bridge with mcast_querier 1. {KEEP_ALIVE_FIX}"
         + (f" Re-run with --duration {QUERY_INTERVAL + 5:g} to be sure." if short else ""),
     )
 
@@ -236,6 +239,8 @@ def check_queriers(state: HostState, group: Group | None = None) -> list[Finding
     findings: list[Finding] = []
     for iface in v4_candidates(state):
         seen = [q for q in state.queries if q.interface == iface.name and q.source.version == 4]
+        if not seen and queried_here(state, iface):
+            continue  # our own querier's queries leave the host; check_helpers says so
         if not seen:
             findings.append(_no_querier(state, iface, "IGMP"))
             continue
@@ -245,6 +250,8 @@ def check_queriers(state: HostState, group: Group | None = None) -> list[Finding
     if group is not None and group.family == socket.AF_INET6:
         for iface in candidates(state, group):
             seen = [q for q in state.queries if q.interface == iface.name and q.source.version == 6]
+            if not seen and queried_here(state, iface):
+                continue
             if not seen:
                 findings.append(_no_querier(state, iface, "MLD"))
                 continue
@@ -323,7 +330,7 @@ def _judge_igmp_querier(
         tuple(evidence),
         f"Configure the querier (usually the switch) with an address in "
         f"{subnets}: its own management address or one reserved for it. "
-        f"Or, as a workaround on this host: {_loosen(iface.name)}.",
+        f"Or, as a workaround on this host: {_loosen(iface.name)}. {KEEP_ALIVE_FIX}",
     )
 
 

@@ -11,13 +11,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .._igmp import QuerySeen
 from .._model import Group, Interface, is_eligible, parse_group
-from .procnet import (
+from .._procnet import (
     IgmpDevice,
     Membership,
     Route,
 )
-from .queries import QuerySeen
 
 __all__ = [
     "FINDING_IDS",
@@ -37,6 +37,8 @@ FINDING_IDS = (
     "querier-implausible-address",
     "no-querier",
     "querier-seen",
+    "keeper-active",
+    "querier-active",
     "membership-limit",
     "igmp-version",
     "group-scope",
@@ -88,6 +90,9 @@ class HostState:
     queries: tuple[QuerySeen, ...] | None = None
     capture_skipped: str | None = None
     duration: float = 0.0
+    #: mcastio helpers running in this network namespace, from their beacons in
+    #: /proc/net/unix: ("keepalive", group) and ("querier", "eth1,eth2").
+    helpers: tuple[tuple[str, str], ...] = ()
 
 
 def candidates(state: HostState, group: Group | None) -> tuple[Interface, ...]:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from .. import _procnet as procnet
 from .._discovery import proc_net_path, read_snapshot
+from .._igmp import QuerySeen, parse_query
+from .._keeper import parse_beacons
 from .._model import Interface
-from . import procnet
 from .capture import CaptureUnavailable, capture_queries
 from .doctor import HostState
-from .queries import QuerySeen, parse_query
 
 __all__ = ["collect", "read_igmp", "read_igmp6", "read_text"]
 
@@ -98,4 +99,5 @@ def collect(duration: float, *, watch_queries: bool = True) -> HostState:
         queries=None if skipped else tuple(queries),
         capture_skipped=skipped,
         duration=duration,
+        helpers=parse_beacons(read_text(proc_net_path("unix")) or ""),
     )

@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from types import TracebackType
 
-from .testing import Lab, LabError
+from . import Lab, LabError
 
 __all__ = ["Avahi", "MiniDlna", "ZeroconfResponder", "responder_support", "start_all"]
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from ._labsupport import LabError, tcpdump_support, tool
+from ._support import LabError, tcpdump_support, tool
 
 __all__ = ["LabPeers", "Link", "PeerListener"]
 

@@ -26,8 +26,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from ._labpeers import LabPeers, Link, PeerListener
-from ._labsupport import (
+from ._peers import LabPeers, Link, PeerListener
+from ._support import (
     LabError,
     find_tool,
     lab_support,

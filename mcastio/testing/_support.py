@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 
-from ._errors import MulticastError
+from .._errors import MulticastError
 
 __all__ = [
     "LabError",
