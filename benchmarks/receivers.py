@@ -1,10 +1,13 @@
 """One receiver under test, run as a child process inside the lab's host namespace.
 
-Usage: ``python benchmarks/receivers.py VARIANT GROUP PORT IFNAME``. The child
-joins ``GROUP`` on ``IFNAME``, prints ``ready``, counts datagrams until a line
-arrives on stdin, then prints one JSON line: ``{"received": n, "cpu": seconds}``.
+Usage: ``python benchmarks/receivers.py VARIANT GROUP PORT IFNAME[,IFNAME...]``. The
+child joins ``GROUP`` on each ``IFNAME``, prints ``ready``, counts datagrams until a
+line arrives on stdin, then prints one JSON line: ``{"received": n, "cpu": seconds}``.
 A child per variant keeps event loops, garbage and peak RSS of one variant away
-from the others.
+from the others. With ``BENCH_LATENCY=1`` the receivers that support it (``plain``,
+``stdlib``, ``mcastio-batch``, ``mcastio-aiter``, ``mcastio-protocol``) read a
+send time (``CLOCK_MONOTONIC`` ns, first 8 bytes) from every payload and report
+the p50/p99 delay from the sender's ``sendto`` to the consumer.
 """
 
 from __future__ import annotations
@@ -31,24 +34,40 @@ _ANC = socket.CMSG_SPACE(64)
 # unset, baselines keep the kernel default and mcastio its own default.
 _RCVBUF = int(os.environ["BENCH_RCVBUF"]) if os.environ.get("BENCH_RCVBUF") else None
 _EP_KW: dict[str, Any] = {} if _RCVBUF is None else {"receive_buffer": _RCVBUF}
+# BENCH_COALESCE=<seconds> sets mcastio's coalesce_delay (unset: its default).
+if os.environ.get("BENCH_COALESCE"):
+    _EP_KW["coalesce_delay"] = float(os.environ["BENCH_COALESCE"])
+_LATENCY = os.environ.get("BENCH_LATENCY") == "1"
+_STAMP = struct.Struct("!Q").unpack_from
+_IN_PKTINFO = struct.Struct("=i4s4s").unpack_from
 
 
 class Counter:
-    __slots__ = ("n",)
+    __slots__ = ("delays", "endpoint", "n")
 
     def __init__(self) -> None:
         self.n = 0
+        #: Nanoseconds from each datagram's send to its consumer (BENCH_LATENCY=1).
+        self.delays: list[int] = []
+        #: The mcastio endpoint under test, whose deferred reads are reported.
+        self.endpoint: mcastio.MulticastEndpoint | None = None
+
+    def stamp(self, payloads: list[bytes]) -> None:
+        now = time.monotonic_ns()
+        self.delays.extend(now - _STAMP(data)[0] for data in payloads)
 
 
-def plain_socket(group: str, port: int, ifname: str) -> socket.socket:
+def plain_socket(group: str, port: int, ifnames: str) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
     if _RCVBUF is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
     sock.bind(("0.0.0.0", port))
-    mreq = struct.pack("=4s4si", socket.inet_aton(group), b"\0" * 4, socket.if_nametoindex(ifname))
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+    for ifname in ifnames.split(","):
+        index = socket.if_nametoindex(ifname)
+        mreq = struct.pack("=4s4si", socket.inet_aton(group), b"\0" * 4, index)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
     sock.setblocking(False)
     return sock
 
@@ -59,6 +78,8 @@ class CountingProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         self.counter.n += 1
+        if _LATENCY:
+            self.counter.stamp([data])
 
 
 class BatchProtocol(mcastio.MulticastProtocol):
@@ -67,6 +88,37 @@ class BatchProtocol(mcastio.MulticastProtocol):
 
     def datagrams_received(self, batch: list[mcastio.Datagram]) -> None:
         self.counter.n += len(batch)
+        if _LATENCY:
+            self.counter.stamp([d.data for d in batch])
+
+
+async def plain(group: str, port: int, ifname: str, c: Counter, ready: Callable[[], None]) -> None:
+    """The plain Python loop: recvmsg with IP_PKTINFO, building (data, source, ifindex)."""
+    loop = asyncio.get_running_loop()
+    sock = plain_socket(group, port, ifname)
+    recvmsg = sock.recvmsg
+    pktinfo = _IN_PKTINFO
+
+    def drain() -> None:
+        batch: list[tuple[bytes, Any, int]] = []
+        append = batch.append
+        while True:
+            try:
+                data, anc, _flags, source = recvmsg(65536, _ANC)
+            except BlockingIOError:
+                break
+            append((data, source, pktinfo(anc[0][2])[0]))
+        c.n += len(batch)
+        if _LATENCY:
+            c.stamp([item[0] for item in batch])
+
+    loop.add_reader(sock.fileno(), drain)
+    try:
+        ready()
+        await asyncio.Event().wait()
+    finally:
+        loop.remove_reader(sock.fileno())
+        sock.close()
 
 
 async def raw(group: str, port: int, ifname: str, c: Counter, ready: Callable[[], None]) -> None:
@@ -107,9 +159,14 @@ async def stdlib(group: str, port: int, ifname: str, c: Counter, ready: Callable
 async def mcastio_aiter(
     group: str, port: int, ifname: str, c: Counter, ready: Callable[[], None]
 ) -> None:
-    async with mcastio.MulticastEndpoint(group, port, interfaces=[ifname], **_EP_KW) as ep:
+    async with mcastio.MulticastEndpoint(group, port, interfaces=ifname.split(","), **_EP_KW) as ep:
+        c.endpoint = ep
         sub = ep.subscribe()
         ready()
+        if _LATENCY:
+            async for dgram in sub:
+                c.n += 1
+                c.stamp([dgram.data])
         async for _ in sub:
             c.n += 1
 
@@ -117,19 +174,23 @@ async def mcastio_aiter(
 async def mcastio_batch(
     group: str, port: int, ifname: str, c: Counter, ready: Callable[[], None]
 ) -> None:
-    async with mcastio.MulticastEndpoint(group, port, interfaces=[ifname], **_EP_KW) as ep:
+    async with mcastio.MulticastEndpoint(group, port, interfaces=ifname.split(","), **_EP_KW) as ep:
+        c.endpoint = ep
         batches = ep.batches()
         ready()
         async for batch in batches:
             c.n += len(batch)
+            if _LATENCY:
+                c.stamp([d.data for d in batch])
 
 
 async def mcastio_protocol(
     group: str, port: int, ifname: str, c: Counter, ready: Callable[[], None]
 ) -> None:
     transport, _ = await mcastio.create_multicast_endpoint(
-        lambda: BatchProtocol(c), group, port, interfaces=[ifname], **_EP_KW
+        lambda: BatchProtocol(c), group, port, interfaces=ifname.split(","), **_EP_KW
     )
+    c.endpoint = transport.endpoint
     try:
         ready()
         await asyncio.Event().wait()
@@ -204,6 +265,7 @@ Variant = Callable[[str, int, str, Counter, Callable[[], None]], Coroutine[Any, 
 
 VARIANTS: dict[str, Variant] = {
     "raw": raw,
+    "plain": plain,
     "stdlib": stdlib,
     "mcastio-aiter": mcastio_aiter,
     "mcastio-batch": mcastio_batch,
@@ -240,6 +302,8 @@ async def main(variant: Variant, group: str, port: int, ifname: str) -> None:
     await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
     loop.remove_reader(stdin)
     end = time.process_time()
+    readers = getattr(counter.endpoint, "_socket_readers", {})
+    deferred = sum(r.deferred_reads for r in readers.values())
     if task.done():
         task.result()
     task.cancel()
@@ -247,7 +311,14 @@ async def main(variant: Variant, group: str, port: int, ifname: str) -> None:
         await task
     cpu = end - start
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"received": counter.n, "cpu": cpu, "maxrss_kib": rss_kib}), flush=True)
+    result: dict[str, float] = {"received": counter.n, "cpu": cpu, "maxrss_kib": rss_kib}
+    if counter.endpoint is not None:
+        result["deferred_reads"] = deferred
+    delays = sorted(counter.delays)
+    if delays:
+        result["p50_us"] = delays[len(delays) // 2] / 1000
+        result["p99_us"] = delays[min(len(delays) - 1, len(delays) * 99 // 100)] / 1000
+    print(json.dumps(result), flush=True)
 
 
 def _new_loop(name: str) -> asyncio.AbstractEventLoop:

@@ -1,5 +1,10 @@
 """mcastio benchmarks: ``python benchmarks/run.py`` (``--quick`` for a short run).
 
+First the receive fast path's three tables (``benchmarks/fast.py``): CPU per
+datagram under a 100 kpps flood, latency at 1 kpps, and the saturating rate
+under two senders, each against a plain Python recvmsg loop and uvloop's
+DatagramProtocol in the same run.
+
 Builds its own network-namespace lab (needs root, or ``unshare -rnm``), floods one
 link from the peer with iperf (iperf2) and runs every receiver side by side in the
 same run, several rounds, printing medians and ratios. Then measures send_all
@@ -92,12 +97,27 @@ def tree_of(variant: str) -> tuple[Path, str]:
 class Child:
     """A receiver process in the lab's host namespace."""
 
-    def __init__(self, lab: Lab, variant: str, ifname: str, rcvbuf: int | None = None) -> None:
+    def __init__(
+        self,
+        lab: Lab,
+        variant: str,
+        ifname: str,
+        rcvbuf: int | None = None,
+        env_extra: dict[str, str] | None = None,
+    ) -> None:
         tree, variant = tree_of(variant)
         env = dict(os.environ, PYTHONPATH=str(tree))
-        env.pop("BENCH_RCVBUF", None)
+        for key in ("BENCH_RCVBUF", "BENCH_LATENCY", "BENCH_COALESCE", "MCASTIO_RECVMMSG"):
+            env.pop(key, None)
         if rcvbuf is not None:
             env["BENCH_RCVBUF"] = str(rcvbuf)
+        # "VARIANT+recvmsg": mcastio's plain recvmsg drain; "+nodelay": coalesce_delay=0.
+        variant, *modifiers = variant.split("+")
+        if "recvmsg" in modifiers:
+            env["MCASTIO_RECVMMSG"] = "0"
+        if "nodelay" in modifiers:
+            env["BENCH_COALESCE"] = "0"
+        env.update(env_extra or {})
         self.proc = lab.popen(
             lab.host,
             sys.executable,
@@ -359,8 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", default=None, help="comma-separated receiver variants")
     parser.add_argument(
         "--sections",
-        default="receive,equal,send,memory,idle,join",
-        help="comma-separated: receive,equal,send,memory,idle,join",
+        default="cpu,latency,saturation,buffers,receive,equal,send,memory,idle,join",
+        help="comma-separated: cpu,latency,saturation,buffers,receive,equal,send,memory,idle,join",
     )
     parser.add_argument(
         "--compare-with",
@@ -393,6 +413,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sections = set(args.sections.split(","))
     print(f"mcastio benchmarks: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     with Lab(links=3, ipv6=False) as lab:
+        if sections & {"cpu", "latency", "saturation", "buffers"}:
+            import fast
+
+            fast.run_all(lab, sorted(sections), rounds, seconds, args.rate)
         if "receive" in sections:
             run_receive(lab, rounds, seconds, args.rate, only)
         if "equal" in sections:

@@ -16,7 +16,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
-from ._endpoint import DEFAULT_RECEIVE_BUFFER, MulticastEndpoint, SnapshotSource
+from ._endpoint import (
+    DEFAULT_RECEIVE_BUFFER,
+    MulticastEndpoint,
+    SnapshotSource,
+)
 from ._errors import EndpointClosedError, MulticastError
 from ._model import (
     InterfaceSelector,
@@ -25,6 +29,7 @@ from ._model import (
     validate_flag,
     validate_queue_size,
 )
+from ._pacing import DEFAULT_COALESCE_DELAY
 from ._subscription import Subscription
 from ._watch import InterfaceEvent
 
@@ -73,6 +78,7 @@ class DualStackEndpoint:
         watch: bool = True,
         receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
         receive_ttl: bool = False,
+        coalesce_delay: float = DEFAULT_COALESCE_DELAY,
         poll_interval: float = 1.0,
         netlink: bool = True,
         on_interface_event: Callable[[InterfaceEvent], None] | None = None,
@@ -99,6 +105,7 @@ class DualStackEndpoint:
                 watch=watch,
                 receive_buffer=receive_buffer,
                 receive_ttl=receive_ttl,
+                coalesce_delay=coalesce_delay,
                 poll_interval=poll_interval,
                 netlink=netlink,
                 on_interface_event=on_interface_event,
@@ -254,6 +261,7 @@ async def open_dual_stack(
     watch: bool = True,
     receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
     receive_ttl: bool = False,
+    coalesce_delay: float = DEFAULT_COALESCE_DELAY,
     poll_interval: float = 1.0,
     netlink: bool = True,
     on_interface_event: Callable[[InterfaceEvent], None] | None = None,
@@ -275,6 +283,7 @@ async def open_dual_stack(
         watch=watch,
         receive_buffer=receive_buffer,
         receive_ttl=receive_ttl,
+        coalesce_delay=coalesce_delay,
         poll_interval=poll_interval,
         netlink=netlink,
         on_interface_event=on_interface_event,

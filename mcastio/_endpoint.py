@@ -33,6 +33,7 @@ from ._model import (
     plan_changes,
     select_interfaces,
     validate_callback,
+    validate_coalesce_delay,
     validate_flag,
     validate_max_batch,
     validate_poll_interval,
@@ -44,6 +45,7 @@ from ._model import (
     validate_sources,
     validate_ttl,
 )
+from ._pacing import DEFAULT_COALESCE_DELAY, Drain, SocketReader
 from ._readers import Readers
 from ._receive import ReceivePath, Sink
 from ._replies import Replies
@@ -102,7 +104,8 @@ class MulticastEndpoint:
     ``receive_buffer`` is the SO_RCVBUF requested per receive socket (``None``:
     the kernel's default); the kernel caps it at ``net.core.rmem_max``.
     ``receive_ttl`` fills :attr:`Datagram.ttl` with the TTL or hop limit each
-    group datagram arrived with.
+    group datagram arrived with. ``coalesce_delay`` (seconds, default 1 ms, 0: off)
+    bounds how long a flood waits unread to be read in batches (docs/performance.md).
 
     ``source_port="ephemeral"`` (the default) sends each copy from a port of its own
     and delivers unicast answers to it as replies (``Datagram.group`` is None);
@@ -134,6 +137,7 @@ class MulticastEndpoint:
         receive_ttl: bool = False,
         source_port: str = "ephemeral",
         keepalive: bool | float = True,
+        coalesce_delay: float = DEFAULT_COALESCE_DELAY,
     ) -> None:
         self._group = parse_group(group)
         self._source_port = validate_source_port(source_port)
@@ -144,6 +148,8 @@ class MulticastEndpoint:
         self._selector = validate_selector(interfaces)
         self._snapshot_source: SnapshotSource = snapshot_source or read_snapshot
         receive_buffer = validate_receive_buffer(receive_buffer)
+        self._coalesce_delay = validate_coalesce_delay(coalesce_delay)
+        self._socket_readers: dict[socket.socket, SocketReader] = {}
         # Checked here, at the call that received them, not when start() uses them.
         for name, flag in (
             ("loopback", loopback),
@@ -303,25 +309,26 @@ class MulticastEndpoint:
         self._links.close()
 
     def _watch_socket(self, sock: socket.socket) -> None:
-        self._add_reader(sock, self._receive.on_readable, "a receive socket")
+        self._add_reader(sock, self._receive.drain, "a receive socket")
         self._receive.watch(sock)
 
     def _watch_replies(self, sock: socket.socket) -> None:
-        self._add_reader(sock, self._replies.on_readable, "a transmit socket")
+        self._add_reader(sock, self._replies.drain, "a transmit socket")
 
-    def _add_reader(
-        self, sock: socket.socket, callback: Callable[[socket.socket], None], what: str
-    ) -> None:
+    def _add_reader(self, sock: socket.socket, drain: Drain, what: str) -> None:
         assert self._loop is not None
+        reader = SocketReader(self._loop, sock, drain, self._coalesce_delay)
         try:
-            self._loop.add_reader(sock.fileno(), callback, sock)
+            reader.start()
         except OSError as exc:
             # epoll_ctl refuses past fs.epoll.max_user_watches (ENOSPC) or memory.
             raise MulticastError(f"cannot watch {what} for reading: {exc}") from exc
+        self._socket_readers[sock] = reader
 
     def _unwatch_socket(self, sock: socket.socket) -> None:
-        if self._loop is not None:
-            self._loop.remove_reader(sock.fileno())
+        reader = self._socket_readers.pop(sock, None)
+        if reader is not None:
+            reader.stop()
         self._receive.forget(sock)
 
     async def __aenter__(self) -> MulticastEndpoint:

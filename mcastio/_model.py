@@ -28,6 +28,7 @@ __all__ = [
     "plan_changes",
     "select_interfaces",
     "validate_callback",
+    "validate_coalesce_delay",
     "validate_flag",
     "validate_max_batch",
     "validate_payload",
@@ -182,6 +183,12 @@ def validate_receive_buffer(size: int | None) -> int | None:
             f"(the kernel caps it at net.core.rmem_max), or None; not {size!r}"
         )
     return size
+
+
+def validate_coalesce_delay(delay: float) -> float:
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= 1:
+        raise ValueError(f"coalesce_delay must be a number of seconds from 0 to 1, not {delay!r}")
+    return float(delay)
 
 
 def validate_flag(name: str, value: object) -> bool:

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from ._endpoint import DEFAULT_RECEIVE_BUFFER, MulticastEndpoint
 from ._model import Datagram, InterfaceSelector, SendResult
+from ._pacing import DEFAULT_COALESCE_DELAY
 from ._watch import InterfaceEvent
 
 __all__ = ["MulticastProtocol", "MulticastTransport", "create_multicast_endpoint"]
@@ -123,6 +124,7 @@ async def create_multicast_endpoint(
     sources: Sequence[str] | None = None,
     receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
     receive_ttl: bool = False,
+    coalesce_delay: float = DEFAULT_COALESCE_DELAY,
     watch: bool = True,
     poll_interval: float = 1.0,
     netlink: bool = True,
@@ -146,6 +148,7 @@ async def create_multicast_endpoint(
         sources=sources,
         receive_buffer=receive_buffer,
         receive_ttl=receive_ttl,
+        coalesce_delay=coalesce_delay,
         watch=watch,
         poll_interval=poll_interval,
         netlink=netlink,

@@ -1,32 +1,49 @@
-"""Where a datagram is read: drain a receive socket, build each ``Datagram``, hand the batch on.
+"""Where a datagram is read: drain a socket, build each ``Datagram``, hand the batch on.
 
-The socket is drained up to a budget per readiness event; every datagram of the
-drain goes to each sink (subscriptions, a protocol) in one list. Datagrams that
-reached the port but were not sent to the group are counted, never delivered.
+A socket is drained up to a budget per read; every datagram of the drain goes to
+each sink (subscriptions, a protocol) in one list. Datagrams that reached the
+port but were not sent to the group are counted, never delivered.
+
+Two drains do the same thing: ``recvmmsg`` through :mod:`._mmsg` reads up to 32
+datagrams per system call where libc has it, plain ``recvmsg`` otherwise (and
+with ``MCASTIO_RECVMMSG=0`` in the environment). :class:`._pacing.SocketReader`
+decides when a drain runs.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import socket
 from collections.abc import Callable
 
-from . import _net
+from . import _mmsg, _net
 from ._fastpath import DATAGRAM_SLOT_SETTERS
 from ._model import Datagram, Group
 
-__all__ = ["ReceivePath", "Sink"]
+__all__ = ["DRAIN_BUDGET", "USE_RECVMMSG", "ReceivePath", "Sink"]
 
 _log = logging.getLogger("mcastio")
 
 Sink = Callable[[list[Datagram]], None]
 
-# Datagrams read per readiness event before yielding to other tasks: large enough
-# to amortise the event-loop turn, small enough not to starve consumers.
-_DRAIN_BUDGET = 256
+#: Datagrams read per drain before yielding to other tasks: large enough to
+#: amortise the event-loop turn, small enough not to starve consumers.
+DRAIN_BUDGET = 256
 # Distinct arrival ancillary blocks remembered per endpoint (one per interface and
 # destination in practice); the cache is emptied when it would grow past this.
 _ARRIVALS_LIMIT = 1024
+# Distinct (source, control messages) blocks remembered by the recvmmsg drain.
+_META_LIMIT = 4096
+# What the recvmmsg drain remembers for a block not sent to the group.
+_NOT_FOR_GROUP: tuple[()] = ()
+
+# recvmmsg failing with these means the call itself is unavailable, not the socket.
+_NO_RECVMMSG = (errno.ENOSYS, errno.EPERM, errno.EOPNOTSUPP)
+
+#: Whether new endpoints read with recvmmsg; tests run both drains through this.
+USE_RECVMMSG = _mmsg.available() and os.environ.get("MCASTIO_RECVMMSG", "1") != "0"
 
 
 def _index_to_name(index: int) -> str:
@@ -45,8 +62,19 @@ class ReceivePath:
         # The pktinfo destination is compared as inet_ntop text: the same function on
         # both sides keeps the comparison canonical for any spelling of an IPv6 group.
         self._wire_group = socket.inet_ntop(group.family, group.address.packed)
-        #: Interface index -> name, for the interfaces in use; set by the owner.
-        self.names: dict[int, str] = {}
+        self._packed_group = group.address.packed
+        self._family = group.family
+        self._names: dict[int, str] = {}
+        self._buffers: _mmsg.Buffers | None = None
+        if USE_RECVMMSG:
+            try:
+                self._buffers = _mmsg.Buffers(group.family)
+            except OSError as exc:
+                _log.warning("reading with recvmsg: no memory for recvmmsg buffers: %s", exc)
+        # Key: a source address and the control messages after it, as read;
+        # value: (source, interface name, TTL), or _NOT_FOR_GROUP.
+        self._meta: dict[bytes, tuple[object, ...]] = {}
+        self._reply_meta: dict[bytes, tuple[object, ...]] = {}
         # The sinks in two ordered sets (subscriptions ahead of protocols), and the
         # tuple handed out per batch, rebuilt only after a change: closing n
         # subscriptions then costs O(n) instead of one O(n) rebuild per close.
@@ -61,6 +89,23 @@ class ReceivePath:
         self._drops: dict[socket.socket, int] = {}
         self._retired_drops = 0
         self._arrivals: dict[tuple[int, int, bytes], int] = {}
+
+    @property
+    def fast(self) -> bool:
+        """Whether this path reads with recvmmsg."""
+        return self._buffers is not None
+
+    @property
+    def names(self) -> dict[int, str]:
+        """Interface index -> name, for the interfaces in use; set by the owner."""
+        return self._names
+
+    @names.setter
+    def names(self, names: dict[int, str]) -> None:
+        self._names = names
+        # The recvmmsg drain remembers names with the arrival: forget them all.
+        self._meta = {}
+        self._reply_meta = {}
 
     @property
     def kernel_dropped(self) -> int:
@@ -111,7 +156,13 @@ class ReceivePath:
         self._back.clear()
         self._sinks = ()
 
-    def on_readable(self, sock: socket.socket) -> None:
+    def drain(self, sock: socket.socket) -> int:
+        """Read what ``sock`` holds (up to a budget), hand it on; the datagrams read."""
+        if self._buffers is not None:
+            return self._drain_recvmmsg(sock, self._buffers)
+        return self._drain_recvmsg(sock)
+
+    def _drain_recvmsg(self, sock: socket.socket) -> int:
         batch: list[Datagram] = []
         append = batch.append
         recvmsg = sock.recvmsg
@@ -122,7 +173,8 @@ class ReceivePath:
         group = self._group_str
         new = object.__new__
         set_data, set_source, set_group, set_interface, set_ttl = DATAGRAM_SLOT_SETTERS
-        for _ in range(_DRAIN_BUDGET):
+        read = 0
+        while read < DRAIN_BUDGET:
             try:
                 data, anc, flags, source = recvmsg(bufsize, ancsize)
             except (BlockingIOError, InterruptedError):
@@ -131,6 +183,7 @@ class ReceivePath:
                 # An unconnected UDP socket has no peer errors to report; log and move on.
                 _log.warning("receive error on %s:%d: %s", group, self._port, exc)
                 break
+            read += 1
             if flags & truncated:
                 self.truncated += 1
                 continue
@@ -156,6 +209,125 @@ class ReceivePath:
             set_interface(dgram, name)
             set_ttl(dgram, ttl)
             append(dgram)
+        self._hand_on(batch)
+        return read
+
+    def _drain_recvmmsg(self, sock: socket.socket, buffers: _mmsg.Buffers) -> int:
+        batch, read = self._read_recvmmsg(sock, buffers, self._group_str)
+        self._hand_on(batch)
+        if self._buffers is None:
+            # The kernel refused recvmmsg: read the plain way from now on.
+            read += self._drain_recvmsg(sock)
+        return read
+
+    def _read_recvmmsg(
+        self, sock: socket.socket, buffers: _mmsg.Buffers, group: str | None
+    ) -> tuple[list[Datagram], int]:
+        """Datagrams read from ``sock`` (group traffic, or replies when ``group`` is None).
+
+        When the kernel refuses recvmmsg this path drops its buffers (:attr:`fast`
+        turns False) and returns what it read so far; the caller reads on with recvmsg.
+        """
+        batch: list[Datagram] = []
+        append = batch.append
+        fd = sock.fileno()
+        memory = buffers.memory
+        slots = buffers.slots
+        room = buffers.name_room
+        truncated = _mmsg.MSG_TRUNC
+        new = object.__new__
+        set_data, set_source, set_group, set_interface, set_ttl = DATAGRAM_SLOT_SETTERS
+        if group is None:
+            meta, learn = self._reply_meta, self._learn_reply
+        else:
+            meta, learn = self._meta, self._learn
+        read = 0
+        while read < DRAIN_BUDGET:
+            try:
+                count = buffers.receive(fd)
+            except OSError as exc:
+                if exc.errno in _NO_RECVMMSG:
+                    # A sandbox may refuse the call (seccomp).
+                    _log.warning("reading with recvmsg: the kernel refused recvmmsg: %s", exc)
+                    self._buffers = None
+                    break
+                # An unconnected UDP socket has no peer errors to report; log and move on.
+                _log.warning("receive error on %s:%d: %s", self._group_str, self._port, exc)
+                break
+            read += count
+            for (key_at, data_at), (control_len, flags, length) in zip(
+                slots, buffers.results(count), strict=False
+            ):
+                if flags & truncated:
+                    self.truncated += 1
+                    continue
+                # The source and control messages repeat datagram after datagram:
+                # their meaning is worked out once per distinct block.
+                key = memory[key_at : key_at + room + control_len]
+                info = meta.get(key)
+                if info is None:
+                    info = learn(sock, key, room)
+                if not info:
+                    self.not_for_group += 1
+                    continue
+                source, name, ttl = info
+                dgram = new(Datagram)
+                set_data(dgram, memory[data_at : data_at + length])
+                set_source(dgram, source)
+                set_group(dgram, group)
+                set_interface(dgram, name)
+                set_ttl(dgram, ttl)
+                append(dgram)
+            if count < _mmsg.BATCH:
+                break
+        return batch, read
+
+    def _learn(self, sock: socket.socket, key: bytes, room: int) -> tuple[object, ...]:
+        """What a (source, control messages) block means; remembered unless it holds drops."""
+        drops, key = _mmsg.split_drops(key, room)
+        if drops is not None:
+            if drops > self._drops.get(sock, 0):
+                self._drops[sock] = drops
+            known = self._meta.get(key)
+            if known is not None:
+                return known
+        control = _mmsg.parse_control(key, room)
+        info: tuple[object, ...] = _NOT_FOR_GROUP
+        if control.destination == self._packed_group:
+            name = self._names.get(control.ifindex) or _index_to_name(control.ifindex)
+            source = _mmsg.parse_sockaddr(key[:room], self._family)
+            info = (source, name, control.ttl)
+        return self._remember(self._meta, key, info)
+
+    def _learn_reply(self, sock: socket.socket, key: bytes, room: int) -> tuple[object, ...]:
+        """A unicast reply is delivered when it came in on an interface in use."""
+        control = _mmsg.parse_control(key, room)
+        info: tuple[object, ...] = _NOT_FOR_GROUP
+        name = self._names.get(control.ifindex)
+        if name is not None:
+            info = (_mmsg.parse_sockaddr(key[:room], self._family), name, None)
+        return self._remember(self._reply_meta, key, info)
+
+    @staticmethod
+    def _remember(
+        meta: dict[bytes, tuple[object, ...]], key: bytes, info: tuple[object, ...]
+    ) -> tuple[object, ...]:
+        if len(meta) >= _META_LIMIT:
+            meta.clear()
+        meta[key] = info
+        return info
+
+    def read_replies(self, sock: socket.socket) -> tuple[list[Datagram], int]:
+        """Unicast replies waiting on a transmit socket, with recvmmsg: (replies, read).
+
+        Each has ``group`` None and its arrival interface; the caller hands them on.
+        Only while :attr:`fast`: when the kernel refuses recvmmsg, :attr:`fast`
+        turns False and the caller reads the rest the plain way.
+        """
+        assert self._buffers is not None
+        return self._read_recvmmsg(sock, self._buffers, None)
+
+    def _hand_on(self, batch: list[Datagram]) -> None:
         if batch:
             self.received += len(batch)
             for sink in self.sinks:

@@ -3,7 +3,8 @@
 A request sent with ``send_all`` leaves each interface from that interface's
 transmit socket, on a port of its own; a responder that answers by unicast (mDNS
 legacy unicast, SSDP, WS-Discovery) sends to that port. Replies go to the same
-sinks as group traffic, with ``group=None`` and the arrival interface.
+sinks as group traffic, with ``group=None`` and the arrival interface. They are
+read with recvmmsg like group traffic where the receive path has it.
 """
 
 from __future__ import annotations
@@ -30,11 +31,29 @@ class Replies:
         self._receive = receive
         self.count = 0
 
-    def on_readable(self, sock: socket.socket) -> None:
+    def drain(self, sock: socket.socket) -> int:
+        """Read the replies waiting on ``sock``, hand them on; the datagrams read."""
+        receive = self._receive
+        batch: list[Datagram] = []
+        read = 0
+        if receive.fast:
+            batch, read = receive.read_replies(sock)
+        if not receive.fast:
+            more, more_read = self._read_recvmsg(sock)
+            batch += more
+            read += more_read
+        if batch:
+            self.count += len(batch)
+            for sink in receive.sinks:
+                sink(batch)
+        return read
+
+    def _read_recvmsg(self, sock: socket.socket) -> tuple[list[Datagram], int]:
         receive = self._receive
         names = receive.names
         batch: list[Datagram] = []
-        for _ in range(_DRAIN_BUDGET):
+        read = 0
+        while read < _DRAIN_BUDGET:
             try:
                 data, anc, flags, source = sock.recvmsg(_net.RECV_BUFSIZE, _net.ANC_BUFSIZE)
             except (BlockingIOError, InterruptedError):
@@ -42,6 +61,7 @@ class Replies:
             except OSError as exc:
                 _log.warning("receive error on a transmit socket: %s", exc)
                 break
+            read += 1
             if flags & _net.MSG_TRUNC:
                 receive.truncated += 1
                 continue
@@ -53,7 +73,4 @@ class Replies:
                 receive.not_for_group += 1
                 continue
             batch.append(Datagram(data, source, None, name))
-        if batch:
-            self.count += len(batch)
-            for sink in receive.sinks:
-                sink(batch)
+        return batch, read

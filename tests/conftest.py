@@ -79,6 +79,18 @@ def need_tcpdump() -> None:
     require(tcpdump_support())
 
 
+@pytest.fixture(params=["recvmmsg", "recvmsg"])
+def receive_drain(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test once with each receive drain: the recvmmsg fast path and recvmsg."""
+    from mcastio import _mmsg, _receive
+
+    drain: str = request.param
+    if drain == "recvmmsg" and not _mmsg.available():
+        skip_or_fail("this libc has no recvmmsg")
+    monkeypatch.setattr(_receive, "USE_RECVMMSG", drain == "recvmmsg")
+    return drain
+
+
 @pytest.fixture
 def make_lab() -> Iterator[Callable[..., Lab]]:
     """Build labs on demand; every one is destroyed when the test ends."""

@@ -22,7 +22,8 @@ from tests.conftest import run, skip_or_fail
 GROUP = "239.255.42.7"
 PORT = 5407
 
-pytestmark = pytest.mark.lab
+# Every test runs with each receive drain (recvmmsg and recvmsg).
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("receive_drain")]
 
 
 async def wait_until(cond: Callable[[], bool], what: str, timeout: float = 5.0) -> None:

@@ -17,7 +17,8 @@ import mcastio
 from mcastio.testing import Lab
 from tests.conftest import run
 
-pytestmark = pytest.mark.lab
+# Every test runs with each receive drain (recvmmsg and recvmsg).
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("receive_drain")]
 
 GROUP = "239.255.10.1"
 PORT = 5700

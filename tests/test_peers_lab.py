@@ -28,7 +28,8 @@ from mcastio.testing.responders import (
 )
 from tests.conftest import require, run
 
-pytestmark = pytest.mark.lab
+# Every test runs with each receive drain (recvmmsg and recvmsg).
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("receive_drain")]
 
 MDNS4, MDNS6, MDNS_PORT = "224.0.0.251", "ff02::fb", 5353
 SSDP, SSDP_PORT = "239.255.255.250", 1900

@@ -11,7 +11,8 @@ import mcastio
 from mcastio.testing import Lab, Link
 from tests.conftest import run
 
-pytestmark = pytest.mark.lab
+# Every test runs with each receive drain (recvmmsg and recvmsg).
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("receive_drain")]
 
 GROUP4 = "239.255.12.1"
 GROUP6 = "ff05::1:12"

@@ -1,0 +1,287 @@
+"""The receive fast path's three tables, for ``run.py``: CPU, latency, saturating rate.
+
+Every row runs once per round in a rotating order, in the same run as its
+baselines (a plain Python ``recvmsg`` loop with ``IP_PKTINFO`` building
+``(data, source, ifindex)``, and uvloop's ``DatagramProtocol``); the tables show
+medians over rounds, and ratios are medians of per-round ratios.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from run import GROUP, HERE, PORT, Child, flood, median, missing_module
+
+from mcastio.testing import Lab
+
+PLAIN = "plain"
+UVLOOP = "uvloop:stdlib"
+
+#: (label, variant) of the CPU table; the first two are the baselines.
+CPU_ROWS: tuple[tuple[str, str], ...] = (
+    ("plain recvmsg loop, IP_PKTINFO -> (data, source, ifindex)", PLAIN),
+    ("uvloop DatagramProtocol (no metadata)", UVLOOP),
+    ("mcastio batches()", "mcastio-batch"),
+    ("mcastio async for", "mcastio-aiter"),
+    ("mcastio protocol hook (datagrams_received)", "mcastio-protocol"),
+    ("uvloop mcastio batches()", "uvloop:mcastio-batch"),
+    ("mcastio batches(), coalesce_delay=0", "mcastio-batch+nodelay"),
+    ("mcastio batches(), recvmsg drain", "mcastio-batch+recvmsg"),
+)
+LATENCY_ROWS: tuple[tuple[str, str], ...] = (
+    ("plain recvmsg loop", PLAIN),
+    ("uvloop DatagramProtocol", UVLOOP),
+    ("mcastio batches()", "mcastio-batch"),
+    ("mcastio async for", "mcastio-aiter"),
+    ("mcastio protocol hook", "mcastio-protocol"),
+    ("mcastio batches(), coalesce_delay=0", "mcastio-batch+nodelay"),
+)
+SATURATION_ROWS: tuple[tuple[str, str], ...] = (
+    ("plain recvmsg loop", PLAIN),
+    ("uvloop DatagramProtocol", UVLOOP),
+    ("mcastio batches()", "mcastio-batch"),
+    ("mcastio async for", "mcastio-aiter"),
+    ("mcastio protocol hook", "mcastio-protocol"),
+)
+
+
+@dataclass
+class Row:
+    label: str
+    variant: str
+    runs: list[dict[str, float]] = field(default_factory=list)
+    skipped: str | None = None
+
+    def med(self, key: str) -> float:
+        return median([r[key] for r in self.runs if key in r])
+
+
+Measure = Callable[[Lab, str], dict[str, float]]
+
+
+def rounds_of(lab: Lab, rows: list[Row], rounds: int, measure: Measure) -> None:
+    for row in rows:
+        row.skipped = missing_module(row.variant)
+    live = [row for row in rows if row.skipped is None]
+    for r in range(rounds):
+        # Rotate the order so slow drift on a shared machine spreads over all rows.
+        for row in live[r % len(live) :] + live[: r % len(live)]:
+            try:
+                row.runs.append(measure(lab, row.variant))
+            except RuntimeError as exc:
+                row.skipped = f"cannot run: {exc}"
+        print(f"  round {r + 1}/{rounds} done", flush=True)
+
+
+def ratio(row: Row, base: Row, key: str) -> str:
+    """Median of per-round ratios of ``key`` (rounds pair up in order)."""
+    pairs = [
+        a[key] / b[key]
+        for a, b in zip(row.runs, base.runs, strict=False)
+        if key in a and key in b and b[key] > 0
+    ]
+    return f"{median(pairs):.2f}" if pairs and not base.skipped else "-"
+
+
+def _run_child(
+    lab: Lab, variant: str, ifname: str, send: Callable[[], int], env: dict[str, str] | None = None
+) -> dict[str, float]:
+    child = Child(lab, variant, ifname, env_extra=env)
+    child.wait_ready()
+    sent = send()
+    # Let the receiver finish what is already in its socket buffer.
+    time.sleep(0.3)
+    result = child.stop()
+    # iperf2 ends a UDP stream with a few extra FIN datagrams beyond "Sent N".
+    received = min(result["received"], sent)
+    result.update(sent=sent, fraction=received / sent if sent else 0.0)
+    if received:
+        result["cpu_us"] = result["cpu"] / received * 1e6
+    return result
+
+
+def per_read(row: Row) -> str:
+    """Datagrams per deferred read, the median over rounds ("-" where none)."""
+    sizes = [r["received"] / r["deferred_reads"] for r in row.runs if r.get("deferred_reads")]
+    return f"{median(sizes):.0f}" if sizes else "-"
+
+
+def run_cpu(lab: Lab, rounds: int, seconds: float, rate: int) -> None:
+    print(
+        f"\n## CPU per datagram: {rounds} rounds x {seconds:g} s at {rate} datagrams/s"
+        " of 64 bytes (iperf), one link",
+        flush=True,
+    )
+    rows = [Row(label, variant) for label, variant in CPU_ROWS]
+
+    def measure(lab: Lab, variant: str) -> dict[str, float]:
+        return _run_child(lab, variant, lab.link[0].host_if, lambda: flood(lab, rate, seconds))
+
+    rounds_of(lab, rows, rounds, measure)
+    plain, uv = rows[0], rows[1]
+    out = [
+        "| receiver | received | CPU µs/datagram | ratio to plain loop | ratio to uvloop"
+        " | peak RSS | datagrams per read |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        if row.skipped:
+            out.append(f"| {row.label} | - | - | - | - | - | {row.skipped} |")
+            continue
+        out.append(
+            f"| {row.label} | {row.med('fraction') * 100:.1f}% | {row.med('cpu_us'):.2f}"
+            f" | {ratio(row, plain, 'cpu_us')} | {ratio(row, uv, 'cpu_us')}"
+            f" | {row.med('maxrss_kib') / 1024:.1f} MiB | {per_read(row)} |"
+        )
+    print("\n".join(out), flush=True)
+
+
+def stamped(lab: Lab, rate: int, seconds: float) -> int:
+    link = lab.link[0]
+    argv = [str(HERE / "stamped_sender.py"), GROUP, str(PORT), link.peer_addr, str(rate)]
+    proc = lab.run(link.peer_ns, sys.executable, *argv, str(seconds), timeout=seconds + 30)
+    return _sent(proc.stdout)
+
+
+def _sent(text: str) -> int:
+    match = re.search(r"Sent (\d+) datagrams", text)
+    if match is None:
+        raise RuntimeError(f"cannot read the sent count from: {text[-300:]}")
+    return int(match.group(1))
+
+
+def deferred(row: Row) -> str:
+    """Reads mcastio deferred under coalescing, the most in any round ("-" for others)."""
+    counts = [r["deferred_reads"] for r in row.runs if "deferred_reads" in r]
+    return f"{max(counts):.0f}" if counts else "-"
+
+
+def run_latency(lab: Lab, rounds: int, seconds: float, rate: int = 1000) -> None:
+    print(
+        f"\n## latency: {rounds} rounds x {seconds:g} s at {rate} datagrams/s, evenly spaced,"
+        " from sendto in the peer to the consumer (µs)",
+        flush=True,
+    )
+    rows = [Row(label, variant) for label, variant in LATENCY_ROWS]
+
+    def measure(lab: Lab, variant: str) -> dict[str, float]:
+        send = lambda: stamped(lab, rate, seconds)  # noqa: E731
+        return _run_child(lab, variant, lab.link[0].host_if, send, {"BENCH_LATENCY": "1"})
+
+    rounds_of(lab, rows, rounds, measure)
+    plain = rows[0]
+    out = [
+        "| receiver | received | p50 | p99 | p50 ratio to plain loop | p99 ratio to plain loop"
+        " | deferred reads |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        if row.skipped:
+            out.append(f"| {row.label} | - | - | - | - | - | {row.skipped} |")
+            continue
+        out.append(
+            f"| {row.label} | {row.med('fraction') * 100:.1f}% | {row.med('p50_us'):.0f}"
+            f" | {row.med('p99_us'):.0f} | {ratio(row, plain, 'p50_us')}"
+            f" | {ratio(row, plain, 'p99_us')} | {deferred(row)} |"
+        )
+    print("\n".join(out), flush=True)
+
+
+def two_floods(lab: Lab, rate: int, seconds: float) -> int:
+    """iperf from the peers of links 0 and 1 at once; the datagrams both sent."""
+    argv = ["iperf", "-u", "-c", GROUP, "-p", str(PORT), "-T", "1", "-l", "64"]
+    argv += ["-b", f"{rate}pps", "-t", str(seconds)]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    procs = [lab.popen(link.peer_ns, *argv, **pipes) for link in lab.link[:2]]
+    return sum(_sent(p.communicate(timeout=seconds + 30)[0].decode()) for p in procs)
+
+
+def run_saturation(lab: Lab, rounds: int, seconds: float, rate: int) -> None:
+    print(
+        f"\n## saturating rate: {rounds} rounds x {seconds:g} s, two iperf senders at up to"
+        f" {rate} datagrams/s each (links 0 and 1), receivers joined on both",
+        flush=True,
+    )
+    rows = [Row(label, variant) for label, variant in SATURATION_ROWS]
+    ifnames = f"{lab.link[0].host_if},{lab.link[1].host_if}"
+
+    def measure(lab: Lab, variant: str) -> dict[str, float]:
+        result = _run_child(lab, variant, ifnames, lambda: two_floods(lab, rate, seconds))
+        result["sent_rate"] = result["sent"] / seconds
+        result["rate"] = min(result["received"], result["sent"]) / seconds
+        return result
+
+    rounds_of(lab, rows, rounds, measure)
+    plain = rows[0]
+    out = [
+        "| receiver | offered (sent/s) | received/s | received | ratio to plain loop |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        if row.skipped:
+            out.append(f"| {row.label} | - | - | - | {row.skipped} |")
+            continue
+        out.append(
+            f"| {row.label} | {row.med('sent_rate'):.0f} | {row.med('rate'):.0f}"
+            f" | {row.med('fraction') * 100:.1f}% | {ratio(row, plain, 'rate')} |"
+        )
+    print("\n".join(out), flush=True)
+
+
+def _resident_kib() -> int:
+    with open("/proc/self/statm", encoding="ascii") as f:
+        return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+
+
+def run_buffers(sizes: Sequence[int] = (64, 1400, 8000, 65000), floods: int = 20) -> None:
+    """Resident memory of one endpoint's recvmmsg buffers, read full of each size (loopback)."""
+    from mcastio import _mmsg
+
+    print(
+        f"\n## recvmmsg buffers: resident memory after reading {floods} x {_mmsg.BATCH}"
+        " datagrams of each size (loopback, this process)",
+        flush=True,
+    )
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        rx.bind(("127.0.0.1", 0))
+        rx.setblocking(False)
+        before = _resident_kib()
+        buffers = _mmsg.Buffers(socket.AF_INET)
+        rows = [
+            f"| virtual size | {len(buffers.memory) / 1024:.0f} KiB |",
+            f"| resident after allocation | +{_resident_kib() - before} KiB |",
+        ]
+        for size in sizes:
+            for _ in range(floods):
+                for _ in range(_mmsg.BATCH):
+                    tx.sendto(b"\xa5" * size, rx.getsockname())
+                while buffers.receive(rx.fileno()):
+                    pass
+            rows.append(
+                f"| resident after {size}-byte datagrams | +{_resident_kib() - before} KiB |"
+            )
+    finally:
+        rx.close()
+        tx.close()
+    print("| | |\n|---|---:|\n" + "\n".join(rows), flush=True)
+
+
+def run_all(lab: Lab, sections: Sequence[str], rounds: int, seconds: float, rate: int) -> None:
+    if "cpu" in sections:
+        run_cpu(lab, rounds, seconds, rate)
+    if "latency" in sections:
+        run_latency(lab, max(3, rounds - 2), seconds)
+    if "saturation" in sections:
+        run_saturation(lab, max(3, rounds - 2), seconds, 250_000)
+    if "buffers" in sections:
+        run_buffers()
