@@ -16,20 +16,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
-from ._endpoint import (
-    DEFAULT_RECEIVE_BUFFER,
-    MulticastEndpoint,
-    SnapshotSource,
-)
+from ._endpoint import MulticastEndpoint
 from ._errors import EndpointClosedError, MulticastError
-from ._model import (
-    InterfaceSelector,
-    SendResult,
-    parse_group,
+from ._model import InterfaceSelector, SendResult, parse_group
+from ._options import (
+    DEFAULT_COALESCE_DELAY,
+    DEFAULT_RECEIVE_BUFFER,
+    SnapshotSource,
     validate_flag,
     validate_queue_size,
 )
-from ._pacing import DEFAULT_COALESCE_DELAY
 from ._subscription import Subscription
 from ._watch import InterfaceEvent
 
@@ -116,7 +112,7 @@ class DualStackEndpoint:
         )
         for endpoint in (self._v4, self._v6):
             # A family with no usable interface at start is left out, as documented.
-            endpoint._require_interface_at_start = True
+            endpoint._engine.require_interface_at_start = True
         self._require_both = validate_flag("require_both", require_both)
         self._open: tuple[MulticastEndpoint, ...] = ()
         self._state = "new"

@@ -1,68 +1,36 @@
 """``MulticastEndpoint``: receive on every interface, send out of every interface.
 
-A thin façade over cooperating parts: :mod:`._membership` (receive sockets and
-joins), :mod:`._transmit` (one transmit socket per interface and the sends),
-:mod:`._links` (the interfaces in use, kept whole), :mod:`._receive` (reading
-datagrams), :mod:`._readers` (subscriptions and event streams) and
-:mod:`._watcher` (following interface changes). This module owns the lifecycle,
-the wiring between them and the public API.
+The public face of an endpoint: its options, its lifecycle and its API. What runs
+behind it (sockets, joins, reads, sends, the watcher and the keeper) is wired up in
+:mod:`._engine`; docs/design.md maps the modules.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
-from ._discovery import read_snapshot
-from ._errors import EndpointClosedError, MulticastError
-from ._keepalive import Keepalive
-from ._keeper import KeepaliveState, validate_keepalive
-from ._links import Links
-from ._membership import Memberships
-from ._model import (
-    Group,
-    Interface,
-    InterfaceSelector,
-    SendResult,
-    ineligibility,
-    parse_group,
-    plan_changes,
-    select_interfaces,
-    validate_callback,
-    validate_coalesce_delay,
-    validate_flag,
+from ._engine import Engine
+from ._errors import EndpointClosedError
+from ._keeper import KeepaliveState
+from ._model import Interface, InterfaceSelector, SendResult
+from ._options import (
+    DEFAULT_COALESCE_DELAY,
+    DEFAULT_RECEIVE_BUFFER,
+    EndpointOptions,
+    SnapshotSource,
     validate_max_batch,
-    validate_poll_interval,
-    validate_port,
     validate_queue_size,
-    validate_receive_buffer,
-    validate_selector,
-    validate_source_port,
-    validate_sources,
-    validate_ttl,
 )
-from ._pacing import DEFAULT_COALESCE_DELAY, Drain, SocketReader
-from ._readers import Readers
-from ._receive import ReceivePath, Sink
-from ._replies import Replies
+from ._receive import Sink
 from ._subscription import BatchSubscription, Subscription
-from ._transmit import TransmitPool
-from ._watch import InterfaceEvent, desired_interfaces
-from ._watcher import InterfaceEventStream, Watcher
+from ._watch import InterfaceEvent
+from ._watcher import InterfaceEventStream
 
-__all__ = ["DEFAULT_RECEIVE_BUFFER", "EndpointStats", "MulticastEndpoint", "SnapshotSource"]
-
-_log = logging.getLogger("mcastio")
-
-#: SO_RCVBUF requested per receive socket: ~2500 small datagrams, so a flood survives
-#: the consumer being descheduled for tens of milliseconds (capped by net.core.rmem_max).
-DEFAULT_RECEIVE_BUFFER = 2 * 1024 * 1024
-
-SnapshotSource = Callable[[], Sequence[Interface]]
+__all__ = ["EndpointStats", "MulticastEndpoint"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +48,7 @@ class EndpointStats:
     #: Datagrams dropped from full subscriber queues, summed over subscribers.
     dropped: int
     #: Datagrams the kernel dropped because a receive socket's buffer was full
-    #: (SO_RXQ_OVFL), as of the last datagram read from that socket.
+    #: (read on demand with SO_MEMINFO; SO_RXQ_OVFL reports where that is missing).
     kernel_dropped: int = 0
     #: Replies delivered: unicast sent to a transmit socket (``Datagram.group`` is
     #: None); not counted in ``received``, which counts group datagrams.
@@ -139,67 +107,30 @@ class MulticastEndpoint:
         keepalive: bool | float = True,
         coalesce_delay: float = DEFAULT_COALESCE_DELAY,
     ) -> None:
-        self._group = parse_group(group)
-        self._source_port = validate_source_port(source_port)
-        self._group_str = str(self._group)
-        self._sources = validate_sources(self._group, sources)
-        self._port = validate_port(port)
-        self._queue_size = validate_queue_size(queue_size)
-        self._selector = validate_selector(interfaces)
-        self._snapshot_source: SnapshotSource = snapshot_source or read_snapshot
-        receive_buffer = validate_receive_buffer(receive_buffer)
-        self._coalesce_delay = validate_coalesce_delay(coalesce_delay)
-        self._socket_readers: dict[socket.socket, SocketReader] = {}
         # Checked here, at the call that received them, not when start() uses them.
-        for name, flag in (
-            ("loopback", loopback),
-            ("watch", watch),
-            ("netlink", netlink),
-            ("receive_ttl", receive_ttl),
-        ):
-            validate_flag(name, flag)
-        poll_interval = validate_poll_interval(poll_interval)
-        validate_callback("on_interface_event", on_interface_event)
-        validate_callback("snapshot_source", snapshot_source)
-
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._state = "new"  # new -> open -> closed
-        self._receive = ReceivePath(self._group, self._port)
-        self._readers = Readers(self._receive, on_interface_event)
-        self._replies = Replies(self._receive)
-        self._tx = TransmitPool(
-            self._group,
-            self._port,
-            validate_ttl(ttl),
-            bool(loopback),
-            from_group_port=self._source_port == "group",
-            on_open=self._watch_replies,
-            on_close=self._unwatch_socket,
+        opts = EndpointOptions.build(
+            group,
+            port,
+            interfaces=interfaces,
+            ttl=ttl,
+            loopback=loopback,
+            queue_size=queue_size,
+            snapshot_source=snapshot_source,
+            sources=sources,
+            watch=watch,
+            poll_interval=poll_interval,
+            netlink=netlink,
+            on_interface_event=on_interface_event,
+            receive_buffer=receive_buffer,
+            receive_ttl=receive_ttl,
+            source_port=source_port,
+            keepalive=keepalive,
+            coalesce_delay=coalesce_delay,
         )
+        self._group_str = str(opts.group)
+        self._engine = Engine(opts)
         # Bound once: the public send methods are measured against bare sendto calls.
-        self._send_all_nowait = self._tx.send_all_nowait
-        self._memberships = Memberships(
-            self._group,
-            self._port,
-            self._sources,
-            receive_buffer,
-            receive_ttl=bool(receive_ttl),
-            on_open=self._watch_socket,
-            on_close=self._unwatch_socket,
-        )
-        self._links = Links(self._group, self._memberships, self._tx, self._receive)
-        interval = validate_keepalive(keepalive)
-        self._keepalive: Keepalive | None = None
-        if interval is not None:
-            self._keepalive = Keepalive(self._group, self._sources, interval, self._joined)
-        self._watcher: Watcher | None = None
-        if watch:
-            self._watcher = Watcher(self._reconcile, netlink=netlink, poll_interval=poll_interval)
-        # A watching endpoint may start with no usable interface; an owner that
-        # must know at start (DualStackEndpoint: run without that family) sets this.
-        self._require_interface_at_start = False
-
-    # -- lifecycle -----------------------------------------------------------------
+        self._send_all_nowait = self._engine.tx.send_all_nowait
 
     @property
     def group(self) -> str:
@@ -207,129 +138,55 @@ class MulticastEndpoint:
 
     @property
     def port(self) -> int:
-        return self._port
+        return self._engine.options.port
 
     @property
     def sources(self) -> tuple[str, ...]:
         """The allowed senders of a source-specific endpoint; ``()`` means any sender."""
-        return self._sources
+        return self._engine.options.sources
 
     @property
     def family(self) -> socket.AddressFamily:
-        return self._group.family
+        return self._engine.options.group.family
 
     @property
     def source_port(self) -> str:
         """``"ephemeral"`` or ``"group"``: where copies leave from (see the class doc)."""
-        return self._source_port
+        return self._engine.options.source_port
 
     @property
     def closed(self) -> bool:
-        return self._state == "closed"
+        return self._engine.state == "closed"
 
     @property
     def interfaces(self) -> tuple[Interface, ...]:
         """The interfaces this endpoint currently receives and sends on."""
-        return self._links.interfaces
+        return self._engine.links.interfaces
+
+    # -- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
         """Open the sockets and join the group on every selected interface."""
-        if self._state == "open":
+        state = self._engine.state
+        if state == "open":
             return
-        if self._state == "closed":
+        if state == "closed":
             raise EndpointClosedError("this endpoint was closed; create a new one")
-        self._loop = asyncio.get_running_loop()
-        watcher = self._watcher
-        try:
-            if watcher is not None:
-                # Subscribe before reading, so a change right after the read is not missed.
-                watcher.open()
-            try:
-                snapshot = self._snapshot_source()
-            except OSError as exc:
-                raise MulticastError(f"cannot read the interfaces: {exc}") from exc
-            desired = select_interfaces(snapshot, self._group, self._selector)
-        except BaseException:
-            if watcher is not None:
-                watcher.cancel()
-            raise
-        if not desired:
-            why = _explain_no_interfaces(snapshot, self._group, self._selector)
-            if watcher is None or self._require_interface_at_start:
-                if watcher is not None:
-                    watcher.cancel()
-                raise MulticastError(why)
-            _log.warning("%s\nwaiting for an interface to become usable", why)
-        self._state = "open"
-        self._tx.bind(self._loop)
-        try:
-            failures = self._links.apply(plan_changes({}, desired, self._group.family))
-            first = failures[0] if failures else None
-            # Joins refused on every usable interface are a setup error (too many
-            # sources, a port in use, no descriptors left): fail at once, saying why.
-            if desired and not self._links:
-                raise MulticastError(
-                    f"could not join {self._group_str} on any interface: {first}"
-                ) from first
-            if failures and watcher is None:
-                # Nothing would ever retry them, so the endpoint would stay partial unseen.
-                raise MulticastError(
-                    f"could not use {len(failures)} of {len(desired)} interfaces for "
-                    f"{self._group_str} (watch=False: nothing would retry them):\n"
-                    + "\n".join(f"  {exc}" for exc in failures)
-                ) from first
-            if watcher is not None:
-                watcher.seed(snapshot)
-                watcher.start(self._loop)
-                if failures:
-                    watcher.trigger()
-            if self._keepalive is not None:
-                self._keepalive.start(self._loop)
-        except BaseException:
-            self._teardown()
-            raise
+        self._engine.open(asyncio.get_running_loop())
 
     async def aclose(self) -> None:
         """Leave the group, close every socket and end every iterator. Idempotent."""
         # Release everything first: nothing the watcher did can keep sockets open.
-        if self._state != "closed":
-            self._teardown()
+        if self._engine.state != "closed":
+            self._engine.close()
         # Also after a synchronous _teardown() (MulticastTransport.close): wait for
         # the cancelled watcher task to finish. Does nothing the second time.
-        if self._watcher is not None:
-            await self._watcher.stop()
+        if self._engine.watcher is not None:
+            await self._engine.watcher.stop()
 
     def _teardown(self) -> None:
-        self._state = "closed"
-        if self._watcher is not None:
-            self._watcher.cancel()
-        if self._keepalive is not None:
-            self._keepalive.close()
-        self._readers.close()
-        self._links.close()
-
-    def _watch_socket(self, sock: socket.socket) -> None:
-        self._add_reader(sock, self._receive.drain, "a receive socket")
-        self._receive.watch(sock)
-
-    def _watch_replies(self, sock: socket.socket) -> None:
-        self._add_reader(sock, self._replies.drain, "a transmit socket")
-
-    def _add_reader(self, sock: socket.socket, drain: Drain, what: str) -> None:
-        assert self._loop is not None
-        reader = SocketReader(self._loop, sock, drain, self._coalesce_delay)
-        try:
-            reader.start()
-        except OSError as exc:
-            # epoll_ctl refuses past fs.epoll.max_user_watches (ENOSPC) or memory.
-            raise MulticastError(f"cannot watch {what} for reading: {exc}") from exc
-        self._socket_readers[sock] = reader
-
-    def _unwatch_socket(self, sock: socket.socket) -> None:
-        reader = self._socket_readers.pop(sock, None)
-        if reader is not None:
-            reader.stop()
-        self._receive.forget(sock)
+        """Release everything now, without waiting (MulticastTransport.close)."""
+        self._engine.close()
 
     async def __aenter__(self) -> MulticastEndpoint:
         await self.start()
@@ -344,10 +201,10 @@ class MulticastEndpoint:
         await self.aclose()
 
     def __repr__(self) -> str:
-        names = ",".join(i.name for i in self._links.interfaces)
-        return f"<MulticastEndpoint {self._group_str}:{self._port} {self._state} [{names}]>"
+        names = ",".join(i.name for i in self.interfaces)
+        return f"<MulticastEndpoint {self._group_str}:{self.port} {self._engine.state} [{names}]>"
 
-    # -- watching ------------------------------------------------------------------
+    # -- watching and keeping ------------------------------------------------------
 
     @property
     def watch_mode(self) -> str:
@@ -357,9 +214,8 @@ class MulticastEndpoint:
         application error (an ``interfaces=`` predicate that raised), which is
         reported through the event loop's exception handler.
         """
-        if self._watcher is None:
-            return "off"
-        return self._watcher.mode
+        watcher = self._engine.watcher
+        return "off" if watcher is None else watcher.mode
 
     def interface_events(self, queue_size: int = 64) -> InterfaceEventStream:
         """An async iterator of the changes to this endpoint's interfaces from now on.
@@ -367,48 +223,19 @@ class MulticastEndpoint:
         It ends when the endpoint closes. The interfaces in use at any moment are
         :attr:`interfaces`; events only describe changes.
         """
-        if self._state == "closed":
+        if self._engine.state == "closed":
             raise EndpointClosedError("this endpoint was closed; create a new one")
-        return self._readers.event_stream(validate_queue_size(queue_size))
-
-    # -- keepalive -----------------------------------------------------------------
+        return self._engine.readers.event_stream(validate_queue_size(queue_size))
 
     @property
     def keepalive(self) -> float | None:
         """The keeper's refresh interval in seconds, or ``None`` when it is off."""
-        return self._keepalive.interval if self._keepalive is not None else None
+        return self._engine.options.keepalive
 
     @property
     def keepalive_state(self) -> tuple[KeepaliveState, ...]:
         """What the membership keeper does on each joined interface (empty when off)."""
-        if self._keepalive is None or self._state != "open":
-            return ()
-        return self._keepalive.states()
-
-    def _joined(self) -> list[tuple[Interface, socket.socket]]:
-        pairs = []
-        for iface in self._links.interfaces:
-            sock = self._memberships.socket_of(iface.index)
-            if sock is not None:
-                pairs.append((iface, sock))
-        return pairs
-
-    def _reconcile(self, reannounce: frozenset[int] = frozenset()) -> bool:
-        """Bring the memberships in line with a fresh snapshot; False if something failed."""
-        if self._state != "open":
-            return True
-        try:
-            snapshot = self._snapshot_source()
-        except OSError as exc:
-            _log.warning("cannot read the interfaces, will retry: %s", exc)
-            return False
-        desired = desired_interfaces(snapshot, self._group, self._selector)
-        failures, events = self._links.reconcile(desired, reannounce)
-        self._emit(events)
-        return not failures
-
-    def _emit(self, events: Sequence[InterfaceEvent]) -> None:
-        self._readers.emit(self._group_str, events, self._loop)
+        return self._engine.keepalive_states()
 
     # -- receiving -----------------------------------------------------------------
 
@@ -420,16 +247,17 @@ class MulticastEndpoint:
         ends when closed, when the endpoint closes, or when it is garbage-collected
         (as after ``break`` out of ``async for dgram in ep``).
         """
-        if self._state != "open":
+        if self._engine.state != "open":
             raise EndpointClosedError(
                 "subscribe() needs a started endpoint: use 'async with' or await start()"
             )
-        size = self._queue_size if queue_size is None else validate_queue_size(queue_size)
-        return self._readers.subscribe(size)
+        default = self._engine.options.queue_size
+        size = default if queue_size is None else validate_queue_size(queue_size)
+        return self._engine.readers.subscribe(size)
 
     def _attach(self, sub: Subscription) -> Callable[..., None]:
         """Feed ``sub`` (made elsewhere, e.g. by DualStackEndpoint); returns the detach."""
-        return self._readers.attach(sub)
+        return self._engine.readers.attach(sub)
 
     def __aiter__(self) -> Subscription:
         return self.subscribe()
@@ -447,18 +275,19 @@ class MulticastEndpoint:
         return BatchSubscription(self.subscribe(queue_size), max_batch)
 
     def _add_sink(self, sink: Sink) -> None:
-        self._receive.add_sink(sink)
+        self._engine.receive.add_sink(sink)
 
     @property
     def stats(self) -> EndpointStats:
-        r = self._receive
+        engine = self._engine
+        r = engine.receive
         return EndpointStats(
             r.received,
             r.not_for_group,
             r.truncated,
-            self._readers.drops.total,
-            r.kernel_dropped,
-            self._replies.count,
+            engine.readers.drops.total,
+            r.drops.total,
+            engine.replies.count,
         )
 
     # -- sending -------------------------------------------------------------------
@@ -475,24 +304,12 @@ class MulticastEndpoint:
 
         A failure on one interface is reported in its result and never raises.
         """
-        return await self._tx.send_all(data)
+        return await self._engine.tx.send_all(data)
 
     def send_nowait(self, data: bytes | bytearray | memoryview, *, interface: str) -> SendResult:
         """Send one copy out of the named interface without waiting; errors are in the result."""
-        return self._tx.send_nowait(data, interface)
+        return self._engine.tx.send_nowait(data, interface)
 
     async def send(self, data: bytes | bytearray | memoryview, *, interface: str) -> SendResult:
         """Send one copy out of the named interface; raises ``MulticastError`` on failure."""
-        return await self._tx.send(data, interface)
-
-
-def _explain_no_interfaces(
-    snapshot: Sequence[Interface], group: Group, selector: InterfaceSelector
-) -> str:
-    lines = [f"no interface can carry {group}:"]
-    for iface in snapshot:
-        why = ineligibility(iface, group)
-        lines.append(f"  {iface.name}: {', '.join(why) or 'excluded by the interfaces= selector'}")
-    if selector is not None:
-        lines.append("  (an interfaces= selector was given)")
-    return "\n".join(lines)
+        return await self._engine.tx.send(data, interface)

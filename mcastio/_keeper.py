@@ -10,14 +10,12 @@ refresh) and says when to make it report again.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Literal
 
 __all__ = [
     "BEACON_PREFIX",
-    "DEFAULT_KEEPALIVE",
     "KeepaliveState",
     "Mechanism",
     "Track",
@@ -29,31 +27,10 @@ __all__ = [
     "parse_beacons",
     "refreshed",
     "state_of",
-    "validate_keepalive",
 ]
-
-#: Seconds without a report before the keeper makes one. RFC 3376's membership
-#: interval is 260 s (robustness 2 x query interval 125 s + 10 s); 60 s leaves
-#: room for a lost report and for switches configured with shorter timeouts.
-DEFAULT_KEEPALIVE = 60.0
 
 Mechanism = Literal["report", "source-filter", "none"]
 Role = Literal["watching", "querier", "refreshing", "unable"]
-
-
-def validate_keepalive(value: bool | float) -> float | None:
-    """The refresh interval in seconds, or ``None`` for off."""
-    if value is True:
-        return DEFAULT_KEEPALIVE
-    if value is False or value is None:
-        return None
-    if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise ValueError(
-            "keepalive must be True (refresh every "
-            f"{DEFAULT_KEEPALIVE:g} s), False (off) or a positive number of seconds, "
-            f"not {value!r}"
-        )
-    return float(value)
 
 
 def choose_mechanism(raw: bool, version: int, family_v6: bool) -> tuple[Mechanism, str]:

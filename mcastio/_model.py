@@ -10,7 +10,6 @@ import ipaddress
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 __all__ = [
     "MAX_PAYLOAD_V4",
@@ -27,19 +26,9 @@ __all__ = [
     "parse_group",
     "plan_changes",
     "select_interfaces",
-    "validate_callback",
-    "validate_coalesce_delay",
-    "validate_flag",
-    "validate_max_batch",
     "validate_payload",
-    "validate_poll_interval",
-    "validate_port",
-    "validate_queue_size",
-    "validate_receive_buffer",
     "validate_selector",
-    "validate_source_port",
     "validate_sources",
-    "validate_ttl",
 ]
 
 # 65535 minus the 20-byte IPv4 header and the 8-byte UDP header.
@@ -48,14 +37,6 @@ MAX_PAYLOAD_V4 = 65507
 MAX_PAYLOAD_V6 = 65527
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-#: The largest ``queue_size``: a million queued datagrams is already gigabytes at
-#: full size, and anything larger would be an unbounded queue in all but name.
-MAX_QUEUE_SIZE = 1 << 20
-#: SO_RCVBUF is a C int; the kernel caps it further at net.core.rmem_max.
-MAX_RECEIVE_BUFFER = (1 << 31) - 1
-#: The shortest ``poll_interval``: each poll re-reads every interface of the host.
-MIN_POLL_INTERVAL = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,90 +117,6 @@ def parse_group(group: str) -> Group:
             "use a link-local (ff02::) or wider group"
         )
     return Group(addr, socket.AF_INET6, _V6_SCOPES.get(scope_code, f"scope-{scope_code:x}"))
-
-
-def validate_port(port: int) -> int:
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise ValueError(f"port must be an integer from 1 to 65535, not {port!r}")
-    return port
-
-
-def validate_ttl(ttl: int) -> int:
-    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= 255:
-        raise ValueError(
-            f"ttl must be an integer from 0 to 255 (1 keeps traffic on the link), not {ttl!r}"
-        )
-    return ttl
-
-
-SourcePort = Literal["ephemeral", "group"]
-
-
-def validate_source_port(mode: str) -> SourcePort:
-    """``"ephemeral"`` (replies come back to the endpoint) or ``"group"`` (mDNS)."""
-    if mode == "ephemeral":
-        return "ephemeral"
-    if mode == "group":
-        return "group"
-    raise ValueError(
-        f"source_port must be 'ephemeral' (copies leave from a port of their own, and "
-        f"unicast replies are delivered) or 'group' (copies leave from the group's port, "
-        f"as mDNS requires), not {mode!r}"
-    )
-
-
-def validate_queue_size(size: int) -> int:
-    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_QUEUE_SIZE:
-        raise ValueError(f"queue_size must be an integer from 1 to {MAX_QUEUE_SIZE}, not {size!r}")
-    return size
-
-
-def validate_receive_buffer(size: int | None) -> int | None:
-    if size is None:
-        return None
-    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_RECEIVE_BUFFER:
-        raise ValueError(
-            f"receive_buffer must be a number of bytes from 1 to {MAX_RECEIVE_BUFFER} "
-            f"(the kernel caps it at net.core.rmem_max), or None; not {size!r}"
-        )
-    return size
-
-
-def validate_coalesce_delay(delay: float) -> float:
-    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= 1:
-        raise ValueError(f"coalesce_delay must be a number of seconds from 0 to 1, not {delay!r}")
-    return float(delay)
-
-
-def validate_flag(name: str, value: object) -> bool:
-    """A real bool: ``bool('no')`` is True, so a string would silently mean yes."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, not {value!r}")
-    return value
-
-
-def validate_poll_interval(seconds: float) -> float:
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-        raise TypeError(f"poll_interval must be a number of seconds, not {seconds!r}")
-    if not MIN_POLL_INTERVAL <= seconds < float("inf"):
-        raise ValueError(
-            f"poll_interval must be at least {MIN_POLL_INTERVAL} seconds (each poll re-reads "
-            f"every interface), and finite; not {seconds!r}"
-        )
-    return float(seconds)
-
-
-def validate_callback(name: str, value: object) -> None:
-    if value is not None and not callable(value):
-        raise TypeError(f"{name} must be a callable or None, not {value!r}")
-
-
-def validate_max_batch(size: int | None) -> int | None:
-    if size is None:
-        return None
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"max_batch must be a positive integer or None, not {size!r}")
-    return size
 
 
 def validate_payload(data: object, group: Group) -> bytes | bytearray | memoryview:

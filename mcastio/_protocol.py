@@ -7,9 +7,9 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from ._endpoint import DEFAULT_RECEIVE_BUFFER, MulticastEndpoint
+from ._endpoint import MulticastEndpoint
 from ._model import Datagram, InterfaceSelector, SendResult
-from ._pacing import DEFAULT_COALESCE_DELAY
+from ._options import DEFAULT_COALESCE_DELAY, DEFAULT_RECEIVE_BUFFER
 from ._watch import InterfaceEvent
 
 __all__ = ["MulticastProtocol", "MulticastTransport", "create_multicast_endpoint"]

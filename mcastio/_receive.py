@@ -53,6 +53,44 @@ def _index_to_name(index: int) -> str:
         return f"if{index}"
 
 
+class KernelDrops:
+    """Datagrams the kernel dropped on each receive socket because its buffer was full."""
+
+    __slots__ = ("_by_socket", "_retired")
+
+    def __init__(self) -> None:
+        # The running count per open socket, and the final counts of sockets closed since.
+        self._by_socket: dict[socket.socket, int] = {}
+        self._retired = 0
+
+    @property
+    def total(self) -> int:
+        for sock in self._by_socket:
+            self._refresh(sock)
+        return self._retired + sum(self._by_socket.values())
+
+    def watch(self, sock: socket.socket) -> None:
+        """Account for ``sock``'s drops from now on."""
+        self._by_socket.setdefault(sock, 0)
+
+    def forget(self, sock: socket.socket) -> None:
+        """``sock`` is closing: keep its drop count in the total."""
+        if sock in self._by_socket:
+            self._refresh(sock)
+            self._retired += self._by_socket.pop(sock)
+
+    def report(self, sock: socket.socket, count: int) -> None:
+        """The running count an SO_RXQ_OVFL control message carried."""
+        if count > self._by_socket.get(sock, 0):
+            self._by_socket[sock] = count
+
+    def _refresh(self, sock: socket.socket) -> None:
+        # Never below what SO_RXQ_OVFL reported: where SO_MEMINFO is missing it is None.
+        now = _net.socket_drops(sock)
+        if now is not None:
+            self.report(sock, now)
+
+
 class ReceivePath:
     """The receive side of one endpoint: counters, the arrival cache and the sinks."""
 
@@ -84,10 +122,8 @@ class ReceivePath:
         self.received = 0
         self.not_for_group = 0
         self.truncated = 0
-        # The kernel's running drop count per open socket (SO_RXQ_OVFL), and the
-        # final counts of sockets closed since.
-        self._drops: dict[socket.socket, int] = {}
-        self._retired_drops = 0
+        #: What the kernel dropped on the receive sockets.
+        self.drops = KernelDrops()
         self._arrivals: dict[tuple[int, int, bytes], int] = {}
 
     @property
@@ -106,29 +142,6 @@ class ReceivePath:
         # The recvmmsg drain remembers names with the arrival: forget them all.
         self._meta = {}
         self._reply_meta = {}
-
-    @property
-    def kernel_dropped(self) -> int:
-        """Datagrams the kernel dropped on the receive sockets so far."""
-        for sock in self._drops:
-            self._refresh_drops(sock)
-        return self._retired_drops + sum(self._drops.values())
-
-    def watch(self, sock: socket.socket) -> None:
-        """Account for ``sock``'s drops from now on."""
-        self._drops.setdefault(sock, 0)
-
-    def forget(self, sock: socket.socket) -> None:
-        """``sock`` is closing: keep its drop count in the total."""
-        if sock in self._drops:
-            self._refresh_drops(sock)
-            self._retired_drops += self._drops.pop(sock)
-
-    def _refresh_drops(self, sock: socket.socket) -> None:
-        now = _net.socket_drops(sock)
-        # Never below what SO_RXQ_OVFL reported: where SO_MEMINFO is missing it is None.
-        if now is not None and now > self._drops[sock]:
-            self._drops[sock] = now
 
     @property
     def sinks(self) -> tuple[Sink, ...]:
@@ -286,8 +299,7 @@ class ReceivePath:
         """What a (source, control messages) block means; remembered unless it holds drops."""
         drops, key = _mmsg.split_drops(key, room)
         if drops is not None:
-            if drops > self._drops.get(sock, 0):
-                self._drops[sock] = drops
+            self.drops.report(sock, drops)
             known = self._meta.get(key)
             if known is not None:
                 return known
@@ -343,8 +355,8 @@ class ReceivePath:
                 cached = self._arrivals.get(cmsg)
                 index = self._learn_arrival(cmsg) if cached is None else cached
         ttl, drops = _net.parse_extras(anc)
-        if drops is not None and drops > self._drops.get(sock, 0):
-            self._drops[sock] = drops
+        if drops is not None:
+            self.drops.report(sock, drops)
         return index, ttl
 
     def _arrival_index(self, anc: list[tuple[int, int, bytes]]) -> int:

@@ -66,15 +66,15 @@ def test_mdns_on_both_families_receive_and_send(lab: Lab) -> None:
                 assert [r.interface for r in result.ipv4] == ["eth0", "eth1", "eth2"]
                 assert [r.interface for r in result.ipv6] == ["eth0", "eth1", "eth2"]
             sub.close()
-            assert ds.ipv4._receive.sinks == ()
-            assert ds.ipv6._receive.sinks == ()
+            assert ds.ipv4._engine.receive.sinks == ()
+            assert ds.ipv6._engine.receive.sinks == ()
             # A subscription dropped without close() detaches when collected.
             held = ds.subscribe()
-            assert len(ds.ipv4._receive.sinks) == 1
+            assert len(ds.ipv4._engine.receive.sinks) == 1
             del held
             gc.collect()
-            assert ds.ipv4._receive.sinks == ()
-            assert ds.ipv6._receive.sinks == ()
+            assert ds.ipv4._engine.receive.sinks == ()
+            assert ds.ipv6._engine.receive.sinks == ()
 
     with lab.inside():
         run(main())

@@ -8,7 +8,7 @@ import pytest
 
 from mcastio import Datagram, SendResult
 from mcastio._fastpath import OkResults, new_datagram
-from mcastio._model import validate_max_batch, validate_receive_buffer
+from mcastio._options import validate_max_batch, validate_receive_buffer
 
 
 def test_new_datagram_equals_the_dataclass_constructor() -> None:

@@ -26,7 +26,7 @@ SIZES = (1, 64, 1400, 8000, 65000)
 
 def readers_of(ep: mcastio.MulticastEndpoint) -> int:
     """Reads the endpoint made after a coalescing delay, over all its sockets."""
-    return sum(r.deferred_reads for r in ep._socket_readers.values())
+    return sum(r.deferred_reads for r in ep._engine._socket_readers.values())
 
 
 @pytest.mark.parametrize(("group", "family"), [(GROUP4, socket.AF_INET), (GROUP6, socket.AF_INET6)])
@@ -54,7 +54,7 @@ def test_every_size_from_every_link_arrives_whole_and_attributed(
             return (
                 {(d.interface, len(d.data), d.data) for d in got},
                 {str(d.source[0]) for d in got},
-                ep._receive.fast,
+                ep._engine.receive.fast,
             )
 
     with lab.inside():
@@ -158,10 +158,10 @@ def test_coalesce_delay_reaches_every_entry(lab: Lab) -> None:
         )
         default = mcastio.MulticastEndpoint(GROUP6, PORT, watch=False)
         return [
-            transport.endpoint._coalesce_delay,
-            dual._v4._coalesce_delay,
-            dual._v6._coalesce_delay,
-            default._coalesce_delay,
+            transport.endpoint._engine.options.coalesce_delay,
+            dual._v4._engine.options.coalesce_delay,
+            dual._v6._engine.options.coalesce_delay,
+            default._engine.options.coalesce_delay,
         ]
 
     with lab.inside():
@@ -186,7 +186,7 @@ def test_a_refused_recvmmsg_falls_back_to_recvmsg(
                 for i in range(3):
                     sock.sendto(bytes([i]), (GROUP4, PORT))
             got = await asyncio.wait_for(take(sub, 3), 3)
-            return [d.data for d in got], ep._receive.fast
+            return [d.data for d in got], ep._engine.receive.fast
 
     with lab.inside():
         data, fast = run(main())
@@ -218,7 +218,7 @@ def test_replies_use_the_same_drain_and_coalesce_under_a_flood(
                 batch = await asyncio.wait_for(batches.__anext__(), 3)
                 assert {(d.group, d.interface) for d in batch} == {(None, link.host_if)}
                 got += [int.from_bytes(d.data, "big") for d in batch]
-            return got, ep.stats, readers_of(ep), ep._receive.fast
+            return got, ep.stats, readers_of(ep), ep._engine.receive.fast
 
     try:
         with lab.inside():

@@ -17,13 +17,8 @@ import pytest
 
 from mcastio import InterfaceEvent, MulticastEndpoint, MulticastError
 from mcastio._discovery import fold_labels
-from mcastio._model import (
-    MAX_QUEUE_SIZE,
-    Datagram,
-    Interface,
-    parse_group,
-    validate_payload,
-)
+from mcastio._model import Datagram, Interface, parse_group, validate_payload
+from mcastio._options import MAX_QUEUE_SIZE
 from mcastio._readers import Readers
 from mcastio._receive import ReceivePath
 from mcastio._watch import Backoff
@@ -88,7 +83,7 @@ def test_good_options_are_kept() -> None:
         poll_interval=0.05,
         on_interface_event=print,
     )
-    assert ep._selector == ("e0", "e1")
+    assert ep._engine.options.selector == ("e0", "e1")
     assert ep.watch_mode == "stopped"
 
 
@@ -178,10 +173,10 @@ def test_watch_mode_says_stopped_when_the_watcher_died_of_a_bug() -> None:
         )
         await ep.start()
         before = ep.watch_mode
-        assert ep._watcher is not None
+        assert ep._engine.watcher is not None
         usable = Interface("e9", 99, ipv4=(ipaddress.IPv4Interface("10.9.9.1/24"),))
-        ep._snapshot_source = lambda: (usable,)
-        ep._watcher.trigger()
+        ep._engine.snapshot_source = lambda: (usable,)
+        ep._engine.watcher.trigger()
         await wait_for(lambda: ep.watch_mode != "poll")
         after = ep.watch_mode
         await ep.aclose()
@@ -253,7 +248,7 @@ def test_an_unheld_task_on_interface_events_is_not_collected() -> None:
         await asyncio.sleep(0)
         gc.collect()
         assert task() is not None
-        ep._readers.emit(GROUP, [InterfaceEvent("added", "e0", 9, ())], None)
+        ep._engine.readers.emit(GROUP, [InterfaceEvent("added", "e0", 9, ())], None)
         await asyncio.sleep(0)
         await ep.aclose()
         waited = task()
@@ -323,9 +318,9 @@ def test_backoff_is_logged_not_fatal_for_every_kernel_error(
     async def main() -> str:
         ep = MulticastEndpoint(GROUP, PORT, snapshot_source=source, netlink=False)
         await ep.start()
-        assert ep._watcher is not None
-        ep._watcher._backoff = Backoff(first=0.001, cap=0.002)
-        ep._watcher.trigger()
+        assert ep._engine.watcher is not None
+        ep._engine.watcher._backoff = Backoff(first=0.001, cap=0.002)
+        ep._engine.watcher.trigger()
         await wait_for(lambda: len(reads) >= 4)
         mode = ep.watch_mode
         await ep.aclose()

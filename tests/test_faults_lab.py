@@ -156,7 +156,7 @@ def test_ipv6_joins_spread_past_optmem_max(make_lab: Callable[..., Lab]) -> None
             for link in lab.link:
                 await asyncio.to_thread(lab.peer_send, link, GROUP6, PORT, b"six\n")
             seen = await receive_from_each(sub, {link.host_if for link in lab.link})
-            return len(ep.interfaces), len(ep._memberships.sockets), seen
+            return len(ep.interfaces), len(ep._engine.memberships.sockets), seen
 
     with lab.inside():
         joined, sockets, seen = run(main())

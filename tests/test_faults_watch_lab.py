@@ -74,7 +74,7 @@ async def start_under_limits():
 
 async def watch_under_limit():
     async with mcastio.MulticastEndpoint(group, port) as ep:
-        ep._watcher._backoff = Backoff(first=0.05, cap=0.2)
+        ep._engine.watcher._backoff = Backoff(first=0.05, cap=0.2)
         before = [i.name for i in ep.interfaces]
         print("ready", flush=True)
         allow(1)
@@ -83,7 +83,7 @@ async def watch_under_limit():
         await asyncio.sleep(0.6)
         during = {
             "mode": ep.watch_mode,
-            "alive": not ep._watcher._task.done(),
+            "alive": not ep._engine.watcher._task.done(),
             "names": [i.name for i in ep.interfaces],
         }
         restore()

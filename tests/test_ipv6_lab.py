@@ -204,7 +204,7 @@ def test_reconcile_follows_ipv6_address_changes(lab: Lab) -> None:
     def reconcile(ep: MulticastEndpoint) -> tuple[str, ...]:
         desired = select_interfaces(read_snapshot(), site, None)
         plan = plan_changes({i.index: i for i in ep.interfaces}, desired, site.family)
-        assert ep._links.apply(plan) == []
+        assert ep._engine.links.apply(plan) == []
         return tuple(
             [f"+{i.name}" for i in plan.add]
             + [f"-{i.name}" for i in plan.remove]

@@ -20,7 +20,6 @@ from mcastio._igmp import (
     parse_query,
 )
 from mcastio._keeper import (
-    DEFAULT_KEEPALIVE,
     Track,
     beacon_name,
     choose_mechanism,
@@ -30,8 +29,8 @@ from mcastio._keeper import (
     parse_beacons,
     refreshed,
     state_of,
-    validate_keepalive,
 )
+from mcastio._options import DEFAULT_KEEPALIVE, validate_keepalive
 
 V4, V6 = ipaddress.IPv4Address, ipaddress.IPv6Address
 

@@ -250,7 +250,7 @@ def test_more_memberships_than_one_socket_may_hold(make_lab: Callable[..., Lab])
             await asyncio.to_thread(peers_send_each, lab)
             got = await collect(sub, 22, timeout=5)
             got += await quiet(sub)
-            return got, len(ep._memberships.sockets)
+            return got, len(ep._engine.memberships.sockets)
 
     with lab.inside():
         got, receivers = run(main(), timeout=60)
@@ -421,7 +421,7 @@ def test_abandoned_iterators_are_released_and_drops_stay_counted(lab: Lab) -> No
                 await asyncio.to_thread(lab.peer_send, link, GROUP, PORT, f"x{n}\n".encode())
             await collect(kept, 10, timeout=0.3)
             # Only the live subscription is still fed; the abandoned ones are gone.
-            assert len(ep._receive.sinks) == 1
+            assert len(ep._engine.receive.sinks) == 1
             dropped = ep.stats.dropped
         assert dropped >= 1
         assert ep.stats.dropped == dropped  # closing does not forget drops

@@ -14,7 +14,7 @@ import pytest
 
 from mcastio import _mmsg, _net
 from mcastio._fastpath import Coalescing
-from mcastio._model import validate_coalesce_delay
+from mcastio._options import validate_coalesce_delay
 from mcastio._pacing import SocketReader
 from tests.conftest import run, skip_or_fail
 

@@ -8,16 +8,8 @@ import socket
 import pytest
 
 from mcastio._discovery import _prefixlen, parse_if_inet6
-from mcastio._model import (
-    Interface,
-    parse_group,
-    plan_changes,
-    select_interfaces,
-    validate_payload,
-    validate_port,
-    validate_queue_size,
-    validate_ttl,
-)
+from mcastio._model import Interface, parse_group, plan_changes, select_interfaces, validate_payload
+from mcastio._options import validate_port, validate_queue_size, validate_ttl
 
 
 def iface(name: str, index: int, *addrs: str, **kw: bool) -> Interface:

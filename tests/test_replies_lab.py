@@ -186,7 +186,7 @@ def test_unicast_on_excluded_links_finds_no_endpoint_socket(lab: Lab, group: str
     async def main() -> tuple[mcastio.EndpointStats, int]:
         ep = mcastio.MulticastEndpoint(group, PORT, interfaces=[used.host_if], watch=False)
         async with ep:
-            (tx,) = (s.tx for s in ep._tx._senders.values())
+            (tx,) = (s.tx for s in ep._engine.tx._senders.values())
             tx_port = tx.getsockname()[1]
             before = udp_no_ports(lab, family)
             with lab.inside(excluded.peer_ns):
@@ -219,7 +219,7 @@ def test_link_scope_ipv6_gets_one_receive_socket_per_interface(lab: Lab) -> None
             mcastio.MulticastEndpoint(GROUP6_SITE, PORT, watch=False) as site_ep,
         ):
             return [
-                sorted(s.getsockname() for s in ep._memberships.sockets)
+                sorted(s.getsockname() for s in ep._engine.memberships.sockets)
                 for ep in (link_ep, site_ep)
             ]
 

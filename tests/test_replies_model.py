@@ -8,8 +8,9 @@ import pytest
 
 from mcastio import Datagram
 from mcastio._cli.fmt import datagram_json, datagram_line
-from mcastio._model import parse_group, validate_source_port
+from mcastio._model import parse_group
 from mcastio._net import bind_needs_scope
+from mcastio._options import validate_source_port
 
 
 def test_source_port_takes_two_modes_and_names_them_when_wrong() -> None:

@@ -107,9 +107,9 @@ def test_only_the_allowed_source_is_delivered(lab: Lab, v6: bool) -> None:
 
             # The path a watcher takes: leave and re-join one interface via Links.apply.
             eth2 = next(i for i in ssm.interfaces if i.name == "eth2")
-            assert ssm._links.apply(Plan(remove=(eth2,))) == []
+            assert ssm._engine.links.apply(Plan(remove=(eth2,))) == []
             assert source_filters(lab, v6) == expected - {("eth2", group, allowed)}
-            assert ssm._links.apply(Plan(add=(eth2,))) == []
+            assert ssm._engine.links.apply(Plan(add=(eth2,))) == []
             assert source_filters(lab, v6) == expected
 
     with lab.inside():

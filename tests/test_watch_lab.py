@@ -420,7 +420,7 @@ def test_lost_netlink_events_lead_to_a_full_reread(
 
     async def main() -> None:
         async with MulticastEndpoint(GROUP, PORT) as ep:
-            watcher = ep._watcher
+            watcher = ep._engine.watcher
             assert watcher is not None
             assert watcher._sock is not None
             # The smallest buffer the kernel allows, so a burst must overflow it.

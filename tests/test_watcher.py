@@ -173,7 +173,7 @@ def test_interface_event_stream_ends_on_close() -> None:
         ep = MulticastEndpoint("239.255.9.9", 5999, snapshot_source=lambda: (), netlink=False)
         await ep.start()
         events = ep.interface_events()
-        ep._emit([InterfaceEvent("added", "eth9", 9, ("10.9.9.1",))])
+        ep._engine.emit([InterfaceEvent("added", "eth9", 9, ("10.9.9.1",))])
         got: list[InterfaceEvent] = []
 
         async def read() -> None:
@@ -221,7 +221,7 @@ def test_callback_that_raises_does_not_stop_the_endpoint() -> None:
             on_interface_event=callback,
         )
         await ep.start()
-        ep._emit([InterfaceEvent("removed", "eth1", 3, ())])
+        ep._engine.emit([InterfaceEvent("removed", "eth1", 3, ())])
         await wait_for(lambda: bool(errors))
         assert not ep.closed
         await ep.aclose()
