@@ -228,20 +228,7 @@ def _wait_oper_up(lab: Lab, ns: str, ifname: str, timeout: float = 5.0) -> None:
 
 def start_tcpdump(lab: Lab, ns: str, ifname: str, bpf: str) -> subprocess.Popen[bytes]:
     """Verbose tcpdump (``-vv``: IGMPv3 and MLDv2 group records); returns once armed."""
-    proc = lab.popen(
-        ns,
-        "tcpdump", "-n", "-l", "-vv", "-i", ifname, bpf,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stderr is not None
-    seen = ""
-    while line := proc.stderr.readline().decode():
-        if "listening on" in line:
-            return proc
-        seen += line
-    proc.kill()
-    raise LabError(f"tcpdump on {ifname} in {ns} did not start: {seen.strip()}")
+    return lab.tcpdump(ns, ifname, bpf, verbose=True)
 
 
 def stop_tcpdump(proc: subprocess.Popen[bytes]) -> list[str]:

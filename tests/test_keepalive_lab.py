@@ -194,7 +194,7 @@ def _bpf(family: int) -> str:
 
 @pytest.mark.parametrize(("family", "case"), CASES)
 def test_keeper_keeps_the_stream_for_four_intervals_without_a_leave(
-    make_lab: Callable[..., Lab], family: int, case: str
+    need_tcpdump: None, make_lab: Callable[..., Lab], family: int, case: str
 ) -> None:
     lab, switch = article_switch(make_lab, family, case)
     group = GROUPS[family]
@@ -223,7 +223,7 @@ def test_keeper_keeps_the_stream_for_four_intervals_without_a_leave(
 
 @pytest.mark.parametrize("family", [4, 6])
 def test_keeper_keeps_a_source_specific_membership(
-    make_lab: Callable[..., Lab], family: int
+    need_tcpdump: None, make_lab: Callable[..., Lab], family: int
 ) -> None:
     lab, switch = article_switch(make_lab, family, "unreached")
     group = SSM_GROUPS[family]

@@ -94,7 +94,7 @@ def _link_local(lab: Lab, ns: str, ifname: str) -> str:
 
 @pytest.mark.parametrize("family", [4, 6])
 def test_querier_keeps_a_plain_receiver_on_another_port(
-    make_lab: Callable[..., Lab], family: int
+    need_tcpdump: None, make_lab: Callable[..., Lab], family: int
 ) -> None:
     lab, switch = _lab(make_lab, family)
     group, port_number = GROUPS[family], 41300 + family
@@ -176,6 +176,7 @@ def _seconds(line: str) -> float:
 
 
 def test_querier_stands_down_for_a_lower_address_and_resumes_after_it_goes(
+    need_tcpdump: None,
     make_lab: Callable[..., Lab],
 ) -> None:
     lab, switch = _lab(make_lab, 4)

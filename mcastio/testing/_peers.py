@@ -118,17 +118,26 @@ class LabPeers:
         return listener
 
     def tcpdump(
-        self: _Runner, ns: str, ifname: str, bpf: str, *, count: int | None = None
+        self: _Runner,
+        ns: str,
+        ifname: str,
+        bpf: str,
+        *,
+        count: int | None = None,
+        verbose: bool = False,
     ) -> subprocess.Popen[bytes]:
         """Start tcpdump on ``ifname`` in ``ns``; returns once the capture is armed.
 
-        Lines come on stdout as tcpdump prints them (``-n -l``); the process is
-        killed by :meth:`destroy` if still running.
+        Lines come on stdout as tcpdump prints them (``-n -l``; ``verbose`` adds
+        ``-vv``, which shows IGMPv3 and MLDv2 group records); the process is killed
+        by :meth:`destroy` if still running.
         """
         reason = tcpdump_support()
         if reason is not None:
             raise LabError(reason)
         argv = [tool("tcpdump"), "-n", "-l", "-i", ifname]
+        if verbose:
+            argv.append("-vv")
         if count is not None:
             argv += ["-c", str(count)]
         proc = self.popen(ns, *argv, bpf, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
