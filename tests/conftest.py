@@ -30,6 +30,16 @@ def run(coro: Coroutine[Any, Any, T], *, timeout: float = 30) -> T:
     return asyncio.run(checked())
 
 
+async def wait_for(cond: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
+    """Poll ``cond`` until it holds; fail the test if it does not within ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what or cond}")
+        await asyncio.sleep(0.005)
+
+
 def _fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 

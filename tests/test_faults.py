@@ -23,19 +23,10 @@ from mcastio._readers import Readers
 from mcastio._receive import ReceivePath
 from mcastio._watch import Backoff
 from mcastio._watcher import Watcher
-from tests.conftest import run
+from tests.conftest import run, wait_for
 
 GROUP = "239.255.11.1"
 PORT = 5911
-
-
-async def wait_for(cond: object, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():  # type: ignore[operator]
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)
 
 
 # -- item 5: bad input fails at the call that received it -----------------------------

@@ -22,7 +22,7 @@ import pytest
 from mcastio import MulticastEndpoint, MulticastError, Subscription
 from mcastio._discovery import read_snapshot
 from mcastio.testing import Lab, LabError
-from tests.conftest import run, skip_or_fail
+from tests.conftest import run, skip_or_fail, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -31,15 +31,6 @@ GROUP6 = "ff05::1111"
 PORT = 5911
 
 T = TypeVar("T")
-
-
-async def wait_for(cond: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what or cond}")
-        await asyncio.sleep(0.01)
 
 
 async def receive_from_each(sub: Subscription, names: set[str], timeout: float = 5.0) -> set[str]:

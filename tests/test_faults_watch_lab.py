@@ -21,8 +21,8 @@ import pytest
 
 from mcastio import MulticastEndpoint
 from mcastio.testing import Lab
-from tests.conftest import run
-from tests.test_faults_lab import GROUP, PORT, receive_from_each, record_loop_errors, wait_for
+from tests.conftest import run, wait_for
+from tests.test_faults_lab import GROUP, PORT, receive_from_each, record_loop_errors
 
 pytestmark = pytest.mark.lab
 

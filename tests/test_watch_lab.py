@@ -22,7 +22,7 @@ import pytest
 from mcastio import Datagram, InterfaceEvent, MulticastEndpoint, Subscription
 from mcastio._discovery import read_snapshot
 from mcastio.testing import Lab, Link
-from tests.conftest import run
+from tests.conftest import run, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -31,15 +31,6 @@ GROUP6 = "ff05::4242"
 PORT = 5042
 
 T = TypeVar("T")
-
-
-async def wait_for(cond: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what or cond}")
-        await asyncio.sleep(0.01)
 
 
 def names(ep: MulticastEndpoint) -> set[str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 import pytest
 
@@ -15,16 +14,7 @@ from mcastio import InterfaceEvent, MulticastEndpoint, MulticastError
 from mcastio._model import Interface
 from mcastio._watch import Backoff
 from mcastio._watcher import InterfaceEventStream, Watcher
-from tests.conftest import run
-
-
-async def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)
+from tests.conftest import run, wait_for
 
 
 def test_polling_retries_failed_reconciles_until_they_succeed() -> None:
