@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import socket
+import subprocess
 import threading
 import warnings
 from collections.abc import Callable, Coroutine, Iterator
@@ -12,7 +14,7 @@ from typing import Any, NoReturn, TypeVar
 
 import pytest
 
-from mcastio.testing import Lab, lab_support, tcpdump_support
+from mcastio.testing import Lab, find_tool, lab_support, tcpdump_support
 
 T = TypeVar("T")
 
@@ -38,6 +40,26 @@ async def wait_for(cond: Callable[[], bool], timeout: float = 5.0, what: str = "
         if loop.time() > deadline:
             raise AssertionError(f"not within {timeout}s: {what or cond}")
         await asyncio.sleep(0.005)
+
+
+def _loopback_works() -> bool:
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("127.0.0.1", 9))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _loopback_up() -> None:
+    """Bring lo up where it is down: a fresh namespace (``unshare -rnm``) starts so,
+    and the loopback tests need it. A host's lo is always up, so nothing changes there."""
+    if _loopback_works():
+        return
+    ip = find_tool("ip")
+    if ip is not None:
+        subprocess.run([ip, "link", "set", "lo", "up"], capture_output=True, check=False)
 
 
 def _fds() -> set[str]:

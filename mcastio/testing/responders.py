@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from . import Lab, LabError
+from ._support import _in_user_namespace, find_tool, tool
 
 __all__ = ["Avahi", "MiniDlna", "ZeroconfResponder", "responder_support", "start_all"]
 
@@ -51,7 +51,7 @@ enable-reflector=no
 # a private tmpfs there keeps each daemon's pid file and socket apart.
 _AVAHI_RUN = (
     "mkdir -p /run/avahi-daemon && mount -t tmpfs mcastio-avahi /run/avahi-daemon && "
-    'exec avahi-daemon -f "$1" --no-chroot --no-drop-root --no-rlimits --no-proc-title'
+    'exec "$2" -f "$1" --no-chroot --no-drop-root --no-rlimits --no-proc-title'
 )
 
 _ZEROCONF_SCRIPT = """
@@ -72,13 +72,20 @@ zc.close()
 
 def responder_support() -> str | None:
     """``None`` when every responder here can run, else what is missing."""
-    missing = [tool for tool in ("avahi-daemon", "minidlnad") if shutil.which(tool) is None]
+    # Looked up in sbin too: a plain user's PATH often lacks it.
+    missing = [tool for tool in ("avahi-daemon", "minidlnad") if find_tool(tool) is None]
     try:
         import zeroconf  # noqa: F401
     except ImportError:
         missing.append("the zeroconf package")
     if missing:
         return f"not installed: {', '.join(missing)} (scripts/test installs them)"
+    if _in_user_namespace():
+        # Measured: avahi-daemon exits "Failed to create runtime directory" there.
+        return (
+            "avahi-daemon cannot run in an unprivileged user namespace: it fails to "
+            "create /run/avahi-daemon for its own user, who is not mapped there; run as root"
+        )
     return None
 
 
@@ -188,7 +195,11 @@ class Avahi(_Daemon):
         conf = os.path.join(self._dir.name, "avahi-daemon.conf")
         with open(conf, "w", encoding="ascii") as f:
             f.write(_AVAHI_CONF.format(name=self.name, interfaces=",".join(self.interfaces)))
-        self._spawn("unshare", "-m", "--propagation", "private", "sh", "-c", _AVAHI_RUN, "-", conf)
+        # By full path: the shell's PATH may lack sbin, where avahi-daemon lives.
+        daemon = tool("avahi-daemon")
+        self._spawn(
+            "unshare", "-m", "--propagation", "private", "sh", "-c", _AVAHI_RUN, "-", conf, daemon
+        )
 
     def _ready(self) -> None:
         # Logged once its host name has been probed and announced.
