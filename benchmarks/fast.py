@@ -66,6 +66,20 @@ class Row:
 Measure = Callable[[Lab, str], dict[str, float]]
 
 
+def print_table(
+    columns: Sequence[str], rows: Sequence[Row], cells: Callable[[Row], list[str]]
+) -> None:
+    """A markdown table, a line per receiver; a skipped one says why in its last column."""
+    out = [
+        "| receiver | " + " | ".join(columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for row in rows:
+        shown = ["-"] * (len(columns) - 1) + [row.skipped] if row.skipped else cells(row)
+        out.append(f"| {row.label} | " + " | ".join(shown) + " |")
+    print("\n".join(out), flush=True)
+
+
 def rounds_of(lab: Lab, rows: list[Row], rounds: int, measure: Measure) -> None:
     for row in rows:
         row.skipped = missing_module(row.variant)
@@ -126,21 +140,20 @@ def run_cpu(lab: Lab, rounds: int, seconds: float, rate: int) -> None:
 
     rounds_of(lab, rows, rounds, measure)
     plain, uv = rows[0], rows[1]
-    out = [
-        "| receiver | received | CPU µs/datagram | ratio to plain loop | ratio to uvloop"
-        " | peak RSS | datagrams per read |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        if row.skipped:
-            out.append(f"| {row.label} | - | - | - | - | - | {row.skipped} |")
-            continue
-        out.append(
-            f"| {row.label} | {row.med('fraction') * 100:.1f}% | {row.med('cpu_us'):.2f}"
-            f" | {ratio(row, plain, 'cpu_us')} | {ratio(row, uv, 'cpu_us')}"
-            f" | {row.med('maxrss_kib') / 1024:.1f} MiB | {per_read(row)} |"
-        )
-    print("\n".join(out), flush=True)
+    columns = ["received", "CPU µs/datagram", "ratio to plain loop", "ratio to uvloop"]
+    columns += ["peak RSS", "datagrams per read"]
+    print_table(
+        columns,
+        rows,
+        lambda row: [
+            f"{row.med('fraction') * 100:.1f}%",
+            f"{row.med('cpu_us'):.2f}",
+            ratio(row, plain, "cpu_us"),
+            ratio(row, uv, "cpu_us"),
+            f"{row.med('maxrss_kib') / 1024:.1f} MiB",
+            per_read(row),
+        ],
+    )
 
 
 def stamped(lab: Lab, rate: int, seconds: float) -> int:
@@ -177,21 +190,19 @@ def run_latency(lab: Lab, rounds: int, seconds: float, rate: int = 1000) -> None
 
     rounds_of(lab, rows, rounds, measure)
     plain = rows[0]
-    out = [
-        "| receiver | received | p50 | p99 | p50 ratio to plain loop | p99 ratio to plain loop"
-        " | deferred reads |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        if row.skipped:
-            out.append(f"| {row.label} | - | - | - | - | - | {row.skipped} |")
-            continue
-        out.append(
-            f"| {row.label} | {row.med('fraction') * 100:.1f}% | {row.med('p50_us'):.0f}"
-            f" | {row.med('p99_us'):.0f} | {ratio(row, plain, 'p50_us')}"
-            f" | {ratio(row, plain, 'p99_us')} | {deferred(row)} |"
-        )
-    print("\n".join(out), flush=True)
+    columns = ["received", "p50", "p99", "p50 ratio to plain loop", "p99 ratio to plain loop"]
+    print_table(
+        [*columns, "deferred reads"],
+        rows,
+        lambda row: [
+            f"{row.med('fraction') * 100:.1f}%",
+            f"{row.med('p50_us'):.0f}",
+            f"{row.med('p99_us'):.0f}",
+            ratio(row, plain, "p50_us"),
+            ratio(row, plain, "p99_us"),
+            deferred(row),
+        ],
+    )
 
 
 def two_floods(lab: Lab, rate: int, seconds: float) -> int:
@@ -220,19 +231,16 @@ def run_saturation(lab: Lab, rounds: int, seconds: float, rate: int) -> None:
 
     rounds_of(lab, rows, rounds, measure)
     plain = rows[0]
-    out = [
-        "| receiver | offered (sent/s) | received/s | received | ratio to plain loop |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        if row.skipped:
-            out.append(f"| {row.label} | - | - | - | {row.skipped} |")
-            continue
-        out.append(
-            f"| {row.label} | {row.med('sent_rate'):.0f} | {row.med('rate'):.0f}"
-            f" | {row.med('fraction') * 100:.1f}% | {ratio(row, plain, 'rate')} |"
-        )
-    print("\n".join(out), flush=True)
+    print_table(
+        ["offered (sent/s)", "received/s", "received", "ratio to plain loop"],
+        rows,
+        lambda row: [
+            f"{row.med('sent_rate'):.0f}",
+            f"{row.med('rate'):.0f}",
+            f"{row.med('fraction') * 100:.1f}%",
+            ratio(row, plain, "rate"),
+        ],
+    )
 
 
 def _resident_kib() -> int:
