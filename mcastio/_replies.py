@@ -14,14 +14,11 @@ import socket
 
 from . import _net
 from ._model import Datagram
-from ._receive import ReceivePath
+from ._receive import DRAIN_BUDGET, ReceivePath
 
 __all__ = ["Replies"]
 
 _log = logging.getLogger("mcastio")
-
-# As many per readiness event as the receive path drains: replies share its sinks.
-_DRAIN_BUDGET = 256
 
 
 class Replies:
@@ -53,7 +50,8 @@ class Replies:
         names = receive.names
         batch: list[Datagram] = []
         read = 0
-        while read < _DRAIN_BUDGET:
+        # As many per readiness event as the receive path drains: replies share its sinks.
+        while read < DRAIN_BUDGET:
             try:
                 data, anc, flags, source = sock.recvmsg(_net.RECV_BUFSIZE, _net.ANC_BUFSIZE)
             except (BlockingIOError, InterruptedError):
