@@ -20,7 +20,7 @@ from mcastio import (
     create_multicast_endpoint,
 )
 from mcastio._model import Plan
-from mcastio.testing import Lab
+from mcastio.testing import Lab, tcpdump_argv
 from tests.conftest import run, skip_or_fail
 
 # Every test runs with each receive drain (recvmmsg and recvmsg).
@@ -195,7 +195,7 @@ def test_reports_on_the_wire_name_the_source(lab: Lab, v6: bool) -> None:
     bpf = "ip6 dst ff02::16" if v6 else "igmp"
     dump = lab.popen(
         link.peer_ns,
-        *("tcpdump", "-vv", "-n", "-l", "-i", link.peer_if, bpf),
+        *(*tcpdump_argv(), "-vv", "-n", "-l", "-i", link.peer_if, bpf),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

@@ -21,7 +21,7 @@ import pytest
 
 from mcastio import Datagram, InterfaceEvent, MulticastEndpoint, Subscription
 from mcastio._discovery import read_snapshot
-from mcastio.testing import Lab, Link
+from mcastio.testing import Lab, Link, tcpdump_argv
 from tests.conftest import run, wait_for
 
 pytestmark = pytest.mark.lab
@@ -88,7 +88,7 @@ def capture(lab: Lab, link: Link, *expr: str, device: str = "") -> Iterator[list
     proc = lab.popen(
         link.peer_ns,
         # Immediate mode: without it packets wait in a kernel block for up to a second.
-        "tcpdump", "-i", device or link.peer_if, "--immediate-mode", "-n", "-l", "-tt", "-v",
+        *tcpdump_argv(), "-i", device or link.peer_if, "--immediate-mode", "-n", "-l", "-tt", "-v",
         *expr,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -33,6 +33,7 @@ from ._support import (
     lab_support,
     prepare_netns_dir,
     resolve,
+    tcpdump_argv,
     tcpdump_support,
     tool,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "PeerListener",
     "find_tool",
     "lab_support",
+    "tcpdump_argv",
     "tcpdump_support",
     "tool",
 ]

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from ._support import LabError, tcpdump_support, tool
+from ._support import LabError, tcpdump_argv, tcpdump_support, tool
 
 __all__ = ["LabPeers", "Link", "PeerListener"]
 
@@ -135,7 +135,7 @@ class LabPeers:
         reason = tcpdump_support()
         if reason is not None:
             raise LabError(reason)
-        argv = [tool("tcpdump"), "-n", "-l", "-i", ifname]
+        argv = [*tcpdump_argv(), "-n", "-l", "-i", ifname]
         if verbose:
             argv.append("-vv")
         if count is not None:

@@ -6,9 +6,12 @@ possible without building one.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 
 from .._errors import MulticastError
@@ -19,8 +22,11 @@ __all__ = [
     "lab_support",
     "prepare_netns_dir",
     "resolve",
+    "tcpdump_argv",
     "tcpdump_support",
     "tool",
+    "userns_argv",
+    "userns_shim_support",
 ]
 
 
@@ -97,11 +103,81 @@ def tcpdump_support() -> str | None:
     """``None`` when :meth:`Lab.tcpdump` can run here, else the reason it cannot."""
     if find_tool("tcpdump") is None:
         return "tcpdump is not installed"
-    if _in_user_namespace():
-        # Debian's tcpdump always drops to its own user, and setgroups() is denied
-        # in an unprivileged user namespace, so it exits before capturing.
-        return "tcpdump cannot drop privileges inside an unprivileged user namespace"
+    return userns_shim_support("tcpdump")
+
+
+def tcpdump_argv() -> list[str]:
+    """The command that starts tcpdump here (it needs :func:`tcpdump_support`)."""
+    # Debian's tcpdump always drops to its own user: see userns_argv.
+    return userns_argv(tool("tcpdump"))
+
+
+def userns_shim_support(program: str) -> str | None:
+    """``None`` when ``program`` can switch users here, else why it cannot."""
+    if _in_user_namespace() and _userns_shim() is None:
+        return (
+            f"{program} switches users, which an unprivileged user namespace forbids, "
+            "and no C compiler (gcc) is here to build the shim that lets it run there"
+        )
     return None
+
+
+def userns_argv(program: str) -> list[str]:
+    """The command that starts ``program``, a daemon that switches users.
+
+    In an unprivileged user namespace only its root is mapped: a daemon's own user
+    (tcpdump, avahi) does not exist there and setgroups() is denied, so such a
+    daemon exits before it starts. There it runs with a shim under which every
+    user and group name is the namespace's root and setgroups() does nothing.
+    """
+    if not _in_user_namespace():
+        return [program]
+    shim = _userns_shim()
+    if shim is None:
+        raise LabError(userns_shim_support(os.path.basename(program)) or "no shim")
+    return [tool("env"), f"LD_PRELOAD={shim}", program]
+
+
+_USERNS_SHIM_C = """
+#include <grp.h>
+#include <pwd.h>
+#include <sys/types.h>
+#include <unistd.h>
+static struct passwd pw;
+static struct group gr;
+static char *no_members[] = {0};
+struct passwd *getpwnam(const char *name) {
+    pw.pw_name = (char *)name; pw.pw_passwd = (char *)"x";
+    pw.pw_uid = getuid(); pw.pw_gid = getgid();
+    pw.pw_gecos = (char *)""; pw.pw_dir = (char *)"/"; pw.pw_shell = (char *)"/bin/sh";
+    return &pw;
+}
+struct group *getgrnam(const char *name) {
+    gr.gr_name = (char *)name; gr.gr_passwd = (char *)"x";
+    gr.gr_gid = getgid(); gr.gr_mem = no_members;
+    return &gr;
+}
+int setgroups(size_t size, const gid_t *list) { (void)size; (void)list; return 0; }
+int initgroups(const char *user, gid_t group) { (void)user; (void)group; return 0; }
+"""
+
+
+@functools.cache
+def _userns_shim() -> str | None:
+    """Build the user-namespace shim once per process; ``None`` without a compiler."""
+    cc = find_tool("cc") or find_tool("gcc")
+    if cc is None:
+        return None
+    where = tempfile.mkdtemp(prefix="mcastio-userns-")
+    atexit.register(shutil.rmtree, where, True)
+    source = os.path.join(where, "userns.c")
+    with open(source, "w", encoding="ascii") as f:
+        f.write(_USERNS_SHIM_C)
+    shim = os.path.join(where, "userns.so")
+    built = subprocess.run(
+        [cc, "-shared", "-fPIC", "-o", shim, source], capture_output=True, check=False
+    )
+    return shim if built.returncode == 0 else None
 
 
 def prepare_netns_dir() -> None:

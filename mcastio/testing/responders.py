@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from . import Lab, LabError
-from ._support import _in_user_namespace, find_tool, tool
+from ._support import find_tool, tool, userns_argv, userns_shim_support
 
 __all__ = ["Avahi", "MiniDlna", "ZeroconfResponder", "responder_support", "start_all"]
 
@@ -51,7 +51,8 @@ enable-reflector=no
 # a private tmpfs there keeps each daemon's pid file and socket apart.
 _AVAHI_RUN = (
     "mkdir -p /run/avahi-daemon && mount -t tmpfs mcastio-avahi /run/avahi-daemon && "
-    'exec "$2" -f "$1" --no-chroot --no-drop-root --no-rlimits --no-proc-title'
+    "conf=$1 && shift && "
+    'exec "$@" -f "$conf" --no-chroot --no-drop-root --no-rlimits --no-proc-title'
 )
 
 _ZEROCONF_SCRIPT = """
@@ -80,12 +81,7 @@ def responder_support() -> str | None:
         missing.append("the zeroconf package")
     if missing:
         return f"not installed: {', '.join(missing)} (scripts/test installs them)"
-    if _in_user_namespace():
-        # Measured: avahi-daemon exits "Failed to create runtime directory" there.
-        return (
-            "avahi-daemon cannot run in an unprivileged user namespace: it fails to "
-            "create /run/avahi-daemon for its own user, who is not mapped there; run as root"
-        )
+    return userns_shim_support("avahi-daemon")
     return None
 
 
@@ -198,7 +194,16 @@ class Avahi(_Daemon):
         # By full path: the shell's PATH may lack sbin, where avahi-daemon lives.
         daemon = tool("avahi-daemon")
         self._spawn(
-            "unshare", "-m", "--propagation", "private", "sh", "-c", _AVAHI_RUN, "-", conf, daemon
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            _AVAHI_RUN,
+            "-",
+            conf,
+            *userns_argv(daemon),
         )
 
     def _ready(self) -> None:
