@@ -28,6 +28,10 @@ IFLA_LINKINFO = 18
 IFLA_INFO_KIND = 1
 # Linux >= 5.15: the name of the bus device behind a NIC (/sys/class/net/X/device).
 IFLA_PARENT_DEV_NAME = 56
+IFLA_LINK_NETNSID = 37
+# Kinds whose IFLA_LINK is the device they sit on; a veth's is its peer instead,
+# and a tunnel's the device its outer packets leave by.
+_STACKED = frozenset({"vlan", "macvlan", "ipvlan", "macvtap", "ipvtap", "macsec"})
 # Nested attributes carry NLA_F_NESTED (and maybe NLA_F_NET_BYTEORDER) in the type.
 _NLA_TYPE_MASK = 0x3FFF
 
@@ -47,7 +51,8 @@ class LinkFacts:
     arptype: int
     #: IFLA_INFO_KIND, ``""`` when the device has none (a NIC's own driver).
     kind: str
-    #: IFLA_LINK: the device this one sits on (a VLAN's parent); 0 when none.
+    #: IFLA_LINK of a VLAN, macvlan, ipvlan or macsec device: the device it sits
+    #: on, in this namespace; 0 otherwise.
     parent: int
     #: IFLA_MASTER: the bridge or bond this device is a port of; 0 when none.
     master: int
@@ -97,6 +102,9 @@ def parse_link_dump(data: bytes) -> tuple[list[LinkFacts], bool]:
             info = attrs.get(IFLA_LINKINFO)
             link_kind = _text(_attrs(info, 0, len(info)).get(IFLA_INFO_KIND)) if info else ""
             parent = _u32(attrs.get(IFLA_LINK))
+            if link_kind not in _STACKED or IFLA_LINK_NETNSID in attrs:
+                # Not a device this one sits on, or one in another namespace.
+                parent = 0
             facts.append(
                 LinkFacts(
                     index=index,

@@ -174,6 +174,8 @@ def _virtual(
     ports: Mapping[int, list[Interface]],
     depth: int,
 ) -> bool:
+    if iface.loopback:
+        return True  # Reaches no other host either.
     if iface.kind is None:
         return _by_name(iface)
     if iface.kind in CONTAINER_VM_VPN_KINDS or depth > _MAX_DEPTH:
