@@ -80,6 +80,7 @@ class Engine:
             join=opts.join,
             on_open=self._watch_receiver,
             on_close=self._unwatch,
+            holds=self.receive.holds,
         )
         self.links = Links(group.family, self.memberships, self.tx, self.receive)
         # One keeper per group, each refreshing that group's memberships; none

@@ -39,7 +39,9 @@ class GroupMemberships:
         join: bool,
         on_open: SocketHook,
         on_close: SocketHook,
+        holds: dict[socket.socket, set[int]] | None = None,
     ) -> None:
+        self._holds = holds
         self._port = port
         self._sources = tuple(sources)
         self._receive_buffer = receive_buffer
@@ -61,6 +63,7 @@ class GroupMemberships:
             receive_ttl=self._receive_ttl,
             on_open=self._on_open,
             on_close=self._on_close,
+            holds=self._holds,
         )
 
     @property

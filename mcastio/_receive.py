@@ -126,6 +126,15 @@ class ReceivePath:
         self.drops = KernelDrops()
         self._arrivals: dict[tuple[int, int, bytes], tuple[int, str]] = {}
         self.groups = (group,)
+        #: IPv6 only: the interfaces each receive socket holds its group on. An IPv6
+        #: socket gets its group's datagrams from every interface any socket joined
+        #: it on (inet6_mc_check matches the address, not the interface), so a group
+        #: spread over sockets, or joined by another program elsewhere, would be
+        #: delivered twice or from a link not in use. None for IPv4, where the
+        #: kernel matches (group, interface) itself.
+        self.holds: dict[socket.socket, set[int]] | None = (
+            {} if group.family == socket.AF_INET6 else None
+        )
 
     @property
     def groups(self) -> tuple[str, ...]:
@@ -202,6 +211,7 @@ class ReceivePath:
         truncated = _net.MSG_TRUNC
         names = self.names
         arrivals = self._arrivals
+        held = None if self.holds is None else self.holds.get(sock)
         new = object.__new__
         set_data, set_source, set_group, set_interface, set_ttl = DATAGRAM_SLOT_SETTERS
         read = 0
@@ -228,7 +238,7 @@ class ReceivePath:
             else:
                 arrival, ttl = self._read_ancillary(sock, anc)
             index, group = arrival
-            if index < 0:
+            if index < 0 or (held is not None and index not in held):
                 self.not_for_group += 1
                 continue
             name = names.get(index)
@@ -246,6 +256,12 @@ class ReceivePath:
 
     def _drain_recvmmsg(self, sock: socket.socket, buffers: _mmsg.Buffers) -> int:
         batch, read = self._read_recvmmsg(sock, buffers, "")
+        held = None if self.holds is None else self.holds.get(sock)
+        if held is not None:
+            names = {self._names.get(index) for index in held}
+            kept = [d for d in batch if d.interface in names]
+            self.not_for_group += len(batch) - len(kept)
+            batch = kept
         self._hand_on(batch)
         if self._buffers is None:
             # The kernel refused recvmmsg: read the plain way from now on.

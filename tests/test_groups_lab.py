@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -115,6 +115,7 @@ def test_fifty_groups_each_datagram_once_with_its_group_and_interface(groups_lab
             for d in sub._queue:
                 got[_key(d)] += 1
             keepers = len(ep.keepalive_state)
+            assert {s.group for s in ep.keepalive_state} == set(GROUPS)
             return got, len(ep._engine.memberships.sockets), keepers, ep.stats.not_for_group
 
     try:
@@ -273,3 +274,48 @@ def test_add_group_is_all_or_nothing(groups_lab: Lab) -> None:
         groups, before = run(main())
     assert groups == (GROUPS[0],)
     assert before == 2
+
+
+GROUPS6 = ["ff02::17:1", "ff02::17:2", "ff05::17:1", "ff05::17:2"]
+
+
+def test_ipv6_groups_link_and_site_scope_spread_past_optmem(
+    make_lab: Callable[..., Lab],
+) -> None:
+    # 100 bytes of option memory hold one IPv6 membership per socket: each site-scope
+    # group spreads over one socket per interface; a link-scope one has those anyway.
+    lab = make_lab(links=3, sysctls={"net.core.optmem_max": "100"})
+    names = [lk.host_if for lk in lab.link]
+    socks: dict[str, socket.socket] = {}
+    for link in lab.link:
+        with lab.inside(link.peer_ns):
+            sock = socks[link.host_if] = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            index = socket.if_nametoindex(link.peer_if)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+
+    async def main() -> tuple[Counter[tuple[str, str, str]], int]:
+        async with MulticastEndpoint(GROUPS6, PORT, keepalive=False, watch=False) as ep:
+            sub = ep.subscribe()
+            for name in names:
+                for group in GROUPS6:
+                    socks[name].sendto(f"{name}|{group}|0".encode(), (group, PORT))
+            got: Counter[tuple[str, str, str]] = Counter()
+            while sum(got.values()) < len(names) * len(GROUPS6):
+                for d in await asyncio.wait_for(sub.get_batch(), 5):
+                    got[_key(d)] += 1
+            await asyncio.sleep(0.05)
+            for d in sub._queue:
+                got[_key(d)] += 1
+            return got, len(ep._engine.memberships.sockets)
+
+    try:
+        with lab.inside():
+            got, sockets = run(main())
+    finally:
+        for sock in socks.values():
+            sock.close()
+    print(f"\nIPv6 {len(GROUPS6)} groups x {len(names)} links: delivered {sum(got.values())}, "
+          f"distinct {len(got)}, receive sockets {sockets}")  # fmt: skip
+    assert set(got.values()) == {1}
+    assert set(got) == {(n, g, "0") for n in names for g in GROUPS6}
+    assert sockets == len(GROUPS6) * len(names)
