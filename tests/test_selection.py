@@ -243,3 +243,22 @@ def test_an_interface_must_carry_every_group() -> None:
     assert [i.name for i in select_for_groups(snap, [link], None)] == ["eth0", "eth1"]
     assert [i.name for i in select_for_groups(snap, [link, site], None)] == ["eth1"]
     assert link.family == socket.AF_INET6
+
+
+def test_endpoint_groups_before_start() -> None:
+    from mcastio import MulticastEndpoint
+
+    one = MulticastEndpoint("239.1.1.1", 5000)
+    assert (one.group, one.groups, one.joins) == ("239.1.1.1", ("239.1.1.1",), True)
+    two = MulticastEndpoint(["239.1.1.1", "239.1.1.2"], 5000, join=False)
+    assert two.groups == ("239.1.1.1", "239.1.1.2")
+    assert not two.joins
+    assert "send-only" in repr(two)
+    with pytest.raises(ValueError, match=r"use \.groups"):
+        _ = two.group
+    with pytest.raises(ValueError, match="mix IPv4 and IPv6"):
+        MulticastEndpoint(["239.1.1.1", "ff05::1"], 5000)
+    with pytest.raises(TypeError, match="join must be True or False"):
+        MulticastEndpoint("239.1.1.1", 5000, join="no")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not a source-specific"):
+        MulticastEndpoint(["232.1.1.1", "239.1.1.1"], 5000, sources=["10.0.0.1"])
