@@ -1,16 +1,20 @@
 """Send-only endpoints on the wire: no IGMP/MLD report and no Leave, ever.
 
-tcpdump in the peer captures every IGMP packet and every IPv6 packet with a
-hop-by-hop header (MLD always carries one, for its router alert) sent by the
-host's interface, while a send-only endpoint starts, sends and closes; the peer
-must still receive the datagrams. A joining endpoint afterwards is the control:
-its reports show the capture does see them.
+tcpdump in the peer (a packet socket where tcpdump cannot run: a plain user's
+namespace) captures every IGMP packet and every IPv6 packet with a hop-by-hop
+header (MLD always carries one, for its router alert) sent by the host's
+interface, while a send-only endpoint starts, sends and closes; the peer must
+still receive the datagrams. A joining endpoint afterwards is the control: its
+reports show the capture does see them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
+import socket
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,7 +22,7 @@ from collections.abc import Iterator
 import pytest
 
 from mcastio import MulticastEndpoint
-from mcastio.testing import Lab
+from mcastio.testing import Lab, tcpdump_support
 from tests.conftest import require, run
 from tests.test_cli_lab import mcastio_cmd
 
@@ -29,10 +33,9 @@ PORT = 43170
 
 @pytest.fixture(scope="module")
 def wire_lab() -> Iterator[Lab]:
-    from mcastio.testing import lab_support, tcpdump_support
+    from mcastio.testing import lab_support
 
     require(lab_support())
-    require(tcpdump_support())
     lab = Lab(links=1)
     lab.build()
     try:
@@ -46,56 +49,119 @@ def _host_mac(lab: Lab) -> str:
     return out.split("link/ether", 1)[1].split()[0]
 
 
-def _capture(lab: Lab) -> subprocess.Popen[bytes]:
-    # Only what the host sends: the peer's own reports (socat joins) are not counted.
-    bpf = f"ether src {_host_mac(lab)} and (igmp or ip6[6] == 0)"
-    return lab.tcpdump(lab.link[0].peer_ns, lab.link[0].peer_if, bpf, verbose=True)
+#: One IGMP or MLD record or message the host sent: (group, "report" or "leave", family).
+Record = tuple[str, str, str]
 
 
-def _packets(text: str) -> list[str]:
-    """tcpdump -vv output, one string per packet (IPv4 continues on indented lines)."""
+class Capture:
+    """IGMP and MLD sent by the host, seen in the peer: tcpdump, or a packet socket.
+
+    tcpdump cannot drop privileges in an unprivileged user namespace, so there a
+    packet socket in the peer namespace captures the same frames.
+    """
+
+    def __init__(self, lab: Lab) -> None:
+        link = lab.link[0]
+        self._mac = _host_mac(lab)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        if tcpdump_support() is None:
+            # Only what the host sends: the peer's own reports (socat joins) are not counted.
+            bpf = f"ether src {self._mac} and (igmp or ip6[6] == 0)"
+            self._proc = lab.tcpdump(link.peer_ns, link.peer_if, bpf, verbose=True)
+        else:
+            with lab.inside(link.peer_ns):
+                self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+                self._sock.bind((link.peer_if, 3))
+                self._sock.setblocking(False)
+
+    def stop(self) -> list[Record]:
+        # Let the last packets through the capture before stopping it.
+        time.sleep(0.3)
+        if self._proc is not None:
+            self._proc.terminate()
+            out, _ = self._proc.communicate(timeout=5)
+            return _tcpdump_records(out.decode(errors="replace"))
+        assert self._sock is not None
+        records: list[Record] = []
+        mac = bytes.fromhex(self._mac.replace(":", ""))
+        with self._sock:
+            while True:
+                try:
+                    frame = self._sock.recv(65536)
+                except BlockingIOError:
+                    return records
+                if frame[6:12] == mac:
+                    records += _frame_records(frame)
+
+
+_RECORD = re.compile(r"\[gaddr (\S+) (\w+) \{([^}]*)\}\]")
+
+
+def _tcpdump_records(text: str) -> list[Record]:
+    """Records in tcpdump -vv output (IPv4 packets continue on indented lines).
+
+    An IGMPv3/MLDv2 record ``to_in { }`` (include nothing) is a Leave; every other
+    record reports a membership. IGMPv2/MLDv1 print one message per packet.
+    """
     packets: list[str] = []
     for line in text.splitlines():
         if line[:1].isspace() and packets:
             packets[-1] += " " + line.strip()
         elif line.strip():
             packets.append(line)
-    return packets
+    records: list[Record] = []
+    for packet in packets:
+        family = "ipv6" if " IP6 " in packet else "ipv4"
+        found = _RECORD.findall(packet)
+        for gaddr, mode, sources in found:
+            leave = mode == "to_in" and not sources.strip()
+            records.append((gaddr, "leave" if leave else "report", family))
+        if not found:
+            words = packet.replace(",", " ").split()
+            # The group comes last (IGMPv2 "report 239.1.2.3", MLDv1 "addr: ff05::1").
+            named = [w for w in words if w.count(".") == 3 or w.startswith("ff0")]
+            group = named[-1] if named else "?"
+            leave = "leave" in packet or "done" in packet
+            records.append((group, "leave" if leave else "report", family))
+    return records
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> str:
-    # Let the last packets through the capture before stopping it.
-    time.sleep(0.3)
-    proc.terminate()
-    out, _ = proc.communicate(timeout=5)
-    return out.decode(errors="replace")
+def _frame_records(frame: bytes) -> list[Record]:
+    """IGMP or MLD records in one Ethernet frame, classified as tcpdump's are."""
+    kind = frame[12:14]
+    if kind == b"\x08\x00" and frame[23] == 2:  # IPv4, protocol IGMP
+        igmp = frame[14 + (frame[14] & 0x0F) * 4 :]
+        if igmp[0] == 0x22:  # IGMPv3 report
+            return _v3_records(igmp[8:], struct.unpack_from("!H", igmp, 6)[0], 4, "ipv4")
+        group = str(ipaddress.IPv4Address(igmp[4:8]))
+        return [(group, "leave" if igmp[0] == 0x17 else "report", "ipv4")]
+    if kind == b"\x86\xdd" and frame[20] == 0:  # IPv6 with a hop-by-hop header (MLD)
+        icmp = frame[54 + (frame[55] + 1) * 8 :]
+        if icmp[0] == 143:  # MLDv2 report
+            return _v3_records(icmp[8:], struct.unpack_from("!H", icmp, 6)[0], 16, "ipv6")
+        if icmp[0] in (131, 132):
+            group = str(ipaddress.IPv6Address(icmp[8:24]))
+            return [(group, "leave" if icmp[0] == 132 else "report", "ipv6")]
+    return []
 
 
-_RECORD = re.compile(r"\[gaddr (\S+) (\w+) \{([^}]*)\}\]")
+def _v3_records(data: bytes, count: int, size: int, family: str) -> list[Record]:
+    records: list[Record] = []
+    at = 0
+    for _ in range(count):
+        mode, aux, nsrc = struct.unpack_from("!BBH", data, at)
+        group = str(ipaddress.ip_address(data[at + 4 : at + 4 + size]))
+        # CHANGE_TO_INCLUDE_MODE (3) with no source is a Leave.
+        records.append((group, "leave" if mode == 3 and nsrc == 0 else "report", family))
+        at += 4 + size + nsrc * size + aux * 4
+    return records
 
 
-def _reports_and_leaves(text: str, group: str) -> tuple[int, int]:
-    """(records joining ``group``, records leaving it) in tcpdump -vv output.
-
-    An IGMPv3/MLDv2 record ``to_in { }`` (include nothing) is a Leave; every other
-    record for the group reports a membership. IGMPv2/MLDv1 print one message per
-    packet: ``leave``/``done``, or a report.
-    """
-    reports = leaves = 0
-    for line in _packets(text):
-        records = _RECORD.findall(line)
-        for gaddr, mode, sources in records:
-            if gaddr == group:
-                if mode == "to_in" and not sources.strip():
-                    leaves += 1
-                else:
-                    reports += 1
-        if not records and group in line:
-            if "leave" in line or "done" in line:
-                leaves += 1
-            else:
-                reports += 1
-    return reports, leaves
+def _reports_and_leaves(records: list[Record], group: str) -> tuple[int, int]:
+    """(records reporting ``group``, records leaving it)."""
+    mine = [kind for g, kind, _family in records if g == group]
+    return mine.count("report"), mine.count("leave")
 
 
 @pytest.mark.parametrize(
@@ -108,7 +174,7 @@ def test_send_only_endpoint_sends_no_report_and_no_leave(
     lab = wire_lab
     link = lab.link[0]
     listener = lab.peer_listen(link, group, PORT)
-    capture = _capture(lab)
+    capture = Capture(lab)
 
     async def send_only() -> tuple[int, tuple[str, ...], bool]:
         async with MulticastEndpoint(group, PORT, join=False, keepalive=1.0) as ep:
@@ -132,7 +198,7 @@ def test_send_only_endpoint_sends_no_report_and_no_leave(
 
     with lab.inside():
         run(joining())
-    text = _stop(capture)
+    text = capture.stop()
     seen = _reports_and_leaves(text, group)
     control_seen = _reports_and_leaves(text, control)
     print(f"\n{family}: send-only {group}: reports/leaves {seen}; peer got {len(received)}/3; "
@@ -150,7 +216,7 @@ def test_mcastio_send_causes_no_igmp(wire_lab: Lab) -> None:
     link = lab.link[0]
     group = "239.255.17.203"
     listener = lab.peer_listen(link, group, PORT)
-    capture = _capture(lab)
+    capture = Capture(lab)
     lab.run(
         lab.host, *mcastio_cmd("send", f"{group}:{PORT}", "cli\n", "-c", "3", "--interval", "0.01")
     )
@@ -164,12 +230,12 @@ def test_mcastio_send_causes_no_igmp(wire_lab: Lab) -> None:
         run(marker())
     listener.wait_for(b"end")
     got = listener.lines().count(b"cli")
-    text = _stop(capture)
+    text = capture.stop()
     seen = _reports_and_leaves(text, group)
     # The Leaves of the control endpoint above may still be repeated (robustness
     # retransmissions); no other IGMP may come from this host. (MLD of the lab's own
     # link setup may still be retransmitted: it is not IGMP.)
-    other = [p for p in _packets(text) if "igmp" in p and "239.255.17.202" not in p]
+    other = [r for r in text if r[2] == "ipv4" and r[0] != "239.255.17.202"]
     print(f"\nmcastio send: reports/leaves for {group} {seen}, other IGMP {len(other)}; "
           f"peer got {got}/3")  # fmt: skip
     assert got == 3
