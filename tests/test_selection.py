@@ -262,3 +262,28 @@ def test_endpoint_groups_before_start() -> None:
         MulticastEndpoint("239.1.1.1", 5000, join="no")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="not a source-specific"):
         MulticastEndpoint(["232.1.1.1", "239.1.1.1"], 5000, sources=["10.0.0.1"])
+
+
+def test_kernel_facts_agree_with_sysfs() -> None:
+    """On this host: the rtnetlink facts say what /sys/class/net says, where sysfs
+    shows this network namespace (its ifindex matches)."""
+    import os
+
+    from mcastio._discovery import read_snapshot
+
+    checked = 0
+    for iface in read_snapshot():
+        base = f"/sys/class/net/{iface.name}"
+        try:
+            with open(f"{base}/ifindex", encoding="ascii") as f:
+                if int(f.read()) != iface.index:
+                    continue
+        except OSError:
+            continue
+        checked += 1
+        assert iface.kind is not None
+        assert iface.bus == os.path.exists(f"{base}/device"), iface
+        assert (iface.kind == "bridge") == os.path.exists(f"{base}/bridge"), iface
+        if iface.loopback:
+            assert not iface.bus
+    print(f"checked {checked} interfaces against sysfs")
