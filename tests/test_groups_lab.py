@@ -319,3 +319,40 @@ def test_ipv6_groups_link_and_site_scope_spread_past_optmem(
     assert set(got.values()) == {1}
     assert set(got) == {(n, g, "0") for n in names for g in GROUPS6}
     assert sockets == len(GROUPS6) * len(names)
+
+
+def test_the_watcher_joins_every_group_on_a_new_link(make_lab: Callable[..., Lab]) -> None:
+    lab = make_lab(links=1, ipv6=False)
+    groups = GROUPS[:3]
+
+    async def main() -> tuple[list[tuple[str, str]], list[str], set[str], list[str]]:
+        async with (
+            MulticastEndpoint(groups, PORT, keepalive=False) as ep,
+            MulticastEndpoint(groups, PORT, join=False, keepalive=False) as sender,
+        ):
+            sub = ep.subscribe()
+            link = await asyncio.to_thread(lab.add_link)
+            await wait_for(lambda: len(ep.interfaces) == 2, 5, "eth1 joined")
+            await wait_for(lambda: len(sender.interfaces) == 2, 5, "eth1 sending")
+            held = _host_groups(lab)[link.host_if]
+            listener = await asyncio.to_thread(lab.peer_listen, link, groups[1], PORT)
+            results = await sender.send_all(b"to eth1\n", group=groups[1])
+            await asyncio.to_thread(listener.wait_for, b"to eth1")
+            await asyncio.to_thread(listener.stop)
+            with lab.inside(link.peer_ns):
+                out = _sender(link)
+            for group in groups:
+                out.sendto(f"{link.host_if}|{group}|0".encode(), (group, PORT))
+            out.close()
+            got: list[tuple[str, str]] = []
+            while len(got) < len(groups):
+                for d in await asyncio.wait_for(sub.get_batch(), 5):
+                    got.append((d.interface, str(d.group)))
+            return got, [r.interface for r in results if r.ok], held, list(sender.groups)
+
+    with lab.inside():
+        got, sent_on, held, sender_groups = run(main())
+    assert sorted(got) == [("eth1", g) for g in groups]
+    assert sent_on == ["eth0", "eth1"]
+    assert set(groups) <= held
+    assert sender_groups == groups
