@@ -8,6 +8,8 @@ spreads over one receive socket per interface: the cap holds per group.
 from __future__ import annotations
 
 import asyncio
+import functools
+import ipaddress
 import socket
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -356,3 +358,41 @@ def test_the_watcher_joins_every_group_on_a_new_link(make_lab: Callable[..., Lab
     assert sent_on == ["eth0", "eth1"]
     assert set(groups) <= held
     assert sender_groups == groups
+
+
+def test_ssm_sources_hold_for_every_group(groups_lab: Lab) -> None:
+    from tests.test_ssm_lab import source_filters
+
+    lab = groups_lab
+    link = lab.link[0]
+    allowed = link.peer_addr
+    other = str(ipaddress.IPv4Address(allowed) + 1)
+    lab.sh(link.peer_ns, f"ip addr add {other}/24 dev {link.peer_if}")
+    ssm = ["232.1.17.1", "232.1.17.2"]
+
+    async def main() -> tuple[set[tuple[str, str, str]], list[tuple[str | None, str]]]:
+        async with MulticastEndpoint(ssm, PORT, sources=[allowed], keepalive=False) as ep:
+            sub = ep.subscribe()
+            with pytest.raises(ValueError, match="not a source-specific"):
+                await ep.add_group("239.255.18.200")
+            await ep.add_group("232.1.17.3")
+            filters = source_filters(lab, False)
+            for group in [*ssm, "232.1.17.3"]:
+                for source in (other, allowed):
+                    payload = f"{group} from {source}".encode()
+                    send = functools.partial(lab.peer_send, source=source)
+                    await asyncio.to_thread(send, link, group, PORT, payload)
+            got: list[tuple[str | None, str]] = []
+            while len(got) < 3:
+                for d in await asyncio.wait_for(sub.get_batch(), 5):
+                    got.append((d.group, d.source[0]))
+            await asyncio.sleep(0.05)
+            got += [(d.group, d.source[0]) for d in sub._queue]
+            return filters, got
+
+    with lab.inside():
+        filters, got = run(main())
+    for group in [*ssm, "232.1.17.3"]:
+        for lk in lab.link:
+            assert (lk.host_if, group, allowed) in filters
+    assert sorted(got) == [(g, allowed) for g in [*ssm, "232.1.17.3"]]
