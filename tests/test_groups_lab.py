@@ -94,6 +94,12 @@ def test_fifty_groups_each_datagram_once_with_its_group_and_interface(groups_lab
         stranger.bind((STRANGER, PORT))
         mreq = socket.inet_aton(STRANGER) + socket.inet_aton(lab.link[0].host_addr)
         stranger.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+        # Another program on the port, bound to the wildcard, takes the unicast.
+        unicast = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        unicast.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # IP_MULTICAST_ALL off: only the unicast, not every group joined on the port.
+        unicast.setsockopt(socket.IPPROTO_IP, 49, 0)
+        unicast.bind(("0.0.0.0", PORT))
 
     async def main() -> tuple[Counter[tuple[str, str, str]], int, int, int]:
         async with MulticastEndpoint(GROUPS, PORT, keepalive=30.0) as ep:
@@ -104,6 +110,11 @@ def test_fifty_groups_each_datagram_once_with_its_group_and_interface(groups_lab
                     for group in [*GROUPS, STRANGER]:
                         senders.send(name, group, f"{name}|{group}|{n}".encode())
                 await asyncio.sleep(0)
+            # Unicast to the port: the endpoint must leave it to the other program
+            # (delivered here it would fail _key: its "group" is no group).
+            senders.socks[("eth0", GROUPS[0])].sendto(
+                b"eth0|unicast|0", (lab.link[0].host_addr, PORT)
+            )
             expected = rounds * len(names) * len(GROUPS)
 
             async def collect() -> None:
@@ -125,9 +136,12 @@ def test_fifty_groups_each_datagram_once_with_its_group_and_interface(groups_lab
             got, sockets, keepers, not_for_group = run(main())
         stranger.settimeout(2)
         stranger_got = len(stranger.recv(100))
+        unicast.settimeout(2)
+        unicast_got = unicast.recv(100)
     finally:
         senders.close()
         stranger.close()
+        unicast.close()
     per_interface = Counter(link for link, _g, _n in got.elements())
     per_group = Counter(g for _l, g, _n in got.elements())
     print(
@@ -143,6 +157,7 @@ def test_fifty_groups_each_datagram_once_with_its_group_and_interface(groups_lab
     }
     assert STRANGER not in per_group
     assert stranger_got > 0
+    assert unicast_got == b"eth0|unicast|0"
     # Cap 1 per socket: each group holds one socket per interface.
     assert sockets == len(GROUPS) * len(names)
     assert keepers == len(GROUPS) * len(names)
