@@ -254,9 +254,10 @@ class Engine:
     def add_group(self, group: Group) -> None:
         """Join ``group`` on every interface in use, or raise MulticastError having joined none."""
         self.links.add_group(group)
-        if self.options.keepalive is not None and self.options.join and self.loop is not None:
+        if self.options.keepalive is not None and self.options.join:
             keeper = self.keepalives[group] = self._keeper(group)
-            keeper.start(self.loop)
+            if self.state == "open" and self.loop is not None:
+                keeper.start(self.loop)
 
     def remove_group(self, group: Group) -> None:
         """Leave ``group`` everywhere; nothing of it is delivered from now on."""

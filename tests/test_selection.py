@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import mcastio
 from mcastio import link_with_vlans, no_virtual_links, physical_links
 from mcastio._discovery import parse_wireless
 from mcastio._linkfacts import LinkFacts, parse_link_dump
@@ -287,3 +288,20 @@ def test_kernel_facts_agree_with_sysfs() -> None:
         if iface.loopback:
             assert not iface.bus
     print(f"checked {checked} interfaces against sysfs")
+
+
+def test_groups_added_before_start_get_their_keeper() -> None:
+    import asyncio
+
+    from mcastio import MulticastEndpoint
+
+    async def main() -> None:
+        ep = MulticastEndpoint("239.1.1.1", 5000, snapshot_source=tuple, watch=False)
+        await ep.add_group("239.1.1.2")
+        assert ep.groups == ("239.1.1.1", "239.1.1.2")
+        assert set(ep._engine.keepalives) == set(ep._engine.groups)
+        await ep.aclose()
+        with pytest.raises(mcastio.EndpointClosedError):
+            await ep.add_group("239.1.1.3")
+
+    asyncio.run(main())
