@@ -133,7 +133,7 @@ def snapshots(draw: st.DrawFn) -> tuple[Interface, ...]:
     return tuple(result)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(snapshots(), st.integers(1, 12))
 def test_selection_properties(snap: tuple[Interface, ...], root: int) -> None:
     indexes = {i.index for i in snap}
