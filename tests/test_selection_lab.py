@@ -158,6 +158,10 @@ def test_a_refused_link_is_reported_once_and_retried_when_it_changes(
                 record(await ep.send_all(f"round {n}\n".encode()))
             refused = dict(ep.refused)
             assert list(refused) == ["eth1"]
+            # A send that names the link still tries it (and says why it failed).
+            with pytest.raises(MulticastError, match="Operation not permitted"):
+                await ep.send(b"named\n", interface="eth1")
+            assert list(ep.refused) == ["eth1"]
             # The interface changes (a second address): eth1 is tried again.
             rounds_before = ep._engine.watcher.rounds if ep._engine.watcher else 0
             lab.run(h, "ip", "addr", "add", "10.201.1.9/24", "dev", "eth1")
