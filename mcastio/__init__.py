@@ -7,6 +7,13 @@ from ._keeper import KeepaliveState
 from ._model import Datagram, Interface, SendResult
 from ._protocol import MulticastProtocol, MulticastTransport, create_multicast_endpoint
 from ._querier import Querier, QuerierState
+from ._selection import (
+    Selection,
+    default_route_links,
+    link_with_vlans,
+    no_virtual_links,
+    physical_links,
+)
 from ._subscription import BatchSubscription, Subscription
 from ._watch import InterfaceEvent
 from ._watcher import InterfaceEventStream
@@ -31,10 +38,15 @@ __all__ = [
     "MulticastTransport",
     "Querier",
     "QuerierState",
+    "Selection",
     "SendResult",
     "Subscription",
     "create_multicast_endpoint",
+    "default_route_links",
+    "link_with_vlans",
+    "no_virtual_links",
     "open_dual_stack",
+    "physical_links",
 ]
 
 # Present public objects as living at the top level, as httpcore does.

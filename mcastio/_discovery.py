@@ -16,12 +16,14 @@ from typing import Any
 import netifaces
 import psutil
 
+from ._linkfacts import LinkFacts, read_link_facts
 from ._model import Interface
 
 __all__ = [
     "default_route_interfaces",
     "fold_labels",
     "parse_if_inet6",
+    "parse_wireless",
     "proc_net_path",
     "read_snapshot",
 ]
@@ -48,6 +50,45 @@ def parse_if_inet6(text: str) -> dict[str, set[ipaddress.IPv6Address]]:
         if waiting or bits & _IFA_F_DADFAILED:
             unusable.setdefault(name, set()).add(ipaddress.IPv6Address(bytes.fromhex(hexaddr)))
     return unusable
+
+
+def parse_wireless(text: str) -> set[str]:
+    """The interface names /proc/net/wireless lists (two header lines, then ``name: ...``)."""
+    return {line.split(":", 1)[0].strip() for line in text.splitlines()[2:] if ":" in line}
+
+
+def _read_wireless() -> set[str]:
+    try:
+        with open(proc_net_path("wireless"), encoding="ascii", errors="replace") as f:
+            return parse_wireless(f.read())
+    except OSError:
+        # No wireless extensions in this kernel: the sysfs check below still applies.
+        return set()
+
+
+def _sysfs_says(name: str, index: int, entries: tuple[str, ...]) -> bool:
+    """Whether /sys/class/net/NAME has one of ``entries``, if that sysfs is this namespace's.
+
+    sysfs shows the namespace of whoever mounted it, not of a thread moved with
+    setns(), so the device's ifindex there must match before it is believed.
+    """
+    base = f"/sys/class/net/{name}"
+    try:
+        with open(f"{base}/ifindex", encoding="ascii") as f:
+            if int(f.read().strip()) != index:
+                return False
+    except (OSError, ValueError):
+        return False
+    return any(os.path.exists(f"{base}/{entry}") for entry in entries)
+
+
+def _read_facts() -> dict[int, LinkFacts]:
+    try:
+        return read_link_facts()
+    except OSError as exc:
+        # A sandbox without netlink: the selections fall back to names (docs).
+        _log.debug("cannot read the link kinds: %s", exc)
+        return {}
 
 
 def proc_net_path(name: str) -> str:
@@ -114,6 +155,20 @@ def fold_labels(indexes: Mapping[str, int], devices: Collection[str]) -> dict[st
     return folded
 
 
+def _fact_fields(
+    name: str, index: int, fact: LinkFacts | None, wireless: set[str]
+) -> dict[str, Any]:
+    if fact is None:
+        return {"wireless": name in wireless}
+    return {
+        "kind": fact.kind,
+        "parent": fact.parent,
+        "master": fact.master,
+        "bus": fact.bus or _sysfs_says(name, index, ("device",)),
+        "wireless": name in wireless or _sysfs_says(name, index, ("wireless", "phy80211")),
+    }
+
+
 def read_snapshot() -> tuple[Interface, ...]:
     """One consistent-enough reading of every interface on the host, sorted by index."""
     addrs = psutil.net_if_addrs()
@@ -130,6 +185,8 @@ def read_snapshot() -> tuple[Interface, ...]:
         if index is not None:
             indexes[name] = index
         # Else it vanished between the reads; the next snapshot settles it.
+    facts = _read_facts()
+    wireless = _read_wireless()
     result: list[Interface] = []
     for name, reported in fold_labels(indexes, devices).items():
         index = indexes[reported[0]]
@@ -155,6 +212,7 @@ def read_snapshot() -> tuple[Interface, ...]:
                 ipv4=tuple(ipv4),
                 ipv6=tuple(ipv6),
                 is_default=name in defaults,
+                **_fact_fields(name, index, facts.get(index), wireless),
             )
         )
     result.sort(key=lambda i: i.index)

@@ -54,7 +54,8 @@ class DualStackEndpoint:
     keyword arguments apply to both endpoints, except ``sources_v4``/``sources_v6``
     for source-specific groups. With ``require_both=False`` (the default) a host
     where one family has no usable interface runs on the other alone, with a
-    warning; :attr:`ipv4`/:attr:`ipv6` then say which one is open.
+    warning; :attr:`ipv4`/:attr:`ipv6` then say which one is open. ``join=False``
+    makes both send-only.
     """
 
     def __init__(
@@ -80,6 +81,7 @@ class DualStackEndpoint:
         on_interface_event: Callable[[InterfaceEvent], None] | None = None,
         source_port: str = "ephemeral",
         keepalive: bool | float = True,
+        join: bool = True,
     ) -> None:
         if parse_group(group_v4).family != socket.AF_INET:
             raise ValueError(
@@ -107,6 +109,7 @@ class DualStackEndpoint:
                 on_interface_event=on_interface_event,
                 source_port=source_port,
                 keepalive=keepalive,
+                join=join,
             )
             for group, sources in ((group_v4, sources_v4), (group_v6, sources_v6))
         )
@@ -263,6 +266,7 @@ async def open_dual_stack(
     on_interface_event: Callable[[InterfaceEvent], None] | None = None,
     source_port: str = "ephemeral",
     keepalive: bool | float = True,
+    join: bool = True,
 ) -> DualStackEndpoint:
     """A started :class:`DualStackEndpoint`; close it with ``aclose()`` or ``async with``."""
     endpoint = DualStackEndpoint(
@@ -285,6 +289,7 @@ async def open_dual_stack(
         on_interface_event=on_interface_event,
         source_port=source_port,
         keepalive=keepalive,
+        join=join,
     )
     await endpoint.start()
     return endpoint

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
+from ._endpointgroups import EndpointGroups
 from ._engine import Engine
 from ._errors import EndpointClosedError
 from ._keeper import KeepaliveState
@@ -55,13 +56,21 @@ class EndpointStats:
     replies: int = 0
 
 
-class MulticastEndpoint:
+class MulticastEndpoint(EndpointGroups):
     """Join ``group`` on every eligible interface and send out of each of them.
 
-    ``interfaces`` narrows the set: a list of names, or a predicate over
-    :class:`Interface`. ``ttl`` (default 1) keeps traffic on the local links;
-    ``loopback`` (default off) controls whether this host's own programs see what
-    it sends. Each subscriber queues at most ``queue_size`` datagrams.
+    ``group`` is one group, or a list of groups of one address family that share
+    ``port``; :meth:`add_group` and :meth:`remove_group` change them at run time,
+    and :attr:`Datagram.group` says which one each datagram was sent to. With
+    ``join=False`` the endpoint is send-only: it sends to its groups on every
+    interface (and reads unicast replies) but never joins, so the host sends no
+    IGMP/MLD report or Leave for it (docs/groups-and-interfaces.md).
+
+    ``interfaces`` narrows the set: a list of names, a predicate over
+    :class:`Interface`, or a selection such as :func:`mcastio.no_virtual_links`.
+    ``ttl`` (default 1) keeps traffic on the local links; ``loopback`` (default
+    off) controls whether this host's own programs see what it sends. Each
+    subscriber queues at most ``queue_size`` datagrams.
     ``sources`` (for a group in 232.0.0.0/8 or ff3x::/32) makes the joins
     source-specific: only datagrams from those senders are delivered.
 
@@ -88,7 +97,7 @@ class MulticastEndpoint:
 
     def __init__(
         self,
-        group: str,
+        group: str | Sequence[str],
         port: int,
         *,
         interfaces: InterfaceSelector = None,
@@ -106,6 +115,7 @@ class MulticastEndpoint:
         source_port: str = "ephemeral",
         keepalive: bool | float = True,
         coalesce_delay: float = DEFAULT_COALESCE_DELAY,
+        join: bool = True,
     ) -> None:
         # Checked here, at the call that received them, not when start() uses them.
         opts = EndpointOptions.build(
@@ -126,15 +136,11 @@ class MulticastEndpoint:
             source_port=source_port,
             keepalive=keepalive,
             coalesce_delay=coalesce_delay,
+            join=join,
         )
-        self._group_str = str(opts.group)
         self._engine = Engine(opts)
         # Bound once: the public send methods are measured against bare sendto calls.
         self._send_all_nowait = self._engine.tx.send_all_nowait
-
-    @property
-    def group(self) -> str:
-        return self._group_str
 
     @property
     def port(self) -> int:
@@ -202,7 +208,9 @@ class MulticastEndpoint:
 
     def __repr__(self) -> str:
         names = ",".join(i.name for i in self.interfaces)
-        return f"<MulticastEndpoint {self._group_str}:{self.port} {self._engine.state} [{names}]>"
+        groups = ",".join(self.groups)
+        mode = "" if self.joins else " send-only"
+        return f"<MulticastEndpoint {groups}:{self.port}{mode} {self._engine.state} [{names}]>"
 
     # -- watching and keeping ------------------------------------------------------
 
@@ -292,24 +300,36 @@ class MulticastEndpoint:
 
     # -- sending -------------------------------------------------------------------
 
-    def send_all_nowait(self, data: bytes | bytearray | memoryview) -> tuple[SendResult, ...]:
+    def send_all_nowait(
+        self, data: bytes | bytearray | memoryview, *, group: str | None = None
+    ) -> tuple[SendResult, ...]:
         """Send one copy out of every current interface without waiting.
 
-        A full socket buffer shows up as a ``BlockingIOError`` in that interface's result.
+        A full socket buffer shows up as a ``BlockingIOError`` in that interface's
+        result. ``group`` names the destination; an endpoint with several groups
+        needs it (``ValueError`` otherwise).
         """
-        return self._send_all_nowait(data)
+        return self._send_all_nowait(data, group)
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> tuple[SendResult, ...]:
+    async def send_all(
+        self, data: bytes | bytearray | memoryview, *, group: str | None = None
+    ) -> tuple[SendResult, ...]:
         """Send one copy out of every current interface; one result per interface.
 
-        A failure on one interface is reported in its result and never raises.
+        A failure on one interface is reported in its result and never raises. A
+        link that refuses sends (see :attr:`refused`) is reported in one result and
+        left out of later ones until it changes.
         """
-        return await self._engine.tx.send_all(data)
+        return await self._engine.tx.send_all(data, group)
 
-    def send_nowait(self, data: bytes | bytearray | memoryview, *, interface: str) -> SendResult:
+    def send_nowait(
+        self, data: bytes | bytearray | memoryview, *, interface: str, group: str | None = None
+    ) -> SendResult:
         """Send one copy out of the named interface without waiting; errors are in the result."""
-        return self._engine.tx.send_nowait(data, interface)
+        return self._engine.tx.send_nowait(data, interface, group)
 
-    async def send(self, data: bytes | bytearray | memoryview, *, interface: str) -> SendResult:
+    async def send(
+        self, data: bytes | bytearray | memoryview, *, interface: str, group: str | None = None
+    ) -> SendResult:
         """Send one copy out of the named interface; raises ``MulticastError`` on failure."""
-        return await self._engine.tx.send(data, interface)
+        return await self._engine.tx.send(data, interface, group)

@@ -11,23 +11,27 @@ closes them together.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 from collections.abc import Sequence
 
 from ._discovery import read_snapshot
 from ._errors import MulticastError
+from ._groupset import GroupMemberships
 from ._keepalive import Keepalive
 from ._keeper import KeepaliveState
 from ._links import Links
-from ._membership import Memberships
 from ._model import (
     Group,
     Interface,
     InterfaceSelector,
     ineligibility,
+    is_eligible,
+    parse_group,
     plan_changes,
-    select_interfaces,
+    select_for_groups,
+    validate_sources,
 )
 from ._options import EndpointOptions, SnapshotSource
 from ._pacing import Drain, SocketReader
@@ -35,7 +39,7 @@ from ._readers import Readers
 from ._receive import ReceivePath
 from ._replies import Replies
 from ._transmit import TransmitPool
-from ._watch import InterfaceEvent, desired_interfaces
+from ._watch import InterfaceEvent
 from ._watcher import Watcher
 
 __all__ = ["Engine"]
@@ -54,6 +58,7 @@ class Engine:
         self.state = "new"  # new -> open -> closed
         self._socket_readers: dict[socket.socket, SocketReader] = {}
         self.receive = ReceivePath(group, opts.port)
+        self.receive.groups = opts.groups
         self.readers = Readers(self.receive, opts.on_interface_event)
         self.replies = Replies(self.receive)
         self.tx = TransmitPool(
@@ -65,19 +70,25 @@ class Engine:
             on_open=self._watch_replies,
             on_close=self._unwatch,
         )
-        self.memberships = Memberships(
-            group,
+        self.tx.set_groups(opts.groups)
+        self.memberships = GroupMemberships(
+            opts.groups,
             opts.port,
             opts.sources,
             opts.receive_buffer,
             receive_ttl=opts.receive_ttl,
+            join=opts.join,
             on_open=self._watch_receiver,
             on_close=self._unwatch,
+            holds=self.receive.holds,
         )
-        self.links = Links(group, self.memberships, self.tx, self.receive)
-        self.keepalive: Keepalive | None = None
-        if opts.keepalive is not None:
-            self.keepalive = Keepalive(group, opts.sources, opts.keepalive, self._joined)
+        self.links = Links(group.family, self.memberships, self.tx, self.receive)
+        # One keeper per group, each refreshing that group's memberships; none
+        # for a send-only endpoint, which holds no membership to keep.
+        self.keepalives: dict[Group, Keepalive] = {}
+        if opts.keepalive is not None and opts.join:
+            for g in opts.groups:
+                self.keepalives[g] = self._keeper(g)
         self.watcher: Watcher | None = None
         if opts.watch:
             self.watcher = Watcher(
@@ -89,10 +100,26 @@ class Engine:
 
     # -- opening and closing -------------------------------------------------------
 
+    def _keeper(self, group: Group) -> Keepalive:
+        assert self.options.keepalive is not None
+        return Keepalive(
+            group,
+            self.options.sources,
+            self.options.keepalive,
+            lambda: self._joined(group),
+        )
+
+    @property
+    def groups(self) -> tuple[Group, ...]:
+        return self.memberships.groups
+
+    def _desired(self, snapshot: Sequence[Interface], *, missing_ok: bool) -> tuple[Interface, ...]:
+        opts = self.options
+        return select_for_groups(snapshot, self.groups, opts.selector, missing_ok=missing_ok)
+
     def open(self, loop: asyncio.AbstractEventLoop) -> None:
         """Join on every selected interface and start following changes."""
         self.loop = loop
-        group = self.options.group
         watcher = self.watcher
         try:
             if watcher is not None:
@@ -102,13 +129,13 @@ class Engine:
                 snapshot = self.snapshot_source()
             except OSError as exc:
                 raise MulticastError(f"cannot read the interfaces: {exc}") from exc
-            desired = select_interfaces(snapshot, group, self.options.selector)
+            desired = self._desired(snapshot, missing_ok=False)
         except BaseException:
             if watcher is not None:
                 watcher.cancel()
             raise
         if not desired:
-            why = _explain_no_interfaces(snapshot, group, self.options.selector)
+            why = _explain_no_interfaces(snapshot, self.groups, self.options.selector)
             if watcher is None or self.require_interface_at_start:
                 if watcher is not None:
                     watcher.cancel()
@@ -123,8 +150,8 @@ class Engine:
                 watcher.start(loop)
                 if failures:
                     watcher.trigger()
-            if self.keepalive is not None:
-                self.keepalive.start(loop)
+            for keeper in self.keepalives.values():
+                keeper.start(loop)
         except BaseException:
             self.close()
             raise
@@ -134,15 +161,14 @@ class Engine:
         first = failures[0] if failures else None
         # Joins refused on every usable interface are a setup error (too many
         # sources, a port in use, no descriptors left): fail at once, saying why.
+        what = ", ".join(map(str, self.groups))
         if desired and not self.links:
-            raise MulticastError(
-                f"could not join {self.options.group} on any interface: {first}"
-            ) from first
+            raise MulticastError(f"could not join {what} on any interface: {first}") from first
         if failures and self.watcher is None:
             # Nothing would ever retry them, so the endpoint would stay partial unseen.
             raise MulticastError(
                 f"could not use {len(failures)} of {len(desired)} interfaces for "
-                f"{self.options.group} (watch=False: nothing would retry them):\n"
+                f"{what} (watch=False: nothing would retry them):\n"
                 + "\n".join(f"  {exc}" for exc in failures)
             ) from first
         return failures
@@ -152,8 +178,8 @@ class Engine:
         self.state = "closed"
         if self.watcher is not None:
             self.watcher.cancel()
-        if self.keepalive is not None:
-            self.keepalive.close()
+        for keeper in self.keepalives.values():
+            keeper.close()
         self.readers.close()
         self.links.close()
 
@@ -193,35 +219,79 @@ class Engine:
         except OSError as exc:
             _log.warning("cannot read the interfaces, will retry: %s", exc)
             return False
-        opts = self.options
-        desired = desired_interfaces(snapshot, opts.group, opts.selector)
+        # A named interface that is missing is simply not wanted yet, not an error.
+        desired = self._desired(snapshot, missing_ok=True)
         failures, events = self.links.reconcile(desired, reannounce)
         self.emit(events)
         return not failures
 
     def emit(self, events: Sequence[InterfaceEvent]) -> None:
-        self.readers.emit(str(self.options.group), events, self.loop)
+        self.readers.emit(", ".join(map(str, self.groups)), events, self.loop)
+
+    # -- groups at run time ----------------------------------------------------------
+
+    def check_new_group(self, group: str) -> Group:
+        """The group to add, checked like the constructor's groups; ValueError if not."""
+        parsed = parse_group(group)
+        if parsed.family != self.options.group.family:
+            raise ValueError(
+                f"group {parsed} is not of this endpoint's address family ({self.options.group} "
+                "is); use another endpoint for the other family"
+            )
+        if parsed in self.memberships:
+            raise ValueError(f"group {parsed} is already one of this endpoint's groups")
+        if self.options.sources:
+            validate_sources(parsed, self.options.sources)
+        unusable = [i.name for i in self.links.interfaces if not is_eligible(i, parsed)]
+        if unusable:
+            # Every interface in use holds every group; this one cannot, on these.
+            raise ValueError(
+                f"group {parsed} cannot be carried on {', '.join(unusable)} (its scope needs "
+                "an address those interfaces lack); use another endpoint for it"
+            )
+        return parsed
+
+    def add_group(self, group: Group) -> None:
+        """Join ``group`` on every interface in use, or raise MulticastError having joined none."""
+        self.links.add_group(group)
+        if self.options.keepalive is not None and self.options.join:
+            keeper = self.keepalives[group] = self._keeper(group)
+            if self.state == "open" and self.loop is not None:
+                keeper.start(self.loop)
+
+    def remove_group(self, group: Group) -> None:
+        """Leave ``group`` everywhere; nothing of it is delivered from now on."""
+        keeper = self.keepalives.pop(group, None)
+        if keeper is not None:
+            keeper.close()
+        self.links.remove_group(group)
+        # Already read but still queued for a reader: never handed out after the leave.
+        self.readers.discard_group(str(group))
 
     def keepalive_states(self) -> tuple[KeepaliveState, ...]:
-        if self.keepalive is None or self.state != "open":
+        if self.state != "open":
             return ()
-        return self.keepalive.states()
+        return tuple(
+            dataclasses.replace(state, group=str(group))
+            for group, keeper in self.keepalives.items()
+            for state in keeper.states()
+        )
 
-    def _joined(self) -> list[tuple[Interface, socket.socket]]:
+    def _joined(self, group: Group) -> list[tuple[Interface, socket.socket]]:
         pairs = []
         for iface in self.links.interfaces:
-            sock = self.memberships.socket_of(iface.index)
+            sock = self.memberships.socket_of(group, iface.index)
             if sock is not None:
                 pairs.append((iface, sock))
         return pairs
 
 
 def _explain_no_interfaces(
-    snapshot: Sequence[Interface], group: Group, selector: InterfaceSelector
+    snapshot: Sequence[Interface], groups: Sequence[Group], selector: InterfaceSelector
 ) -> str:
-    lines = [f"no interface can carry {group}:"]
+    lines = [f"no interface can carry {', '.join(map(str, groups))}:"]
     for iface in snapshot:
-        why = ineligibility(iface, group)
+        why = sorted({w for g in groups for w in ineligibility(iface, g)})
         lines.append(f"  {iface.name}: {', '.join(why) or 'excluded by the interfaces= selector'}")
     if selector is not None:
         lines.append("  (an interfaces= selector was given)")

@@ -125,6 +125,8 @@ class KeepaliveState:
     #: Seconds since the host last accepted a query here, if it did.
     query_age: float | None
     reason: str = ""
+    #: The group this keeper refreshes (an endpoint may hold several).
+    group: str = ""
 
 
 def state_of(

@@ -1,17 +1,19 @@
 """The interfaces an endpoint uses, kept whole: joined and able to send, or not used at all.
 
 A plan from ``_model.plan_changes`` is carried out here, one interface at a time:
-an interface that cannot get both its membership and its transmit socket gets
-neither, so the endpoint never receives on a link it cannot send on, or the reverse.
+an interface that cannot get every group's membership and its transmit socket gets
+none of them, so the endpoint never receives on a link it cannot send on, or the
+reverse. Groups added at run time are joined on every interface in use, or on none.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Sequence
 
 from ._errors import MulticastError
-from ._membership import Memberships
+from ._groupset import GroupMemberships
 from ._model import Group, Interface, Plan, plan_changes
 from ._receive import ReceivePath
 from ._transmit import TransmitPool
@@ -27,12 +29,12 @@ class Links:
 
     def __init__(
         self,
-        group: Group,
-        memberships: Memberships,
+        family: socket.AddressFamily,
+        memberships: GroupMemberships,
         pool: TransmitPool,
         receive: ReceivePath,
     ) -> None:
-        self._group = group
+        self._family = family
         self._memberships = memberships
         self._pool = pool
         self._receive = receive
@@ -45,12 +47,47 @@ class Links:
     def __len__(self) -> int:
         return len(self._current)
 
+    @property
+    def _group(self) -> str:
+        """The groups, for log lines."""
+        groups = self._memberships.groups
+        text = ", ".join(map(str, groups[:3])) + (
+            f" (+{len(groups) - 3})" if len(groups) > 3 else ""
+        )
+        return text if self._memberships.joining else f"{text} (send-only)"
+
+    @property
+    def groups(self) -> tuple[Group, ...]:
+        return self._memberships.groups
+
+    def add_group(self, group: Group) -> None:
+        """Join ``group`` on every interface in use, or raise having joined it nowhere."""
+        self._memberships.add(group, self.interfaces)
+        self._groups_changed()
+        if self._memberships.joining:
+            _log.info("joined %s on %s", group, ", ".join(self._names()) or "no interface yet")
+
+    def remove_group(self, group: Group) -> None:
+        """Leave ``group`` on every interface; its datagrams are no longer delivered."""
+        self._memberships.remove(group)
+        self._groups_changed()
+        if self._memberships.joining:
+            _log.info("left %s on %s", group, ", ".join(self._names()) or "no interface")
+
+    def _groups_changed(self) -> None:
+        groups = self._memberships.groups
+        self._receive.groups = groups
+        self._pool.set_groups(groups)
+
+    def _names(self) -> list[str]:
+        return [iface.name for iface in self.interfaces]
+
     def reconcile(
         self, desired: Sequence[Interface], reannounce: frozenset[int] = frozenset()
     ) -> tuple[list[MulticastError], list[InterfaceEvent]]:
         """Bring the interfaces in line with ``desired``; (failures, changes seen)."""
         before = dict(self._current)
-        plan = plan_changes(before, desired, self._group.family)
+        plan = plan_changes(before, desired, self._family)
         failures = self.apply(plan) if plan else []
         fresh = {i.index for i in plan.add}
         for index in sorted(reannounce):
@@ -67,7 +104,8 @@ class Links:
         failures: list[MulticastError] = []
         for iface in plan.remove:
             self._drop(iface)
-            _log.info("left %s on %s (index %d)", self._group, iface.name, iface.index)
+            verb = "left" if self._memberships.joining else "stopped sending"
+            _log.info("%s %s on %s (index %d)", verb, self._group, iface.name, iface.index)
         for _old, new in plan.change:
             try:
                 self._pool.replace(new)
@@ -80,6 +118,11 @@ class Links:
         for iface in plan.refresh:
             self._pool.refresh(iface)
             self._current[iface.index] = iface
+        for _old, iface in plan.change:
+            # The interface changed: a link whose sends failed is tried again.
+            self._pool.retry(iface.index)
+        for iface in plan.refresh:
+            self._pool.retry(iface.index)
         for iface in plan.add:
             try:
                 self._add(iface)
@@ -87,7 +130,8 @@ class Links:
                 _log.warning("could not use %s for %s: %s", iface.name, self._group, exc)
                 failures.append(exc)
             else:
-                _log.info("joined %s on %s (index %d)", self._group, iface.name, iface.index)
+                verb = "joined" if self._memberships.joining else "sending to"
+                _log.info("%s %s on %s (index %d)", verb, self._group, iface.name, iface.index)
         # Derived, never patched: the receive path's index -> name lookup.
         self._receive.names = {idx: iface.name for idx, iface in self._current.items()}
         return failures
@@ -119,6 +163,8 @@ class Links:
         Linux does not report memberships again when carrier returns, while a
         snooping switch forgot them when the link dropped.
         """
+        if not self._memberships.joining:
+            return  # A send-only endpoint holds nothing to announce.
         try:
             self._memberships.reannounce(iface)
         except MulticastError:

@@ -48,8 +48,12 @@ class Memberships:
         receive_ttl: bool = False,
         on_open: SocketHook,
         on_close: SocketHook,
+        holds: dict[socket.socket, set[int]] | None = None,
     ) -> None:
         self._group = group
+        # Shared with the receive path, which delivers what a socket read only from
+        # the interfaces it holds the group on (IPv6: see _receive.ReceivePath.holds).
+        self._holds = holds
         self._port = port
         self._sources = tuple(sources)
         self._receive_buffer = receive_buffer
@@ -133,8 +137,7 @@ class Memberships:
     def close(self) -> None:
         """Close every receive socket; the kernel drops their memberships and sends the leaves."""
         for receiver in self._sockets:
-            self._on_close(receiver.sock)
-            receiver.sock.close()
+            self._forget(receiver)
         self._sockets.clear()
         self._where.clear()
 
@@ -158,11 +161,19 @@ class Memberships:
             receiver.sock.close()
             raise
         self._sockets.append(receiver)
+        if self._holds is not None:
+            # The live set: joins and leaves show at once.
+            self._holds[receiver.sock] = receiver.joined
         return receiver
 
     def _close_if_empty(self, receiver: _ReceiveSocket) -> None:
         if receiver.joined or receiver not in self._sockets:
             return
         self._sockets.remove(receiver)
+        self._forget(receiver)
+
+    def _forget(self, receiver: _ReceiveSocket) -> None:
+        if self._holds is not None:
+            self._holds.pop(receiver.sock, None)
         self._on_close(receiver.sock)
         receiver.sock.close()

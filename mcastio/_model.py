@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeGuard
 
 __all__ = [
     "MAX_PAYLOAD_V4",
@@ -20,11 +21,14 @@ __all__ = [
     "InterfaceSelector",
     "Plan",
     "SendResult",
+    "SnapshotSelector",
     "ineligibility",
     "is_eligible",
     "is_source_specific",
     "parse_group",
+    "parse_groups",
     "plan_changes",
+    "select_for_groups",
     "select_interfaces",
     "validate_payload",
     "validate_selector",
@@ -161,6 +165,20 @@ class Interface:
     ipv4: tuple[ipaddress.IPv4Interface, ...] = ()
     ipv6: tuple[ipaddress.IPv6Interface, ...] = ()
     is_default: bool = False
+    #: What the kernel says the device is (rtnetlink), for the selections in
+    #: :mod:`._selection`: its link kind (IFLA_INFO_KIND: ``"veth"``, ``"bridge"``,
+    #: ``"vlan"``, ``"wireguard"``, ``"tun"``...), ``""`` for a device with no kind
+    #: (a NIC's own driver), ``None`` where the kernel could not be asked.
+    kind: str | None = None
+    #: The index of the device this one sits on (IFLA_LINK: a VLAN's parent), or 0.
+    parent: int = 0
+    #: The index of the bridge or bond this device is a port of (IFLA_MASTER), or 0.
+    master: int = 0
+    #: Whether the device hangs off a bus device, as a NIC does (IFLA_PARENT_DEV_NAME,
+    #: the kernel's /sys/class/net/NAME/device).
+    bus: bool = False
+    #: Whether the device is a wifi interface (listed in /proc/net/wireless).
+    wireless: bool = False
 
     def addresses(self, family: socket.AddressFamily) -> tuple[str, ...]:
         items: Iterable[ipaddress.IPv4Interface | ipaddress.IPv6Interface]
@@ -168,12 +186,26 @@ class Interface:
         return tuple(str(a.ip) for a in items)
 
 
-InterfaceSelector = Sequence[str] | Callable[[Interface], bool] | None
+class SnapshotSelector(Protocol):
+    """A selection that looks at the whole snapshot (``mcastio.physical_links()``...)."""
+
+    def pick(self, snapshot: Sequence[Interface]) -> Collection[int]:
+        """The indexes of the interfaces it keeps."""
+        ...
+
+
+InterfaceSelector = Sequence[str] | Callable[[Interface], bool] | SnapshotSelector | None
+
+
+def _is_snapshot_selector(selector: object) -> TypeGuard[SnapshotSelector]:
+    return callable(getattr(selector, "pick", None))
 
 
 def validate_selector(selector: object) -> InterfaceSelector:
-    """``None``, a predicate, or interface names (kept as a tuple); never empty."""
-    if selector is None or callable(selector):
+    """``None``, a predicate, a selection, or interface names (kept as a tuple); never empty."""
+    if selector is None or _is_snapshot_selector(selector):
+        return selector
+    if callable(selector):
         return selector
     if isinstance(selector, str):
         raise ValueError(f"interfaces must be a list of names, not the string {selector!r}")
@@ -242,10 +274,13 @@ def select_interfaces(
     ``missing_ok`` (a running endpoint: a named USB card may be unplugged and come
     back); named interfaces that exist but are down are left out until they come up.
     """
+    if selector is not None and _is_snapshot_selector(selector):
+        keep = selector.pick(snapshot)
+        return tuple(i for i in snapshot if i.index in keep and is_eligible(i, group))
     if selector is not None and not callable(selector):
         if isinstance(selector, str):
             raise ValueError(f"interfaces must be a list of names, not the string {selector!r}")
-        wanted = list(selector)
+        wanted = list(selector)  # type: ignore[arg-type]
         known = {i.name for i in snapshot}
         unknown = [n for n in wanted if n not in known]
         if unknown and not missing_ok:
@@ -259,6 +294,44 @@ def select_interfaces(
     if selector is not None:
         chosen = tuple(i for i in chosen if selector(i))
     return chosen
+
+
+def select_for_groups(
+    snapshot: Sequence[Interface],
+    groups: Sequence[Group],
+    selector: InterfaceSelector,
+    *,
+    missing_ok: bool = False,
+) -> tuple[Interface, ...]:
+    """:func:`select_interfaces` for several groups: an interface is used for all of
+    them or none, so it must be eligible for every one (the narrowest scope decides)."""
+    chosen = select_interfaces(snapshot, groups[0], selector, missing_ok=missing_ok)
+    return tuple(i for i in chosen if all(is_eligible(i, g) for g in groups[1:]))
+
+
+def parse_groups(groups: str | Sequence[str]) -> tuple[Group, ...]:
+    """One group (a string) or several of one address family, each once, in order."""
+    if isinstance(groups, str):
+        return (parse_group(groups),)
+    if isinstance(groups, bytes | bytearray) or not isinstance(groups, Iterable):
+        raise ValueError(
+            f"group must be a string such as '239.255.0.1' or a list of them, not {groups!r}"
+        )
+    parsed = tuple(parse_group(g) for g in groups)
+    if not parsed:
+        raise ValueError("no group given: pass one group, or a list of at least one")
+    families = {g.family for g in parsed}
+    if len(families) > 1:
+        raise ValueError(
+            f"groups {', '.join(map(str, parsed))} mix IPv4 and IPv6; one endpoint "
+            "carries one family (use DualStackEndpoint, or one endpoint per family)"
+        )
+    seen: set[Group] = set()
+    for g in parsed:
+        if g in seen:
+            raise ValueError(f"group {g} is given twice")
+        seen.add(g)
+    return parsed
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ __all__ = [
     "bind_needs_scope",
     "gone_error",
     "is_gone_error",
+    "is_link_refusal",
     "is_pktinfo",
     "join",
     "leave",
@@ -320,6 +321,18 @@ def still_full_error() -> OSError:
 def is_gone_error(exc: OSError) -> bool:
     """The interface or membership no longer exists, so there is nothing to undo."""
     return exc.errno in (errno.ENODEV, errno.EADDRNOTAVAIL, errno.ENOENT, errno.ENXIO, errno.EINVAL)
+
+
+# Sends on a link fail with these until the link changes: WireGuard without a peer
+# (ENOKEY), no route for the group there (ENETUNREACH, EHOSTUNREACH), a firewall
+# rejecting output (EPERM, EACCES), the link or its source address gone.
+_LINK_REFUSALS = {errno.ENOKEY, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EPERM, errno.EACCES}
+_LINK_REFUSALS |= {errno.ENETDOWN, errno.EADDRNOTAVAIL}
+
+
+def is_link_refusal(exc: OSError) -> bool:
+    """A send failed because of the link, not the moment: retrying before it changes is futile."""
+    return exc.errno in _LINK_REFUSALS
 
 
 def open_sender(

@@ -16,7 +16,7 @@ from ._model import (
     Group,
     Interface,
     InterfaceSelector,
-    parse_group,
+    parse_groups,
     validate_selector,
     validate_sources,
 )
@@ -168,7 +168,8 @@ def validate_keepalive(value: bool | float) -> float | None:
 class EndpointOptions:
     """Every option of one endpoint, checked; see :class:`MulticastEndpoint`."""
 
-    group: Group
+    #: The groups given at construction (the endpoint may add and remove some later).
+    groups: tuple[Group, ...]
     port: int
     selector: InterfaceSelector
     ttl: int
@@ -186,11 +187,18 @@ class EndpointOptions:
     keepalive: float | None
     coalesce_delay: float
     snapshot_source: SnapshotSource | None
+    #: False for a send-only endpoint: it joins nothing, ever.
+    join: bool = True
+
+    @property
+    def group(self) -> Group:
+        """The first group: the endpoint's address family and, alone, its group."""
+        return self.groups[0]
 
     @classmethod
     def build(
         cls,
-        group: str,
+        group: str | Sequence[str],
         port: int,
         *,
         interfaces: InterfaceSelector = None,
@@ -208,10 +216,12 @@ class EndpointOptions:
         source_port: str = "ephemeral",
         keepalive: bool | float = True,
         coalesce_delay: float = DEFAULT_COALESCE_DELAY,
+        join: bool = True,
     ) -> EndpointOptions:
         """Check every option; the first bad one raises ValueError or TypeError."""
-        parsed = parse_group(group)
+        parsed = parse_groups(group)
         for name, flag in (
+            ("join", join),
             ("loopback", loopback),
             ("watch", watch),
             ("netlink", netlink),
@@ -220,14 +230,18 @@ class EndpointOptions:
             validate_flag(name, flag)
         validate_callback("on_interface_event", on_interface_event)
         validate_callback("snapshot_source", snapshot_source)
+        checked_sources = validate_sources(parsed[0], sources)
+        for other in parsed[1:]:
+            # The same senders apply to every group, so each must be source-specific.
+            validate_sources(other, sources)
         return cls(
-            group=parsed,
+            groups=parsed,
             port=validate_port(port),
             selector=validate_selector(interfaces),
             ttl=validate_ttl(ttl),
             loopback=loopback,
             queue_size=validate_queue_size(queue_size),
-            sources=validate_sources(parsed, sources),
+            sources=checked_sources,
             watch=watch,
             poll_interval=validate_poll_interval(poll_interval),
             netlink=netlink,
@@ -238,4 +252,5 @@ class EndpointOptions:
             keepalive=validate_keepalive(keepalive),
             coalesce_delay=validate_coalesce_delay(coalesce_delay),
             snapshot_source=snapshot_source,
+            join=join,
         )

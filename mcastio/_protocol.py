@@ -55,13 +55,17 @@ class MulticastTransport(asyncio.DatagramTransport):
     def endpoint(self) -> MulticastEndpoint:
         return self._endpoint
 
-    def send_all(self, data: bytes | bytearray | memoryview) -> tuple[SendResult, ...]:
+    def send_all(
+        self, data: bytes | bytearray | memoryview, group: str | None = None
+    ) -> tuple[SendResult, ...]:
         """One copy out of every interface; one result per interface."""
-        return self._endpoint.send_all_nowait(data)
+        return self._endpoint.send_all_nowait(data, group=group)
 
-    def send(self, data: bytes | bytearray | memoryview, interface: str) -> SendResult:
+    def send(
+        self, data: bytes | bytearray | memoryview, interface: str, group: str | None = None
+    ) -> SendResult:
         """One copy out of the named interface; the result carries any error."""
-        return self._endpoint.send_nowait(data, interface=interface)
+        return self._endpoint.send_nowait(data, interface=interface, group=group)
 
     def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
         """``None`` or the group's own address sends on every interface.
@@ -69,12 +73,16 @@ class MulticastTransport(asyncio.DatagramTransport):
         Errors on individual interfaces go to ``protocol.error_received``, as a
         DatagramTransport reports them.
         """
-        if addr is not None and tuple(addr[:2]) != (self._endpoint.group, self._endpoint.port):
-            raise ValueError(
-                f"this transport sends only to its group {self._endpoint.group}:"
-                f"{self._endpoint.port}, not to {addr!r}"
-            )
-        for result in self.send_all(data):
+        ep = self._endpoint
+        group = None
+        if addr is not None:
+            if tuple(addr[:2]) not in {(g, ep.port) for g in ep.groups}:
+                raise ValueError(
+                    f"this transport sends only to its groups ({', '.join(ep.groups)}) on "
+                    f"port {ep.port}, not to {addr!r}"
+                )
+            group = addr[0]
+        for result in ep.send_all_nowait(data, group=group):
             if result.error is not None and isinstance(self._protocol, asyncio.DatagramProtocol):
                 self._protocol.error_received(result.error)
 
@@ -105,7 +113,7 @@ class MulticastTransport(asyncio.DatagramTransport):
             return self._endpoint.interfaces
         if name == "sockname":
             # The receive sockets are bound to the group, not the wildcard address.
-            return (self._endpoint.group, self._endpoint.port)
+            return (self._endpoint.groups[0], self._endpoint.port)
         return default
 
     def get_write_buffer_size(self) -> int:
@@ -114,7 +122,7 @@ class MulticastTransport(asyncio.DatagramTransport):
 
 async def create_multicast_endpoint(
     protocol_factory: Callable[[], P],
-    group: str,
+    group: str | Sequence[str],
     port: int,
     *,
     interfaces: InterfaceSelector = None,
@@ -131,6 +139,7 @@ async def create_multicast_endpoint(
     on_interface_event: Callable[[InterfaceEvent], None] | None = None,
     source_port: str = "ephemeral",
     keepalive: bool | float = True,
+    join: bool = True,
 ) -> tuple[MulticastTransport, P]:
     """Like ``loop.create_datagram_endpoint``, joined and sending on every interface.
 
@@ -155,6 +164,7 @@ async def create_multicast_endpoint(
         on_interface_event=on_interface_event,
         source_port=source_port,
         keepalive=keepalive,
+        join=join,
     )
     await endpoint.start()
     try:

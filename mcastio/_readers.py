@@ -101,6 +101,13 @@ class Readers:
                 # Run the callback on its own, so one that raises cannot stop the watcher.
                 loop.call_soon(self._on_interface_event, event)
 
+    def discard_group(self, group: str) -> None:
+        """Drop what every subscription still queues of ``group`` (it was just left)."""
+        for ref in list(self._subs.values()):
+            sub = ref()
+            if sub is not None:
+                sub._discard_group(group)
+
     def close(self) -> None:
         """End every reader; what is still queued is discarded."""
         for stream in self._live_event_streams():

@@ -38,6 +38,8 @@ _ARRIVALS_LIMIT = 1024
 _META_LIMIT = 4096
 # What the recvmmsg drain remembers for a block not sent to the group.
 _NOT_FOR_GROUP: tuple[()] = ()
+# What the recvmsg drain remembers for an arrival not sent to one of the groups.
+_NOT_ARRIVED = (-1, "")
 
 # recvmmsg failing with these means the call itself is unavailable, not the socket.
 _NO_RECVMMSG = (errno.ENOSYS, errno.EPERM, errno.EOPNOTSUPP)
@@ -97,11 +99,9 @@ class ReceivePath:
     def __init__(self, group: Group, port: int) -> None:
         self._group_str = str(group)
         self._port = port
-        # The pktinfo destination is compared as inet_ntop text: the same function on
-        # both sides keeps the comparison canonical for any spelling of an IPv6 group.
-        self._wire_group = socket.inet_ntop(group.family, group.address.packed)
-        self._packed_group = group.address.packed
         self._family = group.family
+        self._groups: dict[bytes, str] = {}
+        self._wire_groups: dict[str, str] = {}
         self._names: dict[int, str] = {}
         self._buffers: _mmsg.Buffers | None = None
         if USE_RECVMMSG:
@@ -124,7 +124,35 @@ class ReceivePath:
         self.truncated = 0
         #: What the kernel dropped on the receive sockets.
         self.drops = KernelDrops()
-        self._arrivals: dict[tuple[int, int, bytes], int] = {}
+        self._arrivals: dict[tuple[int, int, bytes], tuple[int, str]] = {}
+        self.groups = (group,)
+        #: IPv6 only: the interfaces each receive socket holds its group on. An IPv6
+        #: socket gets its group's datagrams from every interface any socket joined
+        #: it on (inet6_mc_check matches the address, not the interface), so a group
+        #: spread over sockets, or joined by another program elsewhere, would be
+        #: delivered twice or from a link not in use. None for IPv4, where the
+        #: kernel matches (group, interface) itself.
+        self.holds: dict[socket.socket, set[int]] | None = (
+            {} if group.family == socket.AF_INET6 else None
+        )
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The groups whose datagrams are delivered; set by the owner."""
+        return tuple(self._groups.values())
+
+    @groups.setter
+    def groups(self, groups: tuple[Group, ...]) -> None:
+        # The pktinfo destination is compared as inet_ntop text (recvmsg) or packed
+        # bytes (recvmmsg): either way canonical for any spelling of an IPv6 group.
+        self._groups = {g.address.packed: str(g) for g in groups}
+        self._wire_groups = {socket.inet_ntop(g.family, g.address.packed): str(g) for g in groups}
+        if groups:
+            self._group_str = str(groups[0])
+        # What each arrival means depends on the groups: forget it all, so a group
+        # just removed is never delivered from a remembered arrival.
+        self._meta = {}
+        self._arrivals = {}
 
     @property
     def fast(self) -> bool:
@@ -183,7 +211,7 @@ class ReceivePath:
         truncated = _net.MSG_TRUNC
         names = self.names
         arrivals = self._arrivals
-        group = self._group_str
+        held = None if self.holds is None else self.holds.get(sock)
         new = object.__new__
         set_data, set_source, set_group, set_interface, set_ttl = DATAGRAM_SLOT_SETTERS
         read = 0
@@ -194,7 +222,7 @@ class ReceivePath:
                 break
             except OSError as exc:
                 # An unconnected UDP socket has no peer errors to report; log and move on.
-                _log.warning("receive error on %s:%d: %s", group, self._port, exc)
+                _log.warning("receive error on %s:%d: %s", self._group_str, self._port, exc)
                 break
             read += 1
             if flags & truncated:
@@ -204,12 +232,13 @@ class ReceivePath:
             # so they are parsed once and looked up after that.
             ttl = None
             if len(anc) == 1:
-                index = arrivals.get(anc[0])
-                if index is None:
-                    index = self._learn_arrival(anc[0])
+                arrival = arrivals.get(anc[0])
+                if arrival is None:
+                    arrival = self._learn_arrival(anc[0])
             else:
-                index, ttl = self._read_ancillary(sock, anc)
-            if index < 0:
+                arrival, ttl = self._read_ancillary(sock, anc)
+            index, group = arrival
+            if index < 0 or (held is not None and index not in held):
                 self.not_for_group += 1
                 continue
             name = names.get(index)
@@ -226,7 +255,13 @@ class ReceivePath:
         return read
 
     def _drain_recvmmsg(self, sock: socket.socket, buffers: _mmsg.Buffers) -> int:
-        batch, read = self._read_recvmmsg(sock, buffers, self._group_str)
+        batch, read = self._read_recvmmsg(sock, buffers, "")
+        held = None if self.holds is None else self.holds.get(sock)
+        if held is not None:
+            names = {self._names.get(index) for index in held}
+            kept = [d for d in batch if d.interface in names]
+            self.not_for_group += len(batch) - len(kept)
+            batch = kept
         self._hand_on(batch)
         if self._buffers is None:
             # The kernel refused recvmmsg: read the plain way from now on.
@@ -236,7 +271,8 @@ class ReceivePath:
     def _read_recvmmsg(
         self, sock: socket.socket, buffers: _mmsg.Buffers, group: str | None
     ) -> tuple[list[Datagram], int]:
-        """Datagrams read from ``sock`` (group traffic, or replies when ``group`` is None).
+        """Datagrams read from ``sock`` (group traffic, or replies when ``group`` is None;
+        a group datagram's group is the one its destination names).
 
         When the kernel refuses recvmmsg this path drops its buffers (:attr:`fast`
         turns False) and returns what it read so far; the caller reads on with recvmsg.
@@ -283,11 +319,11 @@ class ReceivePath:
                 if not info:
                     self.not_for_group += 1
                     continue
-                source, name, ttl = info
+                source, name, ttl, to = info
                 dgram = new(Datagram)
                 set_data(dgram, memory[data_at : data_at + length])
                 set_source(dgram, source)
-                set_group(dgram, group)
+                set_group(dgram, to)
                 set_interface(dgram, name)
                 set_ttl(dgram, ttl)
                 append(dgram)
@@ -305,10 +341,11 @@ class ReceivePath:
                 return known
         control = _mmsg.parse_control(key, room)
         info: tuple[object, ...] = _NOT_FOR_GROUP
-        if control.destination == self._packed_group:
+        to = None if control.destination is None else self._groups.get(control.destination)
+        if to is not None:
             name = self._names.get(control.ifindex) or _index_to_name(control.ifindex)
             source = _mmsg.parse_sockaddr(key[:room], self._family)
-            info = (source, name, control.ttl)
+            info = (source, name, control.ttl, to)
         return self._remember(self._meta, key, info)
 
     def _learn_reply(self, sock: socket.socket, key: bytes, room: int) -> tuple[object, ...]:
@@ -317,7 +354,7 @@ class ReceivePath:
         info: tuple[object, ...] = _NOT_FOR_GROUP
         name = self._names.get(control.ifindex)
         if name is not None:
-            info = (_mmsg.parse_sockaddr(key[:room], self._family), name, None)
+            info = (_mmsg.parse_sockaddr(key[:room], self._family), name, None, None)
         return self._remember(self._reply_meta, key, info)
 
     @staticmethod
@@ -347,26 +384,27 @@ class ReceivePath:
 
     def _read_ancillary(
         self, sock: socket.socket, anc: list[tuple[int, int, bytes]]
-    ) -> tuple[int, int | None]:
-        """(arrival index or -1, TTL) from a datagram carrying more than pktinfo."""
-        index = -1
+    ) -> tuple[tuple[int, str], int | None]:
+        """((arrival index or -1, group), TTL) from a datagram carrying more than pktinfo."""
+        arrival = _NOT_ARRIVED
         for cmsg in anc:
             if _net.is_pktinfo(cmsg[0], cmsg[1]):
                 cached = self._arrivals.get(cmsg)
-                index = self._learn_arrival(cmsg) if cached is None else cached
+                arrival = self._learn_arrival(cmsg) if cached is None else cached
         ttl, drops = _net.parse_extras(anc)
         if drops is not None:
             self.drops.report(sock, drops)
-        return index, ttl
+        return arrival, ttl
 
-    def _arrival_index(self, anc: list[tuple[int, int, bytes]]) -> int:
-        """The arrival ifindex, or -1 when the datagram was not sent to the group."""
+    def _arrival_index(self, anc: list[tuple[int, int, bytes]]) -> tuple[int, str]:
+        """(arrival ifindex, group), or (-1, "") when not sent to one of the groups."""
         info = _net.parse_pktinfo(anc)
-        if info is None or info[1] != self._wire_group:
-            return -1
-        return info[0]
+        group = None if info is None else self._wire_groups.get(info[1])
+        if info is None or group is None:
+            return _NOT_ARRIVED
+        return info[0], group
 
-    def _learn_arrival(self, cmsg: tuple[int, int, bytes]) -> int:
+    def _learn_arrival(self, cmsg: tuple[int, int, bytes]) -> tuple[int, str]:
         index = self._arrival_index([cmsg])
         if len(self._arrivals) >= _ARRIVALS_LIMIT:
             self._arrivals.clear()

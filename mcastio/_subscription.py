@@ -19,6 +19,14 @@ class Subscription(BoundedStream[Datagram]):
 
     __slots__ = ()
 
+    def _discard_group(self, group: str) -> None:
+        """Forget the queued datagrams of ``group``: the endpoint just left it."""
+        queue = self._queue
+        if any(d.group == group for d in queue):
+            kept = [d for d in queue if d.group != group]
+            queue.clear()
+            queue.extend(kept)
+
     async def get_batch(self, max_items: int | None = None) -> list[Datagram]:
         """Wait for at least one datagram and return every queued one (up to ``max_items``).
 

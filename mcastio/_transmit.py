@@ -1,15 +1,19 @@
 """Where a datagram is sent: one transmit socket per interface, and the sends over them.
 
 ``IP_MULTICAST_IF`` takes one interface per socket, so the pool keeps one socket
-per interface. A copy that meets a full socket buffer is retried once the socket
-drains, after every other interface already has its copy.
+per interface, shared by every group of the endpoint. A copy that meets a full
+socket buffer is retried once the socket drains, after every other interface
+already has its copy. A link that refuses sends (:func:`._net.is_link_refusal`)
+is reported once, then left out of ``send_all`` until it changes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from . import _net
 from ._errors import EndpointClosedError, MulticastError
@@ -17,6 +21,8 @@ from ._fastpath import OkResults
 from ._model import MAX_PAYLOAD_V4, MAX_PAYLOAD_V6, Group, Interface, SendResult, validate_payload
 
 __all__ = ["TransmitPool"]
+
+_log = logging.getLogger("mcastio")
 
 # A bytes payload up to this size is valid for every group, so send_all skips the checks.
 _FITS_ANY_GROUP = min(MAX_PAYLOAD_V4, MAX_PAYLOAD_V6)
@@ -81,8 +87,12 @@ class TransmitPool:
         # Sockets bound to the group's port receive nothing: no replies to read.
         self._on_open = _ignore if from_group_port else on_open
         self._on_close = _ignore if from_group_port else on_close
-        self._dest: tuple[str, int] = (str(group), port)
+        self._dest: tuple[str, int] | None = (str(group), port)
+        self._dests: dict[str, tuple[str, int]] = {str(group): self._dest}
         self._senders: dict[int, _Sender] = {}
+        # Links whose sends were refused: out of send_all until they change (retry()).
+        self._parked: dict[int, tuple[_Sender, OSError]] = {}
+        self._to_park: list[tuple[_Sender, OSError]] = []
         # A live view, kept so the send path skips one method call per datagram.
         self._view = self._senders.values()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -99,6 +109,36 @@ class TransmitPool:
     def names(self) -> tuple[str, ...]:
         return tuple(s.iface.name for s in self._view)
 
+    @property
+    def refused(self) -> dict[str, OSError]:
+        """Interfaces left out of ``send_all`` because their sends were refused, and why."""
+        return {sender.iface.name: error for sender, error in self._parked.values()}
+
+    def set_groups(self, groups: Sequence[Group]) -> None:
+        """The groups sends may name; a call that names none needs exactly one."""
+        self._dests = {str(g): (str(g), self._port) for g in groups}
+        self._dest = next(iter(self._dests.values())) if len(self._dests) == 1 else None
+
+    def _dest_for(self, group: str | None) -> tuple[str, int]:
+        if group is None:
+            if self._dest is None:
+                raise ValueError(
+                    f"this endpoint has {len(self._dests)} groups "
+                    f"({', '.join(self._dests)}): name one with group="
+                )
+            return self._dest
+        dest = self._dests.get(group)
+        if dest is None:
+            try:
+                dest = self._dests.get(str(ipaddress.ip_address(group)))
+            except ValueError:
+                dest = None
+        if dest is None:
+            raise ValueError(
+                f"{group!r} is not one of this endpoint's groups ({', '.join(self._dests)})"
+            )
+        return dest
+
     # -- the pool ------------------------------------------------------------------
 
     def open(self, iface: Interface) -> None:
@@ -107,25 +147,40 @@ class TransmitPool:
 
     def replace(self, iface: Interface) -> None:
         """A fresh socket for a changed interface; the old one stays if that fails."""
-        sender = self._senders[iface.index]
+        sender = self._sender(iface.index)
         tx = self._open_socket(iface)
         self._close_socket(sender)
         sender.update(iface, tx)
 
     def refresh(self, iface: Interface) -> None:
         """New details for an interface whose socket stays valid."""
-        self._senders[iface.index].update(iface)
+        self._sender(iface.index).update(iface)
+
+    def _sender(self, index: int) -> _Sender:
+        parked = self._parked.get(index)
+        return parked[0] if parked is not None else self._senders[index]
+
+    def retry(self, index: int) -> None:
+        """The interface changed: send on it again if its sends were refused."""
+        parked = self._parked.pop(index, None)
+        if parked is not None:
+            self._senders[index] = parked[0]
+            _log.info("trying %s again: it changed", parked[0].iface.name)
 
     def close(self, index: int) -> None:
         sender = self._senders.pop(index, None)
+        parked = self._parked.pop(index, None)
+        if parked is not None:
+            sender = parked[0]
         if sender is not None:
             self._close_socket(sender)
 
     def close_all(self) -> None:
         self.state = "closed"
-        for sender in self._view:
+        for sender in [*self._view, *(p[0] for p in self._parked.values())]:
             self._close_socket(sender)
         self._senders.clear()
+        self._parked.clear()
 
     def _open_socket(self, iface: Interface) -> socket.socket:
         tx = _net.open_sender(
@@ -152,25 +207,52 @@ class TransmitPool:
             )
         return validate_payload(data, self._group)
 
-    def send_all_nowait(self, data: bytes | bytearray | memoryview) -> tuple[SendResult, ...]:
+    def send_all_nowait(
+        self, data: bytes | bytearray | memoryview, group: str | None = None
+    ) -> tuple[SendResult, ...]:
         # The hot send path: written out flat, since every call here costs
         # measurably against a single sendto.
         if self.state != "open" or type(data) is not bytes or len(data) > _FITS_ANY_GROUP:
             data = self._check_send(data)
-        results: list[SendResult] = []
         dest = self._dest
+        if group is not None or dest is None:
+            dest = self._dest_for(group)
+        results: list[SendResult] = []
         for sender in self._view:
             try:
                 results.append(sender.ok[sender.send(data, dest)])
             except OSError as exc:
                 results.append(SendResult(sender.iface.name, exc))
+                if _net.is_link_refusal(exc):
+                    self._to_park.append((sender, exc))
+        if self._to_park:
+            self._park(dest)
         return tuple(results)
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> tuple[SendResult, ...]:
-        results = self.send_all_nowait(data)
+    def _park(self, dest: tuple[str, int]) -> None:
+        """Leave out the links just refused, each reported once (here and in its result)."""
+        for sender, exc in self._to_park:
+            index = sender.iface.index
+            if self._senders.get(index) is sender:
+                del self._senders[index]
+                self._parked[index] = (sender, exc)
+                _log.warning(
+                    "sends to %s:%d on %s fail (%s); leaving %s out until it changes",
+                    dest[0],
+                    dest[1],
+                    sender.iface.name,
+                    exc.strerror or exc,
+                    sender.iface.name,
+                )
+        self._to_park.clear()
+
+    async def send_all(
+        self, data: bytes | bytearray | memoryview, group: str | None = None
+    ) -> tuple[SendResult, ...]:
+        results = self.send_all_nowait(data, group)
         for result in results:
             if result.error is not None and isinstance(result.error, BlockingIOError):
-                return await self._retry_blocked(results, data)
+                return await self._retry_blocked(results, data, self._dest_for(group))
         self._until_yield -= len(results) or 1
         if self._until_yield <= 0:
             await self._yield()
@@ -181,40 +263,49 @@ class TransmitPool:
         await asyncio.sleep(0)
 
     async def _retry_blocked(
-        self, results: tuple[SendResult, ...], data: bytes | bytearray | memoryview
+        self,
+        results: tuple[SendResult, ...],
+        data: bytes | bytearray | memoryview,
+        dest: tuple[str, int],
     ) -> tuple[SendResult, ...]:
         # Called before any await since the round, so the senders are the ones just used.
         # Every other interface already has its copy: a full buffer on one never
         # holds up the others.
-        senders = list(self._view)
+        senders = {s.iface.name: s for s in self._view}
         retried = list(results)
         for i, result in enumerate(results):
             if isinstance(result.error, BlockingIOError):
-                retried[i] = await self._send_when_writable(senders[i], data)
+                retried[i] = await self._send_when_writable(senders[result.interface], data, dest)
         return tuple(retried)
 
-    def send_nowait(self, data: bytes | bytearray | memoryview, interface: str) -> SendResult:
+    def send_nowait(
+        self, data: bytes | bytearray | memoryview, interface: str, group: str | None = None
+    ) -> SendResult:
         payload = self._check_send(data)
-        return self._send_one(self._named(interface), payload)
+        return self._send_one(self._named(interface), payload, self._dest_for(group))
 
-    async def send(self, data: bytes | bytearray | memoryview, interface: str) -> SendResult:
+    async def send(
+        self, data: bytes | bytearray | memoryview, interface: str, group: str | None = None
+    ) -> SendResult:
         payload = self._check_send(data)
         sender = self._named(interface)
-        result = self._send_one(sender, payload)
+        dest = self._dest_for(group)
+        result = self._send_one(sender, payload, dest)
         if isinstance(result.error, BlockingIOError):
-            result = await self._send_when_writable(sender, payload)
+            result = await self._send_when_writable(sender, payload, dest)
         else:
             self._until_yield -= 1
             if self._until_yield <= 0:
                 await self._yield()
         if result.error is not None:
             raise MulticastError(
-                f"sending to {self._group}:{self._port} on {interface} failed: {result.error}"
+                f"sending to {dest[0]}:{self._port} on {interface} failed: {result.error}"
             ) from result.error
         return result
 
     def _named(self, interface: str) -> _Sender:
-        for sender in self._view:
+        # A link left out of send_all is still tried when named: the caller asks for it.
+        for sender in [*self._view, *(p[0] for p in self._parked.values())]:
             if sender.iface.name == interface:
                 return sender
         current = ", ".join(self.names) or "none"
@@ -222,15 +313,20 @@ class TransmitPool:
             f"{interface!r} is not one of this endpoint's interfaces (current: {current})"
         )
 
-    def _send_one(self, sender: _Sender, payload: bytes | bytearray | memoryview) -> SendResult:
+    def _send_one(
+        self, sender: _Sender, payload: bytes | bytearray | memoryview, dest: tuple[str, int]
+    ) -> SendResult:
         try:
-            sent = sender.tx.sendto(payload, self._dest)
+            sent = sender.tx.sendto(payload, dest)
         except OSError as exc:
             return SendResult(sender.iface.name, exc)
+        # A named send that went through on a left-out link: it works again.
+        if sender.iface.index in self._parked:
+            self.retry(sender.iface.index)
         return SendResult(sender.iface.name, None, sent)
 
     async def _send_when_writable(
-        self, sender: _Sender, payload: bytes | bytearray | memoryview
+        self, sender: _Sender, payload: bytes | bytearray | memoryview, dest: tuple[str, int]
     ) -> SendResult:
         assert self._loop is not None
         name = sender.iface.name
@@ -248,7 +344,7 @@ class TransmitPool:
             return SendResult(name, _net.still_full_error())
         if sender.tx is not tx or tx.fileno() == -1:
             return SendResult(name, _net.gone_error(name))
-        return self._send_one(sender, payload)
+        return self._send_one(sender, payload, dest)
 
     def _on_writable(self, sender: _Sender) -> None:
         assert self._loop is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ from mcastio._model import Interface, parse_group, plan_changes, select_interfac
 from mcastio._options import validate_port, validate_queue_size, validate_ttl
 
 
-def iface(name: str, index: int, *addrs: str, **kw: bool) -> Interface:
+def iface(name: str, index: int, *addrs: str, **kw: Any) -> Interface:
     v4 = tuple(ipaddress.IPv4Interface(a) for a in addrs if ":" not in a)
     v6 = tuple(ipaddress.IPv6Interface(a) for a in addrs if ":" in a)
     return Interface(name=name, index=index, ipv4=v4, ipv6=v6, **kw)

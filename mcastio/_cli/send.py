@@ -187,8 +187,14 @@ async def _send(
     ok = True
     interval = 1 / args.rate if args.rate else (args.interval or 1.0)
     stream = secrets.randbits(32)
+    # Send-only: a sender that never listens must not join (no IGMP/MLD on the wire).
     async with MulticastEndpoint(
-        str(group), port, interfaces=args.interface or None, ttl=args.ttl, loopback=args.loopback
+        str(group),
+        port,
+        interfaces=args.interface or None,
+        ttl=args.ttl,
+        loopback=args.loopback,
+        join=False,
     ) as ep:
         loop = asyncio.get_running_loop()
         start = loop.time()

@@ -1,0 +1,149 @@
+"""The groups of one endpoint, each joined on every interface in use.
+
+One :class:`._membership.Memberships` per group: each group has receive sockets of
+its own, bound to that group's address, so unicast to the port is never taken from
+another program and no group's datagrams reach another group's socket. The
+per-socket cap and the IPv6 option-memory spreading then hold per group too.
+
+An interface in use holds every group, or none (all-or-nothing per interface); a
+group added at run time is joined on every interface in use, or on none. A
+send-only endpoint (``join=False``) keeps the groups as destinations only and never
+touches a membership.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterable, Sequence
+
+from ._errors import MulticastError
+from ._membership import Memberships
+from ._model import Group, Interface
+
+__all__ = ["GroupMemberships"]
+
+SocketHook = Callable[[socket.socket], None]
+
+
+class GroupMemberships:
+    """The endpoint's groups, and their memberships on each interface in use."""
+
+    def __init__(
+        self,
+        groups: Sequence[Group],
+        port: int,
+        sources: Sequence[str],
+        receive_buffer: int | None,
+        *,
+        receive_ttl: bool,
+        join: bool,
+        on_open: SocketHook,
+        on_close: SocketHook,
+        holds: dict[socket.socket, set[int]] | None = None,
+    ) -> None:
+        self._holds = holds
+        self._port = port
+        self._sources = tuple(sources)
+        self._receive_buffer = receive_buffer
+        self._receive_ttl = receive_ttl
+        self.joining = join
+        self._on_open = on_open
+        self._on_close = on_close
+        # Insertion-ordered: the order the groups were given, then added.
+        self._groups: dict[Group, Memberships | None] = {
+            g: self._memberships(g) if join else None for g in groups
+        }
+
+    def _memberships(self, group: Group) -> Memberships:
+        return Memberships(
+            group,
+            self._port,
+            self._sources,
+            self._receive_buffer,
+            receive_ttl=self._receive_ttl,
+            on_open=self._on_open,
+            on_close=self._on_close,
+            holds=self._holds,
+        )
+
+    @property
+    def groups(self) -> tuple[Group, ...]:
+        return tuple(self._groups)
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        """Every group's receive sockets."""
+        return tuple(s for held in self._groups.values() if held is not None for s in held.sockets)
+
+    def __contains__(self, group: Group) -> bool:
+        return group in self._groups
+
+    def socket_of(self, group: Group, index: int) -> socket.socket | None:
+        """The receive socket holding ``group`` on interface ``index``."""
+        held = self._groups.get(group)
+        return held.socket_of(index) if held is not None else None
+
+    # -- per interface ---------------------------------------------------------------
+
+    def join(self, iface: Interface) -> None:
+        """Join every group on ``iface``, or (raising) none of them."""
+        done: list[Memberships] = []
+        try:
+            for held in self._groups.values():
+                if held is not None:
+                    held.join(iface)
+                    done.append(held)
+        except BaseException:
+            for held in done:
+                held.leave(iface)
+            raise
+
+    def leave(self, iface: Interface) -> None:
+        """Leave every group on ``iface``; failures are logged by each membership."""
+        for held in self._groups.values():
+            if held is not None:
+                held.leave(iface)
+
+    def reannounce(self, iface: Interface) -> None:
+        """Leave and re-join every group on ``iface``; on a failure, hold none there."""
+        try:
+            for held in self._groups.values():
+                if held is not None and iface.index in held:
+                    held.reannounce(iface)
+        except MulticastError:
+            # The caller drops the interface, so no group may stay joined on it.
+            self.leave(iface)
+            raise
+
+    # -- per group -------------------------------------------------------------------
+
+    def add(self, group: Group, interfaces: Iterable[Interface]) -> None:
+        """Join ``group`` on every one of ``interfaces``, or (raising) on none."""
+        if group in self._groups:
+            raise ValueError(f"group {group} is already one of this endpoint's groups")
+        if not self.joining:
+            self._groups[group] = None
+            return
+        held = self._memberships(group)
+        try:
+            for iface in interfaces:
+                held.join(iface)
+        except BaseException:
+            # Closing the sockets drops every membership made so far.
+            held.close()
+            raise
+        self._groups[group] = held
+
+    def remove(self, group: Group) -> None:
+        """Leave ``group`` on every interface and close its receive sockets.
+
+        Whatever the kernel still queued on those sockets is discarded with them.
+        """
+        held = self._groups.pop(group)
+        if held is not None:
+            held.close()
+
+    def close(self) -> None:
+        for held in self._groups.values():
+            if held is not None:
+                held.close()
