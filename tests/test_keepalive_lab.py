@@ -50,7 +50,9 @@ GROUPS = {4: "239.255.12.1", 6: "ff15::12:1"}
 SSM_GROUPS = {4: "232.1.12.1", 6: "ff35::12:1"}
 PERIOD = 0.04
 
-# Numbered datagrams from the sender, so a test can tell which ones got through.
+# Numbered datagrams from the sender, so a test can tell which ones got through. It
+# starts before the join and sends on a line on stdin: a Python start on a busy
+# machine can take most of a membership interval.
 _SENDER = r"""
 import socket, sys, time
 group, port, dev = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -63,6 +65,8 @@ else:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, dev.encode())
     target = (group, port)
+print("ready", flush=True)
+sys.stdin.readline()
 for i in range(count):
     s.sendto(b"n%d" % i, target)
     time.sleep(interval)
@@ -72,10 +76,20 @@ for i in range(count):
 def start_sender(
     lab: Lab, ns: str, dev: str, group: str, port: int, count: int
 ) -> subprocess.Popen[bytes]:
-    return lab.popen(
+    """A numbered sender, started and waiting: :func:`release` sets it going."""
+    proc = lab.popen(
         ns, sys.executable, "-c", _SENDER, group, str(port), dev, str(count), str(PERIOD),
-        stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"ready\n", proc.stderr.read() if proc.stderr else b""
+    return proc
+
+
+def release(sender: subprocess.Popen[bytes]) -> None:
+    assert sender.stdin is not None
+    sender.stdin.write(b"go\n")
+    sender.stdin.close()
 
 
 def article_switch(
@@ -125,10 +139,11 @@ async def receive_stream(
     """
     link = switch.link
     got: list[int] = []
+    sender = start_sender(lab, link.peer_ns, link.peer_if, group, port, count)
     async with MulticastEndpoint(group, port, interfaces=[link.host_if], **options) as ep:  # type: ignore[arg-type]
         sub = ep.subscribe()
         await wait_for_mdb(lab, switch, group)
-        sender = start_sender(lab, link.peer_ns, link.peer_if, group, port, count)
+        release(sender)
         quiet = 0.0
         while sender.poll() is None or quiet < 0.3:
             try:
@@ -279,6 +294,7 @@ def test_keeper_without_cap_net_raw_changes_the_source_filter(
     lab, switch = article_switch(make_lab, family, "unreached")
     group, port = GROUPS[family], 41203
     count = round(4 * MEMBERSHIP / PERIOD) + 10
+    sender = start_sender(lab, switch.link.peer_ns, switch.link.peer_if, group, port, count)
     proc = lab.popen(
         lab.host,
         "setpriv", "--bounding-set=-net_raw", "--inh-caps=-net_raw",
@@ -289,7 +305,7 @@ def test_keeper_without_cap_net_raw_changes_the_source_filter(
     assert proc.stdout is not None
     assert proc.stdout.readline() == b"joined\n"
     run(wait_for_mdb(lab, switch, group))
-    sender = start_sender(lab, switch.link.peer_ns, switch.link.peer_if, group, port, count)
+    release(sender)
     assert sender.wait(timeout=20) == 0
     out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
