@@ -15,6 +15,7 @@ from . import _net
 from ._errors import EndpointClosedError, MulticastError
 from ._fastpath import OkResults
 from ._model import MAX_PAYLOAD_V4, MAX_PAYLOAD_V6, Group, Interface, SendResult, validate_payload
+from ._onlink import UnicastRoute
 
 __all__ = ["TransmitPool"]
 
@@ -213,6 +214,41 @@ class TransmitPool:
             ) from result.error
         return result
 
+    # -- unicast -------------------------------------------------------------------
+
+    def send_unicast_nowait(
+        self, data: bytes | bytearray | memoryview, route: UnicastRoute
+    ) -> SendResult:
+        """One datagram to one host, from the route's interface's transmit socket."""
+        payload = self._check_send(data)
+        return self._unicast_one(self._named(route.interface), payload, route)
+
+    async def send_unicast(
+        self, data: bytes | bytearray | memoryview, route: UnicastRoute
+    ) -> SendResult:
+        payload = self._check_send(data)
+        sender = self._named(route.interface)
+        result = self._unicast_one(sender, payload, route)
+        if isinstance(result.error, BlockingIOError):
+            result = await self._send_when_writable(sender, payload, route)
+        if result.error is not None:
+            host, port = route.destination[:2]
+            raise MulticastError(
+                f"sending to {host} port {port} on {route.interface} failed: {result.error}"
+            ) from result.error
+        return result
+
+    def _unicast_one(
+        self, sender: _Sender, payload: bytes | bytearray | memoryview, route: UnicastRoute
+    ) -> SendResult:
+        try:
+            sent = _net.send_unicast(
+                sender.tx, payload, route.destination, route.ifindex, route.source
+            )
+        except OSError as exc:
+            return SendResult(sender.iface.name, exc)
+        return SendResult(sender.iface.name, None, sent)
+
     def _named(self, interface: str) -> _Sender:
         for sender in self._view:
             if sender.iface.name == interface:
@@ -230,7 +266,10 @@ class TransmitPool:
         return SendResult(sender.iface.name, None, sent)
 
     async def _send_when_writable(
-        self, sender: _Sender, payload: bytes | bytearray | memoryview
+        self,
+        sender: _Sender,
+        payload: bytes | bytearray | memoryview,
+        route: UnicastRoute | None = None,
     ) -> SendResult:
         assert self._loop is not None
         name = sender.iface.name
@@ -248,6 +287,8 @@ class TransmitPool:
             return SendResult(name, _net.still_full_error())
         if sender.tx is not tx or tx.fileno() == -1:
             return SendResult(name, _net.gone_error(name))
+        if route is not None:
+            return self._unicast_one(sender, payload, route)
         return self._send_one(sender, payload)
 
     def _on_writable(self, sender: _Sender) -> None:
