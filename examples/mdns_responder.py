@@ -123,7 +123,10 @@ class Zone:
     def answers(self, q: Question, iface: mcastio.Interface, legacy: bool) -> list[bytes]:
         """The records answering ``q`` on ``iface``: its own addresses only."""
         out: list[bytes] = []
-        want = lambda t: q.qtype in (t, ANY)  # noqa: E731
+
+        def want(rtype: int) -> bool:
+            return q.qtype in (rtype, ANY)
+
         if q.name == self.host:
             if want(A):
                 out += [
