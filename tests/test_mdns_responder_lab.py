@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
-import select
 import socket
 import struct
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,9 +23,9 @@ from typing import TypeVar
 
 import pytest
 
-from mcastio.testing import Lab, LabError, Link, find_tool, lab_support
+from mcastio.testing import Lab, Link, find_tool, lab_support
 from mcastio.testing.responders import Avahi, responder_support, start_all
-from tests.conftest import require
+from tests.conftest import require, wait_ready_line
 
 pytestmark = pytest.mark.lab
 
@@ -76,20 +73,6 @@ def _host_link_local(lab: Lab) -> dict[str, str]:
     return out
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> str:
-    assert proc.stdout is not None
-    fd, seen = proc.stdout.fileno(), b""
-    deadline = time.monotonic() + timeout
-    while b"\n" not in seen:
-        if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
-            raise LabError(f"mdns_responder.py not ready: {seen!r}")
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            raise LabError(f"mdns_responder.py exited: {seen!r}")
-        seen += chunk
-    return seen.decode()
-
-
 @pytest.fixture(scope="module")
 def mdns_lab() -> Iterator[MdnsLab]:
     require(lab_support())
@@ -112,7 +95,7 @@ def mdns_lab() -> Iterator[MdnsLab]:
         ]
         start_all(avahi)
         try:
-            assert "ready" in _wait_ready(responder)
+            assert "ready" in wait_ready_line(responder)
             yield MdnsLab(lab, avahi, _host_link_local(lab))
         finally:
             for daemon in avahi:
@@ -263,3 +246,14 @@ def test_legacy_unicast_queries_get_unicast_answers_from_5353(
             own = {ipaddress.ip_address(link.host_addr)} | set(own_v6(m, link))
             assert ipaddress.ip_address(source[0].split("%")[0]) in own
     print(f"\nlegacy unicast answers: {rows}")
+
+
+def test_the_lab_mode_of_the_example_answers_each_peer() -> None:
+    require(lab_support())
+    argv = [sys.executable, str(EXAMPLE), "--lab", "--name", "demo"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[1:] == [
+        f"veth{n} asked demo.local: 10.200.{n}.1 (from 10.200.{n}.1:5353)" for n in (0, 1)
+    ]
