@@ -169,10 +169,15 @@ def test_off_link_answers_are_refused(lab3: Lab, family: str) -> None:
     link = lab.link[1]
     # An address on no prefix of the host's link 1: a querier behind a router.
     stranger = "fd99::7" if v6 else "192.0.2.7"
-    lab.sh(link.peer_ns, f"ip addr add {stranger}/{128 if v6 else 32} dev {link.peer_if}")
+    nodad = " nodad" if v6 else ""  # usable at once, not tentative
+    lab.sh(link.peer_ns, f"ip addr add {stranger}/{128 if v6 else 32} dev {link.peer_if}{nodad}")
     with lab.inside(link.peer_ns):
         sock = socket.socket(fam, socket.SOCK_DGRAM)
-    sock.bind((stranger, 0))
+    try:
+        sock.bind((stranger, 0))
+    except OSError:
+        sock.close()
+        raise
     if v6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, _peer_index(lab, link))
     else:
@@ -240,3 +245,55 @@ def test_answer_to_a_link_that_went_away_is_refused(lab3: Lab) -> None:
 
     with lab.inside():
         run(main())
+
+
+def test_protocol_transport_and_dual_stack_answer_and_send_to(lab3: Lab) -> None:
+    lab = lab3
+    link = lab.link[2]
+    peers = {
+        4: peer_socket(lab, link, socket.AF_INET, GROUP4),
+        6: peer_socket(lab, link, socket.AF_INET6, GROUP6),
+    }
+    results: list[mcastio.SendResult] = []
+
+    class Answering(mcastio.MulticastProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, mcastio.MulticastTransport)
+            self.transport = transport
+
+        def multicast_datagram_received(self, dgram: mcastio.Datagram) -> None:
+            results.append(self.transport.answer(dgram, b"protocol answer"))
+
+    async def main() -> None:
+        transport, _ = await mcastio.create_multicast_endpoint(
+            Answering, GROUP4, PORT, watch=False, keepalive=False, source_port="group"
+        )
+        try:
+            peers[4].sendto(b"query", (GROUP4, PORT))
+            _, source = await asyncio.to_thread(recv_from, peers[4], b"protocol answer")
+            assert source == (link.host_addr, PORT)
+            transport.send_to(
+                b"transport send_to", (link.peer_addr, peers[4].getsockname()[1]), link.host_if
+            )
+            _, source = await asyncio.to_thread(recv_from, peers[4], b"transport send_to")
+            assert source == (link.host_addr, PORT)
+        finally:
+            transport.close()
+            await transport.endpoint.aclose()
+        async with mcastio.DualStackEndpoint(
+            GROUP4, GROUP6, PORT, watch=False, keepalive=False, require_both=True
+        ) as dual:
+            for family, address in ((4, link.peer_addr), (6, link.peer_addr6 or "")):
+                port = peers[family].getsockname()[1]
+                await dual.send_to(b"dual send_to", address, port, interface=link.host_if)
+                _, source = await asyncio.to_thread(recv_from, peers[family], b"dual send_to")
+                own = link.host_addr if family == 4 else link.host_addr6
+                assert ipaddress.ip_address(source[0]) == ipaddress.ip_address(own or "")
+
+    try:
+        with lab.inside():
+            run(main())
+    finally:
+        for sock in peers.values():
+            sock.close()
+    assert [(r.interface, r.ok) for r in results] == [(link.host_if, True)]
