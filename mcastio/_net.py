@@ -34,7 +34,6 @@ __all__ = [
     "parse_extras",
     "parse_pktinfo",
     "refresh_by_source_filter",
-    "send_unicast",
     "socket_drops",
     "still_full_error",
 ]
@@ -454,27 +453,6 @@ def open_unicast(address: str, port: int, scope_id: int = 0) -> socket.socket:
             sock.bind((address, port))
         sock.setblocking(False)
     return sock
-
-
-def send_unicast(
-    sock: socket.socket,
-    data: bytes | bytearray | memoryview,
-    dest: tuple[str, int] | tuple[str, int, int, int],
-    ifindex: int,
-    source: str,
-) -> int:
-    """Send ``data`` to one host by ``ifindex``, from ``source`` ("": the kernel's pick).
-
-    The pktinfo pins the device even where SO_BINDTODEVICE was refused, and the
-    source even on a socket bound to the group (it sends from the group's port).
-    """
-    if sock.family == socket.AF_INET:
-        spec = socket.inet_aton(source) if source else bytes(4)
-        info = (socket.IPPROTO_IP, IP_PKTINFO, _IN_PKTINFO.pack(ifindex, spec, bytes(4)))
-    else:
-        src = socket.inet_pton(socket.AF_INET6, source) if source else bytes(16)
-        info = (socket.IPPROTO_IPV6, IPV6_PKTINFO, _IN6_PKTINFO.pack(src, ifindex))
-    return sock.sendmsg([data], [info], 0, dest)
 
 
 # -- the membership keeper's unprivileged refresh ---------------------------------------

@@ -16,6 +16,7 @@ from ._errors import EndpointClosedError, MulticastError
 from ._fastpath import OkResults
 from ._model import MAX_PAYLOAD_V4, MAX_PAYLOAD_V6, Group, Interface, SendResult, validate_payload
 from ._onlink import UnicastRoute
+from ._sendto import send_unicast
 
 __all__ = ["TransmitPool"]
 
@@ -242,9 +243,7 @@ class TransmitPool:
         self, sender: _Sender, payload: bytes | bytearray | memoryview, route: UnicastRoute
     ) -> SendResult:
         try:
-            sent = _net.send_unicast(
-                sender.tx, payload, route.destination, route.ifindex, route.source
-            )
+            sent = send_unicast(sender.tx, payload, route.destination, route.ifindex, route.source)
         except OSError as exc:
             return SendResult(sender.iface.name, exc)
         return SendResult(sender.iface.name, None, sent)
