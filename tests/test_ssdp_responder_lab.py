@@ -54,7 +54,8 @@ def test_upnp_client_finds_the_responder_on_each_link_at_its_own_address() -> No
 
             def search(job: tuple[Link, int]) -> list[dict[str, str]]:
                 link, family = job
-                argv = [sys.executable, "-m", "async_upnp_client.cli", "search"]
+                # --timeout: how long it listens (default 4 s); the example waits <= 1 s.
+                argv = [sys.executable, "-m", "async_upnp_client.cli", "--timeout", "2", "search"]
                 argv += ["--search_target", "upnp:rootdevice"]
                 if family == 6:
                     index = lab.run(link.peer_ns, "cat", f"/sys/class/net/{link.peer_if}/ifindex")
