@@ -77,7 +77,8 @@ def _host_link_local(lab: Lab) -> dict[str, str]:
 def mdns_lab() -> Iterator[MdnsLab]:
     require(lab_support())
     require(responder_support())
-    for tool, package in (("avahi-resolve", "avahi-utils"), ("mquery", "mdnsd")):
+    needed = (("avahi-resolve", "avahi-utils"), ("dbus-daemon", "dbus-daemon"), ("mquery", "mdnsd"))
+    for tool, package in needed:
         require(None if find_tool(tool) else f"{tool} is not installed (Debian {package})")
     with Lab(links=3) as lab:
         argv = ["--name", HOST, "--service", SERVICE, "--instance", INSTANCE]

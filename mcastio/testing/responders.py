@@ -8,7 +8,9 @@ would on a real network, and is stopped by ``with`` or by the lab's ``destroy``:
 
 They need the programs installed: ``avahi-daemon`` and ``minidlna`` from Debian
 (``scripts/test`` installs them as root) and the ``zeroconf`` package (the ``test``
-extra). :func:`responder_support` says what is missing.
+extra); ``Avahi(..., dbus=True)`` also ``dbus-daemon`` and avahi-utils. They run
+as root and in an unprivileged user namespace (``unshare -rnm``) alike.
+:func:`responder_support` says what is missing.
 """
 
 from __future__ import annotations
