@@ -2,7 +2,13 @@
 
 from ._dualstack import DualSendResult, DualStackEndpoint, open_dual_stack
 from ._endpoint import EndpointStats, MulticastEndpoint
-from ._errors import EndpointClosedError, MembershipLimitError, MulticastError
+from ._errors import (
+    EndpointClosedError,
+    InterfaceGoneError,
+    MembershipLimitError,
+    MulticastError,
+    NotOnLinkError,
+)
 from ._keeper import KeepaliveState
 from ._model import Datagram, Interface, SendResult
 from ._protocol import MulticastProtocol, MulticastTransport, create_multicast_endpoint
@@ -30,12 +36,14 @@ __all__ = [
     "Interface",
     "InterfaceEvent",
     "InterfaceEventStream",
+    "InterfaceGoneError",
     "KeepaliveState",
     "MembershipLimitError",
     "MulticastEndpoint",
     "MulticastError",
     "MulticastProtocol",
     "MulticastTransport",
+    "NotOnLinkError",
     "Querier",
     "QuerierState",
     "Selection",

@@ -18,7 +18,7 @@ from types import TracebackType
 
 from ._endpoint import MulticastEndpoint
 from ._errors import EndpointClosedError, MulticastError
-from ._model import InterfaceSelector, SendResult, parse_group
+from ._model import Datagram, InterfaceSelector, SendResult, parse_group
 from ._options import (
     DEFAULT_COALESCE_DELAY,
     DEFAULT_RECEIVE_BUFFER,
@@ -239,6 +239,32 @@ class DualStackEndpoint:
         v4 = self._v4.send_all_nowait(data) if self._v4 in self._open else ()
         v6 = self._v6.send_all_nowait(data) if self._v6 in self._open else ()
         return DualSendResult(v4, v6)
+
+    def _family_of(self, address: str) -> MulticastEndpoint:
+        self._check_open()
+        endpoint = self._v6 if ":" in address else self._v4
+        if endpoint not in self._open:
+            raise MulticastError(f"cannot send to {address}: this endpoint runs without its family")
+        return endpoint
+
+    async def send_to(
+        self, data: bytes | bytearray | memoryview, address: str, port: int, *, interface: str
+    ) -> SendResult:
+        """:meth:`MulticastEndpoint.send_to` on the endpoint of ``address``'s family."""
+        return await self._family_of(address).send_to(data, address, port, interface=interface)
+
+    def send_to_nowait(
+        self, data: bytes | bytearray | memoryview, address: str, port: int, *, interface: str
+    ) -> SendResult:
+        endpoint = self._family_of(address)
+        return endpoint.send_to_nowait(data, address, port, interface=interface)
+
+    async def answer(self, dgram: Datagram, data: bytes | bytearray | memoryview) -> SendResult:
+        """Answer ``dgram`` (of either family) out of the interface it came in on."""
+        return await self._family_of(dgram.source[0]).answer(dgram, data)
+
+    def answer_nowait(self, dgram: Datagram, data: bytes | bytearray | memoryview) -> SendResult:
+        return self._family_of(dgram.source[0]).answer_nowait(dgram, data)
 
     def _check_open(self) -> None:
         if self._state != "open":

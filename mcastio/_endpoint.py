@@ -17,7 +17,8 @@ from ._endpointgroups import EndpointGroups
 from ._engine import Engine
 from ._errors import EndpointClosedError
 from ._keeper import KeepaliveState
-from ._model import Interface, InterfaceSelector, SendResult
+from ._model import Datagram, Interface, InterfaceSelector, SendResult
+from ._onlink import UnicastRoute, route_answer, route_unicast
 from ._options import (
     DEFAULT_COALESCE_DELAY,
     DEFAULT_RECEIVE_BUFFER,
@@ -333,3 +334,40 @@ class MulticastEndpoint(EndpointGroups):
     ) -> SendResult:
         """Send one copy out of the named interface; raises ``MulticastError`` on failure."""
         return await self._engine.tx.send(data, interface, group)
+
+    # -- unicast: answering (docs/answering.md) ------------------------------------
+
+    def _route(self, address: str, port: int, interface: str) -> UnicastRoute:
+        return route_unicast(address, port, interface, self.interfaces, self.family)
+
+    def send_to_nowait(
+        self, data: bytes | bytearray | memoryview, address: str, port: int, *, interface: str
+    ) -> SendResult:
+        """Like :meth:`send_to` without waiting; socket errors are in the result."""
+        return self._engine.tx.send_unicast_nowait(data, self._route(address, port, interface))
+
+    async def send_to(
+        self, data: bytes | bytearray | memoryview, address: str, port: int, *, interface: str
+    ) -> SendResult:
+        """Send one datagram to one host on ``interface``'s link, from its transmit socket.
+
+        It leaves from that interface's address in the host's prefix, and from the
+        group's port when ``source_port="group"``. :class:`NotOnLinkError` when the
+        host is not on that link, :class:`InterfaceGoneError` when the endpoint no
+        longer uses ``interface``; ``MulticastError`` when the send fails.
+        """
+        return await self._engine.tx.send_unicast(data, self._route(address, port, interface))
+
+    def answer_nowait(self, dgram: Datagram, data: bytes | bytearray | memoryview) -> SendResult:
+        """Like :meth:`answer` without waiting; socket errors are in the result."""
+        route = route_answer(dgram.source, dgram.interface, self.interfaces, self.family)
+        return self._engine.tx.send_unicast_nowait(data, route)
+
+    async def answer(self, dgram: Datagram, data: bytes | bytearray | memoryview) -> SendResult:
+        """Send ``data`` back to ``dgram``'s sender, out of the interface it came in on.
+
+        :meth:`send_to` with ``dgram.source`` (its IPv6 scope included) and
+        ``dgram.interface``; works for group datagrams and replies alike.
+        """
+        route = route_answer(dgram.source, dgram.interface, self.interfaces, self.family)
+        return await self._engine.tx.send_unicast(data, route)

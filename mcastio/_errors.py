@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["EndpointClosedError", "MembershipLimitError", "MulticastError"]
+__all__ = [
+    "EndpointClosedError",
+    "InterfaceGoneError",
+    "MembershipLimitError",
+    "MulticastError",
+    "NotOnLinkError",
+]
 
 
 class MulticastError(Exception):
@@ -20,3 +26,13 @@ class MembershipLimitError(MulticastError):
 
 class RawAccessError(MulticastError):
     """A raw or packet socket is refused: the process needs root or CAP_NET_RAW."""
+
+
+class NotOnLinkError(MulticastError):
+    """A unicast destination is not on the link it would leave by: reaching it
+    needs a router, and an answer never leaves by the default route."""
+
+
+class InterfaceGoneError(MulticastError):
+    """The interface a unicast datagram should leave by is no longer one of the
+    endpoint's (it went away or changed since the datagram arrived)."""

@@ -67,6 +67,16 @@ class MulticastTransport(asyncio.DatagramTransport):
         """One copy out of the named interface; the result carries any error."""
         return self._endpoint.send_nowait(data, interface=interface, group=group)
 
+    def send_to(
+        self, data: bytes | bytearray | memoryview, addr: tuple[str, int], interface: str
+    ) -> SendResult:
+        """One datagram to one host on ``interface``'s link (see ``MulticastEndpoint.send_to``)."""
+        return self._endpoint.send_to_nowait(data, addr[0], addr[1], interface=interface)
+
+    def answer(self, dgram: Datagram, data: bytes | bytearray | memoryview) -> SendResult:
+        """Send ``data`` back to ``dgram``'s sender, out of the interface it came in on."""
+        return self._endpoint.answer_nowait(dgram, data)
+
     def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
         """``None`` or the group's own address sends on every interface.
 

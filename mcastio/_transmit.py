@@ -19,6 +19,8 @@ from . import _net
 from ._errors import EndpointClosedError, MulticastError
 from ._fastpath import OkResults
 from ._model import MAX_PAYLOAD_V4, MAX_PAYLOAD_V6, Group, Interface, SendResult, validate_payload
+from ._onlink import UnicastRoute
+from ._sendto import send_unicast
 
 __all__ = ["TransmitPool"]
 
@@ -303,6 +305,39 @@ class TransmitPool:
             ) from result.error
         return result
 
+    # -- unicast -------------------------------------------------------------------
+
+    def send_unicast_nowait(
+        self, data: bytes | bytearray | memoryview, route: UnicastRoute
+    ) -> SendResult:
+        """One datagram to one host, from the route's interface's transmit socket."""
+        payload = self._check_send(data)
+        return self._unicast_one(self._named(route.interface), payload, route)
+
+    async def send_unicast(
+        self, data: bytes | bytearray | memoryview, route: UnicastRoute
+    ) -> SendResult:
+        payload = self._check_send(data)
+        sender = self._named(route.interface)
+        result = self._unicast_one(sender, payload, route)
+        if isinstance(result.error, BlockingIOError):
+            result = await self._send_when_writable(sender, payload, route)
+        if result.error is not None:
+            host, port = route.destination[:2]
+            raise MulticastError(
+                f"sending to {host} port {port} on {route.interface} failed: {result.error}"
+            ) from result.error
+        return result
+
+    def _unicast_one(
+        self, sender: _Sender, payload: bytes | bytearray | memoryview, route: UnicastRoute
+    ) -> SendResult:
+        try:
+            sent = send_unicast(sender.tx, payload, route.destination, route.ifindex, route.source)
+        except OSError as exc:
+            return SendResult(sender.iface.name, exc)
+        return SendResult(sender.iface.name, None, sent)
+
     def _named(self, interface: str) -> _Sender:
         # A link left out of send_all is still tried when named: the caller asks for it.
         for sender in [*self._view, *(p[0] for p in self._parked.values())]:
@@ -326,7 +361,10 @@ class TransmitPool:
         return SendResult(sender.iface.name, None, sent)
 
     async def _send_when_writable(
-        self, sender: _Sender, payload: bytes | bytearray | memoryview, dest: tuple[str, int]
+        self,
+        sender: _Sender,
+        payload: bytes | bytearray | memoryview,
+        dest: tuple[str, int] | UnicastRoute,
     ) -> SendResult:
         assert self._loop is not None
         name = sender.iface.name
@@ -344,6 +382,8 @@ class TransmitPool:
             return SendResult(name, _net.still_full_error())
         if sender.tx is not tx or tx.fileno() == -1:
             return SendResult(name, _net.gone_error(name))
+        if isinstance(dest, UnicastRoute):
+            return self._unicast_one(sender, payload, dest)
         return self._send_one(sender, payload, dest)
 
     def _on_writable(self, sender: _Sender) -> None:

@@ -179,3 +179,21 @@ def as_plain_user(*python_args: str) -> list[str]:
         paths += site.getsitepackages()
     env = ["env", "-i", "PATH=/usr/bin:/bin", "HOME=/tmp", f"PYTHONPATH={':'.join(paths)}"]
     return [*drop, *env, python, *python_args]
+
+
+def wait_ready_line(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> str:
+    """The first line a started program prints (e.g. an example's "ready ..."), or fail."""
+    import select
+    import time
+
+    assert proc.stdout is not None
+    fd, seen = proc.stdout.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while b"\n" not in seen:
+        if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            raise AssertionError(f"no line within {timeout}s: {seen!r}")
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            raise AssertionError(f"exited before a line: {seen!r}")
+        seen += chunk
+    return seen.decode()

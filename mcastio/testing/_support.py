@@ -126,7 +126,7 @@ def userns_argv(program: str) -> list[str]:
     """The command that starts ``program``, a daemon that switches users.
 
     In an unprivileged user namespace only its root is mapped: a daemon's own user
-    (tcpdump, avahi) does not exist there and setgroups() is denied, so such a
+    (tcpdump's) does not exist there and setgroups() is denied, so such a
     daemon exits before it starts. There it runs with a shim under which every
     user and group name is the namespace's root and setgroups() does nothing.
     """

@@ -8,13 +8,17 @@ would on a real network, and is stopped by ``with`` or by the lab's ``destroy``:
 
 They need the programs installed: ``avahi-daemon`` and ``minidlna`` from Debian
 (``scripts/test`` installs them as root) and the ``zeroconf`` package (the ``test``
-extra). :func:`responder_support` says what is missing.
+extra); ``Avahi(..., dbus=True)`` also ``dbus-daemon`` and avahi-utils. They run
+as root and in an unprivileged user namespace (``unshare -rnm``) alike.
+:func:`responder_support` says what is missing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,7 +27,7 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from . import Lab, LabError
-from ._support import find_tool, tool, userns_argv, userns_shim_support
+from ._support import _in_user_namespace, find_tool, resolve, tool
 
 __all__ = ["Avahi", "MiniDlna", "ZeroconfResponder", "responder_support", "start_all"]
 
@@ -35,7 +39,7 @@ host-name={name}
 use-ipv4=yes
 use-ipv6=yes
 allow-interfaces={interfaces}
-enable-dbus=no
+enable-dbus={dbus}
 ratelimit-interval-usec=0
 ratelimit-burst=0
 [wide-area]
@@ -48,12 +52,46 @@ enable-reflector=no
 """
 
 # The avahi-daemon package makes /run/avahi-daemon only when installed as a service;
-# a private tmpfs there keeps each daemon's pid file and socket apart.
-_AVAHI_RUN = (
-    "mkdir -p /run/avahi-daemon && mount -t tmpfs mcastio-avahi /run/avahi-daemon && "
-    "conf=$1 && shift && "
-    'exec "$@" -f "$conf" --no-chroot --no-drop-root --no-rlimits --no-proc-title'
-)
+# a private tmpfs there keeps each daemon's pid file and socket apart. avahi-daemon
+# insists that directory belongs to user "avahi": in a user namespace only root is
+# mapped, so a private /etc/passwd there (a bind mount in this mount namespace) names
+# uid 0 "avahi". With D-Bus, a private bus in the daemon's directory serves the
+# clients (avahi-resolve, avahi-browse), which find it by DBUS_SYSTEM_BUS_ADDRESS.
+_AVAHI_RUN = """set -e
+if [ -f "$3/passwd" ]; then
+    mount --bind "$3/passwd" /etc/passwd && mount --bind "$3/group" /etc/group
+fi
+mkdir -p /run/avahi-daemon && mount -t tmpfs mcastio-avahi /run/avahi-daemon
+if [ -f "$3/dbus.conf" ]; then
+    dbus-daemon --config-file="$3/dbus.conf" --nofork --nopidfile &
+    while [ ! -S "$3/bus" ]; do sleep 0.01; done
+    export DBUS_SYSTEM_BUS_ADDRESS="unix:path=$3/bus"
+fi
+exec "$2" -f "$1" --no-chroot --no-drop-root --no-rlimits --no-proc-title
+"""
+
+# A system bus for one daemon and its clients: no users to tell apart in a lab.
+_DBUS_CONF = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={path}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_type="method_return"/>
+    <allow send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="signal"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+  </policy>
+</busconfig>
+"""
+
 
 _ZEROCONF_SCRIPT = """
 import socket, sys
@@ -81,7 +119,6 @@ def responder_support() -> str | None:
         missing.append("the zeroconf package")
     if missing:
         return f"not installed: {', '.join(missing)} (scripts/test installs them)"
-    return userns_shim_support("avahi-daemon")
     return None
 
 
@@ -128,6 +165,8 @@ class _Daemon:
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE if output else subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
+            # A session of its own: stop() ends the helpers it started too (dbus-daemon).
+            start_new_session=True,
         )
         return self._proc
 
@@ -153,8 +192,8 @@ class _Daemon:
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
-            if proc.poll() is None:
-                proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
             for stream in (proc.stdin, proc.stdout):
                 if stream is not None:
@@ -178,19 +217,36 @@ def start_all(daemons: Sequence[_Daemon]) -> None:
 class Avahi(_Daemon):
     """avahi-daemon answering for ``<name>.local`` on ``interfaces`` of ``ns``.
 
-    D-Bus is off and /run/avahi-daemon is private to the daemon, so several can
-    run on one machine, in peers and in the host, beside a system avahi.
+    /run/avahi-daemon is private to the daemon, so several can run on one machine,
+    in peers and in the host, beside a system avahi. D-Bus is off unless ``dbus``:
+    then the daemon gets a private system bus, and :meth:`resolve` and
+    :meth:`browse` run Debian's avahi-utils clients against it.
     """
 
-    def __init__(self, lab: Lab, ns: str, interfaces: Sequence[str], name: str) -> None:
+    def __init__(
+        self, lab: Lab, ns: str, interfaces: Sequence[str], name: str, *, dbus: bool = False
+    ) -> None:
         super().__init__(lab, ns)
         self.name = name
         self.interfaces = tuple(interfaces)
+        self.dbus = dbus
 
     def _launch(self) -> None:
-        conf = os.path.join(self._dir.name, "avahi-daemon.conf")
+        base = self._dir.name
+        conf = os.path.join(base, "avahi-daemon.conf")
         with open(conf, "w", encoding="ascii") as f:
-            f.write(_AVAHI_CONF.format(name=self.name, interfaces=",".join(self.interfaces)))
+            f.write(
+                _AVAHI_CONF.format(
+                    name=self.name,
+                    interfaces=",".join(self.interfaces),
+                    dbus="yes" if self.dbus else "no",
+                )
+            )
+        if self.dbus:
+            with open(os.path.join(base, "dbus.conf"), "w", encoding="ascii") as f:
+                f.write(_DBUS_CONF.format(path=os.path.join(base, "bus")))
+        if _in_user_namespace():
+            _avahi_is_root(base)
         # By full path: the shell's PATH may lack sbin, where avahi-daemon lives.
         daemon = tool("avahi-daemon")
         self._spawn(
@@ -203,12 +259,40 @@ class Avahi(_Daemon):
             _AVAHI_RUN,
             "-",
             conf,
-            *userns_argv(daemon),
+            daemon,
+            base,
         )
 
     def _ready(self) -> None:
         # Logged once its host name has been probed and announced.
         self._wait_for_output(b"Server startup complete", 10.0)
+
+    def client(self, *argv: str, timeout: float = 15) -> subprocess.CompletedProcess[str]:
+        """Run an avahi-utils client (``avahi-resolve``, ``avahi-browse``) against this daemon."""
+        if not self.dbus:
+            raise LabError("the avahi clients need a daemon made with dbus=True")
+        bus = f"DBUS_SYSTEM_BUS_ADDRESS=unix:path={os.path.join(self._dir.name, 'bus')}"
+        return self.lab.run(self.ns, "env", bus, *resolve(argv), check=False, timeout=timeout)
+
+    def resolve(self, name: str, family: int) -> list[str]:
+        """The addresses ``avahi-resolve -4|-6 -n name`` prints (empty when it fails)."""
+        out = self.client("avahi-resolve", f"-{family}", "-n", name).stdout
+        return [line.split()[1] for line in out.splitlines() if len(line.split()) == 2]
+
+    def browse(self, service_type: str) -> list[list[str]]:
+        """The resolved services ``avahi-browse -r -t -p`` prints, one field list each."""
+        out = self.client("avahi-browse", "-r", "-t", "-p", service_type).stdout
+        return [line.split(";") for line in out.splitlines() if line.startswith("=")]
+
+
+def _avahi_is_root(base: str) -> None:
+    """Write a passwd and group in ``base`` where user and group ``avahi`` are uid/gid 0."""
+    for name, fields in (("passwd", 4), ("group", 3)):
+        with open(f"/etc/{name}", encoding="utf-8") as f:
+            lines = [ln for ln in f.read().splitlines() if not ln.startswith("avahi:")]
+        entry = "avahi:x:0:0:avahi:/:/bin/false" if fields == 4 else "avahi:x:0:"
+        with open(os.path.join(base, name), "w", encoding="utf-8") as f:
+            f.write("\n".join([*lines, entry]) + "\n")
 
 
 class ZeroconfResponder(_Daemon):
