@@ -7,6 +7,7 @@ from ._keeper import KeepaliveState
 from ._model import Datagram, Interface, SendResult
 from ._protocol import MulticastProtocol, MulticastTransport, create_multicast_endpoint
 from ._querier import Querier, QuerierState
+from ._relay import Relay, RelayStats
 from ._subscription import BatchSubscription, Subscription
 from ._watch import InterfaceEvent
 from ._watcher import InterfaceEventStream
@@ -31,6 +32,8 @@ __all__ = [
     "MulticastTransport",
     "Querier",
     "QuerierState",
+    "Relay",
+    "RelayStats",
     "SendResult",
     "Subscription",
     "create_multicast_endpoint",
