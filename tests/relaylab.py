@@ -23,8 +23,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from mcastio.testing import Lab, LabError
+from mcastio.testing._support import tool, userns_argv
+from mcastio.testing.responders import _AVAHI_CONF, Avahi
 
-__all__ = ["Counter4", "RelayLab", "RelayProc"]
+__all__ = ["BROWSE", "SERVICE_TYPE", "AvahiService", "Counter4", "RelayLab", "RelayProc", "sender"]
 
 SEGMENTS = {"A": 1, "B": 2, "C": 3}
 
@@ -161,3 +163,79 @@ def sender(rl: RelayLab, member: str, seg: str, *, loop: bool = True) -> socket.
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, int(loop))
         sock.bind((rl.members[member][seg], 0))
     return sock
+
+
+# avahi-daemon with one service of its own: a private tmpfs over its services
+# directory (next to the private /run the lab's Avahi already mounts) holds the file.
+_AVAHI_SERVICE_RUN = (
+    "mkdir -p /run/avahi-daemon && mount -t tmpfs mcastio-avahi /run/avahi-daemon && "
+    "mount -t tmpfs mcastio-avahi-services /etc/avahi/services && "
+    'cp "$1" /etc/avahi/services/ && conf=$2 && shift 2 && '
+    'exec "$@" -f "$conf" --no-chroot --no-drop-root --no-rlimits --no-proc-title'
+)
+
+_SERVICE_XML = """<?xml version="1.0" standalone='no'?>
+<!DOCTYPE service-group SYSTEM "avahi-service.dtd">
+<service-group>
+  <name>{name}</name>
+  <service><type>{type}</type><port>9</port></service>
+</service-group>
+"""
+
+#: The service type the avahi daemons of the relay lab publish.
+SERVICE_TYPE = "_mcastiorelay._tcp"
+
+
+class AvahiService(Avahi):
+    """avahi-daemon publishing its host name and one ``_mcastiorelay._tcp`` service."""
+
+    def _launch(self) -> None:
+        conf = os.path.join(self._dir.name, "avahi-daemon.conf")
+        with open(conf, "w", encoding="ascii") as f:
+            f.write(_AVAHI_CONF.format(name=self.name, interfaces=",".join(self.interfaces)))
+        service = os.path.join(self._dir.name, "relay.service")
+        with open(service, "w", encoding="ascii") as f:
+            f.write(_SERVICE_XML.format(name=f"svc-{self.name}", type=SERVICE_TYPE))
+        self._spawn(
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            _AVAHI_SERVICE_RUN,
+            "-",
+            service,
+            conf,
+            *userns_argv(tool("avahi-daemon")),
+        )
+
+
+#: A python-zeroconf browser: looks for services of a type, and prints the one whose
+#: name starts with the wanted text once resolved (server and addresses).
+BROWSE = """
+import sys, time
+from zeroconf import IPVersion, ServiceBrowser, Zeroconf
+kind, wanted, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
+found = []
+class Listener:
+    def add_service(self, zc, type_, name):
+        found.append(name)
+    def update_service(self, zc, type_, name):
+        pass
+    def remove_service(self, zc, type_, name):
+        pass
+zc = Zeroconf(ip_version=IPVersion.V4Only)
+browser = ServiceBrowser(zc, kind, Listener())
+deadline = time.monotonic() + timeout
+done = False
+while time.monotonic() < deadline and not done:
+    time.sleep(0.05)
+    for name in [n for n in found if n.startswith(wanted)]:
+        info = zc.get_service_info(kind, name, timeout=1000)
+        if info is not None and info.parsed_addresses():
+            print("found", name, info.server, " ".join(info.parsed_addresses()), flush=True)
+            done = True
+browser.cancel()
+zc.close()
+"""

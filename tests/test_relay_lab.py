@@ -11,15 +11,30 @@ SIGTERM and reads their ``--json`` counters. The per-segment counts are printed
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 
 import pytest
 
-from mcastio.testing import Lab, lab_support
+from mcastio.testing import Lab, find_tool, lab_support
+from mcastio.testing.responders import MiniDlna, responder_support, start_all
 from tests.conftest import require
-from tests.relaylab import Counter4, RelayLab, RelayProc, sender
+from tests.relaylab import (
+    BROWSE,
+    SERVICE_TYPE,
+    AvahiService,
+    Counter4,
+    RelayLab,
+    RelayProc,
+    sender,
+)
+from tests.test_peers_lab import MDNS4, MDNS_PORT, answered_name, mdns_query
 
 pytestmark = pytest.mark.lab
 
@@ -43,11 +58,15 @@ def rl() -> Iterator[RelayLab]:
             ("r2", 12, "AB"),
             ("r3", 13, "BC"),
             ("r4", 14, "CA"),
+            ("a2", 3, "A"),
+            ("b2", 3, "B"),
         ):
             rl.add(member, host, list(segs))
         rl.route("a1", "10.19.1.11")
         rl.route("b1", "10.19.2.11")
         rl.route("c1", "10.19.3.13")
+        rl.route("a2", "10.19.1.11")
+        rl.route("b2", "10.19.2.11")
         yield rl
     finally:
         lab.destroy()
@@ -200,6 +219,127 @@ def test_forwarding_resumes_after_a_link_flap(rl: RelayLab) -> None:
     assert before == 10
     assert resumed < 1.0
     assert max(counter.counts.values()) == 1
+
+
+def legacy_query(rl: RelayLab, member: str, seg: str, name: str) -> tuple[str, str | None]:
+    """An mDNS legacy-unicast query (from a port other than 5353): (answerer, name answered)."""
+    sock = sender(rl, member, seg, loop=False)
+    try:
+        sock.settimeout(0.5)
+        for _ in range(8):
+            sock.sendto(mdns_query([name], query_id=0x1919), (MDNS4, MDNS_PORT))
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    data, source = sock.recvfrom(65536)
+                    answered = answered_name(data, [name])
+                    if answered is not None and data[:2] == b"\x19\x19":
+                        return source[0], answered
+    finally:
+        sock.close()
+    return "", None
+
+
+def test_mdns_services_and_legacy_queries_cross_the_relay(rl: RelayLab) -> None:
+    require(responder_support())
+    lab = rl.lab
+    (relay,) = start(rl, ["r1"], "mdns")
+    daemons = [
+        AvahiService(lab, rl.ns("a2"), ["segA"], "hosta"),
+        AvahiService(lab, rl.ns("b2"), ["segB"], "hostb"),
+    ]
+    try:
+        start_all(daemons)
+        kind = f"{SERVICE_TYPE}.local."
+        found = {
+            member: lab.run(rl.ns(member), sys.executable, "-c", BROWSE, kind, want, "10").stdout
+            for member, want in (("a1", "svc-hostb"), ("b1", "svc-hosta"))
+        }
+        legacy = {
+            "a1": legacy_query(rl, "a1", "A", "hostb.local"),
+            "b1": legacy_query(rl, "b1", "B", "hosta.local"),
+        }
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+        stats = relay.stop()
+    print(f"\nmdns: zeroconf on a1: {found['a1'].strip()}; on b1: {found['b1'].strip()}")
+    print(f"  legacy unicast: {legacy}")
+    print("  r1", stats)
+    # Found across the relay, with the records that resolve it (server and address).
+    assert f"svc-hostb.{kind} hostb.local. 10.19.2.3" in found["a1"]
+    assert f"svc-hosta.{kind} hosta.local. 10.19.1.3" in found["b1"]
+    # Legacy answers come back by unicast from the relay's address on the asker's link.
+    assert legacy["a1"] == ("10.19.1.11", "hostb.local")
+    assert legacy["b1"] == ("10.19.2.11", "hosta.local")
+    assert stats["segA->segB"]["answers"] >= 1
+    assert stats["segB->segA"]["answers"] >= 1
+
+
+def test_ssdp_device_on_b_found_by_a_control_point_on_a(rl: RelayLab) -> None:
+    require(responder_support())
+    lab = rl.lab
+    (relay,) = start(rl, ["r1"], "ssdp")
+    dlna = MiniDlna(lab, rl.ns("b2"), "segB", "relayed-dlna")
+    try:
+        dlna.start()
+        client = os.path.join(os.path.dirname(sys.executable), "upnp-client")
+        if not os.path.exists(client):
+            client = shutil.which("upnp-client") or "upnp-client"
+        out = lab.run(rl.ns("a1"), client, "--timeout", "3", "search").stdout
+    finally:
+        dlna.stop()
+        stats = relay.stop()
+    responses = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    locations = sorted({r.get("location", "") for r in responses})
+    print(f"\nssdp: upnp-client search on a1 found {locations}")
+    print("  r1", stats)
+    assert "http://10.19.2.3:8200/rootDesc.xml" in locations
+    assert stats["segA->segB"]["answers"] >= 1
+
+
+def test_wsdd_on_b_discovered_by_wsdd_on_a(rl: RelayLab) -> None:
+    require(None if find_tool("wsdd") else "wsdd is not installed (scripts/test installs it)")
+    lab = rl.lab
+    (relay,) = start(rl, ["r1"], "wsd")
+    host = lab.popen(
+        rl.ns("b2"),
+        "wsdd",
+        "-4",
+        "-i",
+        "segB",
+        "-n",
+        "WSDHOSTB",
+        "-s",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        lab.wait_for_membership(rl.ns("b2"), "segB", "239.255.255.250", host)
+        found = lab.run(
+            rl.ns("a1"),
+            "timeout",
+            "-s",
+            "INT",
+            "6",
+            "wsdd",
+            "-D",
+            "-o",
+            "-4",
+            "-i",
+            "segA",
+            "-v",
+            "-s",
+            check=False,
+        )
+    finally:
+        host.kill()
+        host.wait()
+        stats = relay.stop()
+    lines = [ln for ln in (found.stdout + found.stderr).splitlines() if "discovered" in ln]
+    print(f"\nwsd: wsdd -D on a1: {lines}")
+    print("  r1", stats)
+    assert any("WSDHOSTB" in ln and "10.19.2.3" in ln for ln in lines), found.stderr
+    assert stats["segA->segB"]["answers"] >= 1
 
 
 def _summary(got: Counter[bytes], sent: Sequence[bytes]) -> str:

@@ -39,11 +39,11 @@ def test_a_bucket_never_passes_more_than_burst_plus_rate_times_elapsed(
 
 def test_a_bucket_refills_at_its_rate_and_ignores_a_clock_stepping_back() -> None:
     bucket = TokenBucket(10, 2, 0.0)
-    assert bucket.take(0) and bucket.take(0) and not bucket.take(0)
+    assert [bucket.take(0) for _ in range(3)] == [True, True, False]
     assert not bucket.take(0.05)
     assert bucket.take(0.1)
     assert not bucket.take(-5.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="rate > 0"):
         TokenBucket(0, 1, 0.0)
 
 
@@ -119,7 +119,8 @@ def test_a_held_forward_leaves_once_unless_its_copy_was_heard_first(
             del accepted[(key, link)]
     out = held.due(0.5) + held.due(2.0)
     assert sorted(out) == sorted((link, i) for (_, link), (_, i) in accepted.items())
-    assert held.next_deadline() is None and len(held) == 0
+    assert held.next_deadline() is None
+    assert len(held) == 0
     # Oldest first.
     deadlines = [holds[i][2] for _, i in out]
     assert [d <= 0.5 for d in deadlines] == sorted([d <= 0.5 for d in deadlines], reverse=True)
@@ -127,7 +128,8 @@ def test_a_held_forward_leaves_once_unless_its_copy_was_heard_first(
 
 def test_hold_down_is_bounded_and_counts_what_it_refused() -> None:
     held: HoldDown[int] = HoldDown(capacity=2)
-    assert held.hold(b"1", "a", 1.0, 1) and held.hold(b"2", "a", 1.0, 2)
+    assert held.hold(b"1", "a", 1.0, 1)
+    assert held.hold(b"2", "a", 1.0, 2)
     assert not held.hold(b"3", "a", 1.0, 3)
     assert held.overflow == 1
 
@@ -140,7 +142,7 @@ def test_hold_delays_follow_the_address_slots(a: object, b: object) -> None:
         # Two relays in different slots send at least one step apart.
         assert abs(da - db) >= STEP - 1e-12
     assert hold_delay(None, 3) == BASE + 3 * STEP
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="slot must be"):
         hold_delay(None, SLOTS)
 
 
@@ -185,9 +187,11 @@ def test_the_pending_table_never_exceeds_its_size_and_releases_everything(
 
 def test_a_full_pending_table_drops_its_oldest_entry() -> None:
     table: PendingTable[str, str] = PendingTable(2, 5.0)
-    assert table.add("a", "A", 0.0) == [] and table.add("b", "B", 1.0) == []
+    assert table.add("a", "A", 0.0) == []
+    assert table.add("b", "B", 1.0) == []
     assert table.add("c", "C", 2.0) == ["A"]
     assert table.evicted == 1
-    assert table.get("a", 2.0) is None and table.get("c", 2.0) == "C"
+    assert table.get("a", 2.0) is None
+    assert table.get("c", 2.0) == "C"
     assert table.expire(6.5) == ["B"]
     assert table.next_expiry() == 7.0
