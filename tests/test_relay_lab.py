@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from mcastio.testing import Lab, find_tool, lab_support
+from mcastio.testing import Lab, find_tool, lab_support, tool
 from mcastio.testing.responders import MiniDlna, responder_support, start_all
 from tests.conftest import require
 from tests.relaylab import (
@@ -320,8 +320,9 @@ def test_wsdd_on_b_discovered_by_wsdd_on_a(rl: RelayLab) -> None:
             "timeout",
             "-s",
             "INT",
-            "6",
-            "wsdd",
+            "4",
+            # By full path: timeout looks in PATH, which may lack sbin.
+            tool("wsdd"),
             "-D",
             "-o",
             "-4",
