@@ -68,8 +68,11 @@ _FIELDS = ("forwarded", "answers", "dropped_rule", "dropped_rate", "dropped_loop
 class _Target:
     """One group and port: its endpoint, its pending requests and its unicast seam."""
 
-    def __init__(self, group: Group, port: int, ep: MulticastEndpoint, pending: int, life: float):
+    def __init__(
+        self, group: Group, port: int, ttl: int, ep: MulticastEndpoint, pending: int, life: float
+    ):
         self.group = group
+        self.ttl = ttl
         self.group_str = str(group)
         self.port = port
         self.ep = ep
@@ -133,6 +136,7 @@ class Relay:
         if max_size < 1:
             raise ValueError(f"max_size must be positive, not {max_size}")
         hold_delay(None, slot)  # checks the slot
+        PendingTable(max_pending, answer_timeout)  # checks the table's bounds
         self._targets_spec = [(parse_group(g), _port(p)) for g, p in targets]
         self.interfaces = names
         self._outs = {k: tuple(v) for k, v in outs.items()}
@@ -192,7 +196,7 @@ class Relay:
                     coalesce_delay=0,
                     on_interface_event=self._on_event,
                 )
-                target = _Target(group, port, ep, *self._pending_args)
+                target = _Target(group, port, ttl, ep, *self._pending_args)
                 target.unicast = UnicastOut(loop, group)
                 self._targets.append(target)
                 await ep.start()
@@ -353,7 +357,7 @@ class Relay:
                     self._loop,
                     target.group,
                     iface,
-                    target.ep._engine.options.ttl,
+                    target.ttl,
                     dgram.source,
                     dgram.interface,
                     functools.partial(self._on_answer, target),

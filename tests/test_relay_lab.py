@@ -150,10 +150,22 @@ def test_ring_of_three_carries_each_datagram_once(rl: RelayLab) -> None:
     assert sum(d["forwarded"] for s in stats for d in s.values()) == 2 * len(sent)
 
 
-def test_flood_is_cut_to_the_rate_limit(rl: RelayLab) -> None:
+def test_flood_is_cut_to_the_rate_limit_and_oversize_and_own_datagrams_stay(
+    rl: RelayLab,
+) -> None:
     counter = Counter4(rl, "b1", "B", GROUP, PORT)
     try:
-        (relay,) = start(rl, ["r1"], TARGET, "--rate", "20")
+        (relay,) = start(rl, ["r1"], TARGET, "--rate", "20", "--max-size", "1000")
+        # One datagram over the size limit, and one sent by a program on the relay host.
+        big = sender(rl, "a1", "A")
+        own = sender(rl, "r1", "A", loop=True)
+        try:
+            big.sendto(b"big" + bytes(1100), (GROUP, PORT))
+            own.sendto(b"own", (GROUP, PORT))
+        finally:
+            big.close()
+            own.close()
+        time.sleep(0.2)
         began = time.monotonic()
         sent = stream(rl, [("a1", "A")], 400, 0.001)
         elapsed = time.monotonic() - began
@@ -164,6 +176,9 @@ def test_flood_is_cut_to_the_rate_limit(rl: RelayLab) -> None:
         counter.close()
     a_to_b = stats["segA->segB"]
     print(f"\nflood: sent {len(sent)} in {elapsed:.2f} s, on B {sum(got.values())}", a_to_b)
+    assert not any(p.startswith((b"big", b"own")) for p in got)
+    assert a_to_b["dropped_rule"] == 1
+    assert a_to_b["dropped_loop"] == 1
     # Burst 40, then 20 a second.
     assert 40 <= sum(got.values()) <= 40 + 20 * (elapsed + 0.3) + 1
     assert max(got.values()) == 1
