@@ -168,6 +168,11 @@ class Relay:
         return tuple(self._directions())
 
     @property
+    def evicted(self) -> int:
+        """Pending requests dropped from a full table before their time (their answers lost)."""
+        return sum(t.pending.evicted for t in self._targets)
+
+    @property
     def stats(self) -> tuple[RelayStats, ...]:
         """One entry per direction, in the order of :attr:`directions`."""
         return tuple(RelayStats(src, dst, **c) for (src, dst), c in self._counts.items())
@@ -297,7 +302,7 @@ class Relay:
             if iface is None:
                 self._count(arrival, "failed", out)
                 continue
-            delay = hold_delay(_address_on(iface, target.group), self._slot)
+            delay = hold_delay(_address_on(iface), self._slot)
             self._held.hold(key, out, now + delay, (target, dgram))
 
     def _log_limit(self, source: str, arrival: str, limit: str) -> None:
@@ -392,9 +397,14 @@ class Relay:
         self._sweeper = self._loop.call_later(1.0, self._sweep)
 
 
-def _address_on(iface: Interface, group: Group) -> str | None:
-    """This host's address on ``iface`` that copies of ``group`` leave from."""
-    addresses = iface.addresses(group.family)
+def _address_on(iface: Interface) -> str | None:
+    """The address that picks this host's hold-down slot on ``iface``.
+
+    The IPv4 address where there is one, for both families: an administrator
+    chooses it (a link-local IPv6 address is derived from the MAC), and a relay
+    then holds back for the same time in both.
+    """
+    addresses = iface.addresses(AF_INET) or iface.addresses(AF_INET6)
     return addresses[0] if addresses else None
 
 

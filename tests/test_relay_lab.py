@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -34,7 +35,7 @@ from tests.relaylab import (
     RelayProc,
     sender,
 )
-from tests.test_peers_lab import MDNS4, MDNS_PORT, answered_name, mdns_query
+from tests.test_peers_lab import MDNS4, MDNS6, MDNS_PORT, answered_name, mdns_query
 
 pytestmark = pytest.mark.lab
 
@@ -236,13 +237,23 @@ def test_forwarding_resumes_after_a_link_flap(rl: RelayLab) -> None:
     assert max(counter.counts.values()) == 1
 
 
-def legacy_query(rl: RelayLab, member: str, seg: str, name: str) -> tuple[str, str | None]:
+def legacy_query(
+    rl: RelayLab, member: str, seg: str, name: str, *, v6: bool = False
+) -> tuple[str, str | None]:
     """An mDNS legacy-unicast query (from a port other than 5353): (answerer, name answered)."""
-    sock = sender(rl, member, seg, loop=False)
+    if v6:
+        with rl.inside(member):
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            index = socket.if_nametoindex(f"seg{seg}")
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+        dest: tuple[object, ...] = (MDNS6, MDNS_PORT, 0, index)
+    else:
+        sock = sender(rl, member, seg, loop=False)
+        dest = (MDNS4, MDNS_PORT)
     try:
         sock.settimeout(0.5)
         for _ in range(8):
-            sock.sendto(mdns_query([name], query_id=0x1919), (MDNS4, MDNS_PORT))
+            sock.sendto(mdns_query([name], query_id=0x1919), dest)
             with contextlib.suppress(TimeoutError):
                 while True:
                     data, source = sock.recvfrom(65536)
@@ -252,6 +263,11 @@ def legacy_query(rl: RelayLab, member: str, seg: str, name: str) -> tuple[str, s
     finally:
         sock.close()
     return "", None
+
+
+def link_local(rl: RelayLab, member: str, seg: str) -> str:
+    out = rl.lab.sh(rl.ns(member), f"ip -6 -o addr show dev seg{seg} scope link").stdout
+    return out.split()[3].split("/")[0]
 
 
 def test_mdns_services_and_legacy_queries_cross_the_relay(rl: RelayLab) -> None:
@@ -272,6 +288,7 @@ def test_mdns_services_and_legacy_queries_cross_the_relay(rl: RelayLab) -> None:
         legacy = {
             "a1": legacy_query(rl, "a1", "A", "hostb.local"),
             "b1": legacy_query(rl, "b1", "B", "hosta.local"),
+            "a1 v6": legacy_query(rl, "a1", "A", "hostb.local", v6=True),
         }
     finally:
         for daemon in daemons:
@@ -286,6 +303,7 @@ def test_mdns_services_and_legacy_queries_cross_the_relay(rl: RelayLab) -> None:
     # Legacy answers come back by unicast from the relay's address on the asker's link.
     assert legacy["a1"] == ("10.19.1.11", "hostb.local")
     assert legacy["b1"] == ("10.19.2.11", "hosta.local")
+    assert legacy["a1 v6"] == (link_local(rl, "r1", "A"), "hostb.local")
     assert stats["segA->segB"]["answers"] >= 1
     assert stats["segB->segA"]["answers"] >= 1
 

@@ -118,7 +118,7 @@ def directions(args: argparse.Namespace) -> list[tuple[str, str]] | None:
     return pairs
 
 
-def stats_text(stats: Sequence[RelayStats], elapsed: float) -> str:
+def stats_text(stats: Sequence[RelayStats], elapsed: float, evicted: int = 0) -> str:
     lines = [
         f"relay summary after {elapsed:.1f} s",
         f"  {'FROM':<10} {'TO':<10} {'FORWARDED':>9} {'ANSWERS':>7} {'RULE':>6} {'RATE':>7}"
@@ -131,14 +131,17 @@ def stats_text(stats: Sequence[RelayStats], elapsed: float) -> str:
         )
     lines.append("  RULE: over --max-size; RATE: over --rate or --link-rate;")
     lines.append("  LOOP: from this host, a copy seen before, or sent first by another relay")
+    if evicted:
+        lines.append(f"  {plural(evicted, 'pending request')} dropped from a full table")
     return "\n".join(lines)
 
 
-def stats_json(stats: Sequence[RelayStats], elapsed: float) -> dict[str, object]:
+def stats_json(stats: Sequence[RelayStats], elapsed: float, evicted: int = 0) -> dict[str, object]:
     fields = ("forwarded", "answers", "dropped_rule", "dropped_rate", "dropped_loop", "failed")
     return {
         "relay": {
             "elapsed": round(elapsed, 3),
+            "pending_evicted": evicted,
             "directions": [
                 {"from": s.source, "to": s.destination, **{f: getattr(s, f) for f in fields}}
                 for s in stats
@@ -186,9 +189,9 @@ def cmd_relay(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - started
     stats = relay.stats
     if args.json:
-        print(json.dumps(stats_json(stats, elapsed)), flush=True)
+        print(json.dumps(stats_json(stats, elapsed, relay.evicted)), flush=True)
     else:
-        print(stats_text(stats, elapsed), flush=True)
+        print(stats_text(stats, elapsed, relay.evicted), flush=True)
         total = sum(s.forwarded for s in stats)
         print(f"  {plural(total, 'datagram')} forwarded", flush=True)
     return code
