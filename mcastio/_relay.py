@@ -303,7 +303,9 @@ class Relay:
                 self._count(arrival, "failed", out)
                 continue
             delay = hold_delay(_address_on(iface), self._slot)
-            self._held.hold(key, out, now + delay, (target, dgram))
+            if not self._held.hold(key, out, now + delay, (target, dgram)):
+                # The hold-down table is full (a flood on many links at once).
+                self._count(arrival, "failed", out)
 
     def _log_limit(self, source: str, arrival: str, limit: str) -> None:
         if source in self._logged:
@@ -356,6 +358,11 @@ class Relay:
         now = self._loop.time()
         key = (dgram.source, out)
         answer = target.pending.renew(key, now)
+        if answer is not None and answer.iface != iface:
+            # The link came back as a new device, or with a new address: a fresh socket.
+            answer.close()
+            target.pending.pop(key)
+            answer = None
         if answer is None:
             try:
                 answer = AnswerSocket(

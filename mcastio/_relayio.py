@@ -48,7 +48,7 @@ def _drain(sock: socket.socket) -> list[tuple[bytes, Address]]:
 class AnswerSocket:
     """Copies of one requester's requests leave ``out`` from here; answers come back here."""
 
-    __slots__ = ("_loop", "_on_answer", "arrival", "out", "requester", "sock")
+    __slots__ = ("_loop", "_on_answer", "arrival", "iface", "out", "requester", "sock")
 
     def __init__(
         self,
@@ -63,6 +63,8 @@ class AnswerSocket:
         self.requester = requester
         self.arrival = arrival
         self.out = iface.name
+        #: The interface as it was when the socket was made (its index, its source).
+        self.iface = iface
         self._loop = loop
         self._on_answer = on_answer
         self.sock = _net.open_sender(group, iface, ttl, False)

@@ -257,6 +257,11 @@ class PendingTable(Generic[K, T]):
             self._entries.move_to_end(key)
         return value
 
+    def pop(self, key: K) -> T | None:
+        """Remove the entry for ``key`` (live or not); its value, for the caller to release."""
+        found = self._entries.pop(key, None)
+        return None if found is None else found[1]
+
     def add(self, key: K, value: T, now: float) -> list[T]:
         """Record ``value`` under ``key``; returns the values to release (replaced, evicted)."""
         released = self.expire(now)

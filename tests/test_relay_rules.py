@@ -195,3 +195,6 @@ def test_a_full_pending_table_drops_its_oldest_entry() -> None:
     assert table.get("c", 2.0) == "C"
     assert table.expire(6.5) == ["B"]
     assert table.next_expiry() == 7.0
+    assert table.pop("c") == "C"
+    assert table.pop("c") is None
+    assert table.next_expiry() is None
