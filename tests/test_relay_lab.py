@@ -23,9 +23,10 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
+import mcastio
 from mcastio.testing import Lab, find_tool, lab_support, tool
 from mcastio.testing.responders import MiniDlna, responder_support, start_all
-from tests.conftest import require
+from tests.conftest import require, run, wait_for
 from tests.relaylab import (
     BROWSE,
     SERVICE_TYPE,
@@ -374,6 +375,49 @@ def test_wsdd_on_b_discovered_by_wsdd_on_a(rl: RelayLab) -> None:
     print("  r1", stats)
     assert any("WSDHOSTB" in ln and "10.19.2.3" in ln for ln in lines), found.stderr
     assert stats["segA->segB"]["answers"] >= 1
+
+
+def test_relay_as_a_library_carries_answers_back_and_closes_cleanly(rl: RelayLab) -> None:
+    # A responder on B answers each request by unicast to whoever sent it (the relay).
+    responder = Counter4(rl, "b1", "B", GROUP, PORT)
+    requester = sender(rl, "a1", "A", loop=False)
+    requester.setblocking(False)
+    answers: list[tuple[bytes, str]] = []
+
+    def pump() -> bool:
+        while True:
+            try:
+                data, source = responder.sock.recvfrom(65536)
+            except BlockingIOError:
+                break
+            responder.sock.sendto(b"re " + data, source)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                data, source = requester.recvfrom(65536)
+                answers.append((data, source[0]))
+        return len(answers) >= 3
+
+    async def main() -> tuple[mcastio.RelayStats, ...]:
+        relay = mcastio.Relay([(GROUP, PORT)], ["segA", "segB"])
+        async with relay:
+            for i in range(3):
+                requester.sendto(b"ask %d" % i, (GROUP, PORT))
+            await wait_for(pump, 5.0, "three answers carried back")
+        await relay.aclose()
+        assert "closed" in repr(relay)
+        return relay.stats
+
+    try:
+        with rl.inside("r1"):
+            stats = run(main())
+    finally:
+        responder.close()
+        requester.close()
+    print(f"\nlibrary: answers {answers}")
+    print("  ", stats)
+    assert sorted(answers) == [(b"re ask %d" % i, "10.19.1.11") for i in range(3)]
+    a_to_b = next(s for s in stats if (s.source, s.destination) == ("segA", "segB"))
+    assert (a_to_b.forwarded, a_to_b.answers, a_to_b.failed) == (3, 3, 0)
 
 
 def _summary(got: Counter[bytes], sent: Sequence[bytes]) -> str:
