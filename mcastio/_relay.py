@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from socket import AF_INET, AF_INET6
 from types import TracebackType
@@ -69,21 +69,79 @@ class _Target:
     """One group and port: its endpoint, its pending requests and its unicast seam."""
 
     def __init__(
-        self, group: Group, port: int, ttl: int, ep: MulticastEndpoint, pending: int, life: float
-    ):
+        self,
+        loop: asyncio.AbstractEventLoop,
+        group: Group,
+        port: int,
+        ttl: int,
+        ep: MulticastEndpoint,
+        pending: tuple[int, float],
+        on_answer: Callable[[_Target, AnswerSocket, bytes], None],
+    ) -> None:
+        self.loop = loop
         self.group = group
         self.ttl = ttl
         self.group_str = str(group)
         self.port = port
         self.ep = ep
-        self.pending: PendingTable[tuple[Address, str], AnswerSocket] = PendingTable(pending, life)
-        self.unicast: UnicastOut | None = None
+        self.pending: PendingTable[tuple[Address, str], AnswerSocket] = PendingTable(*pending)
+        self.unicast = UnicastOut(loop, group)
+        self._on_answer = on_answer
 
     def interface(self, name: str) -> Interface | None:
         for iface in self.ep.interfaces:
             if iface.name == name:
                 return iface
         return None
+
+    def send_request(self, dgram: Datagram, out: str) -> bool:
+        """A request from a port of its own: the copy leaves from a socket that hears answers."""
+        iface = self.interface(out)
+        if iface is None:
+            return False
+        now = self.loop.time()
+        key = (dgram.source, out)
+        answer = self.pending.renew(key, now)
+        if answer is not None and answer.iface != iface:
+            # The link came back as a new device, or with a new address: a fresh socket.
+            answer.close()
+            self.pending.pop(key)
+            answer = None
+        if answer is None:
+            try:
+                answer = AnswerSocket(
+                    self.loop,
+                    self.group,
+                    iface,
+                    self.ttl,
+                    dgram.source,
+                    dgram.interface,
+                    self._answered,
+                )
+            except MulticastError as exc:
+                _log.warning("relay: cannot forward a request to %s: %s", out, exc)
+                return False
+            for old in self.pending.add(key, answer, now):
+                old.close()
+        return answer.send(dgram.data, (self.group_str, self.port)) is None
+
+    def _answered(self, answer: AnswerSocket, data: bytes, source: Address) -> None:
+        self._on_answer(self, answer, data)
+
+    def answer_back(self, answer: AnswerSocket, data: bytes) -> bool:
+        """Send an answer to its requester, out of the requester's link."""
+        iface = self.interface(answer.arrival)
+        return iface is not None and self.unicast.send(iface, data, answer.requester) is None
+
+    def sweep(self) -> None:
+        for answer in self.pending.expire(self.loop.time()):
+            answer.close()
+
+    async def aclose(self) -> None:
+        for answer in self.pending.pop_all():
+            answer.close()
+        self.unicast.close()
+        await self.ep.aclose()
 
 
 class Relay:
@@ -201,8 +259,7 @@ class Relay:
                     coalesce_delay=0,
                     on_interface_event=self._on_event,
                 )
-                target = _Target(group, port, ttl, ep, *self._pending_args)
-                target.unicast = UnicastOut(loop, group)
+                target = _Target(loop, group, port, ttl, ep, self._pending_args, self._on_answer)
                 self._targets.append(target)
                 await ep.start()
                 ep._add_sink(functools.partial(self._on_batch, target))
@@ -219,11 +276,7 @@ class Relay:
                 handle.cancel()
         self._timer = self._sweeper = None
         for target in self._targets:
-            for answer in target.pending.pop_all():
-                answer.close()
-            if target.unicast is not None:
-                target.unicast.close()
-            await target.ep.aclose()
+            await target.aclose()
 
     async def __aenter__(self) -> Relay:
         await self.start()
@@ -255,8 +308,7 @@ class Relay:
     def _on_event(self, event: InterfaceEvent) -> None:
         self._refresh_own()
         for target in self._targets:
-            if target.unicast is not None:
-                target.unicast.keep({i.index for i in target.ep.interfaces})
+            target.unicast.keep({i.index for i in target.ep.interfaces})
 
     # -- forwarding ----------------------------------------------------------------
 
@@ -346,61 +398,21 @@ class Relay:
             except (ValueError, MulticastError):
                 ok = False
         else:
-            ok = self._send_request(target, dgram, out)
+            ok = target.send_request(dgram, out)
         self._count(arrival, "forwarded" if ok else "failed", out)
 
-    def _send_request(self, target: _Target, dgram: Datagram, out: str) -> bool:
-        """A request from a port of its own: the copy leaves from a socket that hears answers."""
-        assert self._loop is not None
-        iface = target.interface(out)
-        if iface is None:
-            return False
-        now = self._loop.time()
-        key = (dgram.source, out)
-        answer = target.pending.renew(key, now)
-        if answer is not None and answer.iface != iface:
-            # The link came back as a new device, or with a new address: a fresh socket.
-            answer.close()
-            target.pending.pop(key)
-            answer = None
-        if answer is None:
-            try:
-                answer = AnswerSocket(
-                    self._loop,
-                    target.group,
-                    iface,
-                    target.ttl,
-                    dgram.source,
-                    dgram.interface,
-                    functools.partial(self._on_answer, target),
-                )
-            except MulticastError as exc:
-                _log.warning("relay: cannot forward a request to %s: %s", out, exc)
-                return False
-            for old in target.pending.add(key, answer, now):
-                old.close()
-        return answer.send(dgram.data, (target.group_str, target.port)) is None
-
-    def _on_answer(
-        self, target: _Target, answer: AnswerSocket, data: bytes, source: Address
-    ) -> None:
+    def _on_answer(self, target: _Target, answer: AnswerSocket, data: bytes) -> None:
         back, out = answer.arrival, answer.out
         if len(data) > self._max_size:
             self._count(back, "dropped_rule", out)
             return
-        iface = target.interface(back)
-        assert target.unicast is not None
-        error = None if iface is not None else OSError(f"{back} is not in use")
-        if iface is not None:
-            error = target.unicast.send(iface, data, answer.requester)
-        self._count(back, "answers" if error is None else "failed", out)
+        ok = target.answer_back(answer, data)
+        self._count(back, "answers" if ok else "failed", out)
 
     def _sweep(self) -> None:
         assert self._loop is not None
-        now = self._loop.time()
         for target in self._targets:
-            for answer in target.pending.expire(now):
-                answer.close()
+            target.sweep()
         self._sweeper = self._loop.call_later(1.0, self._sweep)
 
 
