@@ -44,6 +44,8 @@ GROUP, PORT = "239.255.0.19", 4019
 TARGET = f"{GROUP}:{PORT}"
 
 
+# Hold-down slots (address modulo 8): on A r1 3, r2 7, r4 6; on B r1 3, r2 7, r3 5;
+# on C r3 5, r4 6. The parallel relays are 80 ms apart: robust on a busy machine.
 @pytest.fixture(scope="module")
 def rl() -> Iterator[RelayLab]:
     require(lab_support())
@@ -57,7 +59,7 @@ def rl() -> Iterator[RelayLab]:
             ("b1", 2, "B"),
             ("c1", 2, "C"),
             ("r1", 11, "AB"),
-            ("r2", 12, "AB"),
+            ("r2", 15, "AB"),
             ("r3", 13, "BC"),
             ("r4", 14, "CA"),
             ("a2", 3, "A"),
