@@ -209,7 +209,7 @@ def test_forwarding_resumes_after_a_link_flap(rl: RelayLab) -> None:
             time.sleep(0.02)
         rl.lab.sh(r1, "ip link set segB up")
         up = time.monotonic()
-        for i in range(150):
+        for i in range(75):
             out.sendto(b"after %03d" % i, (GROUP, PORT))
             with contextlib.suppress(OSError):
                 probe.sendto(b"probe %03d" % i, (GROUP, PORT))
