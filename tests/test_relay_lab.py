@@ -154,6 +154,25 @@ def test_ring_of_three_carries_each_datagram_once(rl: RelayLab) -> None:
     assert sum(d["forwarded"] for s in stats for d in s.values()) == 2 * len(sent)
 
 
+def test_one_way_relay_carries_only_from_a_to_b(rl: RelayLab) -> None:
+    counters = {seg: Counter4(rl, m, seg, GROUP, PORT) for m, seg in (("a1", "A"), ("b1", "B"))}
+    try:
+        (relay,) = start(rl, ["r1"], TARGET, "--from", "segA")
+        sent = stream(rl, [("a1", "A"), ("b1", "B")], 10, 0.02)
+        time.sleep(0.3)
+        stats = relay.stop()
+        counts = {seg: c.drain() for seg, c in counters.items()}
+    finally:
+        for c in counters.values():
+            c.close()
+    print(f"\none way: { ({s: sorted(set(p[:2] for p in c)) for s, c in counts.items()}) }", stats)
+    from_a = [p for p in sent if p.startswith(b"a1")]
+    from_b = [p for p in sent if p.startswith(b"b1")]
+    assert sorted(counts["B"].elements()) == sorted(from_a + from_b)
+    assert sorted(counts["A"].elements()) == sorted(from_a)
+    assert list(stats) == ["segA->segB"]
+
+
 def test_flood_is_cut_to_the_rate_limit_and_oversize_and_own_datagrams_stay(
     rl: RelayLab,
 ) -> None:
