@@ -13,6 +13,7 @@ from ._keeper import KeepaliveState
 from ._model import Datagram, Interface, SendResult
 from ._protocol import MulticastProtocol, MulticastTransport, create_multicast_endpoint
 from ._querier import Querier, QuerierState
+from ._relay import Relay, RelayStats
 from ._selection import (
     Selection,
     default_route_links,
@@ -46,6 +47,8 @@ __all__ = [
     "NotOnLinkError",
     "Querier",
     "QuerierState",
+    "Relay",
+    "RelayStats",
     "Selection",
     "SendResult",
     "Subscription",

@@ -88,9 +88,18 @@ def test_subcommands_and_flags_exist() -> None:
 
 def test_subcommand_registration_is_one_list() -> None:
     # A new subcommand is a module with register(), named here ('querier' came that way).
-    assert COMMAND_MODULES == ["demo", "listen", "send", "ping", "commands", "querier"]
+    assert COMMAND_MODULES == ["demo", "listen", "send", "ping", "commands", "querier", "relay"]
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(sub.choices) == {"demo", "listen", "send", "ping", "interfaces", "doctor", "querier"}
+    assert set(sub.choices) == {
+        "demo",
+        "listen",
+        "send",
+        "ping",
+        "interfaces",
+        "doctor",
+        "querier",
+        "relay",
+    }
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

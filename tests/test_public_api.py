@@ -31,6 +31,7 @@ def test_values_are_frozen_slotted_dataclasses() -> None:
         mcastio.EndpointStats,
         mcastio.KeepaliveState,
         mcastio.QuerierState,
+        mcastio.RelayStats,
     ):
         assert dataclasses.is_dataclass(cls)
         params = getattr(cls, "__dataclass_params__")  # noqa: B009

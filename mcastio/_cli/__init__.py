@@ -19,7 +19,7 @@ __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
 #: Modules (relative to this package) whose ``register`` adds subcommands, in the
 #: order ``mcastio --help`` lists them.
-COMMAND_MODULES = ["demo", "listen", "send", "ping", "commands", "querier"]
+COMMAND_MODULES = ["demo", "listen", "send", "ping", "commands", "querier", "relay"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -62,12 +62,23 @@ if [ -f "$3/passwd" ]; then
     mount --bind "$3/passwd" /etc/passwd && mount --bind "$3/group" /etc/group
 fi
 mkdir -p /run/avahi-daemon && mount -t tmpfs mcastio-avahi /run/avahi-daemon
+if [ -d "$3/services" ]; then
+    mount --bind "$3/services" /etc/avahi/services
+fi
 if [ -f "$3/dbus.conf" ]; then
     dbus-daemon --config-file="$3/dbus.conf" --nofork --nopidfile &
     while [ ! -S "$3/bus" ]; do sleep 0.01; done
     export DBUS_SYSTEM_BUS_ADDRESS="unix:path=$3/bus"
 fi
 exec "$2" -f "$1" --no-chroot --no-drop-root --no-rlimits --no-proc-title
+"""
+
+_SERVICE_XML = """<?xml version="1.0" standalone='no'?>
+<!DOCTYPE service-group SYSTEM "avahi-service.dtd">
+<service-group>
+  <name>{name}</name>
+  <service><type>{type}</type><port>{port}</port></service>
+</service-group>
 """
 
 # A system bus for one daemon and its clients: no users to tell apart in a lab.
@@ -220,16 +231,26 @@ class Avahi(_Daemon):
     /run/avahi-daemon is private to the daemon, so several can run on one machine,
     in peers and in the host, beside a system avahi. D-Bus is off unless ``dbus``:
     then the daemon gets a private system bus, and :meth:`resolve` and
-    :meth:`browse` run Debian's avahi-utils clients against it.
+    :meth:`browse` run Debian's avahi-utils clients against it. ``services`` are
+    (instance name, type, port) triples it publishes, in place of the host's
+    /etc/avahi/services.
     """
 
     def __init__(
-        self, lab: Lab, ns: str, interfaces: Sequence[str], name: str, *, dbus: bool = False
+        self,
+        lab: Lab,
+        ns: str,
+        interfaces: Sequence[str],
+        name: str,
+        *,
+        dbus: bool = False,
+        services: Sequence[tuple[str, str, int]] = (),
     ) -> None:
         super().__init__(lab, ns)
         self.name = name
         self.interfaces = tuple(interfaces)
         self.dbus = dbus
+        self.services = tuple(services)
 
     def _launch(self) -> None:
         base = self._dir.name
@@ -245,6 +266,12 @@ class Avahi(_Daemon):
         if self.dbus:
             with open(os.path.join(base, "dbus.conf"), "w", encoding="ascii") as f:
                 f.write(_DBUS_CONF.format(path=os.path.join(base, "bus")))
+        if self.services:
+            os.makedirs(os.path.join(base, "services"))
+            for i, (instance, kind, port) in enumerate(self.services):
+                path = os.path.join(base, "services", f"{i}.service")
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(_SERVICE_XML.format(name=instance, type=kind, port=port))
         if _in_user_namespace():
             _avahi_is_root(base)
         # By full path: the shell's PATH may lack sbin, where avahi-daemon lives.
