@@ -113,10 +113,10 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         (["send", "239.1.1.1:5000", "x", "--ttl", "256"], "from 0 to 255, not 256"),
         (["send", "239.1.1.1:5000", "--hex", "4g"], "is not hex bytes"),
         (["send", "239.1.1.1:5000", "--size", "70000"], "from 0 to 65507 bytes"),
-        (["send", "239.1.1.1:5000", "x", "--size", "3"], "not allowed with argument"),
         (["send", "239.1.1.1:5000", "x", "--rate", "3", "--interval", "1"], "not allowed"),
         (["ping", "239.1.1.1:5000", "-c", "0"], "must be at least 1"),
-        (["doctor", "--duration", "-1"], "must not be negative"),
+        (["doctor", "--duration", "-1"], "must be more than 0"),
+        (["doctor", "-d", "0"], "must be more than 0"),
         (["querier", "--interval", "0"], "--interval: must be more than 0"),
         (["querier", "--duration", "0"], "--duration/-d: must be more than 0"),
     ],
@@ -129,7 +129,9 @@ def test_bad_values_are_usage_errors_with_a_reason(
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert needle in err, err
-    assert f"mcastio {argv[0]}: " in err
+    # One prefix for every subcommand; the usage line names the subcommand.
+    assert err.splitlines()[-1].startswith("mcastio: "), err
+    assert f"usage: mcastio {argv[0]} " in err
 
 
 @pytest.mark.parametrize(
@@ -138,15 +140,22 @@ def test_bad_values_are_usage_errors_with_a_reason(
         (["listen", "239.1.1.1"], "GROUP:PORT"),
         (["send", "239.1.1.1:5000"], "give a MESSAGE, or --file PATH"),
         (["send", "239.1.1.1:5000", "--file", "/nonexistent/x"], "cannot read /nonexistent/x"),
-        (["ping", "239.1.1.1:5000", "ff02::1"], "not of the group's address family"),
+        (["ping", "239.1.1.1:5000", "fd00::1"], "not of the group's address family"),
         (["ping", "239.1.1.1:5000", "host"], "is not an IP address"),
+        (["ping", "239.1.1.1:5000", "239.1.1.2"], "is a multicast address"),
+        (["send", "239.1.1.1:5000", "x", "--size", "3"], "give the payload once"),
+        (["doctor", "239.255.1.1:70000"], "port must be from 1 to 65535"),
+        (["listen", "[ff02::1%eth0]:5000"], "--interface eth0"),
     ],
 )
 def test_bad_targets_and_payloads_exit_2_before_touching_the_network(
     argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(argv) == 2
-    assert needle in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert needle in err
+    assert err.startswith("mcastio: "), err
+    assert "interfaces=" not in err  # command-line words, not the API's
 
 
 def test_datagram_line_fits_80_columns_and_shows_every_field() -> None:
@@ -265,3 +274,55 @@ def test_logs_are_formatted_for_people() -> None:
     assert stream.getvalue() == (
         "mcastio: warning: could not use eth1\n  because: the --interface\n"
     )
+
+
+# -- the second pass (issue 20) ---------------------------------------------------------
+
+
+def test_options_and_operands_in_any_order() -> None:
+    """Friction 3: the message after options was refused with the top-level usage."""
+    args = build_parser().parse_args(
+        ["send", "239.255.1.1:5001", "--seq", "-c", "20", "--rate", "10", "-q", "ping"]
+    )
+    assert (args.target, args.message, args.count, args.rate, args.seq, args.quiet) == (
+        "239.255.1.1:5001", "ping", 20, 10.0, True, True,
+    )  # fmt: skip
+    args = build_parser().parse_args(["ping", "-c", "3", "239.1.1.1:5000", "-i", "e", "10.0.0.2"])
+    assert (args.target, args.peers, args.interface) == ("239.1.1.1:5000", ["10.0.0.2"], ["e"])
+    args = build_parser().parse_args(["listen", "-q", "239.1.1.1:5000", "-c", "2", "[ff02::1]:9"])
+    assert args.targets == ["239.1.1.1:5000", "[ff02::1]:9"]
+
+
+def test_a_leftover_argument_is_refused_with_the_subcommands_usage(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["send", "239.255.1.1:5001", "one", "two"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: mcastio send ")
+    assert "mcastio: unrecognized arguments: two" in err
+
+
+@pytest.mark.parametrize("command", ["listen", "send", "ping", "doctor", "interfaces", "querier"])
+def test_verbose_after_the_subcommand(command: str) -> None:
+    """Friction 5: ``mcastio listen G -v`` was refused."""
+    operands = {"listen": ["239.1.1.1:5"], "send": ["239.1.1.1:5", "x"], "ping": ["239.1.1.1:5"]}
+    argv = [command, *operands.get(command, [])]
+    assert build_parser().parse_args([*argv, "-v"]).verbose is True
+    assert build_parser().parse_args(["-v", *argv]).verbose is True
+    assert build_parser().parse_args(argv).verbose is False
+
+
+def test_send_paced_without_a_count_means_until_stopped() -> None:
+    """Friction 4: ``send G hi --rate 10`` sent once; a pace with no count is forever."""
+    from mcastio._cli.send import rounds_wanted
+
+    def wanted(*argv: str) -> int | None:
+        return rounds_wanted(build_parser().parse_args(["send", "239.1.1.1:5", *argv]))
+
+    assert wanted("hi") == 1
+    assert wanted("hi", "--rate", "10") is None
+    assert wanted("hi", "--interval", "0.5") is None
+    assert wanted("hi", "--rate", "10", "-c", "3") == 3
+    assert wanted("--lines") is None

@@ -13,15 +13,27 @@ import textwrap
 from collections.abc import Sequence
 
 from .._errors import MulticastError
-from .._model import Interface, ineligibility, is_eligible, parse_group
-from . import validate
+from .._model import Group, Interface, ineligibility, is_eligible, parse_group
+from . import contract, validate
 from .doctor import Finding
 from .fmt import WIDTH, parse_group_port
 
 
 def _error(message: str) -> int:
-    print(f"mcastio: {message}", file=sys.stderr)
-    return 2
+    return contract.usage(message)
+
+
+def parse_doctor_group(text: str) -> Group:
+    """``239.1.2.3``, or the ``GROUP:PORT`` that listen and send take; ValueError."""
+    try:
+        return parse_group(text)
+    except ValueError as exc:
+        # A port was given (digits after the last colon, and an IPv4 dot or IPv6
+        # brackets before it): the port's own mistake is the one to report.
+        host, sep, port = text.rpartition(":")
+        if sep and port.isdigit() and (host.startswith("[") or "." in host):
+            return parse_group_port(text)[0]
+        raise ValueError(str(exc)) from None
 
 
 __all__ = ["cmd_doctor", "cmd_interfaces", "register"]
@@ -45,7 +57,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     doctor.add_argument(
         "--duration",
         "-d",
-        type=validate.non_negative_seconds,
+        type=validate.seconds,
         default=10.0,
         metavar="S",
         help="seconds to watch (default 10)",
@@ -189,13 +201,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     group = None
     if args.group is not None:
         try:
-            group = parse_group(args.group)
+            group = parse_doctor_group(args.group)
         except ValueError as exc:
-            # Also accept the GROUP:PORT form that listen and send take.
-            try:
-                group = parse_group_port(args.group)[0]
-            except ValueError:
-                return _error(str(exc))
+            return _error(str(exc))
     if not args.json:
         print(
             f"watching the host for {args.duration:g} s"
@@ -207,8 +215,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     try:
         state = collect(args.duration)
     except MulticastError as exc:
-        print(f"mcastio: {exc}", file=sys.stderr)
-        return 1
+        return contract.failed(str(exc))
     findings = diagnose(state, group)
     if args.json:
         print(json.dumps({"findings": [f.to_json() for f in findings]}, indent=2))

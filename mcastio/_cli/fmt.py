@@ -52,6 +52,12 @@ def parse_group_port(text: str) -> tuple[Group, int]:
         raise ValueError(f"{text!r}: write IPv6 groups in brackets, e.g. '[ff02::fb]:5353'")
     if not sep or not host:
         raise ValueError(f"{text!r}: expected GROUP:PORT, e.g. '239.255.0.1:5000'")
+    if "%" in host:
+        # ping6 habit (ff02::1%eth0); mcastio selects interfaces with an option.
+        zone = host.partition("%")[2]
+        raise ValueError(
+            f"{text!r}: choose the interface with --interface {zone} (-i {zone}), not %{zone}"
+        )
     try:
         port = int(port_text)
     except ValueError:

@@ -16,7 +16,7 @@ from .._endpoint import MulticastEndpoint
 from .._errors import MulticastError
 from .._model import Datagram, Group
 from .._subscription import Subscription
-from . import validate
+from . import contract, validate
 from .fmt import (
     LISTEN_HEADER,
     datagram_json,
@@ -220,21 +220,22 @@ def cmd_listen(args: argparse.Namespace) -> int:
     try:
         targets = [parse_group_port(t) for t in args.targets]
     except ValueError as exc:
-        print(f"mcastio listen: {exc}", file=sys.stderr)
-        return 2
+        return contract.usage(str(exc))
     tally = Tally()
-    code = 0
+    code = contract.OK
     try:
         run_until_stopped(lambda stop: _listen(targets, args, tally, sys.stdout, stop))
-    except (MulticastError, ValueError) as exc:
-        print(f"mcastio: {cli_words(str(exc))}", file=sys.stderr)
-        code = 1
+    except ValueError as exc:  # an argument the library refused: a bad -i or -s
+        return contract.usage(cli_words(str(exc)))
+    except MulticastError as exc:
+        code = contract.failed(cli_words(str(exc)))
+        if not tally.interfaces:
+            return code  # it never listened: a summary of nothing would only confuse
     names = " ".join(host_port(str(g), p) for g, p in targets)
     summary_to = sys.stderr if args.json else sys.stdout
     print(tally.summary(names), file=summary_to, flush=True)
     if args.json:
         print(json.dumps({"summary": tally.to_json()}), flush=True)
     if code == 0 and args.fail_empty and tally.total == 0:
-        print("mcastio: nothing arrived", file=sys.stderr)
-        code = 1
+        code = contract.failed("nothing arrived")
     return code

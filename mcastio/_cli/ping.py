@@ -23,7 +23,7 @@ from .._endpoint import MulticastEndpoint
 from .._errors import MulticastError
 from .._model import Datagram, Group, Interface
 from .._subscription import Subscription
-from . import validate
+from . import contract, validate
 from .fmt import host_port, parse_group_port
 from .logs import cli_words
 from .pingstats import (
@@ -127,6 +127,11 @@ def _parse_peer(text: str, family: socket.AddressFamily) -> tuple[str, str | Non
         addr = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"peer {text!r} is not an IP address") from None
+    if addr.is_multicast:
+        raise ValueError(
+            f"peer {text!r} is a multicast address; name peers by their unicast "
+            "address (the group is GROUP:PORT)"
+        )
     if (addr.version == 4) != (family == socket.AF_INET):
         raise ValueError(f"peer {text!r} is not of the group's address family")
     return str(addr), zone or None
@@ -289,13 +294,13 @@ def cmd_ping(args: argparse.Namespace) -> int:
         for text in args.peers:
             _parse_peer(text, group.family)
     except ValueError as exc:
-        print(f"mcastio ping: {exc}", file=sys.stderr)
-        return 2
+        return contract.usage(str(exc))
     try:
         results = run_until_stopped(lambda stop: _ping(group, port, args, stop))
-    except (MulticastError, ValueError) as exc:
-        print(f"mcastio: {cli_words(str(exc))}", file=sys.stderr)
-        return 1
+    except ValueError as exc:  # an argument the library refused: a bad -i
+        return contract.usage(cli_words(str(exc)))
+    except MulticastError as exc:
+        return contract.failed(cli_words(str(exc)))
     if args.json:
         print(json.dumps({"results": results}, indent=2))
     else:
