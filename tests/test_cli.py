@@ -165,7 +165,7 @@ def test_datagram_line_fits_80_columns_and_shows_every_field() -> None:
     assert len(LISTEN_HEADER) <= 80
     fields = line.split()
     assert fields[:6] == ["15:00:01.234", "eth1", "10.200.1.2:40000", "239.255.0.1", "7", "220"]
-    assert fields[6] == "hello.wor~"
+    assert fields[6] == "hello.worldhe~"
     # Each label sits over its column.
     for label, value in (("TTL", "7"), ("LEN", "220"), ("GROUP", "239.255.0.1")):
         assert LISTEN_HEADER.index(label) + len(label) >= line.index(" " + value + " ")
@@ -182,14 +182,14 @@ def test_datagram_line_fits_80_columns_and_shows_every_field() -> None:
 def test_datagram_line_shows_the_sequence_number_not_the_header_bytes() -> None:
     data = encode_header(7, 42, 0) + b"payload"
     line = datagram_line(Datagram(data, ("10.0.0.2", 1), "239.1.1.1", "eth0"), WHEN, 1, 42)
-    assert line.endswith(" #42 paylo~")
+    assert line.endswith(" #42 payload")
     assert str(len(data)) in line.split()
 
 
 def test_datagram_json_keys_and_base64() -> None:
     dgram = Datagram(b"\x00\xffhi", ("10.200.1.2", 40000), "239.255.0.1", "eth1", 3)
     obj = json.loads(datagram_json(dgram, WHEN, 3))
-    assert set(obj) == {"time", "interface", "source", "group", "length", "data", "ttl"}
+    assert set(obj) == {"time", "interface", "source", "group", "port", "length", "data", "ttl"}
     assert base64.b64decode(obj["data"]) == b"\x00\xffhi"
     assert (obj["length"], obj["ttl"], obj["source"]) == (4, 3, "10.200.1.2:40000")
     assert datetime.datetime.fromisoformat(obj["time"]) == WHEN
@@ -326,3 +326,18 @@ def test_send_paced_without_a_count_means_until_stopped() -> None:
     assert wanted("hi", "--interval", "0.5") is None
     assert wanted("hi", "--rate", "10", "-c", "3") == 3
     assert wanted("--lines") is None
+
+
+def test_listen_lines_show_group_and_port_and_payloads_print_whole() -> None:
+    """Frictions 2 and 7: the destination port, and the whole payload on request."""
+    from mcastio._cli.fmt import listen_header, payload_text
+
+    dgram = Datagram(b"x" * 300 + b"\nend\x07", ("10.0.0.2", 40000), "239.1.1.1", "eth1")
+    line = datagram_line(dgram, WHEN, 1, port=5001, dest_width=16)
+    assert line.split()[3] == "239.1.1.1:5001"
+    header = listen_header(16, ports=True)
+    assert header.index("GROUP:PORT") == line.index("239.1.1.1:5001")
+    body = payload_text(dgram.data)
+    assert all(len(ln) <= 80 for ln in body)
+    assert "".join(ln[4:] for ln in body[:-1]) == "x" * 300
+    assert body[-1] == "    end."

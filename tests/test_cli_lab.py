@@ -204,7 +204,7 @@ def test_listen_ipv6_group_on_a_named_interface(lab: Lab) -> None:
     # A link-scope group goes out with the peer's link-local source address.
     assert lines[2].split()[1] == "eth2"
     assert lines[2].split()[2].startswith("[fe80:")
-    assert "ff12::4:4" in lines[2].split()
+    assert "[ff12::4:4]:41004" in lines[2].split()
     assert lines[3] == "    six"
     assert lines[-2].split()[:2] == ["eth2", "1"]
     assert lines[-1].strip().startswith("dropped on this host: 0 by the kernel")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import signal
+import struct
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from mcastio.testing import Lab
+from mcastio.testing import Lab, find_tool
 from tests.conftest import _require_lab
 from tests.test_cli_lab import finish, mcastio_cmd
 
@@ -63,3 +67,94 @@ def test_send_lines_sends_one_datagram_per_line_of_stdin(lab: Lab) -> None:
     assert "in 4 rounds" in out.decode()
     time.sleep(0.2)
     assert listener.stop() == b"first line" + b"second" + b"" + b"third"
+
+
+_PEER_SEND = r"""
+import socket, sys
+addr, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(addr))
+for target in sys.argv[3:]:
+    group, _, payload = target.partition("=")
+    s.sendto(bytes.fromhex(payload), (group.rpartition(":")[0], int(group.rpartition(":")[2])))
+"""
+
+
+def peer_send(lab: Lab, n: int, *datagrams: tuple[str, bytes]) -> None:
+    """Send each (GROUP:PORT, payload) from link ``n``'s peer, in order."""
+    link = lab.link[n]
+    lab.run(link.peer_ns, sys.executable, "-c", _PEER_SEND, link.peer_addr, "0",
+            *(f"{target}={data.hex()}" for target, data in datagrams))  # fmt: skip
+
+
+def listen(lab: Lab, *args: str) -> subprocess.Popen[bytes]:
+    return lab.popen(
+        lab.host, *mcastio_cmd("listen", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def pcapng_interfaces(data: bytes) -> tuple[list[str], list[int]]:
+    """The interface names of a pcapng file's IDBs, and each packet's interface id."""
+    names, ids, offset = [], [], 0
+    while offset < len(data):
+        block_type, length = struct.unpack_from("<II", data, offset)
+        if block_type == 1:
+            opt = offset + 16
+            while True:
+                code, size = struct.unpack_from("<HH", data, opt)
+                if code == 0:
+                    break
+                if code == 2:
+                    names.append(data[opt + 4 : opt + 4 + size].decode())
+                opt += 4 + size + (-size % 4)
+        elif block_type == 6:
+            ids.append(struct.unpack_from("<I", data, offset + 8)[0])
+        offset += length
+    return names, ids
+
+
+def test_listen_shows_the_port_the_whole_payload_and_a_summary_per_group(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """Frictions 2 and 7: a 9-character preview, no port, groups lumped together."""
+    text = ("line one of a long payload " * 4 + "\nline two").encode()
+    pcap = tmp_path / "listen.pcapng"
+    proc = listen(lab, "239.255.20.3:44003", "-i", "eth1", "239.255.20.4:44004", "-A",
+                  "-c", "2", "--pcap", str(pcap))  # fmt: skip
+    for group in ("239.255.20.3", "239.255.20.4"):
+        lab.wait_for_membership(lab.host, "eth1", group, proc)
+    peer_send(lab, 1, ("239.255.20.3:44003", text), ("239.255.20.4:44004", b"short"))
+    code, out, err = finish(proc)
+    assert code == 0, err
+    assert all(len(line) <= 80 for line in out.splitlines()), out
+    lines = out.splitlines()
+    [first] = [ln for ln in lines if " 239.255.20.3:44003 " in ln and ln[:1].isdigit()]
+    assert first.split()[1:3] == ["eth1", f"{lab.link[1].peer_addr}:" + first.split()[2][-5:]]
+    # The whole payload follows, indented, its own line break kept.
+    body = lines[lines.index(first) + 1 : lines.index(first) + 4]
+    assert "".join(ln[4:] for ln in body[:2]) == text.decode().splitlines()[0]
+    assert body[2] == "    line two"
+    assert any(" 239.255.20.4:44004 " in ln and ln.endswith("short") for ln in lines)
+    summary = out[out.index("summary for") :]
+    assert re.search(r"239\.255\.20\.3:44003 +1 datagram +117 bytes", summary), summary
+    assert re.search(r"239\.255\.20\.4:44004 +1 datagram +5 bytes", summary), summary
+    # The pcap: tcpdump reads it, and each packet names its interface.
+    dump = subprocess.run(
+        [find_tool("tcpdump") or "tcpdump", "-r", str(pcap), "-nn"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert f"{lab.link[1].peer_addr}." in dump
+    assert "> 239.255.20.3.44003: UDP, length 117" in dump
+    assert "> 239.255.20.4.44004: UDP, length 5" in dump
+    assert pcapng_interfaces(pcap.read_bytes()) == (["eth1"], [0, 0])
+
+
+def test_listen_raw_writes_only_the_payloads_and_joins_a_range(lab: Lab) -> None:
+    proc = listen(lab, "--raw", "239.255.20.10-12:44005", "-c", "3", "-i", "eth2")
+    lab.wait_for_membership(lab.host, "eth2", "239.255.20.12", proc)
+    peer_send(lab, 2, ("239.255.20.10:44005", b"\x00\x01"), ("239.255.20.11:44005", b"two\n"),
+              ("239.255.20.12:44005", b"\xff"))  # fmt: skip
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert out == b"\x00\x01two\n\xff"
+    assert "summary for 239.255.20.10-12:44005" in err.decode()
