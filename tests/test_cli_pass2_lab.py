@@ -158,3 +158,14 @@ def test_listen_raw_writes_only_the_payloads_and_joins_a_range(lab: Lab) -> None
     assert proc.returncode == 0, err
     assert out == b"\x00\x01two\n\xff"
     assert "summary for 239.255.20.10-12:44005" in err.decode()
+
+
+def test_ping_with_no_peer_says_so_once_and_exits_1(lab: Lab) -> None:
+    """Friction 6: it printed 'all answered: 0 peers' and still exited 1."""
+    argv = ["ping", "239.255.20.5:44006", "-i", "eth1", "-c", "1", "--interval", "0.1"]
+    proc = lab.run(lab.host, *mcastio_cmd(*argv, "--wait", "0"), check=False)
+    assert proc.returncode == 1
+    assert "all answered" not in proc.stdout
+    assert (
+        proc.stderr == "mcastio: no peer answered: is 'mcastio ping' running on the other hosts?\n"
+    )

@@ -10,12 +10,13 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
+import itertools
 import json
 import secrets
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .. import _net
@@ -28,11 +29,14 @@ from .fmt import host_port, parse_group_port
 from .logs import cli_words
 from .pingstats import (
     MULTICAST,
+    NO_PEERS,
     PROBE,
     UNICAST,
+    Answer,
     Message,
     Peer,
     PingStats,
+    answer_line,
     broken,
     decode,
     encode,
@@ -74,7 +78,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "at least 1 s), so slower-starting peers get their answers",
     )
     p.add_argument("--ttl", type=validate.ttl, default=1, metavar="N", help="hop limit (default 1)")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print the results as JSON")
+    shown.add_argument(
+        "--quiet", "-q", action="store_true", help="no line per answer, only the table"
+    )
     p.set_defaults(handler=cmd_ping)
 
 
@@ -138,8 +146,15 @@ def _parse_peer(text: str, family: socket.AddressFamily) -> tuple[str, str | Non
 
 
 class _Pinger:
-    def __init__(self, ep: MulticastEndpoint, unicast: list[_Unicast], port: int) -> None:
+    def __init__(
+        self,
+        ep: MulticastEndpoint,
+        unicast: list[_Unicast],
+        port: int,
+        on_answer: Callable[[Answer], None] = lambda _: None,
+    ) -> None:
         self.ep = ep
+        self.on_answer = on_answer
         self.unicast = unicast
         self.port = port
         self.stats = PingStats(secrets.randbits(32) or 1)
@@ -196,7 +211,7 @@ class _Pinger:
                         encode(msg.answer(self.stats.me)), interface=dgram.interface
                     )
             else:
-                self.stats.answered(peer, dgram.interface, msg, now)
+                self._answered(peer, dgram.interface, msg, now)
 
     def on_unicast(self, u: _Unicast) -> None:
         while True:
@@ -220,7 +235,12 @@ class _Pinger:
                 with contextlib.suppress(OSError):
                     u.sock.sendto(encode(msg.answer(self.stats.me)), source)
             else:
-                self.stats.answered(peer, u.interface, msg, now)
+                self._answered(peer, u.interface, msg, now)
+
+    def _answered(self, peer: Peer, interface: str, msg: Message, now: int) -> None:
+        answer = self.stats.answered(peer, interface, msg, now)
+        if answer is not None:
+            self.on_answer(answer)
 
     # -- sending -------------------------------------------------------------------
 
@@ -251,7 +271,8 @@ async def _ping(
         if not ep.interfaces:
             raise MulticastError(f"no interface can carry {group} on this host now")
         with _unicast_sockets(ep.interfaces, group.family, port) as unicast:
-            pinger = _Pinger(ep, unicast, port)
+            show = args.json or args.quiet
+            pinger = _Pinger(ep, unicast, port, (lambda _: None) if show else _print_answer)
             for text in args.peers:
                 pinger.name_peer(*_parse_peer(text, group.family))
             loop = asyncio.get_running_loop()
@@ -264,7 +285,13 @@ async def _ping(
             print(f"pinging {host_port(str(group), port)} on {names}", file=status, flush=True)
             try:
                 start = loop.time()
-                for n in range(args.count):
+                for n in itertools.count():
+                    # Past the count only for peers that started late, and at most
+                    # as long again.
+                    if n >= args.count and (
+                        pinger.stats.finished(args.count) or n >= 2 * args.count
+                    ):
+                        break
                     delay = start + n * args.interval - loop.time()
                     finished, _ = await wait_or_stop(asyncio.sleep(max(delay, 0)), stop)
                     if not finished:
@@ -280,7 +307,11 @@ async def _ping(
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
-            return pinger.stats.results()
+            return pinger.stats.results(args.count)
+
+
+def _print_answer(answer: Answer) -> None:
+    print(answer_line(answer), flush=True)
 
 
 async def _pump(sub: Subscription, pinger: _Pinger) -> None:
@@ -303,7 +334,10 @@ def cmd_ping(args: argparse.Namespace) -> int:
         return contract.failed(cli_words(str(exc)))
     if args.json:
         print(json.dumps({"results": results}, indent=2))
+    elif not results:
+        # Nothing to tabulate: the one line says what went wrong.
+        return contract.failed(NO_PEERS)
     else:
         print(table(results))
         print(summary_line(results))
-    return 1 if broken(results) or not results else 0
+    return contract.FAILED if broken(results) or not results else contract.OK
