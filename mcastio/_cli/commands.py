@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from .._errors import MulticastError
 from .._model import Group, Interface, ineligibility, is_eligible, parse_group
 from . import contract, validate
-from .doctor import Finding
+from .doctortext import findings_text
 from .fmt import WIDTH, parse_group_port
 
 
@@ -181,19 +181,6 @@ def cmd_interfaces(args: argparse.Namespace) -> int:
 # -- doctor ---------------------------------------------------------------------------
 
 
-def finding_text(finding: Finding) -> str:
-    where = f" [{finding.interface}]" if finding.interface else ""
-    lines = [f"{finding.severity.upper():<8}{finding.id}{where}"]
-    lines += textwrap.wrap(finding.message, WIDTH, initial_indent="  ", subsequent_indent="  ")
-    for item in finding.evidence:
-        lines += textwrap.wrap(item, WIDTH, initial_indent="  - ", subsequent_indent="    ")
-    if finding.fix:
-        lines += textwrap.wrap(
-            finding.fix, WIDTH, initial_indent="  fix: ", subsequent_indent="       "
-        )
-    return "\n".join(lines)
-
-
 def cmd_doctor(args: argparse.Namespace) -> int:
     from .doctor import diagnose
     from .hoststate import collect
@@ -220,8 +207,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"findings": [f.to_json() for f in findings]}, indent=2))
     else:
-        for finding in findings:
-            print(finding_text(finding))
+        for block in findings_text(findings):
+            print(block)
             print()
         counts = {s: sum(f.severity == s for f in findings) for s in ("error", "warning", "info")}
         print(", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items()))
