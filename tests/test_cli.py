@@ -341,3 +341,15 @@ def test_listen_lines_show_group_and_port_and_payloads_print_whole() -> None:
     assert all(len(ln) <= 80 for ln in body)
     assert "".join(ln[4:] for ln in body[:-1]) == "x" * 300
     assert body[-1] == "    end."
+
+
+def test_ping_operands_split_into_one_group_per_family_and_peers() -> None:
+    from mcastio._cli.ping import split_operands
+
+    targets, peers = split_operands(["239.1.1.1:9", "10.0.0.2", "[ff12::1]:9", "fd00::2"])
+    assert [(str(g), p) for g, p in targets] == [("239.1.1.1", 9), ("ff12::1", 9)]
+    assert peers == ["10.0.0.2", "fd00::2"]
+    with pytest.raises(ValueError, match="one group per address family"):
+        split_operands(["239.1.1.1:9", "239.1.1.2:9"])
+    with pytest.raises(ValueError, match="not of the group's address family"):
+        split_operands(["239.1.1.1:9", "fd00::2"])

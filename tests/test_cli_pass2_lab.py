@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import struct
@@ -169,3 +170,42 @@ def test_ping_with_no_peer_says_so_once_and_exits_1(lab: Lab) -> None:
     assert (
         proc.stderr == "mcastio: no peer answered: is 'mcastio ping' running on the other hosts?\n"
     )
+
+
+def _ping_pair(lab: Lab, host_args: list[str], peer_args: list[str]) -> tuple[str, str]:
+    common = ["-i", "eth1", "-c", "3", "--interval", "0.2", "--wait", "1", "--json"]
+    link = lab.link[1]
+    host = lab.popen(lab.host, *mcastio_cmd("ping", *host_args, *common),
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    peer = lab.popen(link.peer_ns, *mcastio_cmd("ping", *peer_args, *common[2:]),
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    (hcode, hout, herr), (pcode, _pout, perr) = (finish(p, timeout=20) for p in (host, peer))
+    assert (hcode, pcode) == (0, 0), (herr, perr)
+    return hout, herr
+
+
+def test_ping_both_families_in_one_run(lab: Lab) -> None:
+    link = lab.link[1]
+    v4, v6 = "239.255.20.6:44007", "[ff12::20:6]:44007"
+    out, err = _ping_pair(lab, [v4, v6, link.peer_addr], [v6, v4, link.host_addr])
+    assert f"pinging {v4} on eth1" in err
+    assert f"pinging {v6} on eth1" in err
+    rows = json.loads(out)["results"]
+    kinds = {(":" in str(r["peer"]), r["kind"]) for r in rows if r["received"] == r["sent"] == 3}
+    assert kinds == {
+        (False, "unicast"),
+        (False, "multicast"),
+        (True, "unicast"),
+        (True, "multicast"),
+    }
+
+
+def test_ping_ssm_hears_the_named_peers_only(lab: Lab) -> None:
+    link = lab.link[1]
+    out, _err = _ping_pair(
+        lab,
+        ["232.1.20.7:44008", link.peer_addr, "--ssm"],
+        ["232.1.20.7:44008", link.host_addr, "--ssm"],
+    )
+    rows = {r["kind"]: r for r in json.loads(out)["results"]}
+    assert (rows["multicast"]["sent"], rows["multicast"]["received"]) == (3, 3)

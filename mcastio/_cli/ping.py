@@ -12,6 +12,7 @@ import contextlib
 import ipaddress
 import itertools
 import json
+import re
 import secrets
 import socket
 import sys
@@ -59,8 +60,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "by their probes; name them (their unicast address) to also see the ones "
         "multicast cannot reach. Exits 1 when some peer never answered somewhere.",
     )
-    p.add_argument("target", metavar="GROUP:PORT")
-    p.add_argument("peers", nargs="*", metavar="PEER", help="a peer's unicast address")
+    p.add_argument(
+        "target",
+        metavar="GROUP:PORT",
+        help="the group; an IPv4 and an IPv6 one (e.g. '[ff12::1]:4321' after it) "
+        "ping both families in one run",
+    )
+    p.add_argument(
+        "peers",
+        nargs="*",
+        metavar="PEER",
+        help="a peer's unicast address (either family)",
+    )
     p.add_argument(
         "--interface", "-i", action="append", metavar="IF", help="only this interface (repeatable)"
     )
@@ -78,6 +89,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "at least 1 s), so slower-starting peers get their answers",
     )
     p.add_argument("--ttl", type=validate.ttl, default=1, metavar="N", help="hop limit (default 1)")
+    p.add_argument(
+        "--ssm",
+        action="store_true",
+        help="source-specific multicast, as omping -m: join (PEER, GROUP) for each named "
+        "peer, and hear only them (232/8, ff3x::)",
+    )
     shown = p.add_mutually_exclusive_group()
     shown.add_argument("--json", action="store_true", help="print the results as JSON")
     shown.add_argument(
@@ -263,17 +280,24 @@ class _Pinger:
 
 
 async def _ping(
-    group: Group, port: int, args: argparse.Namespace, stop: asyncio.Event
+    group: Group, port: int, peers: list[str], args: argparse.Namespace, stop: asyncio.Event
 ) -> list[dict[str, object]]:
+    # SSM (omping -m): the peers' own addresses are the sources joined.
+    sources = [_parse_peer(p, group.family)[0] for p in peers] if args.ssm else None
     async with MulticastEndpoint(
-        str(group), port, interfaces=args.interface or None, ttl=args.ttl, queue_size=4096
+        str(group),
+        port,
+        interfaces=args.interface or None,
+        ttl=args.ttl,
+        queue_size=4096,
+        sources=sources,
     ) as ep:
         if not ep.interfaces:
             raise MulticastError(f"no interface can carry {group} on this host now")
         with _unicast_sockets(ep.interfaces, group.family, port) as unicast:
             show = args.json or args.quiet
             pinger = _Pinger(ep, unicast, port, (lambda _: None) if show else _print_answer)
-            for text in args.peers:
+            for text in peers:
                 pinger.name_peer(*_parse_peer(text, group.family))
             loop = asyncio.get_running_loop()
             for u in unicast:
@@ -319,15 +343,67 @@ async def _pump(sub: Subscription, pinger: _Pinger) -> None:
         pinger.on_multicast(batch)
 
 
+_V4_TARGET = re.compile(r"^\d+\.\d+\.\d+\.\d+:\d*$")
+
+
+def split_operands(operands: list[str]) -> tuple[list[tuple[Group, int]], list[str]]:
+    """GROUP:PORT operands (one per family) and the peers; ValueError with a reason.
+
+    ``239.1.1.1:4321`` and ``[ff12::1]:4321`` are groups; any other word a peer.
+    """
+    targets, peers = [], []
+    for text in operands:
+        if text.startswith("[") or _V4_TARGET.match(text):
+            targets.append(parse_group_port(text))
+        else:
+            peers.append(text)
+    families = [g.family for g, _ in targets]
+    if len(set(families)) != len(families):
+        raise ValueError("give at most one group per address family (one IPv4, one IPv6)")
+    for text in peers:
+        host = text.partition("%")[0]
+        try:
+            family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        except ValueError:
+            raise ValueError(f"peer {text!r} is not an IP address") from None
+        if family not in families:
+            _parse_peer(text, families[0])  # multicast peers are refused here first
+            raise ValueError(f"peer {text!r} is not of the group's address family")
+        _parse_peer(text, family)
+    return targets, peers
+
+
+def _peers_of(family: socket.AddressFamily, peers: list[str]) -> list[str]:
+    def of(text: str) -> bool:
+        version = ipaddress.ip_address(text.partition("%")[0]).version
+        return (version == 4) == (family == socket.AF_INET)
+
+    return [p for p in peers if of(p)]
+
+
+async def _ping_all(
+    targets: list[tuple[Group, int]],
+    peers: list[str],
+    args: argparse.Namespace,
+    stop: asyncio.Event,
+) -> list[dict[str, object]]:
+    """Each family's ping at once; their results, IPv4 first."""
+    runs = [_ping(g, p, _peers_of(g.family, peers), args, stop) for g, p in targets]
+    results: list[dict[str, object]] = []
+    for rows in await asyncio.gather(*runs):
+        results += rows
+    return results
+
+
 def cmd_ping(args: argparse.Namespace) -> int:
     try:
-        group, port = parse_group_port(args.target)
-        for text in args.peers:
-            _parse_peer(text, group.family)
+        targets, peers = split_operands([args.target, *args.peers])
+        if args.ssm and not peers:
+            raise ValueError("--ssm joins (PEER, GROUP): name the peers")
     except ValueError as exc:
         return contract.usage(str(exc))
     try:
-        results = run_until_stopped(lambda stop: _ping(group, port, args, stop))
+        results = run_until_stopped(lambda stop: _ping_all(targets, peers, args, stop))
     except ValueError as exc:  # an argument the library refused: a bad -i
         return contract.usage(cli_words(str(exc)))
     except MulticastError as exc:
