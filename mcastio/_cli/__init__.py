@@ -27,10 +27,10 @@ class _Parser(argparse.ArgumentParser):
     """argparse with the error line in the form every mcastio message has."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        from .contract import PREFIX, USAGE
+        from .contract import PREFIX, USAGE, wrap
 
         self.print_usage(sys.stderr)
-        self.exit(USAGE, f"{PREFIX}{message} (see '{self.prog} --help')\n")
+        self.exit(USAGE, wrap(PREFIX, f"{message} (see '{self.prog} --help')") + "\n")
 
 
 class _SubParser(_Parser):

@@ -9,6 +9,7 @@ import contextlib
 from .._errors import MulticastError
 from .._querier import Querier, QuerierState
 from . import contract, validate
+from .fmt import plural
 from .logs import cli_words
 from .runner import run_until_stopped
 
@@ -82,7 +83,8 @@ def cmd_querier(args: argparse.Namespace) -> int:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), args.duration)
             for state in querier.states:
-                print(f"{state.interface} {state.protocol}: {state.queries_sent} queries sent")
+                sent = plural(state.queries_sent, "query", "queries")
+                print(f"{state.interface} {state.protocol}: {sent} sent")
 
     try:
         run_until_stopped(main)
