@@ -6,7 +6,7 @@ Usage:
 Joins GROUP (default 239.255.0.1) on every interface, sends "ping" COUNT times
 (default 3) out of each, and prints every datagram heard, with the interface it
 arrived on, until Ctrl-C (or for --duration seconds). Run two copies on one
-link (or in two namespaces of the mcastio lab, see docs/testing.md) to see each
+link (or in two namespaces of the mcastio lab, see docs/how-to/test-with-the-lab.md) to see each
 other's pings.
 """
 

@@ -33,7 +33,7 @@ GROUP = "239.255.77.77"
 OTHER = "239.255.77.78"
 PORT = 45077
 _REEXEC_FLAG = "MCASTIO_DEMO_UNSHARED"
-DOCS = "docs/index.md#background and docs/design.md"
+DOCS = "docs/index.md#background and docs/explanation/design.md"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
