@@ -83,7 +83,8 @@ class MulticastEndpoint:
     switches when no querier's queries reach this host: when the host has not
     reported on an interface for that many seconds (``True``: 60 s) because it
     accepted no query there, the keeper makes it report again, never with a
-    Leave. ``False`` turns it off. See :attr:`keepalive_state` and docs/how-to/multicast-stops-after-a-few-minutes.md.
+    Leave. ``False`` turns it off. See :attr:`keepalive_state` and
+    docs/how-to/multicast-stops-after-a-few-minutes.md.
     """
 
     def __init__(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import textwrap
 from collections.abc import Sequence
 
@@ -196,7 +195,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             f"watching the host for {args.duration:g} s"
             + (f" for {group}" if group else "")
             + " ...",
-            file=sys.stderr,
             flush=True,
         )
     try:
