@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mcastio.testing import Lab, find_tool
+from mcastio.testing import Lab, read_capture
 from tests.conftest import _require_lab
 from tests.test_cli_lab import finish, mcastio_cmd
 
@@ -140,10 +140,7 @@ def test_listen_shows_the_port_the_whole_payload_and_a_summary_per_group(
     assert re.search(r"239\.255\.20\.3:44003 +1 datagram +117 bytes", summary), summary
     assert re.search(r"239\.255\.20\.4:44004 +1 datagram +5 bytes", summary), summary
     # The pcap: tcpdump reads it, and each packet names its interface.
-    dump = subprocess.run(
-        [find_tool("tcpdump") or "tcpdump", "-r", str(pcap), "-nn"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    dump = read_capture(str(pcap))
     assert f"{lab.link[1].peer_addr}." in dump
     assert "> 239.255.20.3.44003: UDP, length 117" in dump
     assert "> 239.255.20.4.44004: UDP, length 5" in dump

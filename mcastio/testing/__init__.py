@@ -32,6 +32,7 @@ from ._support import (
     find_tool,
     lab_support,
     prepare_netns_dir,
+    read_capture,
     resolve,
     tcpdump_support,
     tool,
@@ -44,6 +45,7 @@ __all__ = [
     "PeerListener",
     "find_tool",
     "lab_support",
+    "read_capture",
     "tcpdump_support",
     "tool",
 ]
