@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mcastio.testing import Lab, read_capture
-from tests.conftest import _require_lab
+from tests.conftest import module_lab
 from tests.test_cli_lab import finish, mcastio_cmd
 
 pytestmark = pytest.mark.lab
@@ -24,13 +24,7 @@ pytestmark = pytest.mark.lab
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
     """A host with three links and a peer behind each, shared by this module."""
-    _require_lab()
-    lab = Lab(links=3)
-    try:
-        lab.build()
-        yield lab
-    finally:
-        lab.destroy()
+    yield from module_lab(links=3)
 
 
 def test_send_with_a_rate_and_no_count_sends_until_interrupted(lab: Lab) -> None:

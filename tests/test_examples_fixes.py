@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mcastio.testing import Lab
-from tests.conftest import _require_lab
+from tests.conftest import module_lab
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
@@ -85,13 +85,7 @@ def test_no_docs_page_has_a_section_twice() -> None:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    _require_lab()
-    lab = Lab(links=1)
-    try:
-        lab.build()
-        yield lab
-    finally:
-        lab.destroy()
+    yield from module_lab(links=1)
 
 
 @pytest.mark.lab
