@@ -191,7 +191,8 @@ def test_ping_both_families_in_one_run(lab: Lab) -> None:
     }
 
 
-def test_ping_ssm_hears_the_named_peers_only(lab: Lab) -> None:
+def test_ping_ssm_joins_each_named_peer_as_a_source(lab: Lab) -> None:
+    """SSM groups (232/8) carry nothing without a source-specific join."""
     link = lab.link[1]
     out, _err = _ping_pair(
         lab,
