@@ -163,7 +163,9 @@ def test_ping_with_no_peer_says_so_once_and_exits_1(lab: Lab) -> None:
     )
 
 
-def _ping_pair(lab: Lab, host_args: list[str], peer_args: list[str]) -> tuple[str, str]:
+def _ping_pair(
+    lab: Lab, host_args: list[str], peer_args: list[str], codes: tuple[int, int] = (0, 0)
+) -> tuple[str, str]:
     common = ["-i", "eth1", "-c", "3", "--interval", "0.2", "--wait", "1", "--json"]
     link = lab.link[1]
     host = lab.popen(lab.host, *mcastio_cmd("ping", *host_args, *common),
@@ -171,7 +173,7 @@ def _ping_pair(lab: Lab, host_args: list[str], peer_args: list[str]) -> tuple[st
     peer = lab.popen(link.peer_ns, *mcastio_cmd("ping", *peer_args, *common[2:]),
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     (hcode, hout, herr), (pcode, _pout, perr) = (finish(p, timeout=20) for p in (host, peer))
-    assert (hcode, pcode) == (0, 0), (herr, perr)
+    assert (hcode, pcode) == codes, (herr, perr)
     return hout, herr
 
 
@@ -192,12 +194,17 @@ def test_ping_both_families_in_one_run(lab: Lab) -> None:
 
 
 def test_ping_ssm_joins_each_named_peer_as_a_source(lab: Lab) -> None:
-    """SSM groups (232/8) carry nothing without a source-specific join."""
-    link = lab.link[1]
-    out, _err = _ping_pair(
-        lab,
-        ["232.1.20.7:44008", link.peer_addr, "--ssm"],
-        ["232.1.20.7:44008", link.host_addr, "--ssm"],
-    )
+    """--ssm joins (PEER, GROUP): the named peer is heard, and only a named one."""
+    link, group = lab.link[1], "232.1.20.7:44008"
+    out, _err = _ping_pair(lab, [group, link.peer_addr, "--ssm"], [group, link.host_addr, "--ssm"])
     rows = {r["kind"]: r for r in json.loads(out)["results"]}
     assert (rows["multicast"]["sent"], rows["multicast"]["received"]) == (3, 3)
+    # Naming someone else as the source: the peer's multicast answers are filtered
+    # out by the kernel (an any-source join would let them in); unicast still works.
+    # Neither side hears the other's multicast now, so both exit 1.
+    out, _err = _ping_pair(
+        lab, [group, "10.200.1.99", "--ssm"], [group, link.host_addr, "--ssm"], codes=(1, 1)
+    )
+    rows = {r["kind"]: r for r in json.loads(out)["results"] if r["peer"] == link.peer_addr}
+    assert rows["unicast"]["received"] == rows["unicast"]["sent"] == 3
+    assert (rows["multicast"]["sent"], rows["multicast"]["received"]) == (3, 0)
