@@ -35,7 +35,10 @@ def test_send_with_a_rate_and_no_count_sends_until_interrupted(lab: Lab) -> None
         lab.host, *mcastio_cmd("send", "239.255.20.1:44001", "hi", "-i", "eth1", "--rate", "50"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    listener.wait_for(b"hi" * 5, timeout=10)
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # running: the first round is out
+    assert first.split()[:2] == [b"#1", b"eth1"], first
+    time.sleep(0.5)  # ~25 rounds at 50/s; the old code had exited after one
     assert proc.poll() is None, "send stopped by itself"
     proc.send_signal(signal.SIGINT)
     code, out, err = finish(proc)
@@ -43,7 +46,7 @@ def test_send_with_a_rate_and_no_count_sends_until_interrupted(lab: Lab) -> None
     summary = out.splitlines()[-2]
     rounds = int(summary.split(" in ")[1].split()[0])
     assert rounds >= 5
-    listener.stop()
+    assert listener.stop().count(b"hi") >= 5
 
 
 def test_send_lines_sends_one_datagram_per_line_of_stdin(lab: Lab) -> None:
@@ -60,8 +63,9 @@ def test_send_lines_sends_one_datagram_per_line_of_stdin(lab: Lab) -> None:
     out, err = proc.communicate(b"second\r\n\nthird", timeout=15)
     assert proc.returncode == 0, err
     assert "in 4 rounds" in out.decode()
-    time.sleep(0.2)
-    assert listener.stop() == b"first line" + b"second" + b"" + b"third"
+    # Datagrams are the lines without their endings (the empty one adds nothing).
+    listener.wait_for(b"first line" + b"second" + b"" + b"third", timeout=10)
+    listener.stop()
 
 
 _PEER_SEND = r"""

@@ -91,12 +91,15 @@ def lab() -> Iterator[Lab]:
 @pytest.mark.lab
 def test_protocol_example_runs_until_ctrl_c_as_it_says(lab: Lab) -> None:
     """It said "Ctrl-C quits" but quit by itself after its pings."""
+    listener = lab.peer_listen(lab.link[0], "239.255.8.9", 45009)
     proc = lab.popen(
         lab.host, "env", f"PYTHONPATH={ROOT}", sys.executable,
         str(ROOT / "examples" / "protocol.py"), "239.255.8.9", "45009", "--count", "1",
         "--interval", "0.05", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    time.sleep(1.0)
+    listener.wait_for(b"ping", timeout=10)  # it runs: its one ping is out
+    listener.stop()
+    time.sleep(1.0)  # the old example quit 0.05 s after its ping
     assert proc.poll() is None, "it quit by itself"
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=10)
