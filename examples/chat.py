@@ -4,7 +4,7 @@ Usage:
     python examples/chat.py [GROUP] [PORT]        (default 239.255.0.1 5000)
 
 Run it on two hosts on the same link (or in two namespaces of the mcastio lab,
-see docs/testing.md), type a line and press Enter. Ctrl-C or Ctrl-D quits. It
+see docs/how-to/test-with-the-lab.md), type a line and press Enter. Ctrl-C or Ctrl-D quits. It
 sends with TTL 1, so nothing leaves the local links.
 """
 

@@ -28,6 +28,7 @@ import ipaddress
 import secrets
 import struct
 import sys
+import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -102,8 +103,11 @@ def parse_answers(data: bytes) -> list[Record] | None:
                 value = str(ipaddress.IPv6Address(rdata))
             elif rtype == 12:
                 value = _name(data, pos)[0]
-            elif rtype == 33:
-                value = _name(data, pos + 6)[0]
+            elif rtype == 33 and size >= 7:
+                priority, weight, port = struct.unpack_from("!HHH", data, pos)
+                value = f"{_name(data, pos + 6)[0]}:{port} (priority {priority}, weight {weight})"
+            elif rtype == 16:
+                value = txt_text(rdata)
             else:
                 value = rdata.hex()
             if i < an or i >= an + ns:
@@ -112,6 +116,17 @@ def parse_answers(data: bytes) -> list[Record] | None:
         return records
     except (struct.error, IndexError, ValueError):
         return None
+
+
+def txt_text(rdata: bytes) -> str:
+    """TXT strings (RFC 6763 §6: key=value pairs) as ``'path=/' 'v=1'``, not hex."""
+    strings, pos = [], 0
+    while pos < len(rdata):
+        length = rdata[pos]
+        strings.append(rdata[pos + 1 : pos + 1 + length].decode("utf-8", "replace"))
+        pos += 1 + length
+    shown = [repr(s) for s in strings if s]
+    return " ".join(shown) or "(empty)"
 
 
 def questions_for(names: Sequence[str]) -> list[tuple[str, str]]:
@@ -171,7 +186,15 @@ def report(answers: Sequence[Answer]) -> Iterator[str]:
         seen.add(key)
         how = "reply" if a.reply else "group"
         r = a.record
-        yield f"{a.interface:<8} {how:<5} {a.source:<28} {r.type:<4} {r.name} -> {r.value}"
+        line = f"{a.interface:<8} {how:<5} {a.source:<28} {r.type:<4} {r.name} -> {r.value}"
+        if len(line) <= 80:
+            yield line
+            continue
+        # Within 80 columns: the value (a long name, an SRV, TXT strings) under it.
+        yield f"{a.interface:<8} {how:<5} {a.source:<28} {r.type:<4} {r.name}"[:80]
+        yield from textwrap.wrap(
+            f"-> {r.value}", 80, initial_indent="    ", subsequent_indent="       "
+        )
 
 
 def _in_lab(names: list[str], args: argparse.Namespace) -> list[Answer]:
@@ -205,6 +228,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lab", action="store_true", help="run in a namespace lab (root)")
     args = parser.parse_args(argv)
     if args.lab:
+        from mcastio.testing import lab_support
+        from mcastio.testing.responders import responder_support
+
+        # Said before anything is built: a missing package is not a traceback.
+        why = lab_support() or responder_support()
+        if why is not None:
+            print(f"mdns_browse: --lab cannot run here: {why}", file=sys.stderr)
+            return 2
         answers = _in_lab(list(args.names), args)
     else:
         answers = asyncio.run(

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -86,11 +87,21 @@ async def search(
 
 
 def report(found: Sequence[Response]) -> list[str]:
-    return [
-        f"{r.interface:<8} {r.source:<15} {r.headers.get('ST', ''):<40} "
-        f"{r.headers.get('SERVER', '')}  {r.headers.get('LOCATION', '')}"
-        for r in found
-    ]
+    """A line per answer (interface, responder, ST), its SERVER and LOCATION under it:
+    within 80 columns, as a terminal shows them."""
+    lines = []
+    for r in found:
+        lines.append(f"{r.interface:<8} {r.source:<15} {r.headers.get('ST', '')}")
+        for key in ("SERVER", "LOCATION"):
+            if r.headers.get(key):
+                lines += textwrap.wrap(
+                    f"{key.lower()}: {r.headers[key]}",
+                    80,
+                    initial_indent="    ",
+                    subsequent_indent="      ",
+                    break_on_hyphens=False,
+                )
+    return lines
 
 
 def _in_lab(st: str, mx: int) -> list[Response]:

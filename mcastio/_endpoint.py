@@ -2,7 +2,7 @@
 
 The public face of an endpoint: its options, its lifecycle and its API. What runs
 behind it (sockets, joins, reads, sends, the watcher and the keeper) is wired up in
-:mod:`._engine`; docs/design.md maps the modules.
+:mod:`._engine`; docs/explanation/design.md maps the modules.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class MulticastEndpoint(EndpointGroups):
     and :attr:`Datagram.group` says which one each datagram was sent to. With
     ``join=False`` the endpoint is send-only: it sends to its groups on every
     interface (and reads unicast replies) but never joins, so the host sends no
-    IGMP/MLD report or Leave for it (docs/groups-and-interfaces.md).
+    IGMP/MLD report or Leave for it (docs/reference/groups-and-interfaces.md).
 
     ``interfaces`` narrows the set: a list of names, a predicate over
     :class:`Interface`, or a selection such as :func:`mcastio.no_virtual_links`.
@@ -83,17 +83,18 @@ class MulticastEndpoint(EndpointGroups):
     the kernel's default); the kernel caps it at ``net.core.rmem_max``.
     ``receive_ttl`` fills :attr:`Datagram.ttl` with the TTL or hop limit each
     group datagram arrived with. ``coalesce_delay`` (seconds, default 1 ms, 0: off)
-    bounds how long a flood waits unread to be read in batches (docs/performance.md).
+    bounds how long a flood waits unread to be read in batches (docs/explanation/performance.md).
 
     ``source_port="ephemeral"`` (the default) sends each copy from a port of its own
     and delivers unicast answers to it as replies (``Datagram.group`` is None);
-    ``"group"`` sends from the group's port, as mDNS requires (docs/request-reply.md).
+    ``"group"`` sends from the group's port, as mDNS requires (docs/how-to/request-and-reply.md).
 
     ``keepalive`` (on by default) keeps the memberships alive on snooping
     switches when no querier's queries reach this host: when the host has not
     reported on an interface for that many seconds (``True``: 60 s) because it
     accepted no query there, the keeper makes it report again, never with a
-    Leave. ``False`` turns it off. See :attr:`keepalive_state` and docs/keepalive.md.
+    Leave. ``False`` turns it off. See :attr:`keepalive_state` and
+    docs/how-to/multicast-stops-after-a-few-minutes.md.
     """
 
     def __init__(
@@ -335,7 +336,7 @@ class MulticastEndpoint(EndpointGroups):
         """Send one copy out of the named interface; raises ``MulticastError`` on failure."""
         return await self._engine.tx.send(data, interface, group)
 
-    # -- unicast: answering (docs/answering.md) ------------------------------------
+    # -- unicast: answering (docs/how-to/answering.md) ------------------------------------
 
     def _route(self, address: str, port: int, interface: str) -> UnicastRoute:
         return route_unicast(address, port, interface, self.interfaces, self.family)

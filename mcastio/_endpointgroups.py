@@ -1,7 +1,7 @@
 """The groups of a :class:`MulticastEndpoint`: which, added and removed at run time.
 
 A mixin kept apart from :mod:`._endpoint` so that neither class grows past what
-one reads at once; docs/groups-and-interfaces.md describes the behaviour.
+one reads at once; docs/reference/groups-and-interfaces.md describes the behaviour.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Built on one :class:`MulticastEndpoint` per group and port, so it joins, sends and
 follows link changes exactly as an endpoint does. The decisions (loops, rates,
 duplicates, the pending requests) are in :mod:`._relayrules`; the sockets beyond
-the endpoints in :mod:`._relayio`. docs/relay.md explains the rules and limits.
+the endpoints in :mod:`._relayio`. docs/how-to/relay.md explains the rules and limits.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ class Relay:
     unless ``slot`` is given) and is cancelled if another relay's copy is heard
     there first; a datagram seen within ``window`` seconds is not forwarded again.
     Answers to requests are carried back for ``answer_timeout`` seconds, for at
-    most ``max_pending`` (requester, link) pairs per group. See docs/relay.md.
+    most ``max_pending`` (requester, link) pairs per group. See docs/how-to/relay.md.
     """
 
     def __init__(

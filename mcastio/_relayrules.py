@@ -1,7 +1,7 @@
 """The relay's decisions, pure: rate limits, the duplicate window, hold-down and answers.
 
 No sockets, no asyncio: every method takes the clock (``now``, in seconds) as an
-argument, so the rules are tested with hypothesis in microseconds. docs/relay.md
+argument, so the rules are tested with hypothesis in microseconds. docs/how-to/relay.md
 says why these rules and what they cannot do.
 """
 

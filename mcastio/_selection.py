@@ -4,7 +4,7 @@ Each selection decides from what the kernel says a device is (its link kind, the
 device it sits on, the bridge it is a port of, a bus device behind it, wifi),
 read into :class:`Interface` by :mod:`._discovery`. Only where the kernel could
 not be asked (``Interface.kind`` is None: no rtnetlink) do names decide, by the
-prefixes listed here. docs/groups-and-interfaces.md states every rule.
+prefixes listed here. docs/reference/groups-and-interfaces.md states every rule.
 """
 
 from __future__ import annotations

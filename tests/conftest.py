@@ -140,6 +140,18 @@ def make_lab() -> Iterator[Callable[..., Lab]]:
         lab.destroy()
 
 
+def module_lab(**kwargs: Any) -> Iterator[Lab]:
+    """The body of a module-scoped lab fixture (``yield from module_lab(links=3)``):
+    one lab for every test of a module, destroyed after the last."""
+    _require_lab()
+    lab = Lab(**kwargs)
+    try:
+        lab.build()
+        yield lab
+    finally:
+        lab.destroy()
+
+
 @pytest.fixture
 def lab(make_lab: Callable[..., Lab]) -> Lab:
     """A host with three links (default route on eth0) and a peer behind each."""

@@ -122,10 +122,10 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         (["send", "239.1.1.1:5000", "x", "--ttl", "256"], "from 0 to 255, not 256"),
         (["send", "239.1.1.1:5000", "--hex", "4g"], "is not hex bytes"),
         (["send", "239.1.1.1:5000", "--size", "70000"], "from 0 to 65507 bytes"),
-        (["send", "239.1.1.1:5000", "x", "--size", "3"], "not allowed with argument"),
         (["send", "239.1.1.1:5000", "x", "--rate", "3", "--interval", "1"], "not allowed"),
         (["ping", "239.1.1.1:5000", "-c", "0"], "must be at least 1"),
-        (["doctor", "--duration", "-1"], "must not be negative"),
+        (["doctor", "--duration", "-1"], "must be more than 0"),
+        (["doctor", "-d", "0"], "must be more than 0"),
         (["querier", "--interval", "0"], "--interval: must be more than 0"),
         (["querier", "--duration", "0"], "--duration/-d: must be more than 0"),
     ],
@@ -137,8 +137,11 @@ def test_bad_values_are_usage_errors_with_a_reason(
         main(argv)
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert needle in err, err
-    assert f"mcastio {argv[0]}: " in err
+    assert needle in " ".join(err.split()), err  # messages wrap at 80 columns
+    assert all(len(line) <= 80 for line in err.splitlines()), err
+    # One prefix for every subcommand; the usage line names the subcommand.
+    assert [ln for ln in err.splitlines() if not ln.startswith(" ")][-1].startswith("mcastio: ")
+    assert f"usage: mcastio {argv[0]} " in err
 
 
 @pytest.mark.parametrize(
@@ -147,15 +150,22 @@ def test_bad_values_are_usage_errors_with_a_reason(
         (["listen", "239.1.1.1"], "GROUP:PORT"),
         (["send", "239.1.1.1:5000"], "give a MESSAGE, or --file PATH"),
         (["send", "239.1.1.1:5000", "--file", "/nonexistent/x"], "cannot read /nonexistent/x"),
-        (["ping", "239.1.1.1:5000", "ff02::1"], "not of the group's address family"),
+        (["ping", "239.1.1.1:5000", "fd00::1"], "not of the group's address family"),
         (["ping", "239.1.1.1:5000", "host"], "is not an IP address"),
+        (["ping", "239.1.1.1:5000", "239.1.1.2"], "is a multicast address"),
+        (["send", "239.1.1.1:5000", "x", "--size", "3"], "give the payload once"),
+        (["doctor", "239.255.1.1:70000"], "port must be from 1 to 65535"),
+        (["listen", "[ff02::1%eth0]:5000"], "--interface eth0"),
     ],
 )
 def test_bad_targets_and_payloads_exit_2_before_touching_the_network(
     argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(argv) == 2
-    assert needle in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert needle in err
+    assert err.startswith("mcastio: "), err
+    assert "interfaces=" not in err  # command-line words, not the API's
 
 
 def test_datagram_line_fits_80_columns_and_shows_every_field() -> None:
@@ -165,7 +175,7 @@ def test_datagram_line_fits_80_columns_and_shows_every_field() -> None:
     assert len(LISTEN_HEADER) <= 80
     fields = line.split()
     assert fields[:6] == ["15:00:01.234", "eth1", "10.200.1.2:40000", "239.255.0.1", "7", "220"]
-    assert fields[6] == "hello.wor~"
+    assert fields[6] == "hello.worldhe~"
     # Each label sits over its column.
     for label, value in (("TTL", "7"), ("LEN", "220"), ("GROUP", "239.255.0.1")):
         assert LISTEN_HEADER.index(label) + len(label) >= line.index(" " + value + " ")
@@ -182,14 +192,14 @@ def test_datagram_line_fits_80_columns_and_shows_every_field() -> None:
 def test_datagram_line_shows_the_sequence_number_not_the_header_bytes() -> None:
     data = encode_header(7, 42, 0) + b"payload"
     line = datagram_line(Datagram(data, ("10.0.0.2", 1), "239.1.1.1", "eth0"), WHEN, 1, 42)
-    assert line.endswith(" #42 paylo~")
+    assert line.endswith(" #42 payload")
     assert str(len(data)) in line.split()
 
 
 def test_datagram_json_keys_and_base64() -> None:
     dgram = Datagram(b"\x00\xffhi", ("10.200.1.2", 40000), "239.255.0.1", "eth1", 3)
     obj = json.loads(datagram_json(dgram, WHEN, 3))
-    assert set(obj) == {"time", "interface", "source", "group", "length", "data", "ttl"}
+    assert set(obj) == {"time", "interface", "source", "group", "port", "length", "data", "ttl"}
     assert base64.b64decode(obj["data"]) == b"\x00\xffhi"
     assert (obj["length"], obj["ttl"], obj["source"]) == (4, 3, "10.200.1.2:40000")
     assert datetime.datetime.fromisoformat(obj["time"]) == WHEN
@@ -274,3 +284,82 @@ def test_logs_are_formatted_for_people() -> None:
     assert stream.getvalue() == (
         "mcastio: warning: could not use eth1\n  because: the --interface\n"
     )
+
+
+# -- the second pass (issue 20) ---------------------------------------------------------
+
+
+def test_options_and_operands_in_any_order() -> None:
+    """Friction 3: the message after options was refused with the top-level usage."""
+    args = build_parser().parse_args(
+        ["send", "239.255.1.1:5001", "--seq", "-c", "20", "--rate", "10", "-q", "ping"]
+    )
+    assert (args.target, args.message, args.count, args.rate, args.seq, args.quiet) == (
+        "239.255.1.1:5001", "ping", 20, 10.0, True, True,
+    )  # fmt: skip
+    args = build_parser().parse_args(["ping", "-c", "3", "239.1.1.1:5000", "-i", "e", "10.0.0.2"])
+    assert (args.target, args.peers, args.interface) == ("239.1.1.1:5000", ["10.0.0.2"], ["e"])
+    args = build_parser().parse_args(["listen", "-q", "239.1.1.1:5000", "-c", "2", "[ff02::1]:9"])
+    assert args.targets == ["239.1.1.1:5000", "[ff02::1]:9"]
+
+
+def test_a_leftover_argument_is_refused_with_the_subcommands_usage(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["send", "239.255.1.1:5001", "one", "two"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: mcastio send ")
+    assert "mcastio: unrecognized arguments: two" in err
+
+
+@pytest.mark.parametrize("command", ["listen", "send", "ping", "doctor", "interfaces", "querier"])
+def test_verbose_after_the_subcommand(command: str) -> None:
+    """Friction 5: ``mcastio listen G -v`` was refused."""
+    operands = {"listen": ["239.1.1.1:5"], "send": ["239.1.1.1:5", "x"], "ping": ["239.1.1.1:5"]}
+    argv = [command, *operands.get(command, [])]
+    assert build_parser().parse_args([*argv, "-v"]).verbose is True
+    assert build_parser().parse_args(["-v", *argv]).verbose is True
+    assert build_parser().parse_args(argv).verbose is False
+
+
+def test_send_paced_without_a_count_means_until_stopped() -> None:
+    """Friction 4: ``send G hi --rate 10`` sent once; a pace with no count is forever."""
+    from mcastio._cli.send import rounds_wanted
+
+    def wanted(*argv: str) -> int | None:
+        return rounds_wanted(build_parser().parse_args(["send", "239.1.1.1:5", *argv]))
+
+    assert wanted("hi") == 1
+    assert wanted("hi", "--rate", "10") is None
+    assert wanted("hi", "--interval", "0.5") is None
+    assert wanted("hi", "--rate", "10", "-c", "3") == 3
+    assert wanted("--lines") is None
+
+
+def test_listen_lines_show_group_and_port_and_payloads_print_whole() -> None:
+    """Frictions 2 and 7: the destination port, and the whole payload on request."""
+    from mcastio._cli.fmt import listen_header, payload_text
+
+    dgram = Datagram(b"x" * 300 + b"\nend\x07", ("10.0.0.2", 40000), "239.1.1.1", "eth1")
+    line = datagram_line(dgram, WHEN, 1, port=5001, dest_width=16)
+    assert line.split()[3] == "239.1.1.1:5001"
+    header = listen_header(16, ports=True)
+    assert header.index("GROUP:PORT") == line.index("239.1.1.1:5001")
+    body = payload_text(dgram.data)
+    assert all(len(ln) <= 80 for ln in body)
+    assert "".join(ln[4:] for ln in body[:-1]) == "x" * 300
+    assert body[-1] == "    end."
+
+
+def test_ping_operands_split_into_one_group_per_family_and_peers() -> None:
+    from mcastio._cli.ping import split_operands
+
+    targets, peers = split_operands(["239.1.1.1:9", "10.0.0.2", "[ff12::1]:9", "fd00::2"])
+    assert [(str(g), p) for g, p in targets] == [("239.1.1.1", 9), ("ff12::1", 9)]
+    assert peers == ["10.0.0.2", "fd00::2"]
+    with pytest.raises(ValueError, match="one group per address family"):
+        split_operands(["239.1.1.1:9", "239.1.1.2:9"])
+    with pytest.raises(ValueError, match="not of the group's address family"):
+        split_operands(["239.1.1.1:9", "fd00::2"])

@@ -58,7 +58,7 @@ def test_protocol_example_pings_every_link(lab: Lab) -> None:
     listeners = [lab.peer_listen(link, "239.255.8.2", 45002) for link in lab.link]
     proc = lab.run(
         lab.host, *example("protocol.py", "239.255.8.2", "45002", "--count", "2",
-                           "--interval", "0.1"),
+                           "--interval", "0.1", "--duration", "0.3"),
     )  # fmt: skip
     assert proc.returncode == 0
     assert [listener.lines() for listener in listeners] == [[b"pingping"]] * 3

@@ -204,3 +204,21 @@ def test_ping_peer_table_is_bounded() -> None:
     assert stats.heard(99999, "10.9.9.9", "eth0") is None
     assert len(stats.peers) == MAX_PEERS
     assert stats.heard(100, "10.0.0.1", "eth0") is not None  # a known one still counts
+
+
+def test_ping_counts_the_same_number_of_probes_for_a_peer_that_started_late() -> None:
+    """Friction 6: SENT showed 4 for -c 5 when the peer started after the first probe."""
+    from mcastio._cli.pingstats import MULTICAST, PingStats
+
+    stats = PingStats(1)
+    for _ in range(2):  # two probes before the peer runs
+        stats.sent(MULTICAST, "eth1", stats.next_seq())
+    assert stats.finished(3)  # no peer heard: nothing to wait for
+    peer = stats.heard(2, "10.0.0.2", "eth1")
+    assert peer is not None
+    assert not stats.finished(3)
+    for _ in range(3):
+        stats.sent(MULTICAST, "eth1", stats.next_seq())
+    assert stats.finished(3)
+    [row] = [r for r in stats.results(3) if r["kind"] == "multicast"]
+    assert row["sent"] == 3

@@ -79,8 +79,8 @@ def test_without_namespace_rights_the_demo_explains_and_sends_nothing(lab: Lab) 
         sys.executable, "-m", "mcastio", "demo", check=False,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr
-    out = proc.stdout
-    assert out.startswith("mcastio demo: cannot build the namespace lab here:")
+    out = proc.stderr
+    assert out.startswith("mcastio: demo: cannot build the namespace lab here:")
     assert "needs root or a user namespace" in out
     assert "'unshare -rnm' failed" in out
     assert "never on your" in out

@@ -281,3 +281,39 @@ def test_doctor_says_when_the_keeper_or_our_querier_runs() -> None:
     # Our own queries leave the host, so the capture never sees them: no false alarm
     # on eth1, but still one on eth0, which our querier does not cover.
     assert [f.interface for f in by_id(findings, "no-querier")] == ["eth0"]
+
+
+def test_doctor_text_says_a_shared_fix_once_and_pins_the_drop_counter() -> None:
+    """Friction 9: 75 lines on a healthy 3-link host, the same fix per interface, and
+    the host-wide rp_filter drop counter blamed on every interface."""
+    from mcastio._cli.doctortext import findings_text
+
+    eth2 = Interface("eth2", 4, ipv4=(ipaddress.IPv4Interface("10.220.1.1/24"),))
+    state = dataclasses.replace(
+        BASE,
+        interfaces=(LO, ETH0, ETH1, eth2),
+        rp_filter={"all": 1, "eth0": 0, "eth1": 0, "eth2": 0},
+        queries=(query("192.168.77.1"),),
+        rpf_drops_after=12,
+    )
+    findings = diagnose(state)
+    rp = {f.interface: f for f in by_id(findings, "rp-filter-strict")}
+    assert set(rp) == {"eth0", "eth1", "eth2"}
+    # Only eth1 had a query dropped: only eth1 carries the counter.
+    assert [n for n, f in rp.items() if any("IPReversePathFilter" in e for e in f.evidence)] == [
+        "eth1"
+    ]
+    assert "counter" not in rp["eth0"].message
+    text = "\n\n".join(findings_text(findings))
+    assert all(len(line) <= 80 for line in text.splitlines())
+    # eth0 and eth2 share one block: one head, one fix.
+    assert "WARNING rp-filter-strict [eth0, eth2]" in text
+    assert "INFO    no-querier [eth0, eth2]" in text
+    assert text.count("net.ipv4.conf.IF.rp_filter=2") == 1
+    # The remedy several findings share is said once, at the end.
+    assert text.count("keeps its own memberships alive") == 1
+    # The old text: one block per finding.
+    from mcastio._cli.doctortext import finding_text
+
+    old = "\n\n".join(finding_text(f) for f in findings)
+    assert len(text.splitlines()) < len(old.splitlines()) - 10

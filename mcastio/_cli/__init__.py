@@ -14,6 +14,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
@@ -26,8 +27,48 @@ class _Parser(argparse.ArgumentParser):
     """argparse with the error line in the form every mcastio message has."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        from .contract import PREFIX, USAGE, wrap
+
         self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: {message}\n")
+        self.exit(USAGE, wrap(PREFIX, f"{message} (see '{self.prog} --help')") + "\n")
+
+
+class _SubParser(_Parser):
+    """A subcommand's parser: options and operands in any order, ``-v`` anywhere.
+
+    Plain argparse stops filling positionals at the first option, so
+    ``send G --seq ping`` left ``ping`` over and the top-level parser refused it
+    with the top-level usage. Intermixed parsing takes operands wherever they
+    stand, and leftovers are refused here, with this subcommand's usage.
+    """
+
+    _inside = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # SUPPRESS: without -v here, the top level's value (maybe given before
+        # the subcommand) stays.
+        self.add_argument(
+            "--verbose",
+            "-v",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="also log joins, leaves and interface changes",
+        )
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self._inside:  # parse_known_intermixed_args calls back here
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            parsed, extras = self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--verbose", "-v", action="store_true", help="also log joins, leaves and interface changes"
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_SubParser)
     sub.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(f".{name}", __name__).register(sub)

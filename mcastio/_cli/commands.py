@@ -8,20 +8,31 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import textwrap
 from collections.abc import Sequence
 
 from .._errors import MulticastError
-from .._model import Interface, ineligibility, is_eligible, parse_group
-from . import validate
-from .doctor import Finding
+from .._model import Group, Interface, ineligibility, is_eligible, parse_group
+from . import contract, validate
+from .doctortext import findings_text
 from .fmt import WIDTH, parse_group_port
 
 
 def _error(message: str) -> int:
-    print(f"mcastio: {message}", file=sys.stderr)
-    return 2
+    return contract.usage(message)
+
+
+def parse_doctor_group(text: str) -> Group:
+    """``239.1.2.3``, or the ``GROUP:PORT`` that listen and send take; ValueError."""
+    try:
+        return parse_group(text)
+    except ValueError as exc:
+        # A port was given (digits after the last colon, and an IPv4 dot or IPv6
+        # brackets before it): the port's own mistake is the one to report.
+        host, sep, port = text.rpartition(":")
+        if sep and port.isdigit() and (host.startswith("[") or "." in host):
+            return parse_group_port(text)[0]
+        raise ValueError(str(exc)) from None
 
 
 __all__ = ["cmd_doctor", "cmd_interfaces", "register"]
@@ -45,7 +56,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     doctor.add_argument(
         "--duration",
         "-d",
-        type=validate.non_negative_seconds,
+        type=validate.seconds,
         default=10.0,
         metavar="S",
         help="seconds to watch (default 10)",
@@ -169,19 +180,6 @@ def cmd_interfaces(args: argparse.Namespace) -> int:
 # -- doctor ---------------------------------------------------------------------------
 
 
-def finding_text(finding: Finding) -> str:
-    where = f" [{finding.interface}]" if finding.interface else ""
-    lines = [f"{finding.severity.upper():<8}{finding.id}{where}"]
-    lines += textwrap.wrap(finding.message, WIDTH, initial_indent="  ", subsequent_indent="  ")
-    for item in finding.evidence:
-        lines += textwrap.wrap(item, WIDTH, initial_indent="  - ", subsequent_indent="    ")
-    if finding.fix:
-        lines += textwrap.wrap(
-            finding.fix, WIDTH, initial_indent="  fix: ", subsequent_indent="       "
-        )
-    return "\n".join(lines)
-
-
 def cmd_doctor(args: argparse.Namespace) -> int:
     from .doctor import diagnose
     from .hoststate import collect
@@ -189,32 +187,26 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     group = None
     if args.group is not None:
         try:
-            group = parse_group(args.group)
+            group = parse_doctor_group(args.group)
         except ValueError as exc:
-            # Also accept the GROUP:PORT form that listen and send take.
-            try:
-                group = parse_group_port(args.group)[0]
-            except ValueError:
-                return _error(str(exc))
+            return _error(str(exc))
     if not args.json:
         print(
             f"watching the host for {args.duration:g} s"
             + (f" for {group}" if group else "")
             + " ...",
-            file=sys.stderr,
             flush=True,
         )
     try:
         state = collect(args.duration)
     except MulticastError as exc:
-        print(f"mcastio: {exc}", file=sys.stderr)
-        return 1
+        return contract.failed(str(exc))
     findings = diagnose(state, group)
     if args.json:
         print(json.dumps({"findings": [f.to_json() for f in findings]}, indent=2))
     else:
-        for finding in findings:
-            print(finding_text(finding))
+        for block in findings_text(findings):
+            print(block)
             print()
         counts = {s: sum(f.severity == s for f in findings) for s in ("error", "warning", "info")}
         print(", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items()))

@@ -22,6 +22,7 @@ from .._endpoint import MulticastEndpoint
 from .._model import Datagram
 from ..testing import Lab, LabError
 from ..testing._support import find_tool, lab_support
+from . import contract
 from .fmt import WIDTH
 
 __all__ = ["register", "run_demo"]
@@ -32,7 +33,7 @@ GROUP = "239.255.77.77"
 OTHER = "239.255.77.78"
 PORT = 45077
 _REEXEC_FLAG = "MCASTIO_DEMO_UNSHARED"
-DOCS = "docs/index.md#background and docs/design.md"
+DOCS = "docs/index.md#background and docs/explanation/design.md"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,8 +50,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run_demo(links: int = 3) -> int:
     if not 2 <= links <= 8:
-        print("mcastio demo: --links must be between 2 and 8", file=sys.stderr)
-        return 2
+        return contract.usage("--links must be between 2 and 8")
     reason = lab_support()
     if reason is not None:
         unshare_reason = _unshare_reason()
@@ -86,7 +86,7 @@ def _unshare_reason() -> str | None:
 
 def _cannot_build(reason: str, unshare_reason: str | None) -> int:
     """Say why there is no lab and how to get one; send nothing anywhere."""
-    lines = ["mcastio demo: cannot build the namespace lab here:", *_wrap(reason, "  ")]
+    lines = ["mcastio: demo: cannot build the namespace lab here:", *_wrap(reason, "  ")]
     if unshare_reason is not None:
         lines += _wrap(unshare_reason, "  ")
     lines += [
@@ -103,8 +103,9 @@ def _cannot_build(reason: str, unshare_reason: str | None) -> int:
         "",
         *_wrap(f"What it shows, and why multicast fails on multi-homed hosts: {DOCS}.", ""),
     ]
-    print("\n".join(lines))
-    return 1
+    # A message, not the demo's output: on stderr, under the one prefix.
+    print("\n".join(lines), file=sys.stderr)
+    return contract.FAILED
 
 
 def _wrap(text: str, indent: str) -> list[str]:
@@ -217,7 +218,7 @@ async def _mcastio_both(lab: Lab) -> tuple[list[Datagram], set[str], int]:
 
 
 _INTRO = """\
-mcastio demo: a simulated host with {n} links (eth0 carries the default route) and
+A simulated host with {n} links (eth0 carries the default route) and
 a peer namespace behind each link; group {group}:{port}.
 
   naive socket  bound to 0.0.0.0:{port}, joined with INADDR_ANY (the kernel

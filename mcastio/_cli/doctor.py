@@ -129,22 +129,31 @@ def check_rp_filter(state: HostState) -> list[Finding]:
     delta = _rpf_delta(state)
     rising = delta is not None and delta > 0
     findings = []
-    for iface in ifaces:
-        if _rp(state, iface.name)[0] != 1:
-            continue
-        # The counter is host-wide; a captured query it must have dropped pins it here.
-        dropped = [
+    strict = [i for i in ifaces if _rp(state, i.name)[0] == 1]
+    # The counter is host-wide; a captured query it must have dropped pins it to one.
+    dropped_on = {
+        iface.name: [
             q.source
             for q in state.queries or ()
             if q.interface == iface.name
             and isinstance(q.source, ipaddress.IPv4Address)
             and _rp_drops(state, iface, q.source)
         ]
-        evidence = [_rp_evidence(state, iface.name), _rpf_evidence(state)]
+        for iface in strict
+    }
+    pinned = any(dropped_on.values())
+    for iface in strict:
+        dropped = dropped_on[iface.name]
+        evidence = [_rp_evidence(state, iface.name)]
         if dropped:
+            # The counter is host-wide: it goes with the interface a captured
+            # query pins it to, not with every strict one.
+            evidence.append(_rpf_evidence(state))
             evidence.append(
                 f"IGMP queries on {iface.name} from {dropped[0]} fail the reverse-path check"
             )
+        elif rising and not pinned:
+            evidence.append(_rpf_evidence(state) + "; host-wide, not pinned to an interface")
         findings.append(
             Finding(
                 "rp-filter-strict",
@@ -153,8 +162,9 @@ def check_rp_filter(state: HostState) -> list[Finding]:
                 f"drops multicast and IGMP queries arriving on {iface.name} from any source "
                 f"it would not route back out of {iface.name}."
                 + (
-                    " The host's reverse-path drop counter rose while doctor watched."
-                    if rising
+                    " Queries dropped on this interface made the host's reverse-path "
+                    "drop counter rise while doctor watched."
+                    if dropped and rising
                     else ""
                 ),
                 iface.name,

@@ -16,16 +16,19 @@ from .._endpoint import MulticastEndpoint
 from .._errors import MulticastError
 from .._model import Datagram, Group
 from .._subscription import Subscription
-from . import validate
+from . import contract, validate
 from .fmt import (
-    LISTEN_HEADER,
     datagram_json,
     datagram_line,
+    destination,
     hexdump,
     host_port,
-    parse_group_port,
+    listen_header,
+    parse_targets,
+    payload_text,
 )
 from .logs import cli_words
+from .pcapng import PcapWriter
 from .runner import run_until_stopped, wait_or_stop
 from .seqheader import decode_header
 from .tracking import Tally, progress_line
@@ -50,7 +53,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "targets",
         nargs="+",
         metavar="GROUP:PORT",
-        help="e.g. 239.255.0.1:5000 or [ff02::fb]:5353; several allowed",
+        help="e.g. 239.255.0.1:5000 or [ff02::fb]:5353; several allowed, and ranges "
+        "as mcjoin joins them: 239.1.1.1-20:5000 or 239.1.1.1-239.1.1.20:5000",
     )
     p.add_argument(
         "--interface", "-i", action="append", metavar="IF", help="only this interface (repeatable)"
@@ -70,6 +74,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     shown = p.add_mutually_exclusive_group()
     shown.add_argument("--hex", action="store_true", help="also dump each payload in hex")
     shown.add_argument(
+        "--text",
+        "-A",
+        action="store_true",
+        help="also print each payload in full, as text (as tcpdump -A)",
+    )
+    shown.add_argument(
+        "--raw",
+        action="store_true",
+        help="write only the payloads, as they are, to stdout (for a pipe); "
+        "everything else goes to stderr",
+    )
+    shown.add_argument(
         "--quiet", "-q", action="store_true", help="print only the summary (for floods)"
     )
     shown.add_argument(
@@ -78,6 +94,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=validate.seconds,
         metavar="S",
         help="instead of each datagram, one line of totals and rates every S seconds",
+    )
+    p.add_argument(
+        "--pcap",
+        "-w",
+        metavar="FILE",
+        help="also write every datagram to FILE (pcapng, for tcpdump -r and Wireshark; "
+        "one interface block per interface, IP/UDP headers rebuilt)",
     )
     p.add_argument(
         "--fail-empty",
@@ -90,14 +113,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 class _Printer:
     """Counts every datagram and prints it the way the options ask."""
 
-    def __init__(self, args: argparse.Namespace, tally: Tally, out: TextIO) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        tally: Tally,
+        out: TextIO,
+        dest_width: int,
+        pcap: PcapWriter | None = None,
+    ) -> None:
         self.args = args
         self.tally = tally
         self.out = out
+        self.dest_width = dest_width
+        self.pcap = pcap
         self.done = asyncio.Event()
         self.each = not (args.quiet or args.progress)
 
-    def handle(self, batch: list[Datagram]) -> None:
+    def handle(self, batch: list[Datagram], port: int) -> None:
         args, tally = self.args, self.tally
         now_ns = time.time_ns()
         for dgram in batch:
@@ -105,26 +137,34 @@ class _Printer:
                 self.done.set()
                 return
             source = dgram.source[0]
-            tally.add(dgram.interface, source, len(dgram.data))
+            tally.add(dgram.interface, source, len(dgram.data), destination(dgram, port))
+            if self.pcap is not None:
+                self.pcap.write(dgram, port, now_ns)
             header = decode_header(dgram.data)
             seq = None
             if header is not None:
                 seq = header.seq
                 tally.add_seq(dgram.interface, source, header.stream, seq, now_ns - header.sent_ns)
             if self.each:
-                self._print(dgram, now_ns, seq)
+                self._print(dgram, now_ns, seq, port)
         if args.count is not None and tally.total >= args.count:
             self.done.set()
 
-    def _print(self, dgram: Datagram, now_ns: int, seq: int | None) -> None:
+    def _print(self, dgram: Datagram, now_ns: int, seq: int | None, port: int) -> None:
+        if self.args.raw:
+            self.out.buffer.write(dgram.data)
+            self.out.buffer.flush()
+            return
         when = datetime.datetime.fromtimestamp(now_ns / 1e9, datetime.timezone.utc)
         ttl = dgram.ttl
         if self.args.json:
-            line = datagram_json(dgram, when, ttl, seq)
+            line = datagram_json(dgram, when, ttl, seq, port)
         else:
-            line = datagram_line(dgram, when.astimezone(), ttl, seq)
+            line = datagram_line(dgram, when.astimezone(), ttl, seq, port, self.dest_width)
             if self.args.hex:
                 line = "\n".join([line, *hexdump(dgram.data)])
+            elif self.args.text:
+                line = "\n".join([line, *payload_text(dgram.data)])
         print(line, file=self.out, flush=True)
 
 
@@ -139,9 +179,11 @@ def _open(group: Group, port: int, args: argparse.Namespace) -> MulticastEndpoin
     )
 
 
-async def _pump(sub: Subscription, handle: Callable[[list[Datagram]], None]) -> None:
+async def _pump(
+    sub: Subscription, port: int, handle: Callable[[list[Datagram], int], None]
+) -> None:
     while batch := await sub.get_batch():
-        handle(batch)
+        handle(batch, port)
 
 
 async def _listen(
@@ -151,7 +193,7 @@ async def _listen(
     out: TextIO,
     stop: asyncio.Event,
 ) -> None:
-    status = sys.stderr if args.json else out
+    status = sys.stderr if args.json or args.raw else out
     async with contextlib.AsyncExitStack() as stack:
         endpoints = []
         for group, port in targets:
@@ -166,17 +208,24 @@ async def _listen(
             where = ", ".join(names)
             ssm = f" from {', '.join(args.source)}" if args.source else ""
             print(f"listening on {host_port(str(group), port)}{ssm} on {where}", file=status)
-        if not (args.json or args.quiet or args.progress):
-            print(LISTEN_HEADER, file=out)
+        dest_width = max(len(host_port(str(g), p)) for g, p in targets)
+        if not (args.json or args.quiet or args.progress or args.raw):
+            print(listen_header(dest_width, ports=True), file=out)
         status.flush()
-        printer = _Printer(args, tally, out)
+        pcap = None
+        if args.pcap is not None:
+            pcap = stack.enter_context(PcapWriter.open(args.pcap))
+        printer = _Printer(args, tally, out, dest_width, pcap)
         subs = [ep.subscribe() for ep in endpoints]
 
         def update_drops() -> None:
             tally.drops.kernel = sum(ep.stats.kernel_dropped for ep in endpoints)
             tally.drops.queue = sum(s.dropped for s in subs)
 
-        pumps = [asyncio.create_task(_pump(s, printer.handle)) for s in subs]
+        pumps = [
+            asyncio.create_task(_pump(s, port, printer.handle))
+            for s, (_group, port) in zip(subs, targets, strict=True)
+        ]
         reporter = None
         if args.progress:
             reporter = asyncio.create_task(_report(args.progress, tally, out, update_drops))
@@ -218,23 +267,26 @@ async def _report(interval: float, tally: Tally, out: TextIO, update: Callable[[
 
 def cmd_listen(args: argparse.Namespace) -> int:
     try:
-        targets = [parse_group_port(t) for t in args.targets]
+        targets = [target for text in args.targets for target in parse_targets(text)]
     except ValueError as exc:
-        print(f"mcastio listen: {exc}", file=sys.stderr)
-        return 2
+        return contract.usage(str(exc))
+    if args.raw and args.json:
+        return contract.usage("--raw and --json both write to stdout: choose one")
     tally = Tally()
-    code = 0
+    code = contract.OK
     try:
         run_until_stopped(lambda stop: _listen(targets, args, tally, sys.stdout, stop))
-    except (MulticastError, ValueError) as exc:
-        print(f"mcastio: {cli_words(str(exc))}", file=sys.stderr)
-        code = 1
-    names = " ".join(host_port(str(g), p) for g, p in targets)
-    summary_to = sys.stderr if args.json else sys.stdout
+    except ValueError as exc:  # an argument the library refused: a bad -i or -s
+        return contract.usage(cli_words(str(exc)))
+    except MulticastError as exc:
+        code = contract.failed(cli_words(str(exc)))
+        if not tally.interfaces:
+            return code  # it never listened: a summary of nothing would only confuse
+    names = " ".join(args.targets)
+    summary_to = sys.stderr if args.json or args.raw else sys.stdout
     print(tally.summary(names), file=summary_to, flush=True)
     if args.json:
         print(json.dumps({"summary": tally.to_json()}), flush=True)
     if code == 0 and args.fail_empty and tally.total == 0:
-        print("mcastio: nothing arrived", file=sys.stderr)
-        code = 1
+        code = contract.failed("nothing arrived")
     return code

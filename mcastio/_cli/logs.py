@@ -39,9 +39,9 @@ def cli_words(text: str) -> str:
 class _Formatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = cli_words(record.getMessage())
-        level = record.levelname.lower()
-        first, *rest = text.splitlines() or [""]
-        return "\n".join([f"mcastio: {level}: {first}", *(f"  {ln.strip()}" for ln in rest)])
+        from .contract import PREFIX, wrap
+
+        return wrap(f"{PREFIX}{record.levelname.lower()}: ", text)
 
 
 class _Handler(logging.Handler):

@@ -10,12 +10,14 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
+import itertools
 import json
+import re
 import secrets
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .. import _net
@@ -23,16 +25,19 @@ from .._endpoint import MulticastEndpoint
 from .._errors import MulticastError
 from .._model import Datagram, Group, Interface
 from .._subscription import Subscription
-from . import validate
+from . import contract, validate
 from .fmt import host_port, parse_group_port
 from .logs import cli_words
 from .pingstats import (
     MULTICAST,
+    NO_PEERS,
     PROBE,
     UNICAST,
+    Answer,
     Message,
     Peer,
     PingStats,
+    answer_line,
     broken,
     decode,
     encode,
@@ -55,8 +60,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "by their probes; name them (their unicast address) to also see the ones "
         "multicast cannot reach. Exits 1 when some peer never answered somewhere.",
     )
-    p.add_argument("target", metavar="GROUP:PORT")
-    p.add_argument("peers", nargs="*", metavar="PEER", help="a peer's unicast address")
+    p.add_argument(
+        "target",
+        metavar="GROUP:PORT",
+        help="the group; an IPv4 and an IPv6 one (e.g. '[ff12::1]:4321' after it) "
+        "ping both families in one run",
+    )
+    p.add_argument(
+        "peers",
+        nargs="*",
+        metavar="PEER",
+        help="a peer's unicast address (either family)",
+    )
     p.add_argument(
         "--interface", "-i", action="append", metavar="IF", help="only this interface (repeatable)"
     )
@@ -74,7 +89,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "at least 1 s), so slower-starting peers get their answers",
     )
     p.add_argument("--ttl", type=validate.ttl, default=1, metavar="N", help="hop limit (default 1)")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument(
+        "--ssm",
+        action="store_true",
+        help="source-specific multicast, as omping -m: join (PEER, GROUP) for each named "
+        "peer, and hear only them (232/8, ff3x::)",
+    )
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print the results as JSON")
+    shown.add_argument(
+        "--quiet", "-q", action="store_true", help="no line per answer, only the table"
+    )
     p.set_defaults(handler=cmd_ping)
 
 
@@ -127,14 +152,26 @@ def _parse_peer(text: str, family: socket.AddressFamily) -> tuple[str, str | Non
         addr = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"peer {text!r} is not an IP address") from None
+    if addr.is_multicast:
+        raise ValueError(
+            f"peer {text!r} is a multicast address; name peers by their unicast "
+            "address (the group is GROUP:PORT)"
+        )
     if (addr.version == 4) != (family == socket.AF_INET):
         raise ValueError(f"peer {text!r} is not of the group's address family")
     return str(addr), zone or None
 
 
 class _Pinger:
-    def __init__(self, ep: MulticastEndpoint, unicast: list[_Unicast], port: int) -> None:
+    def __init__(
+        self,
+        ep: MulticastEndpoint,
+        unicast: list[_Unicast],
+        port: int,
+        on_answer: Callable[[Answer], None] = lambda _: None,
+    ) -> None:
         self.ep = ep
+        self.on_answer = on_answer
         self.unicast = unicast
         self.port = port
         self.stats = PingStats(secrets.randbits(32) or 1)
@@ -191,7 +228,7 @@ class _Pinger:
                         encode(msg.answer(self.stats.me)), interface=dgram.interface
                     )
             else:
-                self.stats.answered(peer, dgram.interface, msg, now)
+                self._answered(peer, dgram.interface, msg, now)
 
     def on_unicast(self, u: _Unicast) -> None:
         while True:
@@ -215,7 +252,12 @@ class _Pinger:
                 with contextlib.suppress(OSError):
                     u.sock.sendto(encode(msg.answer(self.stats.me)), source)
             else:
-                self.stats.answered(peer, u.interface, msg, now)
+                self._answered(peer, u.interface, msg, now)
+
+    def _answered(self, peer: Peer, interface: str, msg: Message, now: int) -> None:
+        answer = self.stats.answered(peer, interface, msg, now)
+        if answer is not None:
+            self.on_answer(answer)
 
     # -- sending -------------------------------------------------------------------
 
@@ -238,16 +280,24 @@ class _Pinger:
 
 
 async def _ping(
-    group: Group, port: int, args: argparse.Namespace, stop: asyncio.Event
+    group: Group, port: int, peers: list[str], args: argparse.Namespace, stop: asyncio.Event
 ) -> list[dict[str, object]]:
+    # SSM (omping -m): the peers' own addresses are the sources joined.
+    sources = [_parse_peer(p, group.family)[0] for p in peers] if args.ssm else None
     async with MulticastEndpoint(
-        str(group), port, interfaces=args.interface or None, ttl=args.ttl, queue_size=4096
+        str(group),
+        port,
+        interfaces=args.interface or None,
+        ttl=args.ttl,
+        queue_size=4096,
+        sources=sources,
     ) as ep:
         if not ep.interfaces:
             raise MulticastError(f"no interface can carry {group} on this host now")
         with _unicast_sockets(ep.interfaces, group.family, port) as unicast:
-            pinger = _Pinger(ep, unicast, port)
-            for text in args.peers:
+            show = args.json or args.quiet
+            pinger = _Pinger(ep, unicast, port, (lambda _: None) if show else _print_answer)
+            for text in peers:
                 pinger.name_peer(*_parse_peer(text, group.family))
             loop = asyncio.get_running_loop()
             for u in unicast:
@@ -259,7 +309,13 @@ async def _ping(
             print(f"pinging {host_port(str(group), port)} on {names}", file=status, flush=True)
             try:
                 start = loop.time()
-                for n in range(args.count):
+                for n in itertools.count():
+                    # Past the count only for peers that started late, and at most
+                    # as long again.
+                    if n >= args.count and (
+                        pinger.stats.finished(args.count) or n >= 2 * args.count
+                    ):
+                        break
                     delay = start + n * args.interval - loop.time()
                     finished, _ = await wait_or_stop(asyncio.sleep(max(delay, 0)), stop)
                     if not finished:
@@ -275,7 +331,11 @@ async def _ping(
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
-            return pinger.stats.results()
+            return pinger.stats.results(args.count)
+
+
+def _print_answer(answer: Answer) -> None:
+    print(answer_line(answer), flush=True)
 
 
 async def _pump(sub: Subscription, pinger: _Pinger) -> None:
@@ -283,22 +343,77 @@ async def _pump(sub: Subscription, pinger: _Pinger) -> None:
         pinger.on_multicast(batch)
 
 
+_V4_TARGET = re.compile(r"^\d+\.\d+\.\d+\.\d+:\d*$")
+
+
+def split_operands(operands: list[str]) -> tuple[list[tuple[Group, int]], list[str]]:
+    """GROUP:PORT operands (one per family) and the peers; ValueError with a reason.
+
+    ``239.1.1.1:4321`` and ``[ff12::1]:4321`` are groups; any other word a peer.
+    """
+    targets, peers = [], []
+    for text in operands:
+        if text.startswith("[") or _V4_TARGET.match(text):
+            targets.append(parse_group_port(text))
+        else:
+            peers.append(text)
+    families = [g.family for g, _ in targets]
+    if len(set(families)) != len(families):
+        raise ValueError("give at most one group per address family (one IPv4, one IPv6)")
+    for text in peers:
+        host = text.partition("%")[0]
+        try:
+            family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        except ValueError:
+            raise ValueError(f"peer {text!r} is not an IP address") from None
+        if family not in families:
+            _parse_peer(text, families[0])  # multicast peers are refused here first
+            raise ValueError(f"peer {text!r} is not of the group's address family")
+        _parse_peer(text, family)
+    return targets, peers
+
+
+def _peers_of(family: socket.AddressFamily, peers: list[str]) -> list[str]:
+    def of(text: str) -> bool:
+        version = ipaddress.ip_address(text.partition("%")[0]).version
+        return (version == 4) == (family == socket.AF_INET)
+
+    return [p for p in peers if of(p)]
+
+
+async def _ping_all(
+    targets: list[tuple[Group, int]],
+    peers: list[str],
+    args: argparse.Namespace,
+    stop: asyncio.Event,
+) -> list[dict[str, object]]:
+    """Each family's ping at once; their results, IPv4 first."""
+    runs = [_ping(g, p, _peers_of(g.family, peers), args, stop) for g, p in targets]
+    results: list[dict[str, object]] = []
+    for rows in await asyncio.gather(*runs):
+        results += rows
+    return results
+
+
 def cmd_ping(args: argparse.Namespace) -> int:
     try:
-        group, port = parse_group_port(args.target)
-        for text in args.peers:
-            _parse_peer(text, group.family)
+        targets, peers = split_operands([args.target, *args.peers])
+        if args.ssm and not peers:
+            raise ValueError("--ssm joins (PEER, GROUP): name the peers")
     except ValueError as exc:
-        print(f"mcastio ping: {exc}", file=sys.stderr)
-        return 2
+        return contract.usage(str(exc))
     try:
-        results = run_until_stopped(lambda stop: _ping(group, port, args, stop))
-    except (MulticastError, ValueError) as exc:
-        print(f"mcastio: {cli_words(str(exc))}", file=sys.stderr)
-        return 1
+        results = run_until_stopped(lambda stop: _ping_all(targets, peers, args, stop))
+    except ValueError as exc:  # an argument the library refused: a bad -i
+        return contract.usage(cli_words(str(exc)))
+    except MulticastError as exc:
+        return contract.failed(cli_words(str(exc)))
     if args.json:
         print(json.dumps({"results": results}, indent=2))
+    elif not results:
+        # Nothing to tabulate: the one line says what went wrong.
+        return contract.failed(NO_PEERS)
     else:
         print(table(results))
         print(summary_line(results))
-    return 1 if broken(results) or not results else 0
+    return contract.FAILED if broken(results) or not results else contract.OK

@@ -25,10 +25,13 @@ from .fmt import plural
 __all__ = [
     "ANSWER",
     "MULTICAST",
+    "NO_PEERS",
     "PROBE",
     "UNICAST",
+    "Answer",
     "Message",
     "PingStats",
+    "answer_line",
     "decode",
     "encode",
 ]
@@ -74,6 +77,27 @@ def decode(data: bytes) -> Message | None:
     return Message(mtype, kind, sender, target, seq, sent_ns)
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An answer to one of our probes, as it arrived: one line of ping's output."""
+
+    peer: str
+    interface: str
+    kind: int
+    seq: int
+    rtt_ns: int
+    duplicate: bool
+
+
+def answer_line(answer: Answer) -> str:
+    """``10.0.1.2  eth1  multicast  seq=3  time=0.231 ms`` (omping prints one per probe)."""
+    line = (
+        f"{answer.peer:<15} {answer.interface:<8} {KIND_NAMES[answer.kind]:<9} "
+        f"seq={answer.seq:<5} time={answer.rtt_ns / 1e6:.3f} ms"
+    )
+    return line + (" (DUP!)" if answer.duplicate else "")
+
+
 class _Row:
     """Answers from one peer, on one interface, of one kind."""
 
@@ -84,16 +108,18 @@ class _Row:
         self.duplicates = 0
         self.rtt_min = self.rtt_max = self.rtt_sum = 0
 
-    def add(self, seq: int, rtt_ns: int) -> None:
+    def add(self, seq: int, rtt_ns: int) -> bool:
+        """Count an answer; False when it is a duplicate."""
         if seq in self.seen:
             self.duplicates += 1
-            return
+            return False
         if not self.seen or rtt_ns < self.rtt_min:
             self.rtt_min = rtt_ns
         if not self.seen or rtt_ns > self.rtt_max:
             self.rtt_max = rtt_ns
         self.rtt_sum += rtt_ns
         self.seen.add(seq)
+        return True
 
 
 class Peer:
@@ -183,34 +209,51 @@ class PingStats:
         elif peer is not None:
             peer.unicast_sent.append((interface, seq))
 
-    def answered(self, peer: Peer, interface: str, msg: Message, now_ns: int) -> None:
-        """Count an answer to one of our probes, arrived on ``interface``."""
+    def answered(self, peer: Peer, interface: str, msg: Message, now_ns: int) -> Answer | None:
+        """Count an answer to one of our probes, arrived on ``interface``; what it was."""
         if msg.target != self.me or msg.seq >= self.seq or peer.id is None:
-            return  # not ours, or a number never sent: nothing to count
+            return None  # not ours, or a number never sent: nothing to count
         key = (peer.id, interface, msg.kind)
         row = self.rows.get(key)
         if row is None:
             row = self.rows[key] = _Row()
-        row.add(msg.seq, now_ns - msg.sent_ns)
+        rtt = now_ns - msg.sent_ns
+        new = row.add(msg.seq, rtt)
+        return Answer(peer.address, interface, msg.kind, msg.seq, rtt, not new)
+
+    def finished(self, count: int) -> bool:
+        """Whether every peer heard has had ``count`` probes since it was heard.
+
+        A peer that started a little later than this one missed the first probe
+        or two, through no fault of the network; probing goes on until it has
+        had its ``count`` (omping waits for each peer the same way), so SENT is
+        the count asked for.
+        """
+        return all(p.first_seq is None or self.seq - p.first_seq >= count for p in self.peers)
 
     # -- results -------------------------------------------------------------------
 
-    def results(self) -> list[dict[str, object]]:
-        """One entry per peer, interface and kind, peers in the order known."""
+    def results(self, count: int | None = None) -> list[dict[str, object]]:
+        """One entry per peer, interface and kind, peers in the order known.
+
+        With ``count``, each peer's probes are the ``count`` sent from the one it
+        was heard at: the same SENT for every peer, however late it started.
+        """
         out: list[dict[str, object]] = []
         for peer in self.peers:
             first = 0 if peer.first_seq is None else peer.first_seq
-            unicast_ifs = [i for i, s in peer.unicast_sent if s >= first]
+            end = first + count if count is not None else self.seq
+            unicast_ifs = [i for i, s in peer.unicast_sent if first <= s < end]
             names = list(peer.interfaces)
             names += [i for i in dict.fromkeys(unicast_ifs) if i not in names]
             for name in names:
                 for kind in (UNICAST, MULTICAST):
                     if kind == MULTICAST:
-                        sent = sum(s >= first for s in self.sent_multicast.get(name, []))
+                        sent = sum(first <= s < end for s in self.sent_multicast.get(name, []))
                     else:
                         sent = unicast_ifs.count(name)
                     row = self.rows.get((peer.id or 0, name, kind), _Row())
-                    received = sum(s >= first for s in row.seen) if sent else 0
+                    received = sum(first <= s < end for s in row.seen) if sent else 0
                     out.append(_entry(peer, name, kind, sent, received, row))
         return out
 
@@ -275,9 +318,15 @@ def broken(results: list[dict[str, object]]) -> list[str]:
     ]
 
 
+#: What ping says when no peer answered and none was named.
+NO_PEERS = "no peer answered: is 'mcastio ping' running on the other hosts?"
+
+
 def summary_line(results: list[dict[str, object]]) -> str:
     bad = broken(results)
     peers = len({r["peer"] for r in results})
+    if not results:
+        return NO_PEERS
     if not bad:
         return f"all answered: {plural(peers, 'peer')}"
     return "NO ANSWER: " + "; ".join(bad)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import sys
 
 from .._errors import MulticastError
 from .._querier import Querier, QuerierState
-from . import validate
+from . import contract, validate
+from .fmt import plural
+from .logs import cli_words
 from .runner import run_until_stopped
 
 __all__ = ["cmd_querier", "register"]
@@ -82,14 +83,13 @@ def cmd_querier(args: argparse.Namespace) -> int:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), args.duration)
             for state in querier.states:
-                print(f"{state.interface} {state.protocol}: {state.queries_sent} queries sent")
+                sent = plural(state.queries_sent, "query", "queries")
+                print(f"{state.interface} {state.protocol}: {sent} sent")
 
     try:
         run_until_stopped(main)
+    except ValueError as exc:  # an argument the library refused: a bad -i
+        return contract.usage(cli_words(str(exc)))
     except MulticastError as exc:
-        print(f"mcastio querier: {exc}", file=sys.stderr)
-        return 1
-    except ValueError as exc:
-        print(f"mcastio querier: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return contract.failed(cli_words(str(exc)))
+    return contract.OK

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "named with --interface, both ways unless --from/--to say one way. Unicast "
         "answers to relayed requests are carried back to the requester. On exit "
         "(Ctrl-C, SIGTERM, --duration) print the counters per direction. "
-        "See docs/relay.md.",
+        "See docs/how-to/relay.md.",
     )
     p.add_argument(
         "targets",

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
+import os
 import secrets
+import stat
 import sys
 import time
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import BinaryIO, TextIO
 
 from .._endpoint import MulticastEndpoint
 from .._errors import MulticastError
 from .._model import Group, SendResult
-from . import validate
+from . import contract, validate
 from .fmt import WIDTH, host_port, parse_group_port, plural
 from .logs import cli_words
 from .runner import run_until_stopped, wait_or_stop
@@ -28,17 +32,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="send datagrams out of every interface",
         description="Send a payload to GROUP:PORT, one copy out of every eligible "
         "interface (or the ones named with --interface), and print the result per "
-        "interface. The payload is MESSAGE, or --file (- for stdin), --hex or --size.",
+        "interface. The payload is MESSAGE, or --file (- for stdin), --hex or --size; "
+        "--lines sends one datagram per line of stdin. Sends once, or --count times; "
+        "with --rate or --interval and no --count, until Ctrl-C.",
     )
     p.add_argument("target", metavar="GROUP:PORT")
+    # Not in the payload group below: intermixed parsing (options and operands in
+    # any order) cannot put a positional in a mutually exclusive group;
+    # load_payload() checks that one payload was chosen.
+    p.add_argument("message", nargs="?", metavar="MESSAGE", help="text, sent as UTF-8")
     payload = p.add_mutually_exclusive_group()
-    payload.add_argument("message", nargs="?", metavar="MESSAGE", help="text, sent as UTF-8")
     payload.add_argument(
         "--file", "-f", metavar="PATH", help="the payload from a file, - for stdin"
     )
     payload.add_argument("--hex", type=validate.hex_bytes, metavar="HEX", help="e.g. 48656c6c6f")
     payload.add_argument(
         "--size", type=validate.size, metavar="N", help="N bytes of filler (a..z repeating)"
+    )
+    payload.add_argument(
+        "--lines",
+        "-l",
+        action="store_true",
+        help="one datagram per line of stdin (without its newline), as it is typed",
     )
     p.add_argument(
         "--interface", "-i", action="append", metavar="IF", help="only this interface (repeatable)"
@@ -51,7 +66,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--rate", "-r", type=validate.positive_rate, metavar="PPS", help="sends per second"
     )
     p.add_argument(
-        "--count", "-c", type=validate.count, default=1, metavar="N", help="how many (default 1)"
+        "--count",
+        "-c",
+        type=validate.count,
+        metavar="N",
+        help="how many (default 1; with --rate or --interval: until Ctrl-C)",
     )
     p.add_argument(
         "--seq",
@@ -71,8 +90,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=cmd_send)
 
 
+def rounds_wanted(args: argparse.Namespace) -> int | None:
+    """How many rounds to send: ``None`` means until stopped (Ctrl-C, SIGTERM, EOF).
+
+    A pace without a count means "keep sending", as ``ping -i`` and ``socat``
+    loops do; sending once and stopping without a word was a trap.
+    """
+    if args.count is not None:
+        return int(args.count)
+    if args.lines or args.rate or args.interval:
+        return None
+    return 1
+
+
 def load_payload(args: argparse.Namespace, stdin: BinaryIO | None = None) -> bytes:
     """The payload the options name; ValueError with a reason otherwise."""
+    if args.message is not None and (
+        args.hex is not None or args.size is not None or args.file is not None or args.lines
+    ):
+        raise ValueError("give the payload once: MESSAGE, --file, --hex, --size or --lines")
+    if args.lines:
+        return b""  # each line is a payload of its own; see _stdin_lines
     if args.hex is not None:
         return bytes(args.hex)
     if args.size is not None:
@@ -175,6 +213,38 @@ async def _round(
     return results
 
 
+async def _stdin_lines(stdin: BinaryIO) -> AsyncIterator[bytes]:
+    """Each line of ``stdin`` without its line ending, as it arrives."""
+    if stat.S_ISREG(os.fstat(stdin.fileno()).st_mode):
+        # epoll cannot watch a regular file; it is all there already.
+        for line in stdin:
+            yield line.rstrip(b"\r\n")
+        return
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=validate.MAX_PAYLOAD + 2)
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)
+    try:
+        while line := await reader.readline():
+            yield line.rstrip(b"\r\n")
+    finally:
+        transport.close()
+
+
+async def _payloads(args: argparse.Namespace, payload: bytes) -> AsyncGenerator[bytes, None]:
+    """The payload of each round: the same one, or the next line of stdin."""
+    if args.lines:
+        async for line in _stdin_lines(sys.stdin.buffer):
+            yield line
+        return
+    while True:
+        yield payload
+
+
+async def _next(payloads: AsyncIterator[bytes]) -> bytes | None:
+    """The next payload, or None when stdin has ended."""
+    return await anext(payloads, None)
+
+
 async def _send(
     group: Group,
     port: int,
@@ -185,7 +255,9 @@ async def _send(
     stop: asyncio.Event,
 ) -> bool:
     ok = True
+    paced = not args.lines or args.rate or args.interval
     interval = 1 / args.rate if args.rate else (args.interval or 1.0)
+    wanted = rounds_wanted(args)
     stream = secrets.randbits(32)
     # Send-only: a sender that never listens must not join (no IGMP/MLD on the wire).
     async with MulticastEndpoint(
@@ -198,33 +270,54 @@ async def _send(
     ) as ep:
         loop = asyncio.get_running_loop()
         start = loop.time()
-        for n in range(1, args.count + 1):
-            if n > 1:
-                # Paced from the start, so the rate holds however long each round takes.
-                delay = start + (n - 1) * interval - loop.time()
-                finished, _ = await wait_or_stop(asyncio.sleep(max(delay, 0)), stop)
-                if not finished:
+        payloads = _payloads(args, payload)
+        try:
+            for n in itertools.count(1):
+                if wanted is not None and n > wanted:
                     break
-            if stop.is_set():
-                break
-            seq = n - 1 if args.seq else None
-            data = payload
-            if seq is not None:
-                data = encode_header(stream, seq, time.time_ns()) + payload
-            tally.rounds += 1
-            if not ep.interfaces:
-                ok = False
-                if not args.quiet:
-                    print(f"#{n:<4} no interface can carry {group} right now", file=out)
-                continue
-            for result in await _round(ep, group, args.interface, data):
-                ok = ok and result.ok
-                tally.add(result)
-                if args.json:
-                    print(result_json(n, result, seq), file=out)
-                elif not args.quiet:
-                    print(result_line(n, result), file=out)
-            out.flush()
+                if n > 1 and paced:
+                    # Paced from the start, so the rate holds however long each round takes.
+                    delay = start + (n - 1) * interval - loop.time()
+                    finished, _ = await wait_or_stop(asyncio.sleep(max(delay, 0)), stop)
+                    if not finished:
+                        break
+                finished, data = await wait_or_stop(_next(payloads), stop)
+                if not finished or data is None or stop.is_set():
+                    break
+                ok = await _one_round(ep, group, args, n, data, stream, tally, out) and ok
+        finally:
+            await payloads.aclose()
+    return ok
+
+
+async def _one_round(
+    ep: MulticastEndpoint,
+    group: Group,
+    args: argparse.Namespace,
+    n: int,
+    payload: bytes,
+    stream: int,
+    tally: SendTally,
+    out: TextIO,
+) -> bool:
+    seq = n - 1 if args.seq else None
+    data = payload
+    if seq is not None:
+        data = encode_header(stream, seq, time.time_ns()) + payload
+    tally.rounds += 1
+    if not ep.interfaces:
+        if not args.quiet:
+            print(f"#{n:<4} no interface can carry {group} right now", file=out)
+        return False
+    ok = True
+    for result in await _round(ep, group, args.interface, data):
+        ok = ok and result.ok
+        tally.add(result)
+        if args.json:
+            print(result_json(n, result, seq), file=out)
+        elif not args.quiet:
+            print(result_line(n, result), file=out)
+    out.flush()
     return ok
 
 
@@ -233,22 +326,21 @@ def cmd_send(args: argparse.Namespace) -> int:
         group, port = parse_group_port(args.target)
         payload = load_payload(args)
     except ValueError as exc:
-        print(f"mcastio send: {exc}", file=sys.stderr)
-        return 2
+        return contract.usage(str(exc))
     if args.seq and len(payload) + HEADER_SIZE > validate.MAX_PAYLOAD:
-        print(f"mcastio send: --seq adds {HEADER_SIZE} bytes: payload too long", file=sys.stderr)
-        return 2
+        return contract.usage(f"--seq adds {HEADER_SIZE} bytes: payload too long")
     tally = SendTally()
     try:
         ok = run_until_stopped(
             lambda stop: _send(group, port, args, payload, tally, sys.stdout, stop)
         )
-    except (MulticastError, ValueError) as exc:
-        print(f"mcastio: {cli_words(str(exc))}", file=sys.stderr)
-        return 1
+    except ValueError as exc:  # an argument the library refused: a bad -i, --ttl
+        return contract.usage(cli_words(str(exc)))
+    except MulticastError as exc:
+        return contract.failed(cli_words(str(exc)))
     target = host_port(str(group), port)
     if args.json:
         print(json.dumps({"summary": tally.to_json()}), flush=True)
-    elif args.quiet or args.count > 1:
+    elif args.quiet or tally.rounds > 1 or rounds_wanted(args) != 1:
         print(tally.summary(target), flush=True)
-    return 0 if ok else 1
+    return contract.OK if ok else contract.FAILED

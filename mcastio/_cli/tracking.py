@@ -140,18 +140,24 @@ class Drops:
 class Tally:
     """Per-interface and per-stream counts for the exit summary (a running tally)."""
 
-    __slots__ = ("counts", "drops", "interfaces", "octets", "streams", "total")
+    __slots__ = ("counts", "drops", "groups", "interfaces", "octets", "streams", "total")
 
     def __init__(self, interfaces: Sequence[str] = ()) -> None:
         self.interfaces = list(interfaces)
         self.counts: dict[str, _IfCount] = {}
         #: (interface, source host, stream id) -> tracker.
         self.streams: dict[tuple[str, str, int], SeqTracker] = {}
+        #: GROUP:PORT -> [datagrams, bytes], in the order the targets were given.
+        self.groups: dict[str, list[int]] = {}
         self.drops = Drops()
         self.total = 0
         self.octets = 0
 
-    def add(self, interface: str, source: str, length: int) -> None:
+    def add(self, interface: str, source: str, length: int, target: str | None = None) -> None:
+        if target is not None:
+            group = self.groups.setdefault(target, [0, 0])
+            group[0] += 1
+            group[1] += length
         count = self.counts.get(interface)
         if count is None:
             count = self.counts[interface] = _IfCount()
@@ -191,6 +197,13 @@ class Tally:
             )
         if not names:
             lines.append("  (joined on no interface)")
+        if len(self.groups) > 1:
+            # Several targets: what each brought in, so two groups are never lumped.
+            for target, (datagrams, octets) in self.groups.items():
+                lines.append(
+                    f"  {target:<23} {datagrams:>7} datagram{'s' if datagrams != 1 else ' '} "
+                    f"{octets:>10} byte{'s' if octets != 1 else ''}"
+                )
         lines.append("  " + self.drops_text())
         if self.streams:
             lines.extend(self.streams_table())
@@ -233,6 +246,7 @@ class Tally:
                 }
                 for name in self._names()
             },
+            "groups": {t: {"datagrams": d, "bytes": o} for t, (d, o) in self.groups.items()},
             "datagrams": self.total,
             "bytes": self.octets,
             "kernel_dropped": self.drops.kernel,

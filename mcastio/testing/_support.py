@@ -21,6 +21,7 @@ __all__ = [
     "find_tool",
     "lab_support",
     "prepare_netns_dir",
+    "read_capture",
     "resolve",
     "tcpdump_argv",
     "tcpdump_support",
@@ -178,6 +179,23 @@ def _userns_shim() -> str | None:
         [cc, "-shared", "-fPIC", "-o", shim, source], capture_output=True, check=False
     )
     return shim if built.returncode == 0 else None
+
+
+def read_capture(path: str, *options: str) -> str:
+    """What ``tcpdump -r path`` prints: a capture file read back, as text.
+
+    Run as root, Debian's tcpdump drops to its own user even to read a file,
+    which an unprivileged user namespace (``unshare -rnm``) refuses; there it
+    runs in a nested user namespace as a plain user, who may read the file but
+    has nothing to drop. Raises :class:`LabError` when tcpdump fails.
+    """
+    argv = [tool("tcpdump"), "-r", path, "-nn", *options]
+    if _in_user_namespace():
+        argv = [tool("unshare"), "--user", "--map-user=1", "--map-group=1", *argv]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
+    if proc.returncode != 0:
+        raise LabError(f"tcpdump -r {path}: {proc.stderr.strip()}")
+    return proc.stdout
 
 
 def prepare_netns_dir() -> None:
