@@ -48,11 +48,18 @@ def _subcommands() -> list[str]:
 
 SUBCOMMANDS = _subcommands()
 #: What each subcommand needs besides options.
-OPERANDS = {"listen": ["239.1.1.1:5"], "send": ["239.1.1.1:5", "x"], "ping": ["239.1.1.1:5"]}
+OPERANDS = {
+    "listen": ["239.1.1.1:5"],
+    "send": ["239.1.1.1:5", "x"],
+    "ping": ["239.1.1.1:5"],
+    "relay": ["mdns", "-i", "eth1", "-i", "eth2"],
+}
 
 
 def test_every_subcommand_is_covered() -> None:
-    assert SUBCOMMANDS == ["demo", "doctor", "interfaces", "listen", "ping", "querier", "send"]
+    assert SUBCOMMANDS == [
+        "demo", "doctor", "interfaces", "listen", "ping", "querier", "relay", "send"
+    ]  # fmt: skip
 
 
 def _main(argv: list[str]) -> tuple[int, str, str]:

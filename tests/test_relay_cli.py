@@ -45,7 +45,7 @@ def test_options_are_checked_by_argparse_in_any_order(capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit) as exc:
         main(["relay", "--rate", "0", "mdns", "-i", "a", "-i", "b"])
     assert exc.value.code == 2
-    assert "mcastio relay: argument --rate: must be more than 0" in capsys.readouterr().err
+    assert "mcastio: argument --rate: must be more than 0" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["relay", "mdns"])
     assert exc.value.code == 2
