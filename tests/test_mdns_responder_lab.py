@@ -169,10 +169,15 @@ def test_zeroconf_resolves_name_and_service_on_each_link(mdns_lab: MdnsLab, mode
 
 
 def _mquery(lab: Lab, link: Link, name: str, qtype: int) -> list[str]:
-    argv = ["mquery", "-i", link.peer_if, "-s", "-w", "1", "-t", str(qtype), name]
-    out = lab.run(link.peer_ns, *argv, timeout=15).stdout
-    # "A mcastio-lab.local. for 120 seconds to ip 10.200.0.1"
-    records = [ln for ln in out.splitlines() if ln.startswith(("A ", "AAAA ", "PTR "))]
+    # Asked again with a longer wait when nothing came, as a querier retransmits
+    # (RFC 6762 §5.2): on a busy machine one second can pass before the answer.
+    for wait in ("1", "3"):
+        argv = ["mquery", "-i", link.peer_if, "-s", "-w", wait, "-t", str(qtype), name]
+        out = lab.run(link.peer_ns, *argv, timeout=15).stdout
+        # "A mcastio-lab.local. for 120 seconds to ip 10.200.0.1"
+        records = [ln for ln in out.splitlines() if ln.startswith(("A ", "AAAA ", "PTR "))]
+        if records:
+            break
     return sorted({ln.split(" to ", 1)[1].removeprefix("ip ") for ln in records})
 
 

@@ -188,12 +188,18 @@ def test_querier_stands_down_for_a_lower_address_and_resumes_after_it_goes(
         *mcastio_cmd("querier", "-i", host_if, "--interval", str(INTERVAL), "-4"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    time.sleep(0.7)
+    # The rival comes once ours has started and queried: a Python start on a busy
+    # machine can take longer than any fixed wait.
+    assert querier.stdout is not None
+    started = querier.stdout.readline()
+    assert f"{host_if} IGMPv3: querier, from {own}".encode() in started, started
+    time.sleep(0.3)
     rival = start_querier(lab, rival_port, RIVAL, interval=INTERVAL, max_response=0.1)
     time.sleep(1.2)
     rival.kill()
     time.sleep(1.2)
-    out, _err = stop(querier)
+    rest, _err = stop(querier)
+    out = started + rest
     packets = stop_tcpdump(dump)
     ours = [_seconds(p) for p in packets if f" {own} > 224.0.0.1" in p]
     print("election on the wire:", [p.split(" IP ")[0] + " " + p.split(") ")[-1] for p in packets])

@@ -11,6 +11,7 @@ import os
 import select
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -186,18 +187,25 @@ class PeerListener:
         Send a marker after the datagrams under test and wait for it: a link
         delivers in order, so anything sent before the marker is in by then.
         """
+        self._wait(lambda: line in self._buffer.splitlines(), repr(line), timeout)
+
+    def wait_for_any(self, timeout: float = 5.0) -> None:
+        """Block until anything at all has arrived (a sender has begun)."""
+        self._wait(lambda: bool(self._buffer), "anything", timeout)
+
+    def _wait(self, done: Callable[[], bool], what: str, timeout: float) -> None:
         assert self._proc.stdout is not None
         fd = self._proc.stdout.fileno()
         deadline = time.monotonic() + timeout
-        while line not in self._buffer.splitlines():
+        while not done():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise LabError(f"peer listener did not receive {line!r} within {timeout}s")
+                raise LabError(f"peer listener did not receive {what} within {timeout}s")
             ready, _, _ = select.select([fd], [], [], remaining)
             if ready:
                 chunk = os.read(fd, 65536)
                 if not chunk:
-                    raise LabError(f"peer listener exited before receiving {line!r}")
+                    raise LabError(f"peer listener exited before receiving {what}")
                 self._buffer += chunk
 
     def stop(self) -> bytes:
