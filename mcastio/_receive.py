@@ -4,10 +4,11 @@ A socket is drained up to a budget per read; every datagram of the drain goes to
 each sink (subscriptions, a protocol) in one list. Datagrams that reached the
 port but were not sent to the group are counted, never delivered.
 
-Two drains do the same thing: ``recvmmsg`` through :mod:`._mmsg` reads up to 32
-datagrams per system call where libc has it, plain ``recvmsg`` otherwise (and
-with ``MCASTIO_RECVMMSG=0`` in the environment). :class:`._pacing.SocketReader`
-decides when a drain runs.
+Three drains do the same thing: the compiled one (:mod:`._drain`, C: ``recvmmsg``
+and the ``Datagram`` values built there) where it was built; ``recvmmsg`` through
+:mod:`._mmsg` reads up to 32 datagrams per system call where libc has it (and with
+``MCASTIO_PURE=1``); plain ``recvmsg`` otherwise (and with ``MCASTIO_RECVMMSG=0``).
+:class:`._pacing.SocketReader` decides when a drain runs.
 """
 
 from __future__ import annotations
@@ -17,16 +18,19 @@ import logging
 import os
 import socket
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from . import _mmsg, _net
+from . import _drain, _mmsg, _net
 from ._fastpath import DATAGRAM_SLOT_SETTERS
 from ._model import Datagram, Group
 
-__all__ = ["DRAIN_BUDGET", "USE_RECVMMSG", "ReceivePath", "Sink"]
+__all__ = ["DRAIN_BUDGET", "USE_COMPILED", "USE_RECVMMSG", "ReceivePath", "Sink"]
 
 _log = logging.getLogger("mcastio")
 
 Sink = Callable[[list[Datagram]], None]
+if TYPE_CHECKING:
+    from ._cdrain import Drain as _Compiled
 
 #: Datagrams read per drain before yielding to other tasks: large enough to
 #: amortise the event-loop turn, small enough not to starve consumers.
@@ -44,6 +48,17 @@ _NO_RECVMMSG = (errno.ENOSYS, errno.EPERM, errno.EOPNOTSUPP)
 
 #: Whether new endpoints read with recvmmsg; tests run both drains through this.
 USE_RECVMMSG = _mmsg.available() and os.environ.get("MCASTIO_RECVMMSG", "1") != "0"
+#: Whether new endpoints read with the compiled drain (with recvmmsg on); tests too.
+USE_COMPILED = _drain.COMPILED
+
+
+def _new_compiled(
+    family: int, datagram: type[Datagram], index_to_name: Callable[[int], str]
+) -> _Compiled:
+    from ._cdrain import Drain  # imported already: only called when _drain.COMPILED
+
+    # The payload room of the pure path's buffers, so both truncate alike.
+    return Drain(family, datagram, index_to_name, _mmsg.SLOT)
 
 
 def _index_to_name(index: int) -> str:
@@ -104,7 +119,10 @@ class ReceivePath:
         self._family = group.family
         self._names: dict[int, str] = {}
         self._buffers: _mmsg.Buffers | None = None
-        if USE_RECVMMSG:
+        self._compiled: _Compiled | None = None
+        if USE_RECVMMSG and USE_COMPILED and _drain.cdrain is not None:
+            self._compiled = _new_compiled(group.family, Datagram, _index_to_name)
+        elif USE_RECVMMSG:
             try:
                 self._buffers = _mmsg.Buffers(group.family)
             except OSError as exc:
@@ -128,8 +146,15 @@ class ReceivePath:
 
     @property
     def fast(self) -> bool:
-        """Whether this path reads with recvmmsg."""
-        return self._buffers is not None
+        """Whether this path reads with recvmmsg (compiled or through ctypes)."""
+        return self._buffers is not None or self._compiled is not None
+
+    @property
+    def path(self) -> str:
+        """The drain in use: "compiled", "recvmmsg" (through ctypes) or "recvmsg"."""
+        if self._compiled is not None:
+            return "compiled"
+        return "recvmmsg" if self._buffers is not None else "recvmsg"
 
     @property
     def names(self) -> dict[int, str]:
@@ -139,9 +164,11 @@ class ReceivePath:
     @names.setter
     def names(self, names: dict[int, str]) -> None:
         self._names = names
-        # The recvmmsg drain remembers names with the arrival: forget them all.
+        # The recvmmsg drains remember names with the arrival: forget them all.
         self._meta = {}
         self._reply_meta = {}
+        if self._compiled is not None:
+            self._compiled.set_names(names)
 
     @property
     def sinks(self) -> tuple[Sink, ...]:
@@ -171,6 +198,8 @@ class ReceivePath:
 
     def drain(self, sock: socket.socket) -> int:
         """Read what ``sock`` holds (up to a budget), hand it on; the datagrams read."""
+        if self._compiled is not None:
+            return self._drain_compiled(sock, self._compiled)
         if self._buffers is not None:
             return self._drain_recvmmsg(sock, self._buffers)
         return self._drain_recvmsg(sock)
@@ -233,6 +262,39 @@ class ReceivePath:
             read += self._drain_recvmsg(sock)
         return read
 
+    def _drain_compiled(self, sock: socket.socket, compiled: _Compiled) -> int:
+        batch, read = self._read_compiled(sock, compiled, self._group_str)
+        self._hand_on(batch)
+        if self._compiled is None:
+            # The kernel refused recvmmsg: read the plain way from now on.
+            read += self._drain_recvmsg(sock)
+        return read
+
+    def _read_compiled(
+        self, sock: socket.socket, compiled: _Compiled, group: str | None
+    ) -> tuple[list[Datagram], int]:
+        """What :meth:`_read_recvmmsg` does, in C: same values, same counts."""
+        batch, read, truncated, not_for_group, drops, err = compiled.read(
+            sock.fileno(), group, DRAIN_BUDGET, self._packed_group
+        )
+        self.truncated += truncated
+        self.not_for_group += not_for_group
+        if drops >= 0:
+            self.drops.report(sock, drops)
+        if err:
+            self._read_failed(OSError(err, os.strerror(err)))
+        return batch, read
+
+    def _read_failed(self, exc: OSError) -> None:
+        if exc.errno in _NO_RECVMMSG:
+            # A sandbox may refuse the call (seccomp).
+            _log.warning("reading with recvmsg: the kernel refused recvmmsg: %s", exc)
+            self._buffers = None
+            self._compiled = None
+        else:
+            # An unconnected UDP socket has no peer errors to report; log and move on.
+            _log.warning("receive error on %s:%d: %s", self._group_str, self._port, exc)
+
     def _read_recvmmsg(
         self, sock: socket.socket, buffers: _mmsg.Buffers, group: str | None
     ) -> tuple[list[Datagram], int]:
@@ -259,13 +321,7 @@ class ReceivePath:
             try:
                 count = buffers.receive(fd)
             except OSError as exc:
-                if exc.errno in _NO_RECVMMSG:
-                    # A sandbox may refuse the call (seccomp).
-                    _log.warning("reading with recvmsg: the kernel refused recvmmsg: %s", exc)
-                    self._buffers = None
-                    break
-                # An unconnected UDP socket has no peer errors to report; log and move on.
-                _log.warning("receive error on %s:%d: %s", self._group_str, self._port, exc)
+                self._read_failed(exc)
                 break
             read += count
             for (key_at, data_at), (control_len, flags, length) in zip(
@@ -336,6 +392,8 @@ class ReceivePath:
         Only while :attr:`fast`: when the kernel refuses recvmmsg, :attr:`fast`
         turns False and the caller reads the rest the plain way.
         """
+        if self._compiled is not None:
+            return self._read_compiled(sock, self._compiled, None)
         assert self._buffers is not None
         return self._read_recvmmsg(sock, self._buffers, None)
 
