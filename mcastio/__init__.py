@@ -1,5 +1,6 @@
 """mcastio: asyncio IP multicast on every interface of a multi-homed host."""
 
+from ._drain import drain_path
 from ._dualstack import DualSendResult, DualStackEndpoint, open_dual_stack
 from ._endpoint import EndpointStats, MulticastEndpoint
 from ._errors import EndpointClosedError, MembershipLimitError, MulticastError
@@ -7,6 +8,7 @@ from ._keeper import KeepaliveState
 from ._model import Datagram, Interface, SendResult
 from ._protocol import MulticastProtocol, MulticastTransport, create_multicast_endpoint
 from ._querier import Querier, QuerierState
+from ._sendmany import BatchSendResult
 from ._subscription import BatchSubscription, Subscription
 from ._watch import InterfaceEvent
 from ._watcher import InterfaceEventStream
@@ -14,6 +16,7 @@ from ._watcher import InterfaceEventStream
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "BatchSendResult",
     "BatchSubscription",
     "Datagram",
     "DualSendResult",
@@ -34,6 +37,7 @@ __all__ = [
     "SendResult",
     "Subscription",
     "create_multicast_endpoint",
+    "drain_path",
     "open_dual_stack",
 ]
 

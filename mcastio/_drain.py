@@ -14,7 +14,7 @@ from types import ModuleType
 
 from . import _mmsg
 
-__all__ = ["COMPILED", "cdrain", "describe"]
+__all__ = ["COMPILED", "cdrain", "describe", "drain_path"]
 
 
 def _load() -> ModuleType | None:
@@ -31,8 +31,12 @@ def _load() -> ModuleType | None:
 #: The compiled extension, or None when the pure path runs.
 cdrain = _load()
 
-#: Whether new endpoints read with the compiled drain (``mcastio.COMPILED``).
+#: Whether new endpoints read with the compiled drain.
 COMPILED = cdrain is not None
+
+#: ``mcastio.drain_path``: "compiled" when new endpoints read (and ``send_many``
+#: sends) through the C extension, "pure" when through Python alone.
+drain_path = "compiled" if COMPILED else "pure"
 
 
 def describe(compiled: bool = COMPILED) -> str:

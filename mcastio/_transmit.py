@@ -8,13 +8,15 @@ drains, after every other interface already has its copy.
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from . import _net
+from . import _net, _sendmany
 from ._errors import EndpointClosedError, MulticastError
 from ._fastpath import OkResults
 from ._model import MAX_PAYLOAD_V4, MAX_PAYLOAD_V6, Group, Interface, SendResult, validate_payload
+from ._sendmany import BatchSendResult, GsoState, Payload
 
 __all__ = ["TransmitPool"]
 
@@ -29,10 +31,11 @@ _COPIES_PER_YIELD = 256
 class _Sender:
     """One interface's transmit socket."""
 
-    __slots__ = ("iface", "ok", "send", "tx", "writable")
+    __slots__ = ("gso", "iface", "ok", "send", "tx", "writable")
 
     def __init__(self, iface: Interface, tx: socket.socket) -> None:
         self.tx = tx
+        self.gso = GsoState()
         # Set while a send waits for this socket to drain (see _send_when_writable).
         self.writable: asyncio.Future[None] | None = None
         self.update(iface, tx)
@@ -41,6 +44,7 @@ class _Sender:
         self.iface = iface
         if tx is not None:
             self.tx = tx
+            self.gso = GsoState()
         # Bound once here, not looked up on every send: send_all is measured
         # against bare sendto calls.
         self.send = self.tx.sendto
@@ -82,6 +86,7 @@ class TransmitPool:
         self._on_open = _ignore if from_group_port else on_open
         self._on_close = _ignore if from_group_port else on_close
         self._dest: tuple[str, int] = (str(group), port)
+        self._address = _sendmany.sockaddr(group, port)
         self._senders: dict[int, _Sender] = {}
         # A live view, kept so the send path skips one method call per datagram.
         self._view = self._senders.values()
@@ -229,14 +234,50 @@ class TransmitPool:
             return SendResult(sender.iface.name, exc)
         return SendResult(sender.iface.name, None, sent)
 
-    async def _send_when_writable(
-        self, sender: _Sender, payload: bytes | bytearray | memoryview
-    ) -> SendResult:
+    async def send_many(
+        self, payloads: Sequence[Payload], interface: str | None
+    ) -> tuple[BatchSendResult, ...]:
+        """Every payload, in order, out of every interface (or the named one)."""
+        if self.state != "open":
+            self._check_send(b"")  # raises EndpointClosedError
+        checked = [
+            p if type(p) is bytes and len(p) <= _FITS_ANY_GROUP else self._check_send(p)
+            for p in payloads
+        ]
+        senders = [self._named(interface)] if interface is not None else list(self._view)
+        # First every interface as far as its buffer takes; then the blocked ones.
+        reached = [self._push(sender, checked, 0) for sender in senders]
+        results = []
+        for sender, (at, error) in zip(senders, reached, strict=True):
+            while isinstance(error, BlockingIOError):
+                error = await self._writable(sender)
+                if error is None:
+                    at, error = self._push(sender, checked, at)
+            results.append(BatchSendResult(sender.iface.name, at, error))
+        self._until_yield -= sum(r.sent for r in results) or 1
+        if self._until_yield <= 0:
+            await self._yield()
+        return tuple(results)
+
+    def _push(
+        self, sender: _Sender, payloads: list[Payload], start: int
+    ) -> tuple[int, OSError | None]:
+        """(index reached, the error that stopped it or None)."""
+        try:
+            at = _sendmany.push(sender.tx, payloads, start, self._address, self._dest, sender.gso)
+        except OSError as exc:
+            return start, exc
+        if at < len(payloads):
+            return at, BlockingIOError(errno.EAGAIN, "the socket buffer is full")
+        return at, None
+
+    async def _writable(self, sender: _Sender) -> OSError | None:
+        """Wait until ``sender``'s socket takes more; None, or why it never will."""
         assert self._loop is not None
         name = sender.iface.name
         tx = sender.tx
         if tx.fileno() == -1:
-            return SendResult(name, _net.gone_error(name))
+            return _net.gone_error(name)
         waiter = sender.writable
         if waiter is None:
             # asyncio keeps one writer per descriptor: concurrent senders share it.
@@ -245,9 +286,17 @@ class TransmitPool:
         try:
             await asyncio.wait_for(asyncio.shield(waiter), 1.0)
         except asyncio.TimeoutError:
-            return SendResult(name, _net.still_full_error())
+            return _net.still_full_error()
         if sender.tx is not tx or tx.fileno() == -1:
-            return SendResult(name, _net.gone_error(name))
+            return _net.gone_error(name)
+        return None
+
+    async def _send_when_writable(
+        self, sender: _Sender, payload: bytes | bytearray | memoryview
+    ) -> SendResult:
+        error = await self._writable(sender)
+        if error is not None:
+            return SendResult(sender.iface.name, error)
         return self._send_one(sender, payload)
 
     def _on_writable(self, sender: _Sender) -> None:
