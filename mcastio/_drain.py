@@ -41,13 +41,13 @@ drain_path = "compiled" if COMPILED else "pure"
 
 def describe(compiled: bool = COMPILED) -> str:
     """One line for ``mcastio doctor``: which receive path is in use, and why."""
-    if compiled:
-        return "compiled (recvmmsg in C, mcastio._cdrain)"
+    if compiled and os.environ.get("MCASTIO_RECVMMSG", "1") != "0":
+        return "compiled (recvmmsg in C)"
     if os.environ.get("MCASTIO_PURE", "") not in ("", "0"):
-        why = "MCASTIO_PURE is set"
+        why = "MCASTIO_PURE=1"
     else:
-        why = "mcastio._cdrain was not built"
-    how = "recvmmsg through ctypes" if _mmsg.available() else "recvmsg"
+        why = "C extension not built"
+    how = "recvmmsg via ctypes" if _mmsg.available() else "recvmsg"
     if os.environ.get("MCASTIO_RECVMMSG", "1") == "0":
-        how = "recvmsg, MCASTIO_RECVMMSG=0"
+        how, why = "recvmsg", "MCASTIO_RECVMMSG=0"
     return f"pure Python ({how}; {why})"
