@@ -317,6 +317,10 @@ Drain_read(Drain *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "read(fd, group, budget, packed_group)");
         return NULL;
     }
+    if (self->payload == NULL || self->names == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Drain.__init__ was not called");
+        return NULL;
+    }
     int fd = PyLong_AsLong(args[0]);
     if (fd == -1 && PyErr_Occurred())
         return NULL;

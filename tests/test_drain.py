@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import socket
+import struct
 import subprocess
 import sys
 
 import pytest
 
 import mcastio
-from mcastio import _drain
+from mcastio import _drain, _sendmany
+from mcastio._model import parse_group
+from tests.conftest import skip_or_fail
 
 
 def _path_in_child(**env: str) -> str:
@@ -43,3 +47,29 @@ def test_describe_says_which_path_and_why(monkeypatch: pytest.MonkeyPatch) -> No
     assert _drain.describe(True) == "pure Python (recvmsg; MCASTIO_RECVMMSG=0)"
     for compiled in (True, False):
         assert len("receive path: " + _drain.describe(compiled)) <= 80
+
+
+def test_an_uninitialised_compiled_drain_refuses_to_read() -> None:
+    if _drain.cdrain is None:
+        skip_or_fail("mcastio._cdrain is not built (or MCASTIO_PURE is set)")
+    drain = _drain.cdrain.Drain.__new__(_drain.cdrain.Drain)
+    with pytest.raises(RuntimeError, match="__init__"):
+        drain.read(0, "239.1.2.3", 1, b"\xef\x01\x02\x03")
+
+
+def test_gso_runs_are_same_size_and_within_the_kernel_limits() -> None:
+    run = _sendmany._same_size_run
+    assert run([b"x" * 100] * 70, 0) == _sendmany.GSO_MAX_SEGMENTS
+    assert run([b"x" * 1400] * 64, 0) == _sendmany.GSO_MAX_BYTES // 1400
+    assert run([b"x" * 1401] * 3, 0) == 0  # may not fit a link's MTU
+    assert run([b""] * 3, 0) == 0
+    assert run([b"a" * 10, b"b" * 10, b"c" * 20], 0) == 2
+    assert run([b"a" * 10, b"b" * 10, b"c" * 20], 2) == 1
+
+
+def test_sockaddr_is_the_kernel_layout() -> None:
+    v4 = _sendmany.sockaddr(parse_group("239.1.2.3"), 5000)
+    assert v4 == struct.pack("=HH4s8x", socket.AF_INET, socket.htons(5000), bytes([239, 1, 2, 3]))
+    v6 = _sendmany.sockaddr(parse_group("ff05::1:3"), 5353)
+    packed = socket.inet_pton(socket.AF_INET6, "ff05::1:3")
+    assert v6 == struct.pack("=HHI16sI", socket.AF_INET6, socket.htons(5353), 0, packed, 0)
