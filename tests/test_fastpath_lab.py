@@ -1,4 +1,4 @@
-"""The receive fast path against real peers: both drains, every size, truncation, coalescing."""
+"""The receive fast path against real peers: every drain, every size, truncation, coalescing."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tests.conftest import run
 from tests.test_receive_lab import peer_socket, take
 from tests.test_replies_lab import peer_responder
 
-# Every test runs with each receive drain (recvmmsg and recvmsg).
+# Every test runs with each receive drain (compiled, recvmmsg and recvmsg).
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("receive_drain")]
 
 GROUP4 = "239.255.13.1"

@@ -23,7 +23,7 @@ from mcastio._model import Plan
 from mcastio.testing import Lab
 from tests.conftest import run, skip_or_fail
 
-# Every test runs with each receive drain (recvmmsg and recvmsg).
+# Every test runs with each receive drain (compiled, recvmmsg and recvmsg).
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("receive_drain")]
 
 PORT = 5401
