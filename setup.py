@@ -16,7 +16,8 @@ if sys.platform.startswith("linux"):
     ext_modules.append(
         Extension(
             "mcastio._cdrain",
-            sources=["mcastio/_cdrain.c"],
+            sources=["mcastio/_cdrain.c", "mcastio/_csend.c"],
+            depends=["mcastio/_cdrain.h"],
             define_macros=[("_GNU_SOURCE", "1")],
             extra_compile_args=["-O2", "-std=c11", "-Wall"],
             optional=True,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib.util
 import json
 import os
@@ -407,49 +406,6 @@ def run_join_latency(trials: int) -> None:
         print(f"  {key}: {value:.4g}")
 
 
-def machine() -> str:
-    """CPU model, kernel, Python and the drain in use: what the ratios depend on."""
-    import platform
-
-    import mcastio
-
-    model = "unknown CPU"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    mitigations = []
-    for name in ("spectre_v2", "retbleed", "spec_rstack_overflow"):
-        with contextlib.suppress(OSError):
-            text = Path(f"/sys/devices/system/cpu/vulnerabilities/{name}").read_text()
-            mitigations.append(f"{name}: {text.strip()[:60]}")
-    return (
-        f"mcastio benchmarks: {os.cpu_count()} x {model}, Linux {platform.release()},"
-        f" Python {sys.version.split()[0]} ({platform.python_implementation()}),"
-        f" drain: {mcastio.drain_path}, load average {load}\n"
-        f"system call round trip (getppid): {syscall_ns():.0f} ns; " + "; ".join(mitigations)
-    )
-
-
-def syscall_ns(calls: int = 200_000) -> float:
-    """What one system call costs here beyond a C call from Python: the kernel entry and
-    exit that a plain loop pays per datagram and a batched drain per 32."""
-
-    def per_call(func: Any) -> float:
-        best = float("inf")
-        for _ in range(5):
-            start = time.perf_counter()
-            for _ in range(calls):
-                func()
-            best = min(best, (time.perf_counter() - start) / calls * 1e9)
-        return best
-
-    # Both are C functions without arguments; only getppid enters the kernel.
-    return per_call(os.getppid) - per_call(sys.getrecursionlimit)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="3 short rounds")
@@ -492,6 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     only = set(args.only.split(",")) if args.only else None
     sections = set(args.sections.split(","))
+    from machine import machine
+
     print(machine())
     with Lab(links=3, ipv6=False) as lab:
         if sections & {"cpu", "latency", "saturation", "buffers"}:

@@ -1,20 +1,19 @@
-/* The compiled receive drain and batched send: recvmmsg/sendmmsg in C.
+/* The compiled receive drain: recvmmsg, control messages and Datagram values in C.
  *
- * Optional: mcastio/_drain.py picks this module when it imported, and the pure
- * path (mcastio/_receive.py with mcastio/_mmsg.py) otherwise. Both must produce
- * identical Datagram values and counts; tests/test_drain_paths.py checks it.
- *
- * Drain(family, datagram_type, index_to_name) owns the buffers of BATCH
- * messages (payload slots in one anonymous mapping, so untouched pages cost no
- * memory) and a small cache of (source address, arrival interface, TTL) -> the
- * Python objects they become, so a flood from one sender builds its source tuple
- * once. Datagram values are built by writing the dataclass's slots directly:
- * the same as object.__new__ plus the slot descriptors' __set__, which the pure
- * path does.
+ * Optional: mcastio/_drain.py picks this module where it was built, the pure path
+ * (mcastio/_receive.py with mcastio/_mmsg.py) otherwise; tests/test_drain_paths.py
+ * checks both give identical values and counts. Drain owns the buffers of BATCH
+ * messages (payload slots in one anonymous mapping: untouched pages cost no memory)
+ * and a cache of (source address, interface, TTL) -> their Python objects, so a
+ * flood from one sender builds its source tuple once. A Datagram is built by
+ * writing its slots directly, as the pure path's slot descriptors do. The batched
+ * send (sendmmsg, UDP GSO) is in _csend.c.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+
+#include "_cdrain.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -25,17 +24,12 @@
 #include <sys/socket.h>
 
 #define BATCH 32
-/* Default payload room per message: the largest UDP payload plus one, so MSG_TRUNC
- * still tells an oversize datagram apart. */
-#define SLOT 65536
+#define SLOT 65536 /* largest UDP payload + 1: MSG_TRUNC tells oversize apart */
 #define CONTROL_ROOM 256
 #define CACHE 64
 
 #ifndef SO_RXQ_OVFL
 #define SO_RXQ_OVFL 40
-#endif
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
 #endif
 
 typedef struct {
@@ -458,8 +452,7 @@ static PyTypeObject DrainType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mcastio._cdrain.Drain",
     .tp_basicsize = sizeof(Drain),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "recvmmsg buffers for BATCH datagrams of one family, and the Datagrams built "
-              "from them.",
+    .tp_doc = "recvmmsg buffers for BATCH datagrams, and the Datagrams built from them.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Drain_init,
     .tp_dealloc = (destructor)Drain_dealloc,
@@ -468,104 +461,8 @@ static PyTypeObject DrainType = {
     .tp_methods = Drain_methods,
 };
 
-/* send_many(fd, payloads, address, segment) -> messages sent
- *
- * One sendmmsg call (the kernel takes at most UIO_MAXIOV = 1024 messages per
- * call) for payloads sent to the packed sockaddr address. With segment > 0 the
- * payloads go as one UDP GSO message of that segment size (UDP_SEGMENT): every
- * payload but the last must be exactly segment bytes; returns len(payloads). */
-static PyObject *
-send_many(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "send_many(fd, payloads, address, segment)");
-        return NULL;
-    }
-    int fd = PyLong_AsLong(args[0]);
-    if (fd == -1 && PyErr_Occurred())
-        return NULL;
-    PyObject *seq = PySequence_Fast(args[1], "payloads must be a sequence");
-    if (seq == NULL)
-        return NULL;
-    Py_buffer addr;
-    if (PyObject_GetBuffer(args[2], &addr, PyBUF_SIMPLE) < 0) {
-        Py_DECREF(seq);
-        return NULL;
-    }
-    long segment = PyLong_AsLong(args[3]);
-    PyObject *result = NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    if (n > 1024)
-        n = 1024;
-    Py_buffer *views = PyMem_Calloc(n ? n : 1, sizeof(Py_buffer));
-    struct iovec *iov = PyMem_Calloc(n ? n : 1, sizeof(struct iovec));
-    struct mmsghdr *msgs = PyMem_Calloc(n ? n : 1, sizeof(struct mmsghdr));
-    Py_ssize_t held = 0;
-    if (segment == -1 && PyErr_Occurred())
-        goto done;
-    if (views == NULL || iov == NULL || msgs == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (; held < n; held++) {
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, held), &views[held],
-                               PyBUF_SIMPLE) < 0)
-            goto done;
-        iov[held].iov_base = views[held].buf;
-        iov[held].iov_len = (size_t)views[held].len;
-    }
-    int sent;
-    if (segment > 0) {
-        union {
-            struct cmsghdr align;
-            char buf[CMSG_SPACE(sizeof(uint16_t))];
-        } control;
-        memset(&control, 0, sizeof control);
-        struct msghdr m = {0};
-        m.msg_name = addr.buf;
-        m.msg_namelen = (socklen_t)addr.len;
-        m.msg_iov = iov;
-        m.msg_iovlen = (size_t)n;
-        m.msg_control = control.buf;
-        m.msg_controllen = sizeof control.buf;
-        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-        c->cmsg_level = SOL_UDP;
-        c->cmsg_type = UDP_SEGMENT;
-        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-        uint16_t size16 = (uint16_t)segment;
-        memcpy(CMSG_DATA(c), &size16, sizeof size16);
-        Py_BEGIN_ALLOW_THREADS
-        sent = sendmsg(fd, &m, MSG_DONTWAIT) < 0 ? -1 : (int)n;
-        Py_END_ALLOW_THREADS
-    } else {
-        for (Py_ssize_t i = 0; i < n; i++) {
-            msgs[i].msg_hdr.msg_name = addr.buf;
-            msgs[i].msg_hdr.msg_namelen = (socklen_t)addr.len;
-            msgs[i].msg_hdr.msg_iov = &iov[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
-        }
-        Py_BEGIN_ALLOW_THREADS
-        sent = n ? sendmmsg(fd, msgs, (unsigned int)n, MSG_DONTWAIT) : 0;
-        Py_END_ALLOW_THREADS
-    }
-    if (sent < 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
-        goto done;
-    }
-    result = PyLong_FromLong(sent);
-done:
-    for (Py_ssize_t i = 0; i < held; i++)
-        PyBuffer_Release(&views[i]);
-    PyMem_Free(views);
-    PyMem_Free(iov);
-    PyMem_Free(msgs);
-    PyBuffer_Release(&addr);
-    Py_DECREF(seq);
-    return result;
-}
-
 static PyMethodDef module_methods[] = {
-    {"send_many", (PyCFunction)(void (*)(void))send_many, METH_FASTCALL,
+    {"send_many", (PyCFunction)(void (*)(void))mcastio_send_many, METH_FASTCALL,
      "send_many(fd, payloads, address, segment) -> messages sent (sendmmsg, or one UDP GSO "
      "message when segment > 0)"},
     {NULL},
@@ -591,7 +488,7 @@ PyInit__cdrain(void)
     if (PyModule_AddObject(m, "Drain", (PyObject *)&DrainType) < 0 ||
         PyModule_AddIntConstant(m, "BATCH", BATCH) < 0 ||
         PyModule_AddIntConstant(m, "SLOT", SLOT) < 0 ||
-        PyModule_AddIntConstant(m, "MAX_SEND", 1024) < 0) {
+        PyModule_AddIntConstant(m, "MAX_SEND", MCASTIO_MAX_SEND) < 0) {
         Py_DECREF(&DrainType);
         Py_DECREF(m);
         return NULL;
