@@ -52,13 +52,20 @@ USE_RECVMMSG = _mmsg.available() and os.environ.get("MCASTIO_RECVMMSG", "1") != 
 USE_COMPILED = _drain.COMPILED
 
 
-def _new_compiled(
-    family: int, datagram: type[Datagram], index_to_name: Callable[[int], str]
-) -> _Compiled:
-    from ._cdrain import Drain  # imported already: only called when _drain.COMPILED
+def _new_compiled(family: int) -> _Compiled:
+    from ._cdrain import Drain  # imported already: only called when _drain.cdrain is set
 
     # The payload room of the pure path's buffers, so both truncate alike.
-    return Drain(family, datagram, index_to_name, _mmsg.SLOT)
+    return Drain(family, Datagram, _index_to_name, _mmsg.SLOT)
+
+
+def _remember(
+    meta: dict[bytes, tuple[object, ...]], key: bytes, info: tuple[object, ...]
+) -> tuple[object, ...]:
+    if len(meta) >= _META_LIMIT:
+        meta.clear()
+    meta[key] = info
+    return info
 
 
 def _index_to_name(index: int) -> str:
@@ -120,13 +127,13 @@ class ReceivePath:
         self._names: dict[int, str] = {}
         self._buffers: _mmsg.Buffers | None = None
         self._compiled: _Compiled | None = None
-        if USE_RECVMMSG and USE_COMPILED and _drain.cdrain is not None:
-            self._compiled = _new_compiled(group.family, Datagram, _index_to_name)
-        elif USE_RECVMMSG:
-            try:
+        try:
+            if USE_RECVMMSG and USE_COMPILED and _drain.cdrain is not None:
+                self._compiled = _new_compiled(group.family)
+            elif USE_RECVMMSG:
                 self._buffers = _mmsg.Buffers(group.family)
-            except OSError as exc:
-                _log.warning("reading with recvmsg: no memory for recvmmsg buffers: %s", exc)
+        except OSError as exc:
+            _log.warning("reading with recvmsg: no memory for recvmmsg buffers: %s", exc)
         # Key: a source address and the control messages after it, as read;
         # value: (source, interface name, TTL), or _NOT_FOR_GROUP.
         self._meta: dict[bytes, tuple[object, ...]] = {}
@@ -152,9 +159,8 @@ class ReceivePath:
     @property
     def path(self) -> str:
         """The drain in use: "compiled", "recvmmsg" (through ctypes) or "recvmsg"."""
-        if self._compiled is not None:
-            return "compiled"
-        return "recvmmsg" if self._buffers is not None else "recvmsg"
+        fast = "recvmmsg" if self._buffers is not None else "recvmsg"
+        return "compiled" if self._compiled is not None else fast
 
     @property
     def names(self) -> dict[int, str]:
@@ -198,11 +204,14 @@ class ReceivePath:
 
     def drain(self, sock: socket.socket) -> int:
         """Read what ``sock`` holds (up to a budget), hand it on; the datagrams read."""
-        if self._compiled is not None:
-            return self._drain_compiled(sock, self._compiled)
-        if self._buffers is not None:
-            return self._drain_recvmmsg(sock, self._buffers)
-        return self._drain_recvmsg(sock)
+        if not self.fast:
+            return self._drain_recvmsg(sock)
+        batch, read = self._read_fast(sock, self._group_str)
+        self._hand_on(batch)
+        if not self.fast:
+            # The kernel refused recvmmsg: read the plain way from now on.
+            read += self._drain_recvmsg(sock)
+        return read
 
     def _drain_recvmsg(self, sock: socket.socket) -> int:
         batch: list[Datagram] = []
@@ -254,26 +263,12 @@ class ReceivePath:
         self._hand_on(batch)
         return read
 
-    def _drain_recvmmsg(self, sock: socket.socket, buffers: _mmsg.Buffers) -> int:
-        batch, read = self._read_recvmmsg(sock, buffers, self._group_str)
-        self._hand_on(batch)
-        if self._buffers is None:
-            # The kernel refused recvmmsg: read the plain way from now on.
-            read += self._drain_recvmsg(sock)
-        return read
-
-    def _drain_compiled(self, sock: socket.socket, compiled: _Compiled) -> int:
-        batch, read = self._read_compiled(sock, compiled, self._group_str)
-        self._hand_on(batch)
-        if self._compiled is None:
-            # The kernel refused recvmmsg: read the plain way from now on.
-            read += self._drain_recvmsg(sock)
-        return read
-
-    def _read_compiled(
-        self, sock: socket.socket, compiled: _Compiled, group: str | None
-    ) -> tuple[list[Datagram], int]:
-        """What :meth:`_read_recvmmsg` does, in C: same values, same counts."""
+    def _read_fast(self, sock: socket.socket, group: str | None) -> tuple[list[Datagram], int]:
+        """Group traffic (replies: ``group`` None) by recvmmsg, in C where built: same results."""
+        compiled = self._compiled
+        if compiled is None:
+            assert self._buffers is not None
+            return self._read_recvmmsg(sock, self._buffers, group)
         batch, read, truncated, not_for_group, drops, err = compiled.read(
             sock.fileno(), group, DRAIN_BUDGET, self._packed_group
         )
@@ -365,7 +360,7 @@ class ReceivePath:
             name = self._names.get(control.ifindex) or _index_to_name(control.ifindex)
             source = _mmsg.parse_sockaddr(key[:room], self._family)
             info = (source, name, control.ttl)
-        return self._remember(self._meta, key, info)
+        return _remember(self._meta, key, info)
 
     def _learn_reply(self, sock: socket.socket, key: bytes, room: int) -> tuple[object, ...]:
         """A unicast reply is delivered when it came in on an interface in use."""
@@ -374,28 +369,15 @@ class ReceivePath:
         name = self._names.get(control.ifindex)
         if name is not None:
             info = (_mmsg.parse_sockaddr(key[:room], self._family), name, None)
-        return self._remember(self._reply_meta, key, info)
-
-    @staticmethod
-    def _remember(
-        meta: dict[bytes, tuple[object, ...]], key: bytes, info: tuple[object, ...]
-    ) -> tuple[object, ...]:
-        if len(meta) >= _META_LIMIT:
-            meta.clear()
-        meta[key] = info
-        return info
+        return _remember(self._reply_meta, key, info)
 
     def read_replies(self, sock: socket.socket) -> tuple[list[Datagram], int]:
         """Unicast replies waiting on a transmit socket, with recvmmsg: (replies, read).
 
-        Each has ``group`` None and its arrival interface; the caller hands them on.
-        Only while :attr:`fast`: when the kernel refuses recvmmsg, :attr:`fast`
-        turns False and the caller reads the rest the plain way.
+        Each has ``group`` None and its arrival interface; the caller hands them on. Only
+        while :attr:`fast`, which a refused recvmmsg turns False (then read with recvmsg).
         """
-        if self._compiled is not None:
-            return self._read_compiled(sock, self._compiled, None)
-        assert self._buffers is not None
-        return self._read_recvmmsg(sock, self._buffers, None)
+        return self._read_fast(sock, None)
 
     def _hand_on(self, batch: list[Datagram]) -> None:
         if batch:
