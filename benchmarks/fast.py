@@ -24,31 +24,37 @@ from mcastio.testing import Lab
 PLAIN = "plain"
 UVLOOP = "uvloop:stdlib"
 
-#: (label, variant) of the CPU table; the first two are the baselines.
+#: (label, variant) of the CPU table; the first two are the baselines. "compiled"
+#: rows use mcastio._cdrain; "pure" rows run with MCASTIO_PURE=1.
 CPU_ROWS: tuple[tuple[str, str], ...] = (
     ("plain recvmsg loop, IP_PKTINFO -> (data, source, ifindex)", PLAIN),
     ("uvloop DatagramProtocol (no metadata)", UVLOOP),
-    ("mcastio batches()", "mcastio-batch"),
-    ("mcastio async for", "mcastio-aiter"),
-    ("mcastio protocol hook (datagrams_received)", "mcastio-protocol"),
-    ("uvloop mcastio batches()", "uvloop:mcastio-batch"),
-    ("mcastio batches(), coalesce_delay=0", "mcastio-batch+nodelay"),
-    ("mcastio batches(), recvmsg drain", "mcastio-batch+recvmsg"),
+    ("stdlib DatagramProtocol (no metadata)", "stdlib"),
+    ("mcastio compiled batches()", "mcastio-batch"),
+    ("mcastio compiled async for", "mcastio-aiter"),
+    ("mcastio compiled protocol hook", "mcastio-protocol"),
+    ("mcastio pure batches()", "mcastio-batch+pure"),
+    ("mcastio pure async for", "mcastio-aiter+pure"),
+    ("mcastio pure protocol hook", "mcastio-protocol+pure"),
+    ("uvloop mcastio compiled batches()", "uvloop:mcastio-batch"),
+    ("mcastio pure batches(), recvmsg drain", "mcastio-batch+recvmsg"),
 )
 LATENCY_ROWS: tuple[tuple[str, str], ...] = (
     ("plain recvmsg loop", PLAIN),
     ("uvloop DatagramProtocol", UVLOOP),
-    ("mcastio batches()", "mcastio-batch"),
-    ("mcastio async for", "mcastio-aiter"),
-    ("mcastio protocol hook", "mcastio-protocol"),
-    ("mcastio batches(), coalesce_delay=0", "mcastio-batch+nodelay"),
+    ("mcastio compiled batches()", "mcastio-batch"),
+    ("mcastio compiled async for", "mcastio-aiter"),
+    ("mcastio compiled protocol hook", "mcastio-protocol"),
+    ("mcastio pure batches()", "mcastio-batch+pure"),
+    ("mcastio compiled batches(), coalesce_delay=0", "mcastio-batch+nodelay"),
 )
 SATURATION_ROWS: tuple[tuple[str, str], ...] = (
     ("plain recvmsg loop", PLAIN),
     ("uvloop DatagramProtocol", UVLOOP),
-    ("mcastio batches()", "mcastio-batch"),
-    ("mcastio async for", "mcastio-aiter"),
-    ("mcastio protocol hook", "mcastio-protocol"),
+    ("mcastio compiled batches()", "mcastio-batch"),
+    ("mcastio compiled async for", "mcastio-aiter"),
+    ("mcastio compiled protocol hook", "mcastio-protocol"),
+    ("mcastio pure batches()", "mcastio-batch+pure"),
 )
 
 
@@ -118,6 +124,8 @@ def _run_child(
     result.update(sent=sent, fraction=received / sent if sent else 0.0)
     if received:
         result["cpu_us"] = result["cpu"] / received * 1e6
+        result["user_us"] = result.get("user", 0.0) / received * 1e6
+        result["sys_us"] = result.get("sys", 0.0) / received * 1e6
     return result
 
 
@@ -140,26 +148,28 @@ def run_cpu(lab: Lab, rounds: int, seconds: float, rate: int) -> None:
 
     rounds_of(lab, rows, rounds, measure)
     plain, uv = rows[0], rows[1]
-    columns = ["received", "CPU µs/datagram", "ratio to plain loop", "ratio to uvloop"]
-    columns += ["peak RSS", "datagrams per read"]
+    columns = ["received", "CPU µs/datagram", "user", "system", "ratio to plain loop"]
+    columns += ["ratio to uvloop", "datagrams per read"]
     print_table(
         columns,
         rows,
         lambda row: [
             f"{row.med('fraction') * 100:.1f}%",
             f"{row.med('cpu_us'):.2f}",
+            f"{row.med('user_us'):.2f}",
+            f"{row.med('sys_us'):.2f}",
             ratio(row, plain, "cpu_us"),
             ratio(row, uv, "cpu_us"),
-            f"{row.med('maxrss_kib') / 1024:.1f} MiB",
             per_read(row),
         ],
     )
 
 
-def stamped(lab: Lab, rate: int, seconds: float) -> int:
+def stamped(lab: Lab, rate: int, seconds: float, burst: int = 1) -> int:
     link = lab.link[0]
     argv = [str(HERE / "stamped_sender.py"), GROUP, str(PORT), link.peer_addr, str(rate)]
-    proc = lab.run(link.peer_ns, sys.executable, *argv, str(seconds), timeout=seconds + 30)
+    argv += [str(seconds), str(burst)]
+    proc = lab.run(link.peer_ns, sys.executable, *argv, timeout=seconds + 30)
     return _sent(proc.stdout)
 
 
@@ -176,16 +186,17 @@ def deferred(row: Row) -> str:
     return f"{max(counts):.0f}" if counts else "-"
 
 
-def run_latency(lab: Lab, rounds: int, seconds: float, rate: int = 1000) -> None:
+def run_latency(lab: Lab, rounds: int, seconds: float, rate: int = 1000, burst: int = 1) -> None:
+    spacing = "evenly spaced" if burst == 1 else f"in bursts of {burst} back to back"
     print(
-        f"\n## latency: {rounds} rounds x {seconds:g} s at {rate} datagrams/s, evenly spaced,"
+        f"\n## latency: {rounds} rounds x {seconds:g} s at {rate} datagrams/s, {spacing},"
         " from sendto in the peer to the consumer (µs)",
         flush=True,
     )
     rows = [Row(label, variant) for label, variant in LATENCY_ROWS]
 
     def measure(lab: Lab, variant: str) -> dict[str, float]:
-        send = lambda: stamped(lab, rate, seconds)  # noqa: E731
+        send = lambda: stamped(lab, rate, seconds, burst)  # noqa: E731
         return _run_child(lab, variant, lab.link[0].host_if, send, {"BENCH_LATENCY": "1"})
 
     rounds_of(lab, rows, rounds, measure)
@@ -289,6 +300,7 @@ def run_all(lab: Lab, sections: Sequence[str], rounds: int, seconds: float, rate
         run_cpu(lab, rounds, seconds, rate)
     if "latency" in sections:
         run_latency(lab, max(3, rounds - 2), seconds)
+        run_latency(lab, max(3, rounds - 2), seconds, burst=100)
     if "saturation" in sections:
         run_saturation(lab, max(3, rounds - 2), seconds, 250_000)
     if "buffers" in sections:

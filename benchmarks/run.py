@@ -16,6 +16,7 @@ consumer under a flood, the idle CPU of an endpoint and, when
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
 import json
 import os
@@ -109,12 +110,16 @@ class Child:
         env = dict(os.environ, PYTHONPATH=str(tree))
         for key in ("BENCH_RCVBUF", "BENCH_LATENCY", "BENCH_COALESCE", "MCASTIO_RECVMMSG"):
             env.pop(key, None)
+        env.pop("MCASTIO_PURE", None)
         if rcvbuf is not None:
             env["BENCH_RCVBUF"] = str(rcvbuf)
-        # "VARIANT+recvmsg": mcastio's plain recvmsg drain; "+nodelay": coalesce_delay=0.
+        # "VARIANT+recvmsg": mcastio's plain recvmsg drain; "+nodelay": coalesce_delay=0;
+        # "+pure": the pure-Python path (MCASTIO_PURE=1), else the compiled one where built.
         variant, *modifiers = variant.split("+")
         if "recvmsg" in modifiers:
             env["MCASTIO_RECVMMSG"] = "0"
+        if "pure" in modifiers or "recvmsg" in modifiers:
+            env["MCASTIO_PURE"] = "1"
         if "nodelay" in modifiers:
             env["BENCH_COALESCE"] = "0"
         env.update(env_extra or {})
@@ -303,6 +308,37 @@ def run_send(rounds: int, sends: int) -> None:
     print("\n".join(rows), flush=True)
 
 
+def run_send_many(rounds: int, count: int) -> None:
+    """CPU per datagram of bursts to one group: sendto loop, send_all, send_many, GSO."""
+    import sends as send_bench
+
+    import mcastio
+
+    print(
+        f"\n## batched sends: {count} datagrams of 64 bytes in bursts of 64 to one group out"
+        f" of one interface, {rounds} interleaved rounds (CPU µs per datagram, medians;"
+        f" drain {mcastio.drain_path})",
+        flush=True,
+    )
+    with Lab(links=1, ipv6=False) as lab, lab.inside():
+        samples = asyncio.run(
+            send_bench.burst_cost(GROUP, PORT, lab.link[0].host_if, rounds, count)
+        )
+    rows = ["| way | CPU µs/datagram | ratio to sendto loop |", "|---|---:|---:|"]
+    labels = {
+        "sendto": "sendto loop (one socket)",
+        "send_all": "await send_all per datagram",
+        "sendmmsg": "await send_many (sendmmsg)",
+        "gso": "await send_many (UDP GSO)",
+    }
+    for key, label in labels.items():
+        ratios = [a / b for a, b in zip(samples[key], samples["sendto"], strict=True)]
+        rows.append(f"| {label} | {median(samples[key]):.2f} | {median(ratios):.2f} |")
+    print("\n".join(rows), flush=True)
+    if "sendto_refused" in samples:
+        print(f"(the sendto loop met a full buffer {int(samples['sendto_refused'][0])} times)")
+
+
 def run_send_compared(rounds: int, sends: int) -> None:
     """This tree's send_all ratios beside another tree's, round by round in one run."""
     other = OTHER_TREES["other"]
@@ -379,8 +415,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", default=None, help="comma-separated receiver variants")
     parser.add_argument(
         "--sections",
-        default="cpu,latency,saturation,buffers,receive,equal,send,memory,idle,join",
-        help="comma-separated: cpu,latency,saturation,buffers,receive,equal,send,memory,idle,join",
+        default="cpu,latency,saturation,buffers,sendmany,receive,equal,send,memory,idle,join",
+        help="comma-separated: cpu,latency,saturation,buffers,sendmany,receive,equal,send,"
+        "memory,idle,join",
     )
     parser.add_argument(
         "--compare-with",
@@ -411,7 +448,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     only = set(args.only.split(",")) if args.only else None
     sections = set(args.sections.split(","))
-    print(f"mcastio benchmarks: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    from machine import machine
+
+    print(machine())
     with Lab(links=3, ipv6=False) as lab:
         if sections & {"cpu", "latency", "saturation", "buffers"}:
             import fast
@@ -427,6 +466,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_memory(lab, args.rate, (1.0, 3.0) if args.quick else (2.0, 6.0))
         if "idle" in sections:
             run_idle(lab, 2.0 if args.quick else 5.0)
+    if "sendmany" in sections:
+        run_send_many(rounds, 20480 if args.quick else 65536)
     if "send" in sections:
         run_send(rounds, 2000 if args.quick else 10000)
     if "join" in sections:

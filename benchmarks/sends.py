@@ -94,5 +94,66 @@ async def measure(
     }
 
 
+async def burst_cost(
+    group: str, port: int, name: str, rounds: int, count: int, size: int = 64, burst: int = 64
+) -> dict[str, list[float]]:
+    """CPU µs per datagram of ``count`` datagrams to one group out of one interface, in
+    bursts: a sendto loop, await send_all per datagram, send_many (sendmmsg) and GSO."""
+    from mcastio import _sendmany
+
+    (sock,) = plain_senders([name])
+    dest = (group, port)
+    payloads = [bytes([i]) * size for i in range(burst)]
+    bursts = count // burst
+    samples: dict[str, list[float]] = {"sendto": [], "send_all": [], "sendmmsg": [], "gso": []}
+    refused = 0
+
+    async def sendto_loop() -> None:
+        nonlocal refused
+        for _ in range(bursts):
+            for p in payloads:
+                try:
+                    sock.sendto(p, dest)
+                except BlockingIOError:
+                    refused += 1
+            await asyncio.sleep(0)
+
+    try:
+        async with mcastio.MulticastEndpoint(group, port, interfaces=[name]) as ep:
+
+            async def send_all_loop() -> None:
+                for _ in range(bursts):
+                    for p in payloads:
+                        await ep.send_all(p)
+                    await asyncio.sleep(0)
+
+            async def many(gso: bool) -> None:
+                _sendmany.USE_GSO = gso
+                for _ in range(bursts):
+                    for r in await ep.send_many(payloads):
+                        if not r.ok:
+                            raise RuntimeError(f"send_many failed: {r}")
+                    await asyncio.sleep(0)
+
+            ways: dict[str, Callable[[], Awaitable[None]]] = {
+                "sendto": sendto_loop,
+                "send_all": send_all_loop,
+                "sendmmsg": lambda: many(False),
+                "gso": lambda: many(True),
+            }
+            for _ in range(rounds):
+                # Interleaved so that drift on a shared machine hits every way alike.
+                for key, way in ways.items():
+                    start = time.process_time()
+                    await way()
+                    samples[key].append((time.process_time() - start) / (bursts * burst) * 1e6)
+    finally:
+        _sendmany.USE_GSO = True
+        sock.close()
+    if refused:
+        samples["sendto_refused"] = [float(refused)]
+    return samples
+
+
 def run(group: str, port: int, names: Sequence[str], rounds: int, sends: int) -> dict[str, float]:
     return asyncio.run(measure(group, port, names, rounds, sends))

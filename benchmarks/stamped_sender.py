@@ -1,4 +1,7 @@
-"""Send timestamped datagrams at a steady rate: ``GROUP PORT SOURCE_ADDR RATE SECONDS``.
+"""Send timestamped datagrams at a steady rate: ``GROUP PORT SOURCE_ADDR RATE SECONDS [BURST]``.
+
+With ``BURST`` > 1 the same average rate goes out in bursts of that many
+datagrams back to back (each stamped when it is sent).
 
 Run in a peer namespace of the lab. Each 64-byte payload starts with the
 ``CLOCK_MONOTONIC`` time of its ``sendto`` in nanoseconds (big-endian), which the
@@ -14,17 +17,17 @@ import sys
 import time
 
 
-def main(group: str, port: int, source: str, rate: int, seconds: float) -> int:
+def main(group: str, port: int, source: str, rate: int, seconds: float, burst: int = 1) -> int:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(source))
     sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
     pack = struct.Struct("!Q").pack
     pad = b"\0" * 56
-    gap = 1e9 / rate
-    total = int(rate * seconds)
+    gap = 1e9 / rate * burst
+    total = int(rate * seconds) // burst * burst
     start = time.monotonic_ns()
     for n in range(total):
-        due = start + n * gap
+        due = start + (n // burst) * gap
         ahead = due - time.monotonic_ns()
         if ahead > 200_000:
             time.sleep((ahead - 100_000) / 1e9)
@@ -38,4 +41,6 @@ def main(group: str, port: int, source: str, rate: int, seconds: float) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5])))
+    group, port, source, rate, seconds = sys.argv[1:6]
+    burst = int(sys.argv[6]) if len(sys.argv) > 6 else 1
+    sys.exit(main(group, int(port), source, int(rate), float(seconds), burst))

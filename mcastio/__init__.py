@@ -1,5 +1,6 @@
 """mcastio: asyncio IP multicast on every interface of a multi-homed host."""
 
+from ._drain import drain_path
 from ._dualstack import DualSendResult, DualStackEndpoint, open_dual_stack
 from ._endpoint import EndpointStats, MulticastEndpoint
 from ._errors import (
@@ -21,6 +22,7 @@ from ._selection import (
     no_virtual_links,
     physical_links,
 )
+from ._sendmany import BatchSendResult
 from ._subscription import BatchSubscription, Subscription
 from ._watch import InterfaceEvent
 from ._watcher import InterfaceEventStream
@@ -28,6 +30,7 @@ from ._watcher import InterfaceEventStream
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "BatchSendResult",
     "BatchSubscription",
     "Datagram",
     "DualSendResult",
@@ -54,6 +57,7 @@ __all__ = [
     "Subscription",
     "create_multicast_endpoint",
     "default_route_links",
+    "drain_path",
     "link_with_vlans",
     "no_virtual_links",
     "open_dual_stack",

@@ -28,6 +28,7 @@ from ._options import (
     validate_queue_size,
 )
 from ._receive import Sink
+from ._sendmany import BatchSendResult
 from ._subscription import BatchSubscription, Subscription
 from ._watch import InterfaceEvent
 from ._watcher import InterfaceEventStream
@@ -335,6 +336,24 @@ class MulticastEndpoint(EndpointGroups):
     ) -> SendResult:
         """Send one copy out of the named interface; raises ``MulticastError`` on failure."""
         return await self._engine.tx.send(data, interface, group)
+
+    async def send_many(
+        self,
+        datagrams: Sequence[bytes | bytearray | memoryview],
+        *,
+        interface: str | None = None,
+        group: str | None = None,
+    ) -> tuple[BatchSendResult, ...]:
+        """Send every datagram, in order, out of every current interface (or the named one).
+
+        Batched where the compiled extension is built: one ``sendmmsg`` call carries up
+        to 1024 datagrams, and a run of same-size datagrams (up to 1400 bytes) goes as
+        one UDP GSO message where the route takes it. Otherwise one ``sendto`` each,
+        with the same results. One result per interface: how many were sent (the first
+        ``sent``, in order) and the error that stopped the rest; a full buffer is
+        waited for, as in :meth:`send_all`. ``group`` as in :meth:`send_all`.
+        """
+        return await self._engine.tx.send_many(datagrams, interface, group)
 
     # -- unicast: answering (docs/how-to/answering.md) ------------------------------------
 

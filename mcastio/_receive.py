@@ -4,9 +4,12 @@ A socket is drained up to a budget per read; every datagram of the drain goes to
 each sink (subscriptions, a protocol) in one list. Datagrams that reached the
 port but were not sent to the group are counted, never delivered.
 
-Two drains do the same thing: ``recvmmsg`` through :mod:`._mmsg` reads up to 32
-datagrams per system call where libc has it, plain ``recvmsg`` otherwise (and
-with ``MCASTIO_RECVMMSG=0`` in the environment). :class:`._pacing.SocketReader`
+Three drains do the same thing: the compiled one (:mod:`._drain`, C: ``recvmmsg``
+and the ``Datagram`` values built there) where it was built; ``recvmmsg`` through
+:mod:`._mmsg` reads up to 32 datagrams per system call where libc has it (and with
+``MCASTIO_PURE=1``); plain ``recvmsg`` otherwise (and with ``MCASTIO_RECVMMSG=0``).
+The compiled drain checks one group: an endpoint with several reads its group
+traffic through :mod:`._mmsg`, with the same results. :class:`._pacing.SocketReader`
 decides when a drain runs.
 """
 
@@ -17,12 +20,16 @@ import logging
 import os
 import socket
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from . import _mmsg, _net
+from . import _drain, _mmsg, _net
 from ._fastpath import DATAGRAM_SLOT_SETTERS
 from ._model import Datagram, Group
 
-__all__ = ["DRAIN_BUDGET", "USE_RECVMMSG", "ReceivePath", "Sink"]
+if TYPE_CHECKING:
+    from ._cdrain import Drain as _Compiled
+
+__all__ = ["DRAIN_BUDGET", "USE_COMPILED", "USE_RECVMMSG", "ReceivePath", "Sink"]
 
 _log = logging.getLogger("mcastio")
 
@@ -46,6 +53,25 @@ _NO_RECVMMSG = (errno.ENOSYS, errno.EPERM, errno.EOPNOTSUPP)
 
 #: Whether new endpoints read with recvmmsg; tests run both drains through this.
 USE_RECVMMSG = _mmsg.available() and os.environ.get("MCASTIO_RECVMMSG", "1") != "0"
+
+#: Whether new endpoints read with the compiled drain (with recvmmsg on); tests too.
+USE_COMPILED = _drain.COMPILED
+
+
+def _new_compiled(family: int) -> _Compiled:
+    from ._cdrain import Drain  # imported already: only called when _drain.cdrain is set
+
+    # The payload room of the pure path's buffers, so both truncate alike.
+    return Drain(family, Datagram, _index_to_name, _mmsg.SLOT)
+
+
+def _remember(
+    meta: dict[bytes, tuple[object, ...]], key: bytes, info: tuple[object, ...]
+) -> tuple[object, ...]:
+    if len(meta) >= _META_LIMIT:
+        meta.clear()
+    meta[key] = info
+    return info
 
 
 def _index_to_name(index: int) -> str:
@@ -104,11 +130,15 @@ class ReceivePath:
         self._wire_groups: dict[str, str] = {}
         self._names: dict[int, str] = {}
         self._buffers: _mmsg.Buffers | None = None
-        if USE_RECVMMSG:
-            try:
+        self._compiled: _Compiled | None = None
+        try:
+            if USE_RECVMMSG:
                 self._buffers = _mmsg.Buffers(group.family)
-            except OSError as exc:
-                _log.warning("reading with recvmsg: no memory for recvmmsg buffers: %s", exc)
+            if USE_RECVMMSG and USE_COMPILED and _drain.cdrain is not None:
+                self._compiled = _new_compiled(group.family)
+        except OSError as exc:
+            _log.warning("reading with recvmsg: no memory for recvmmsg buffers: %s", exc)
+            self._buffers = None
         # Key: a source address and the control messages after it, as read;
         # value: (source, interface name, TTL), or _NOT_FOR_GROUP.
         self._meta: dict[bytes, tuple[object, ...]] = {}
@@ -147,6 +177,8 @@ class ReceivePath:
         # bytes (recvmmsg): either way canonical for any spelling of an IPv6 group.
         self._groups = {g.address.packed: str(g) for g in groups}
         self._wire_groups = {socket.inet_ntop(g.family, g.address.packed): str(g) for g in groups}
+        # The compiled drain checks one group: (packed, name) while there is one.
+        self._only_group = next(iter(self._groups.items())) if len(self._groups) == 1 else None
         if groups:
             self._group_str = str(groups[0])
         # What each arrival means depends on the groups: forget it all, so a group
@@ -156,8 +188,14 @@ class ReceivePath:
 
     @property
     def fast(self) -> bool:
-        """Whether this path reads with recvmmsg."""
+        """Whether this path reads with recvmmsg (compiled or through ctypes)."""
         return self._buffers is not None
+
+    @property
+    def path(self) -> str:
+        """The drain in use: "compiled", "recvmmsg" (through ctypes) or "recvmsg"."""
+        fast = "recvmmsg" if self._buffers is not None else "recvmsg"
+        return "compiled" if self._compiled is not None and self._buffers is not None else fast
 
     @property
     def names(self) -> dict[int, str]:
@@ -167,9 +205,11 @@ class ReceivePath:
     @names.setter
     def names(self, names: dict[int, str]) -> None:
         self._names = names
-        # The recvmmsg drain remembers names with the arrival: forget them all.
+        # The recvmmsg drains remember names with the arrival: forget them all.
         self._meta = {}
         self._reply_meta = {}
+        if self._compiled is not None:
+            self._compiled.set_names(names)
 
     @property
     def sinks(self) -> tuple[Sink, ...]:
@@ -200,7 +240,7 @@ class ReceivePath:
     def drain(self, sock: socket.socket) -> int:
         """Read what ``sock`` holds (up to a budget), hand it on; the datagrams read."""
         if self._buffers is not None:
-            return self._drain_recvmmsg(sock, self._buffers)
+            return self._drain_recvmmsg(sock)
         return self._drain_recvmsg(sock)
 
     def _drain_recvmsg(self, sock: socket.socket) -> int:
@@ -254,8 +294,8 @@ class ReceivePath:
         self._hand_on(batch)
         return read
 
-    def _drain_recvmmsg(self, sock: socket.socket, buffers: _mmsg.Buffers) -> int:
-        batch, read = self._read_recvmmsg(sock, buffers, "")
+    def _drain_recvmmsg(self, sock: socket.socket) -> int:
+        batch, read = self._read_fast(sock, "")
         held = None if self.holds is None else self.holds.get(sock)
         if held is not None:
             names = {self._names.get(index) for index in held}
@@ -267,6 +307,35 @@ class ReceivePath:
             # The kernel refused recvmmsg: read the plain way from now on.
             read += self._drain_recvmsg(sock)
         return read
+
+    def _read_fast(self, sock: socket.socket, group: str | None) -> tuple[list[Datagram], int]:
+        """Group traffic ("") or replies (None) by recvmmsg, in C where built: same results."""
+        compiled, buffers = self._compiled, self._buffers
+        assert buffers is not None
+        only = self._only_group
+        if compiled is None or (group is not None and only is None):
+            return self._read_recvmmsg(sock, buffers, group)
+        packed, name = (b"", None) if only is None else only
+        batch, read, truncated, not_for_group, drops, err = compiled.read(
+            sock.fileno(), None if group is None else name, DRAIN_BUDGET, packed
+        )
+        self.truncated += truncated
+        self.not_for_group += not_for_group
+        if drops >= 0:
+            self.drops.report(sock, drops)
+        if err:
+            self._read_failed(OSError(err, os.strerror(err)))
+        return batch, read
+
+    def _read_failed(self, exc: OSError) -> None:
+        if exc.errno in _NO_RECVMMSG:
+            # A sandbox may refuse the call (seccomp).
+            _log.warning("reading with recvmsg: the kernel refused recvmmsg: %s", exc)
+            self._buffers = None
+            self._compiled = None
+        else:
+            # An unconnected UDP socket has no peer errors to report; log and move on.
+            _log.warning("receive error on %s:%d: %s", self._group_str, self._port, exc)
 
     def _read_recvmmsg(
         self, sock: socket.socket, buffers: _mmsg.Buffers, group: str | None
@@ -295,13 +364,7 @@ class ReceivePath:
             try:
                 count = buffers.receive(fd)
             except OSError as exc:
-                if exc.errno in _NO_RECVMMSG:
-                    # A sandbox may refuse the call (seccomp).
-                    _log.warning("reading with recvmsg: the kernel refused recvmmsg: %s", exc)
-                    self._buffers = None
-                    break
-                # An unconnected UDP socket has no peer errors to report; log and move on.
-                _log.warning("receive error on %s:%d: %s", self._group_str, self._port, exc)
+                self._read_failed(exc)
                 break
             read += count
             for (key_at, data_at), (control_len, flags, length) in zip(
@@ -346,7 +409,7 @@ class ReceivePath:
             name = self._names.get(control.ifindex) or _index_to_name(control.ifindex)
             source = _mmsg.parse_sockaddr(key[:room], self._family)
             info = (source, name, control.ttl, to)
-        return self._remember(self._meta, key, info)
+        return _remember(self._meta, key, info)
 
     def _learn_reply(self, sock: socket.socket, key: bytes, room: int) -> tuple[object, ...]:
         """A unicast reply is delivered when it came in on an interface in use."""
@@ -355,16 +418,7 @@ class ReceivePath:
         name = self._names.get(control.ifindex)
         if name is not None:
             info = (_mmsg.parse_sockaddr(key[:room], self._family), name, None, None)
-        return self._remember(self._reply_meta, key, info)
-
-    @staticmethod
-    def _remember(
-        meta: dict[bytes, tuple[object, ...]], key: bytes, info: tuple[object, ...]
-    ) -> tuple[object, ...]:
-        if len(meta) >= _META_LIMIT:
-            meta.clear()
-        meta[key] = info
-        return info
+        return _remember(self._reply_meta, key, info)
 
     def read_replies(self, sock: socket.socket) -> tuple[list[Datagram], int]:
         """Unicast replies waiting on a transmit socket, with recvmmsg: (replies, read).
@@ -373,8 +427,7 @@ class ReceivePath:
         Only while :attr:`fast`: when the kernel refuses recvmmsg, :attr:`fast`
         turns False and the caller reads the rest the plain way.
         """
-        assert self._buffers is not None
-        return self._read_recvmmsg(sock, self._buffers, None)
+        return self._read_fast(sock, None)
 
     def _hand_on(self, batch: list[Datagram]) -> None:
         if batch:

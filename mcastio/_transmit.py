@@ -10,16 +10,18 @@ is reported once, then left out of ``send_all`` until it changes.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import socket
 from collections.abc import Callable, Sequence
 
-from . import _net
+from . import _net, _sendmany
 from ._errors import EndpointClosedError, MulticastError
 from ._fastpath import OkResults
 from ._model import MAX_PAYLOAD_V4, MAX_PAYLOAD_V6, Group, Interface, SendResult, validate_payload
 from ._onlink import UnicastRoute
+from ._sendmany import BatchSendResult, GsoState, Payload
 from ._sendto import send_unicast
 
 __all__ = ["TransmitPool"]
@@ -37,10 +39,11 @@ _COPIES_PER_YIELD = 256
 class _Sender:
     """One interface's transmit socket."""
 
-    __slots__ = ("iface", "ok", "send", "tx", "writable")
+    __slots__ = ("gso", "iface", "ok", "send", "tx", "writable")
 
     def __init__(self, iface: Interface, tx: socket.socket) -> None:
         self.tx = tx
+        self.gso = GsoState()
         # Set while a send waits for this socket to drain (see _send_when_writable).
         self.writable: asyncio.Future[None] | None = None
         self.update(iface, tx)
@@ -49,6 +52,7 @@ class _Sender:
         self.iface = iface
         if tx is not None:
             self.tx = tx
+            self.gso = GsoState()
         # Bound once here, not looked up on every send: send_all is measured
         # against bare sendto calls.
         self.send = self.tx.sendto
@@ -91,6 +95,10 @@ class TransmitPool:
         self._on_close = _ignore if from_group_port else on_close
         self._dest: tuple[str, int] | None = (str(group), port)
         self._dests: dict[str, tuple[str, int]] = {str(group): self._dest}
+        # The packed sockaddr of each group, as sendmmsg takes it (send_many).
+        self._addresses: dict[tuple[str, int], bytes] = {
+            self._dest: _sendmany.sockaddr(group, port)
+        }
         self._senders: dict[int, _Sender] = {}
         # Links whose sends were refused: out of send_all until they change (retry()).
         self._parked: dict[int, tuple[_Sender, OSError]] = {}
@@ -120,6 +128,7 @@ class TransmitPool:
         """The groups sends may name; a call that names none needs exactly one."""
         self._dests = {str(g): (str(g), self._port) for g in groups}
         self._dest = next(iter(self._dests.values())) if len(self._dests) == 1 else None
+        self._addresses = {(str(g), self._port): _sendmany.sockaddr(g, self._port) for g in groups}
 
     def _dest_for(self, group: str | None) -> tuple[str, int]:
         if group is None:
@@ -360,17 +369,52 @@ class TransmitPool:
             self.retry(sender.iface.index)
         return SendResult(sender.iface.name, None, sent)
 
-    async def _send_when_writable(
-        self,
-        sender: _Sender,
-        payload: bytes | bytearray | memoryview,
-        dest: tuple[str, int] | UnicastRoute,
-    ) -> SendResult:
+    async def send_many(
+        self, payloads: Sequence[Payload], interface: str | None, group: str | None = None
+    ) -> tuple[BatchSendResult, ...]:
+        """Every payload, in order, out of every interface (or the named one)."""
+        if self.state != "open":
+            self._check_send(b"")  # raises EndpointClosedError
+        dest = self._dest_for(group)
+        checked = [
+            p if type(p) is bytes and len(p) <= _FITS_ANY_GROUP else self._check_send(p)
+            for p in payloads
+        ]
+        senders = [self._named(interface)] if interface is not None else list(self._view)
+        # First every interface as far as its buffer takes; then the blocked ones.
+        reached = [self._push(sender, checked, 0, dest) for sender in senders]
+        results = []
+        for sender, (at, error) in zip(senders, reached, strict=True):
+            while isinstance(error, BlockingIOError):
+                error = await self._writable(sender)
+                if error is None:
+                    at, error = self._push(sender, checked, at, dest)
+            results.append(BatchSendResult(sender.iface.name, at, error))
+        self._until_yield -= sum(r.sent for r in results) or 1
+        if self._until_yield <= 0:
+            await self._yield()
+        return tuple(results)
+
+    def _push(
+        self, sender: _Sender, payloads: list[Payload], start: int, dest: tuple[str, int]
+    ) -> tuple[int, OSError | None]:
+        """(index reached, the error that stopped it or None)."""
+        address = self._addresses[dest]
+        try:
+            at = _sendmany.push(sender.tx, payloads, start, address, dest, sender.gso)
+        except OSError as exc:
+            return start, exc
+        if at < len(payloads):
+            return at, BlockingIOError(errno.EAGAIN, "the socket buffer is full")
+        return at, None
+
+    async def _writable(self, sender: _Sender) -> OSError | None:
+        """Wait until ``sender``'s socket takes more; None, or why it never will."""
         assert self._loop is not None
         name = sender.iface.name
         tx = sender.tx
         if tx.fileno() == -1:
-            return SendResult(name, _net.gone_error(name))
+            return _net.gone_error(name)
         waiter = sender.writable
         if waiter is None:
             # asyncio keeps one writer per descriptor: concurrent senders share it.
@@ -379,9 +423,20 @@ class TransmitPool:
         try:
             await asyncio.wait_for(asyncio.shield(waiter), 1.0)
         except asyncio.TimeoutError:
-            return SendResult(name, _net.still_full_error())
+            return _net.still_full_error()
         if sender.tx is not tx or tx.fileno() == -1:
-            return SendResult(name, _net.gone_error(name))
+            return _net.gone_error(name)
+        return None
+
+    async def _send_when_writable(
+        self,
+        sender: _Sender,
+        payload: bytes | bytearray | memoryview,
+        dest: tuple[str, int] | UnicastRoute,
+    ) -> SendResult:
+        error = await self._writable(sender)
+        if error is not None:
+            return SendResult(sender.iface.name, error)
         if isinstance(dest, UnicastRoute):
             return self._unicast_one(sender, payload, dest)
         return self._send_one(sender, payload, dest)

@@ -111,15 +111,36 @@ def need_tcpdump() -> None:
     require(tcpdump_support())
 
 
-@pytest.fixture(params=["recvmmsg", "recvmsg"])
+def receive_drains() -> list[str]:
+    """The drains this install has: the compiled one only where it was built (where a
+    compiler was: ``test_drain.py`` fails when one was and the build did not happen)."""
+    from mcastio import _drain
+
+    pure = ["recvmmsg", "recvmsg"]
+    return pure if _drain.cdrain is None else ["compiled", *pure]
+
+
+@pytest.fixture(params=receive_drains())
 def receive_drain(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run the test once with each receive drain: the recvmmsg fast path and recvmsg."""
+    """Run the test once with each receive drain: the compiled one (C), and the pure
+    path's recvmmsg (through ctypes) and recvmsg."""
+    return _use_drain(request.param, monkeypatch)
+
+
+@pytest.fixture(params=receive_drains()[:2])
+def receive_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test on the compiled path and on the pure one (recvmmsg): for the long
+    tests with real peers, where a third run would cost more than it could find."""
+    return _use_drain(request.param, monkeypatch)
+
+
+def _use_drain(drain: str, monkeypatch: pytest.MonkeyPatch) -> str:
     from mcastio import _mmsg, _receive
 
-    drain: str = request.param
-    if drain == "recvmmsg" and not _mmsg.available():
+    if drain != "recvmsg" and not _mmsg.available():
         skip_or_fail("this libc has no recvmmsg")
-    monkeypatch.setattr(_receive, "USE_RECVMMSG", drain == "recvmmsg")
+    monkeypatch.setattr(_receive, "USE_RECVMMSG", drain != "recvmsg")
+    monkeypatch.setattr(_receive, "USE_COMPILED", drain == "compiled")
     return drain
 
 

@@ -22,7 +22,7 @@ from tests.conftest import run, skip_or_fail
 GROUP = "239.255.42.7"
 PORT = 5407
 
-# Every test runs with each receive drain (recvmmsg and recvmsg).
+# Every test runs with each receive drain (compiled, recvmmsg and recvmsg).
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("receive_drain")]
 
 

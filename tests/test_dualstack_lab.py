@@ -12,7 +12,7 @@ from mcastio import DualStackEndpoint, MulticastEndpoint, MulticastError, Subscr
 from mcastio.testing import Lab
 from tests.conftest import run
 
-# Every test runs with each receive drain (recvmmsg and recvmsg).
+# Every test runs with each receive drain (compiled, recvmmsg and recvmsg).
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("receive_drain")]
 
 MDNS4, MDNS6, MDNS_PORT = "224.0.0.251", "ff02::fb", 5353

@@ -13,7 +13,7 @@ from mcastio import Datagram, MulticastEndpoint, Subscription
 from mcastio.testing import Lab, PeerListener
 from tests.conftest import run
 
-# Every test runs with each receive drain (recvmmsg and recvmsg).
+# Every test runs with each receive drain (compiled, recvmmsg and recvmsg).
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("receive_drain")]
 
 PORT = 5400

@@ -11,7 +11,7 @@ import mcastio
 from mcastio.testing import Lab, Link
 from tests.conftest import run
 
-# Every test runs with each receive drain (recvmmsg and recvmsg).
+# Every test runs with each receive drain (compiled, recvmmsg and recvmsg).
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("receive_drain")]
 
 GROUP4 = "239.255.12.1"

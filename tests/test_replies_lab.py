@@ -13,7 +13,7 @@ import mcastio
 from mcastio.testing import Lab, Link
 from tests.conftest import run
 
-# Every test runs with each receive drain (recvmmsg and recvmsg).
+# Every test runs with each receive drain (compiled, recvmmsg and recvmsg).
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("receive_drain")]
 
 GROUP4, GROUP6_LINK, GROUP6_SITE = "239.255.30.1", "ff02::1:30", "ff05::1:30"

@@ -26,7 +26,7 @@ from mcastio._net import _GROUP_SOURCE_REQ, MCAST_JOIN_SOURCE_GROUP, _sockaddr
 from mcastio.testing import Lab, tcpdump_argv
 from tests.conftest import run
 
-# Every test runs with each receive drain (recvmmsg and recvmsg).
+# Every test runs with each receive drain (compiled, recvmmsg and recvmsg).
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("receive_drain")]
 
 PORT = 5401

@@ -208,6 +208,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         for block in findings_text(findings):
             print(block)
             print()
+        from .._drain import describe
+
+        print(textwrap.fill(f"receive path: {describe()}", WIDTH, subsequent_indent="  "))
         counts = {s: sum(f.severity == s for f in findings) for s in ("error", "warning", "info")}
         print(", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items()))
     return 1 if any(f.severity == "error" for f in findings) else 0

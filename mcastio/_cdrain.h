@@ -1,0 +1,14 @@
+/* Shared between the two source files of mcastio._cdrain. */
+#ifndef MCASTIO_CDRAIN_H
+#define MCASTIO_CDRAIN_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+/* The kernel's cap on messages per sendmmsg call (UIO_MAXIOV). */
+#define MCASTIO_MAX_SEND 1024
+
+/* send_many(fd, payloads, address, segment) -> messages sent (_csend.c). */
+PyObject *mcastio_send_many(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
+#endif
