@@ -265,6 +265,14 @@ def udp_pair() -> tuple[socket.socket, socket.socket]:
     return rx, tx
 
 
+async def until(done: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Return once ``done()`` holds; fail after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not done():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
 def counting_drain(counts: list[int], fail: Callable[[], bool]) -> Callable[[socket.socket], int]:
     def drain(sock: socket.socket) -> int:
         read = 0
@@ -291,16 +299,17 @@ def test_socket_reader_coalesces_a_flood_then_watches_again() -> None:
         reader.start()
         try:
             b.send(b"x")
-            await asyncio.sleep(0.01)
+            await until(lambda: sum(counts) == 1)
             light = reader.coalescing
             for _ in range(20):
                 for _ in range(40):
                     b.send(b"y")
                 await asyncio.sleep(0.001)
             flooded = reader.deferred_reads
-            await asyncio.sleep(0.02)
+            # Waited for, not slept on: a busy machine may run the reads late.
+            await until(lambda: sum(counts) == 1 + 20 * 40 and not reader.coalescing)
             b.send(b"z")
-            await asyncio.sleep(0.01)
+            await until(lambda: sum(counts) == 1 + 20 * 40 + 1)
             return sum(counts), flooded, light, reader.coalescing
         finally:
             reader.stop()
@@ -327,11 +336,12 @@ def test_socket_reader_keeps_reading_after_a_failing_deferred_drain() -> None:
         try:
             for _ in range(100):
                 b.send(b"y")
-            await asyncio.sleep(0.02)
-            assert reader.deferred_reads >= 1
-            assert len(errors) == 1
+            # Waited for, not slept on: a busy machine may run the deferred read late.
+            await until(lambda: reader.deferred_reads >= 1 and len(errors) == 1)
             b.send(b"after")
-            await asyncio.sleep(0.02)
+            await until(lambda: sum(counts) >= 101)
+            await asyncio.sleep(0.02)  # nothing more comes
+            assert len(errors) == 1
             return sum(counts)
         finally:
             reader.stop()
