@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -15,6 +16,12 @@ from typing import Any, NoReturn, TypeVar
 import pytest
 
 from mcastio.testing import Lab, find_tool, lab_support, tcpdump_support
+
+# A suite started in the background by a non-interactive shell (`cmd &`) inherits
+# SIGINT ignored, and so would every program it starts, which then cannot be
+# stopped with Ctrl-C as the tests do: the programs it starts get the default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 T = TypeVar("T")
 
