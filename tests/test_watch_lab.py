@@ -33,6 +33,11 @@ PORT = 5042
 T = TypeVar("T")
 
 
+def carrier(lab: Lab, ifname: str) -> bool:
+    """Whether ``ifname`` on the host has its carrier (its veth peer is up)."""
+    return "LOWER_UP" in lab.run(lab.host, "ip", "-o", "link", "show", ifname).stdout
+
+
 def names(ep: MulticastEndpoint) -> set[str]:
     return {i.name for i in ep.interfaces}
 
@@ -141,6 +146,8 @@ def test_new_link_is_joined_and_sent_on(lab: Lab, no_warnings: None) -> None:
             got = await receive_until(sub, b"from-eth3\n")
             assert got[-1].interface == "eth3"
             reader = PeerReader(lab, new)
+            # A veth drops what it sends before its peer end is up: wait for carrier.
+            await wait_for(lambda: carrier(lab, new.host_if), what="eth3 carrier")
             results = await ep.send_all(b"to-all\n")
             assert {r.interface for r in results if r.ok} == {"eth0", "eth1", "eth2", "eth3"}
             await reader.wait_for(b"to-all\n")
