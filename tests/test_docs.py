@@ -104,3 +104,12 @@ def test_mkdocs_build_strict_is_clean(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "site" / "reference" / "api" / "index.html").exists()
+
+
+def test_the_api_reference_lists_every_public_name() -> None:
+    """A name added to ``mcastio.__all__`` must reach docs/reference/api.md too."""
+    import mcastio
+
+    page = (DOCS / "reference" / "api.md").read_text()
+    listed = set(re.findall(r"^ +- (\w+)$", page, re.M))
+    assert set(mcastio.__all__) <= listed, sorted(set(mcastio.__all__) - listed)
