@@ -19,11 +19,12 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 
-from . import _net, _rawnet
+from . import _net, _querywatch, _rawnet
 from ._discovery import proc_net_path
 from ._errors import MulticastError, RawAccessError
-from ._igmp import igmp_report, mld_report, parse_igmp_query, parse_mld_message
+from ._igmp import QuerySeen, igmp_report, mld_report
 from ._keeper import (
+    Heard,
     KeepaliveState,
     Mechanism,
     Track,
@@ -36,7 +37,7 @@ from ._keeper import (
     state_of,
 )
 from ._model import Group, Interface
-from ._procnet import parse_igmp
+from ._procnet import parse_igmp, parse_igmp6, parse_igmp_versions
 
 __all__ = ["JoinedSource", "Keepalive"]
 
@@ -70,7 +71,9 @@ class Keepalive:
         self._mechanisms: dict[str, tuple[Mechanism, str]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._raw: socket.socket | None = None
+        self._watch: _querywatch.QueryWatch | None = None
+        #: Per interface: why the last refresh may not have reached the wire.
+        self._unsure: dict[str, str] = {}
         self._beacon: socket.socket | None = None
 
     @property
@@ -80,8 +83,10 @@ class Keepalive:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         try:
-            self._raw = _rawnet.open_raw(self._group.family, hear_queries=True)
-            self._watch_raw(loop, self._raw)
+            # One raw socket per loop and family, shared by every keeper: a query
+            # flood is read and judged once, not once per endpoint.
+            self._watch = _querywatch.acquire(loop, self._group.family)
+            self._watch.listeners.append(self._on_query)
         except RawAccessError as exc:
             # Fine: the unprivileged refresh works on IGMPv3/MLDv2 hosts.
             _log.debug("keepalive for %s without raw reports: %s", self._group, exc)
@@ -94,25 +99,14 @@ class Keepalive:
         self._sync(self._clock())
         self._schedule()
 
-    def _watch_raw(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
-        try:
-            loop.add_reader(sock.fileno(), self._on_queries)
-        except OSError as exc:
-            # epoll_ctl refuses past fs.epoll.max_user_watches (ENOSPC) or memory.
-            self._raw = None
-            sock.close()
-            raise MulticastError(f"cannot watch the raw socket: {exc}") from exc
-
     def close(self) -> None:
         """Stop the timer and close the sockets. Idempotent."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._raw is not None:
-            if self._loop is not None and not self._loop.is_closed():
-                self._loop.remove_reader(self._raw.fileno())
-            self._raw.close()
-            self._raw = None
+        if self._watch is not None:
+            _querywatch.release(self._watch, self._on_query)
+            self._watch = None
         if self._beacon is not None:
             self._beacon.close()
             self._beacon = None
@@ -125,38 +119,32 @@ class Keepalive:
         result = []
         for name, track in sorted(self._tracks.items(), key=lambda kv: kv[1].index):
             mechanism, reason = self._mechanisms.get(name) or self._mechanism_for(name)
-            result.append(
-                state_of(track, now, self._interval, mechanism, reason, self._raw is not None)
+            heard = Heard()
+            if self._watch is not None and track.index in self._watch.counts:
+                c = self._watch.counts[track.index]
+                heard = Heard(c.discarded, c.rate_limited, c.last_reason)
+            state = state_of(
+                track,
+                now,
+                self._interval,
+                mechanism,
+                reason or self._unsure.get(name, ""),
+                self._watch is not None,
+                heard,
             )
+            result.append(state)
         return tuple(result)
 
     # -- hearing queries -----------------------------------------------------------
 
-    def _on_queries(self) -> None:
-        assert self._raw is not None
-        try:
-            messages = _rawnet.read_queries(self._raw)
-        except MulticastError as exc:
-            _log.warning("keepalive for %s stops hearing queries: %s", self._group, exc)
-            if self._loop is not None:
-                self._loop.remove_reader(self._raw.fileno())
+    def _on_query(self, index: int, query: QuerySeen) -> None:
+        """A query the shared socket judged valid arrived on interface ``index``."""
+        if not (query.general or query.group == self._group.address):
             return
-        now = self._clock()
-        by_index = {t.index: name for name, t in self._tracks.items()}
-        for index, source, data in messages:
-            name = by_index.get(index)
-            if name is None:
-                continue
-            if self._v6:
-                # The kernel ignores MLD from a source that is not link-local
-                # (RFC 3810 §6.2) after raw sockets have seen it; so do we.
-                if not ipaddress.IPv6Address(source).is_link_local:
-                    continue
-                query = parse_mld_message(name, ipaddress.IPv6Address(source), data)
-            else:
-                query = parse_igmp_query(name, data)
-            if query is not None and (query.general or query.group == self._group.address):
-                self._tracks[name] = heard_query(self._tracks[name], now, str(query.source))
+        for name, track in self._tracks.items():
+            if track.index == index:
+                self._tracks[name] = heard_query(track, self._clock(), str(query.source))
+                return
 
     # -- refreshing ----------------------------------------------------------------
 
@@ -166,6 +154,7 @@ class Keepalive:
             if name not in current or current[name][0].index != self._tracks[name].index:
                 del self._tracks[name]
                 self._mechanisms.pop(name, None)
+                self._unsure.pop(name, None)
         for name, (iface, _sock) in current.items():
             if name not in self._tracks:
                 self._tracks[name] = Track(name, iface.index, joined=now)
@@ -194,7 +183,7 @@ class Keepalive:
             self._schedule()
 
     def _mechanism_for(self, name: str) -> tuple[Mechanism, str]:
-        return choose_mechanism(self._raw is not None, _host_version(self._v6, name), self._v6)
+        return choose_mechanism(self._watch is not None, _host_version(self._v6, name), self._v6)
 
     def _refresh(self, track: Track, iface: Interface, sock: socket.socket, now: float) -> None:
         mechanism, reason = self._mechanisms[track.interface] = self._mechanism_for(iface.name)
@@ -203,6 +192,13 @@ class Keepalive:
                 self._send_report(iface)
             elif mechanism == "source-filter":
                 _net.refresh_by_source_filter(sock, self._group, iface, self._sources)
+                shared = _holders(self._v6, iface.name, self._group) > 1
+                self._unsure[iface.name] = _SHARED.format(self._group, iface.name) if shared else ""
+                if shared:
+                    # Done anyway (it works when the others hold the group
+                    # source-specific), but not counted: it may never reach the wire.
+                    self._tracks[track.interface] = refreshed(track, now, counted=False)
+                    return
         except MulticastError as exc:
             _log.warning("keepalive for %s on %s: %s", self._group, iface.name, exc)
             self._tracks[track.interface] = refreshed(track, now, counted=False)
@@ -225,7 +221,7 @@ class Keepalive:
         self._tracks[track.interface] = refreshed(track, now, announce=True)
 
     def _send_report(self, iface: Interface) -> None:
-        assert self._raw is not None
+        assert self._watch is not None
         version = _host_version(self._v6, iface.name)
         dest: ipaddress.IPv4Address | ipaddress.IPv6Address
         if self._v6:
@@ -241,11 +237,18 @@ class Keepalive:
                 version, group4, [ipaddress.IPv4Address(s) for s in self._sources]
             )
             source = str(iface.ipv4[0].ip)
-        _rawnet.send_raw(self._raw, iface, source, payload, str(dest))
+        _rawnet.send_raw(self._watch.sock, iface, source, payload, str(dest))
 
 
 def _net_beacon(group: Group) -> socket.socket:
     return _rawnet.open_beacon(beacon_name("keepalive", str(group), os.getpid(), next(_serial)))
+
+
+_SHARED = (
+    "another socket on this host holds {} on {}: the source-filter change may then "
+    "send no report (the host's combined filter need not change); give the process "
+    "CAP_NET_RAW or run 'mcastio querier' on the segment"
+)
 
 
 def _read(path: str) -> str:
@@ -254,6 +257,20 @@ def _read(path: str) -> str:
             return f.read()
     except OSError:
         return ""
+
+
+# /proc/net/igmp lists every membership on the host: read it at most once per
+# _FRESH seconds for every keeper in the process, and parse only what is asked.
+_FRESH = 0.5
+_proc_cache: dict[str, tuple[float, str]] = {}
+
+
+def _proc(name: str) -> str:
+    now = time.monotonic()
+    cached = _proc_cache.get(name)
+    if cached is None or now - cached[0] > _FRESH:
+        cached = _proc_cache[name] = (now, _read(proc_net_path(name)))
+    return cached[1]
 
 
 def _host_version(v6: bool, ifname: str) -> int:
@@ -265,7 +282,14 @@ def _host_version(v6: bool, ifname: str) -> int:
             for name in ("all", ifname)
         }
         return 1 if "1" in forced else 2
-    for device in parse_igmp(_read(proc_net_path("igmp"))):
-        if device.interface == ifname and device.querier[1:].isdigit():
-            return int(device.querier[1:])
-    return 3
+    return parse_igmp_versions(_proc("igmp")).get(ifname, 3)
+
+
+def _holders(v6: bool, ifname: str, group: Group) -> int:
+    """How many sockets hold ``group`` on ``ifname`` (the kernel's Users column)."""
+    address = group.address
+    if v6:
+        members = parse_igmp6(_proc("igmp6"))
+    else:
+        members = tuple(m for d in parse_igmp(_proc("igmp")) for m in d.groups)
+    return sum(m.users for m in members if m.interface == ifname and m.group == address)

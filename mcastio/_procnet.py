@@ -8,6 +8,7 @@ everything here takes the file contents as a string so it can be tested with fix
 from __future__ import annotations
 
 import ipaddress
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ __all__ = [
     "lookup_route",
     "parse_igmp",
     "parse_igmp6",
+    "parse_igmp_versions",
     "parse_netstat",
     "parse_route",
     "rp_filter_name",
@@ -91,6 +93,19 @@ def parse_igmp(text: str, byteorder: ByteOrder = sys.byteorder) -> tuple[IgmpDev
         groups.append(Membership(current[0], current[1], group, int(parts[1])))
     flush()
     return tuple(devices)
+
+
+# A device line of /proc/net/igmp: "2\tlo        :     1      V3".
+_DEVICE_LINE = re.compile(r"^(\d+)\t(\S+)\s*:\s*\d+\s+V(\d)\s*$", re.MULTILINE)
+
+
+def parse_igmp_versions(text: str) -> dict[str, int]:
+    """The IGMP version per interface from /proc/net/igmp, skipping the group lines.
+
+    What the keeper needs on every refresh; the group lines, one per membership on
+    the host, are most of the file and are not parsed.
+    """
+    return {m.group(2): int(m.group(3)) for m in _DEVICE_LINE.finditer(text)}
 
 
 def parse_igmp6(text: str) -> tuple[Membership, ...]:
