@@ -11,10 +11,12 @@ close waits for an RCU grace period (~12 ms).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import itertools
 import logging
 import os
+import random
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -39,7 +41,7 @@ from ._keeper import (
 from ._model import Group, Interface
 from ._procnet import parse_igmp, parse_igmp6, parse_igmp_versions
 
-__all__ = ["JoinedSource", "Keepalive"]
+__all__ = ["JoinedSource", "Keepalive", "send_report"]
 
 _log = logging.getLogger("mcastio")
 
@@ -65,6 +67,10 @@ class Keepalive:
         self._v6 = group.family == socket.AF_INET6
         self._sources = tuple(sources)
         self._interval = interval
+        # Refresh between half an interval and one interval after the last report,
+        # at a phase of its own: keepers started together (100 groups at boot) then
+        # spread their reports instead of sending them all in one loop iteration.
+        self._due_after = interval * (1.0 - random.uniform(0.0, 0.5))
         self._joined = joined
         self._clock = clock
         self._tracks: dict[str, Track] = {}
@@ -163,7 +169,7 @@ class Keepalive:
     def _schedule(self) -> None:
         if self._loop is None:
             return
-        when = next_due(self._tracks.values(), self._interval)
+        when = next_due(self._tracks.values(), self._due_after)
         now = self._clock()
         # With nothing joined yet, look again in one interval: a watcher may add one.
         delay = self._interval if when is None else max(0.0, when - now)
@@ -175,7 +181,7 @@ class Keepalive:
         try:
             current = self._sync(now)
             for name, track in list(self._tracks.items()):
-                if due(track, now, self._interval):
+                if due(track, now, self._due_after):
                     iface, sock = current[name]
                     self._refresh(track, iface, sock, now)
         finally:
@@ -222,22 +228,36 @@ class Keepalive:
 
     def _send_report(self, iface: Interface) -> None:
         assert self._watch is not None
-        version = _host_version(self._v6, iface.name)
-        dest: ipaddress.IPv4Address | ipaddress.IPv6Address
-        if self._v6:
-            group6 = ipaddress.IPv6Address(self._group.address)
-            payload, dest = mld_report(
-                version, group6, [ipaddress.IPv6Address(s) for s in self._sources]
-            )
-            # MLD must come from the link-local address (RFC 3810 §5).
-            source = next((str(a.ip) for a in iface.ipv6 if a.ip.is_link_local), "::")
-        else:
-            group4 = ipaddress.IPv4Address(self._group.address)
-            payload, dest = igmp_report(
-                version, group4, [ipaddress.IPv4Address(s) for s in self._sources]
-            )
-            source = str(iface.ipv4[0].ip)
-        _rawnet.send_raw(self._watch.sock, iface, source, payload, str(dest))
+        send_report(self._watch.sock, iface, self._group, self._sources)
+
+
+def send_report(
+    sock: socket.socket, iface: Interface, group: Group, sources: tuple[str, ...]
+) -> None:
+    """The host's current-state report for ``group`` on ``iface``, sent on raw ``sock``,
+    in the version the host speaks there; what the kernel answers to a query."""
+    v6 = group.family == socket.AF_INET6
+    payload, dest = _report(group.address, sources, _host_version(v6, iface.name))
+    source: ipaddress.IPv4Address | ipaddress.IPv6Address
+    if v6:
+        # MLD must come from the link-local address (RFC 3810 §5).
+        source = next((a.ip for a in iface.ipv6 if a.ip.is_link_local), ipaddress.IPv6Address(0))
+    else:
+        source = iface.ipv4[0].ip
+    _rawnet.send_raw(sock, iface, source, payload, dest)
+
+
+@functools.lru_cache(maxsize=1024)
+def _report(
+    group: ipaddress.IPv4Address | ipaddress.IPv6Address, sources: tuple[str, ...], version: int
+) -> tuple[bytes, str]:
+    # Built once per group and version: 1,600 refreshes a minute must not parse
+    # addresses 1,600 times.
+    if isinstance(group, ipaddress.IPv6Address):
+        payload, dest6 = mld_report(version, group, [ipaddress.IPv6Address(s) for s in sources])
+        return payload, str(dest6)
+    payload, dest4 = igmp_report(version, group, [ipaddress.IPv4Address(s) for s in sources])
+    return payload, str(dest4)
 
 
 def _net_beacon(group: Group) -> socket.socket:
@@ -263,6 +283,7 @@ def _read(path: str) -> str:
 # _FRESH seconds for every keeper in the process, and parse only what is asked.
 _FRESH = 0.5
 _proc_cache: dict[str, tuple[float, str]] = {}
+_versions: tuple[str, dict[str, int]] = ("", {})
 
 
 def _proc(name: str) -> str:
@@ -271,6 +292,14 @@ def _proc(name: str) -> str:
     if cached is None or now - cached[0] > _FRESH:
         cached = _proc_cache[name] = (now, _read(proc_net_path(name)))
     return cached[1]
+
+
+def _igmp_versions() -> dict[str, int]:
+    global _versions
+    text = _proc("igmp")
+    if _versions[0] is not text:
+        _versions = (text, parse_igmp_versions(text))
+    return _versions[1]
 
 
 def _host_version(v6: bool, ifname: str) -> int:
@@ -282,7 +311,7 @@ def _host_version(v6: bool, ifname: str) -> int:
             for name in ("all", ifname)
         }
         return 1 if "1" in forced else 2
-    return parse_igmp_versions(_proc("igmp")).get(ifname, 3)
+    return _igmp_versions().get(ifname, 3)
 
 
 def _holders(v6: bool, ifname: str, group: Group) -> int:

@@ -96,7 +96,7 @@ def parse_igmp(text: str, byteorder: ByteOrder = sys.byteorder) -> tuple[IgmpDev
 
 
 # A device line of /proc/net/igmp: "2\tlo        :     1      V3".
-_DEVICE_LINE = re.compile(r"^(\d+)\t(\S+)\s*:\s*\d+\s+V(\d)\s*$", re.MULTILINE)
+_DEVICE_LINE = re.compile(r"(\d+)\t(\S+)\s*:\s*\d+\s+V(\d)\s*")
 
 
 def parse_igmp_versions(text: str) -> dict[str, int]:
@@ -105,7 +105,12 @@ def parse_igmp_versions(text: str) -> dict[str, int]:
     What the keeper needs on every refresh; the group lines, one per membership on
     the host, are most of the file and are not parsed.
     """
-    return {m.group(2): int(m.group(3)) for m in _DEVICE_LINE.finditer(text)}
+    found: dict[str, int] = {}
+    for line in text.split("\n"):
+        # Group lines start with a tab; only device lines start with a digit.
+        if line[:1].isdigit() and (m := _DEVICE_LINE.fullmatch(line)) is not None:
+            found[m.group(2)] = int(m.group(3))
+    return found
 
 
 def parse_igmp6(text: str) -> tuple[Membership, ...]:

@@ -181,9 +181,15 @@ def read_queries(sock: socket.socket, batch: int = 64) -> list[RawQuery]:
     return got
 
 
-def send_raw(sock: socket.socket, iface: Interface, source: str, payload: bytes, dest: str) -> None:
+def send_raw(
+    sock: socket.socket,
+    iface: Interface,
+    source: str | ipaddress.IPv4Address | ipaddress.IPv6Address,
+    payload: bytes,
+    dest: str,
+) -> None:
     """Send ``payload`` out of ``iface`` from ``source`` (an address of ``iface``)."""
-    src = ipaddress.ip_address(source)
+    src = ipaddress.ip_address(source) if isinstance(source, str) else source
     try:
         if isinstance(src, ipaddress.IPv4Address):
             # IP_PKTINFO picks the device and the source per message.
