@@ -154,7 +154,7 @@ def _world_readable_copy() -> str:
     dependencies in a virtualenv inside it: nobody could import neither from there.
     Copied once per session into a fresh temporary directory, readable by all.
     """
-    import importlib.util
+    import importlib.metadata
     import shutil
     import stat
     import tempfile
@@ -167,15 +167,16 @@ def _world_readable_copy() -> str:
     atexit.register(shutil.rmtree, target, True)
     ignore = shutil.ignore_patterns("__pycache__")
     shutil.copytree(os.path.join(root, "mcastio"), os.path.join(target, "mcastio"), ignore=ignore)
-    for name in ("psutil", "netifaces"):
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None:
-            continue
-        if spec.submodule_search_locations:
-            where = os.path.dirname(spec.origin)
-            shutil.copytree(where, os.path.join(target, os.path.basename(where)), ignore=ignore)
-        else:
-            shutil.copy2(spec.origin, target)
+    for dist in ("psutil", "netifaces-plus"):
+        # Every file the installed distribution has (netifaces-plus is a package
+        # and a compiled _netifaces), except its metadata and caches.
+        for file in importlib.metadata.files(dist) or ():
+            parts = file.parts
+            if parts[0].endswith(".dist-info") or "__pycache__" in parts or ".." in parts:
+                continue
+            dest = os.path.join(target, *parts)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            shutil.copy2(str(file.locate()), dest)
     for dirpath, _dirnames, filenames in os.walk(target):
         for entry in (dirpath, *(os.path.join(dirpath, f) for f in filenames)):
             mode = os.stat(entry).st_mode
