@@ -55,8 +55,16 @@ class IgmpDevice:
 
 
 def _be32(hexword: str, byteorder: ByteOrder) -> ipaddress.IPv4Address:
+    """Raises ValueError for anything but 8 hex digits."""
+    if len(hexword) != 8:
+        raise ValueError(f"not a 32-bit hex word: {hexword!r}")
     # The kernel prints the __be32 address as a host-order integer with %08X.
     return ipaddress.IPv4Address(int(hexword, 16).to_bytes(4, byteorder))
+
+
+def _int(text: str) -> int | None:
+    """A decimal the kernel printed, or None for anything else (str.isdigit takes '²')."""
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def parse_igmp(text: str, byteorder: ByteOrder = sys.byteorder) -> tuple[IgmpDevice, ...]:
@@ -78,19 +86,22 @@ def parse_igmp(text: str, byteorder: ByteOrder = sys.byteorder) -> tuple[IgmpDev
             head, _, tail = line.partition(":")
             idx_name = head.split()
             fields = tail.split()
-            if len(idx_name) != 2 or not idx_name[0].isdigit() or len(fields) < 2:
+            index = _int(idx_name[0]) if len(idx_name) == 2 else None
+            if index is None or len(fields) < 2:
                 current = None
                 continue
-            current = (idx_name[1], int(idx_name[0]), fields[1])
+            current = (idx_name[1], index, fields[1])
             continue
         parts = line.split()
         if current is None or len(parts) < 2:
             continue
+        users = _int(parts[1])
         try:
             group = _be32(parts[0], byteorder)
         except ValueError:
             continue
-        groups.append(Membership(current[0], current[1], group, int(parts[1])))
+        if users is not None:
+            groups.append(Membership(current[0], current[1], group, users))
     flush()
     return tuple(devices)
 
@@ -118,13 +129,15 @@ def parse_igmp6(text: str) -> tuple[Membership, ...]:
     result: list[Membership] = []
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) < 4 or not parts[0].isdigit() or len(parts[2]) != 32:
+        if len(parts) < 4 or len(parts[2]) != 32:
             continue
+        index, users = _int(parts[0]), _int(parts[3])
         try:
             group = ipaddress.IPv6Address(bytes.fromhex(parts[2]))
         except ValueError:
             continue
-        result.append(Membership(parts[1], int(parts[0]), group, int(parts[3])))
+        if index is not None and users is not None:
+            result.append(Membership(parts[1], index, group, users))
     return tuple(result)
 
 
