@@ -11,8 +11,6 @@ close waits for an RCU grace period (~12 ms).
 from __future__ import annotations
 
 import asyncio
-import functools
-import ipaddress
 import itertools
 import logging
 import os
@@ -22,9 +20,9 @@ import time
 from collections.abc import Callable, Sequence
 
 from . import _net, _querywatch, _rawnet
-from ._discovery import proc_net_path
 from ._errors import MulticastError, RawAccessError
-from ._igmp import QuerySeen, igmp_report, mld_report
+from ._hostreport import SHARED, holders, host_version, send_report
+from ._igmp import QuerySeen
 from ._keeper import (
     Heard,
     KeepaliveState,
@@ -39,9 +37,8 @@ from ._keeper import (
     state_of,
 )
 from ._model import Group, Interface
-from ._procnet import parse_igmp, parse_igmp6, parse_igmp_versions
 
-__all__ = ["JoinedSource", "Keepalive", "send_report"]
+__all__ = ["JoinedSource", "Keepalive"]
 
 _log = logging.getLogger("mcastio")
 
@@ -189,7 +186,7 @@ class Keepalive:
             self._schedule()
 
     def _mechanism_for(self, name: str) -> tuple[Mechanism, str]:
-        return choose_mechanism(self._watch is not None, _host_version(self._v6, name), self._v6)
+        return choose_mechanism(self._watch is not None, host_version(self._v6, name), self._v6)
 
     def _refresh(self, track: Track, iface: Interface, sock: socket.socket, now: float) -> None:
         mechanism, reason = self._mechanisms[track.interface] = self._mechanism_for(iface.name)
@@ -198,8 +195,8 @@ class Keepalive:
                 self._send_report(iface)
             elif mechanism == "source-filter":
                 _net.refresh_by_source_filter(sock, self._group, iface, self._sources)
-                shared = _holders(self._v6, iface.name, self._group) > 1
-                self._unsure[iface.name] = _SHARED.format(self._group, iface.name) if shared else ""
+                shared = holders(self._v6, iface.name, self._group) > 1
+                self._unsure[iface.name] = SHARED.format(self._group, iface.name) if shared else ""
                 if shared:
                     # Done anyway (it works when the others hold the group
                     # source-specific), but not counted: it may never reach the wire.
@@ -231,94 +228,5 @@ class Keepalive:
         send_report(self._watch.sock, iface, self._group, self._sources)
 
 
-def send_report(
-    sock: socket.socket, iface: Interface, group: Group, sources: tuple[str, ...]
-) -> None:
-    """The host's current-state report for ``group`` on ``iface``, sent on raw ``sock``,
-    in the version the host speaks there; what the kernel answers to a query."""
-    v6 = group.family == socket.AF_INET6
-    payload, dest = _report(group.address, sources, _host_version(v6, iface.name))
-    source: ipaddress.IPv4Address | ipaddress.IPv6Address
-    if v6:
-        # MLD must come from the link-local address (RFC 3810 §5).
-        source = next((a.ip for a in iface.ipv6 if a.ip.is_link_local), ipaddress.IPv6Address(0))
-    else:
-        source = iface.ipv4[0].ip
-    _rawnet.send_raw(sock, iface, source, payload, dest)
-
-
-@functools.lru_cache(maxsize=1024)
-def _report(
-    group: ipaddress.IPv4Address | ipaddress.IPv6Address, sources: tuple[str, ...], version: int
-) -> tuple[bytes, str]:
-    # Built once per group and version: 1,600 refreshes a minute must not parse
-    # addresses 1,600 times.
-    if isinstance(group, ipaddress.IPv6Address):
-        payload, dest6 = mld_report(version, group, [ipaddress.IPv6Address(s) for s in sources])
-        return payload, str(dest6)
-    payload, dest4 = igmp_report(version, group, [ipaddress.IPv4Address(s) for s in sources])
-    return payload, str(dest4)
-
-
 def _net_beacon(group: Group) -> socket.socket:
     return _rawnet.open_beacon(beacon_name("keepalive", str(group), os.getpid(), next(_serial)))
-
-
-_SHARED = (
-    "another socket on this host holds {} on {}: the source-filter change may then "
-    "send no report (the host's combined filter need not change); give the process "
-    "CAP_NET_RAW or run 'mcastio querier' on the segment"
-)
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
-# /proc/net/igmp lists every membership on the host: read it at most once per
-# _FRESH seconds for every keeper in the process, and parse only what is asked.
-_FRESH = 0.5
-_proc_cache: dict[str, tuple[float, str]] = {}
-_versions: tuple[str, dict[str, int]] = ("", {})
-
-
-def _proc(name: str) -> str:
-    now = time.monotonic()
-    cached = _proc_cache.get(name)
-    if cached is None or now - cached[0] > _FRESH:
-        cached = _proc_cache[name] = (now, _read(proc_net_path(name)))
-    return cached[1]
-
-
-def _igmp_versions() -> dict[str, int]:
-    global _versions
-    text = _proc("igmp")
-    if _versions[0] is not text:
-        _versions = (text, parse_igmp_versions(text))
-    return _versions[1]
-
-
-def _host_version(v6: bool, ifname: str) -> int:
-    """What the host speaks on ``ifname``: IGMP 1-3 (the kernel's own column) or MLD 1-2."""
-    if v6:
-        # The kernel does not show its MLD compatibility mode; the forced one is a sysctl.
-        forced = {
-            _read(f"/proc/sys/net/ipv6/conf/{name}/force_mld_version").strip()
-            for name in ("all", ifname)
-        }
-        return 1 if "1" in forced else 2
-    return _igmp_versions().get(ifname, 3)
-
-
-def _holders(v6: bool, ifname: str, group: Group) -> int:
-    """How many sockets hold ``group`` on ``ifname`` (the kernel's Users column)."""
-    address = group.address
-    if v6:
-        members = parse_igmp6(_proc("igmp6"))
-    else:
-        members = tuple(m for d in parse_igmp(_proc("igmp")) for m in d.groups)
-    return sum(m.users for m in members if m.interface == ifname and m.group == address)
