@@ -229,6 +229,14 @@ def cmd_send(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"mcastio send: {exc}", file=sys.stderr)
         return 2
+    if len(payload) > group.max_payload:
+        # A usage error, like an out-of-range --size: nothing was tried on the network.
+        print(
+            f"mcastio send: the payload is {len(payload)} bytes; a UDP datagram to "
+            f"{group} holds at most {group.max_payload}",
+            file=sys.stderr,
+        )
+        return 2
     if args.seq and len(payload) + HEADER_SIZE > validate.MAX_PAYLOAD:
         print(f"mcastio send: --seq adds {HEADER_SIZE} bytes: payload too long", file=sys.stderr)
         return 2
