@@ -14,16 +14,15 @@ copies learns. The settings here bound what that port lets in:
 from __future__ import annotations
 
 import socket
-import struct
 
 from ._net import SO_RXQ_OVFL
+from ._rawnet import _attach_filter
 
 __all__ = ["REPLY_BUFFER", "prepare_reply_socket"]
 
 #: Bytes of receive buffer asked for (the kernel doubles it for its bookkeeping).
 REPLY_BUFFER = 2 * 1024 * 1024
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
-SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
 # Classic BPF: ld the packet type (SKF_AD_OFF + SKF_AD_PKTTYPE); jeq #0 (PACKET_HOST)
 # -> accept, else drop.
 _HOST_ONLY = ((0x20, 0, 0, 0xFFFFF004), (0x15, 0, 1, 0), (0x06, 0, 0, 0x40000), (0x06, 0, 0, 0))
@@ -37,14 +36,4 @@ def prepare_reply_socket(sock: socket.socket) -> None:
     except PermissionError:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, REPLY_BUFFER)
     sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
-    _attach(sock, _HOST_ONLY)
-
-
-def _attach(sock: socket.socket, program: tuple[tuple[int, int, int, int], ...]) -> None:
-    import ctypes
-
-    code = b"".join(struct.pack("=HBBI", *insn) for insn in program)
-    buf = ctypes.create_string_buffer(code, len(code))
-    # struct sock_fprog; the kernel copies the program before the call returns.
-    fprog = struct.pack("HL", len(program), ctypes.addressof(buf))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    _attach_filter(sock, _HOST_ONLY)
