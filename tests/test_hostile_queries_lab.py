@@ -150,7 +150,9 @@ def test_keeper_keeps_refreshing_under_queries_a_host_discards(hostile_lab: Lab,
 def test_control_a_valid_query_does_quiet_the_keeper(hostile_lab: Lab, kind: str) -> None:
     state = keeper_under(hostile_lab, kind)
     assert state.role == "querier", state
-    assert state.refreshes == 0
+    # At most the first refresh, which may come up to half an interval early, before
+    # the first query; none after.
+    assert state.refreshes <= 1, state
     assert state.queries_discarded == 0
     assert "accepted a query from" in state.why
 

@@ -122,9 +122,10 @@ def test_keepers_of_100_groups_on_16_links_share_one_raw_socket_and_do_not_stall
         f"{refreshes} refreshes in {3 * KEEPALIVE:g} s, {held} raw IGMP socket(s); "
         f"{memberships} memberships on the host"
     )
-    # Every keeper refreshed every link at least 3 times (due every 0.25-0.5 s, 2 s).
+    # Every keeper refreshed every link at least 3 times (due every 0.5 s, 2 s).
     assert refreshes >= GROUPS * LINKS * 3
     assert held == 1
-    # About 5 ms on an idle machine, 3.4 ms with keepalive off (docs/hostile-traffic.md);
-    # the bound leaves room for a busy CI machine and still fails the old cost.
-    assert worst < 0.1, f"the loop stalled {worst * 1000:.0f} ms"
+    # 3-12 ms on a quiet machine, 3-12 ms with keepalive off too, tens of ms under
+    # load (docs/hostile-traffic.md); the bound leaves room for a busy CI machine and
+    # still fails the old cost (the loop fell 132 s behind).
+    assert worst < 0.5, f"the loop stalled {worst * 1000:.0f} ms"
