@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from mcastio import _discovery, _igmp, _keeper, _mmsg, _netlink, _procnet
 from mcastio._cli import pingstats, seqheader
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ADDR6 = st.builds(ipaddress.IPv6Address, st.binary(min_size=16, max_size=16))
 ADDR4 = st.builds(ipaddress.IPv4Address, st.binary(min_size=4, max_size=4))
 

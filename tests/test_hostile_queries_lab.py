@@ -123,7 +123,7 @@ def keeper_under(lab: Lab, kind: str) -> KeepaliveState:
         async with MulticastEndpoint(
             group, 42300, interfaces=[lab.link[0].host_if], keepalive=INTERVAL
         ) as ep:
-            await asyncio.sleep(6 * INTERVAL)
+            await asyncio.sleep(4 * INTERVAL)
             [state] = ep.keepalive_state
             return state
 
@@ -139,8 +139,8 @@ def test_keeper_keeps_refreshing_under_queries_a_host_discards(hostile_lab: Lab,
     state = keeper_under(hostile_lab, kind)
     print(f"keeper under {kind}: {state}")
     assert state.role == "refreshing", state
-    # Joined at 0, due at every 0.25 s after: 5 refreshes in 1.5 s, 4 on a busy machine.
-    assert state.refreshes >= 3, state
+    # First due 0.125-0.25 s after the join, then every 0.25 s: 3 or 4 in 1 s.
+    assert state.refreshes >= 2, state
     assert state.queries_discarded >= 3, state
     assert state.querier is None
     assert "discarded as a host would" in state.why
@@ -165,7 +165,7 @@ def querier_under(lab: Lab, kind: str) -> QuerierState:
         async with Querier(
             interfaces=[lab.link[0].host_if], interval=INTERVAL, ipv4=not v6, ipv6=v6
         ) as querier:
-            await asyncio.sleep(6 * SEND_EVERY)
+            await asyncio.sleep(4 * SEND_EVERY)
             [state] = querier.states
             return state
 
@@ -187,8 +187,8 @@ def test_querier_does_not_stand_down_for_queries_a_host_discards(
     assert state.role == "querier", state
     assert state.other_querier is None
     assert state.queries_discarded >= 3, state
-    # Startup queries at 0, 1/16 s, then every 1/4 s: 6 or more in 1.2 s.
-    assert state.queries_sent >= 4, state
+    # Startup queries at 0, 1/16 s, then every 1/4 s: 5 in 0.8 s.
+    assert state.queries_sent >= 3, state
 
 
 @pytest.mark.parametrize("kind", ["v4-valid", "v6-valid"])

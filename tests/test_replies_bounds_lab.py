@@ -89,7 +89,7 @@ def answered(lab: Lab, mode: str) -> tuple[list[bytes], EndpointStats]:
             if mode == "flood":
                 # The loop is busy elsewhere while 20,000 replies arrive: the
                 # socket's buffer overflows, and the kernel's drops must show.
-                time.sleep(1.5)  # noqa: ASYNC251 - blocking the loop is the point
+                time.sleep(1.0)  # noqa: ASYNC251 - blocking the loop is the point
             got: list[bytes] = []
             while True:
                 try:
