@@ -20,7 +20,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(mcastio.__file__)))
 
 
 def _mcastio(*args: str) -> list[str]:
-    return ["env", f"PYTHONPATH={ROOT}", sys.executable, "-m", "mcastio", *args]
+    path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
+    return ["env", f"PYTHONPATH={path}", sys.executable, "-m", "mcastio", *args]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
