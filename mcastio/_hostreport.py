@@ -68,7 +68,7 @@ def _read(path: str) -> str:
 
 # /proc/net/igmp lists every membership on the host: read it at most once per
 # _FRESH seconds for every keeper in the process, and parse only what is asked.
-_FRESH = 0.5
+_FRESH = 2.0
 _proc_cache: dict[str, tuple[float, str]] = {}
 _versions: tuple[str, dict[str, int]] = ("", {})
 
