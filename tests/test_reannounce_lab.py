@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from mcastio import MulticastEndpoint
-from mcastio.testing import Lab, lab_support
+from mcastio.testing import Lab, Link, lab_support
 from tests.conftest import require, run
 from tests.switchlab import start_tcpdump, stop_tcpdump
 
@@ -70,19 +70,21 @@ def test_carrier_return_reports_without_a_leave_on_v2_v3_mldv1_mldv2(
             await asyncio.sleep(0.4)  # past the joins' own repeated reports
             dump = start_tcpdump(lab, lab.host, "any", BPF)
             try:
-                flap_all()
-                await asyncio.sleep(1.0)
+                for link in lab.link:
+                    flap(link)
+                    # One link at a time, each seen on its own by the watcher.
+                    await asyncio.sleep(0.3)
+                await asyncio.sleep(1.2)
             finally:
                 lines = stop_tcpdump(dump)
             assert len(ep4.interfaces) == len(ep6.interfaces) == 2
             return lines
 
-    def flap_all() -> None:
-        for link in lab.link:
-            # A short flap: down and up in one go, the case that used to send a
-            # Leave (a long one drops the interface, and its Leave cannot leave).
-            flap = f"ip link set {link.peer_if} down; ip link set {link.peer_if} up"
-            lab.run(link.peer_ns, "sh", "-c", flap)
+    def flap(link: Link) -> None:
+        # A short flap: down and up in one go, the case that used to send a
+        # Leave (a long one drops the interface, and its Leave cannot leave).
+        command = f"ip link set {link.peer_if} down; ip link set {link.peer_if} up"
+        lab.run(link.peer_ns, "sh", "-c", command)
 
     with lab.inside():
         lines = run(main())
