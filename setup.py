@@ -3,7 +3,7 @@
 ``mcastio._cdrain`` is a C extension (``recvmmsg``/``sendmmsg`` and building the
 ``Datagram`` values). It is optional: where no compiler or no Python headers
 exist, the build says so and installs the pure-Python package, which reads with
-``recvmmsg`` through ctypes instead (see docs/performance.md).
+``recvmmsg`` through ctypes instead (see docs/explanation/performance.md).
 """
 
 import sys

@@ -1,7 +1,7 @@
 """What a benchmark run's ratios depend on: CPU model, kernel, Python, system-call cost.
 
 Printed at the top of every ``benchmarks/run.py`` run, so runs on different machines
-say what differs (see docs/performance.md, "Why the fast path's gain depends on the
+say what differs (see docs/explanation/performance.md, "Why the fast path's gain depends on the
 machine").
 """
 

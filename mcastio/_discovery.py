@@ -44,11 +44,15 @@ def parse_if_inet6(text: str) -> dict[str, set[ipaddress.IPv6Address]]:
         if len(parts) != 6:
             continue
         hexaddr, _idx, _plen, _scope, flags, name = parts
-        bits = int(flags, 16)
+        try:
+            bits = int(flags, 16)
+            address = ipaddress.IPv6Address(bytes.fromhex(hexaddr))
+        except ValueError:
+            continue  # not what the kernel prints: skipped, like a short line
         # An optimistic address (RFC 4429) is still tentative but already usable.
         waiting = bits & _IFA_F_TENTATIVE and not bits & _IFA_F_OPTIMISTIC
         if waiting or bits & _IFA_F_DADFAILED:
-            unusable.setdefault(name, set()).add(ipaddress.IPv6Address(bytes.fromhex(hexaddr)))
+            unusable.setdefault(name, set()).add(address)
     return unusable
 
 

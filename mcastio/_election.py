@@ -11,7 +11,15 @@ import ipaddress
 import math
 from dataclasses import dataclass, replace
 
-__all__ = ["Election", "Timing", "heard", "tick", "validate_interval", "wake_at"]
+__all__ = [
+    "Election",
+    "Timing",
+    "counts_in_election",
+    "heard",
+    "tick",
+    "validate_interval",
+    "wake_at",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -66,9 +74,23 @@ class Election:
     sent: int = 0
 
 
+def counts_in_election(source: IPAddress, own: IPAddress) -> bool:
+    """Whether a valid query from ``source`` takes part in the election at all.
+
+    Not from 0.0.0.0 or ``::``: snooping switches send proxy queries from 0.0.0.0
+    (RFC 4541 §2.1.1), which must not silence a real querier, and an MLD query from
+    ``::`` is discarded by every node (RFC 3810 §5.1.14). Not from a multicast or
+    broadcast address, which no router has. (Bad checksums, TTL, lengths and MLD's
+    link-local rule are :func:`._igmp.check_query`'s.)
+    """
+    if source.version != own.version or int(source) == 0 or source.is_multicast:
+        return False
+    return not (source.version == 4 and source == ipaddress.IPv4Address("255.255.255.255"))
+
+
 def heard(election: Election, source: IPAddress, now: float, timing: Timing) -> Election:
-    """A query from ``source`` arrived: stand down if it has the lower address."""
-    if source.version != election.own.version or int(source) >= int(election.own):
+    """A valid query from ``source`` arrived: stand down if it has the lower address."""
+    if not counts_in_election(source, election.own) or int(source) >= int(election.own):
         return election
     return replace(election, querier=False, other=source, other_until=now + timing.other_present)
 

@@ -50,11 +50,15 @@ class EndpointStats:
     #: Datagrams dropped from full subscriber queues, summed over subscribers.
     dropped: int
     #: Datagrams the kernel dropped because a receive socket's buffer was full
-    #: (read on demand with SO_MEMINFO; SO_RXQ_OVFL reports where that is missing).
+    #: (read on demand with SO_MEMINFO; SO_RXQ_OVFL reports where that is missing),
+    #: transmit sockets' replies included.
     kernel_dropped: int = 0
     #: Replies delivered: unicast sent to a transmit socket (``Datagram.group`` is
     #: None); not counted in ``received``, which counts group datagrams.
     replies: int = 0
+    #: Replies not delivered because their source is not on the link they arrived
+    #: on (spoofed, or routed: an endpoint with ``ttl`` above 1 delivers those).
+    replies_off_link: int = 0
 
 
 class MulticastEndpoint(EndpointGroups, EndpointSends):
@@ -298,4 +302,5 @@ class MulticastEndpoint(EndpointGroups, EndpointSends):
             engine.readers.drops.total,
             r.drops.total,
             engine.replies.count,
+            engine.replies.off_link,
         )

@@ -60,7 +60,7 @@ class Engine:
         self.receive = ReceivePath(group, opts.port)
         self.receive.groups = opts.groups
         self.readers = Readers(self.receive, opts.on_interface_event)
-        self.replies = Replies(self.receive)
+        self.replies = Replies(self.receive, lambda: self.links.interfaces, routed=opts.ttl > 1)
         self.tx = TransmitPool(
             group,
             opts.port,
@@ -190,7 +190,9 @@ class Engine:
         self.receive.drops.watch(sock)
 
     def _watch_replies(self, sock: socket.socket) -> None:
+        self.replies.prepare(sock)
         self._add_reader(sock, self.replies.drain, "a transmit socket")
+        self.receive.drops.watch(sock)
 
     def _add_reader(self, sock: socket.socket, drain: Drain, what: str) -> None:
         assert self.loop is not None

@@ -16,7 +16,6 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Iterable, Sequence
 
-from ._errors import MulticastError
 from ._membership import Memberships
 from ._model import Group, Interface
 
@@ -104,16 +103,17 @@ class GroupMemberships:
             if held is not None:
                 held.leave(iface)
 
-    def reannounce(self, iface: Interface) -> None:
-        """Leave and re-join every group on ``iface``; on a failure, hold none there."""
-        try:
-            for held in self._groups.values():
-                if held is not None and iface.index in held:
-                    held.reannounce(iface)
-        except MulticastError:
-            # The caller drops the interface, so no group may stay joined on it.
-            self.leave(iface)
-            raise
+    def reannounce(self, iface: Interface) -> list[str]:
+        """Make the host report every group held on ``iface`` again, never with a Leave.
+
+        How, per group (see :meth:`Memberships.reannounce`): ``"report"``,
+        ``"source-filter"`` or ``"none"``. The memberships stay whatever happens.
+        """
+        return [
+            held.reannounce(iface)
+            for held in self._groups.values()
+            if held is not None and iface.index in held
+        ]
 
     # -- per group -------------------------------------------------------------------
 

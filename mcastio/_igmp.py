@@ -16,9 +16,16 @@ from dataclasses import dataclass
 __all__ = [
     "IGMPV3_REPORTS",
     "MLDV2_REPORTS",
+    "NOT_A_QUERY",
     "IPAddress",
+    "QueryCheck",
     "QuerySeen",
+    "check_igmp",
+    "check_mld",
+    "check_mld_packet",
+    "check_query",
     "encode_interval",
+    "has_router_alert",
     "igmp_query",
     "igmp_report",
     "mld_query",
@@ -125,6 +132,163 @@ def parse_query(interface: str, packet: bytes) -> QuerySeen | None:
     if packet and packet[0] >> 4 == 6:
         return parse_mld_query(interface, packet)
     return parse_igmp_query(interface, packet)
+
+
+# -- validation: what the kernel (and RFC 3376 / 3810) accepts as a query ------------
+#
+# A raw socket gets IGMP before igmp_rcv() checks it, and a packet socket gets
+# everything on the wire, so the keeper and the querier must judge a query the way
+# the host does, or one bad packet per interval from any device on the link switches
+# them off.
+
+#: (the query, "") when it is valid; (None, why) when a query is discarded;
+#: :data:`NOT_A_QUERY` for anything that is no membership query at all.
+QueryCheck = tuple[QuerySeen | None, str]
+NOT_A_QUERY: QueryCheck = (None, "")
+
+
+def _multicast_or_zero(group: IPAddress) -> bool:
+    return int(group) == 0 or group.is_multicast
+
+
+def check_igmp(interface: str, packet: bytes) -> QueryCheck:
+    """Judge an IGMP query from a raw IPv4 packet (from its IP header) as a host does.
+
+    Discarded: TTL other than 1 (RFC 3376 §4: queries are link-local, sent with TTL
+    1), a bad checksum, a length that is neither 8 nor 12 and more (igmp_heard_query
+    ignores 9-11), a source list longer than the message, a group that is neither
+    0.0.0.0 nor multicast, and an IGMPv3 general query that lists sources (§4.1.9,
+    which the kernel ignores too). Router Alert is not required: RFC 2236 and 3376
+    hosts and the kernel accept queries without it, and IGMPv1 queriers never sent it.
+    """
+    if len(packet) < 20 or packet[0] >> 4 != 4 or packet[9] != 2:
+        return NOT_A_QUERY
+    ihl = (packet[0] & 0x0F) * 4
+    total = int.from_bytes(packet[2:4], "big")
+    if ihl < 20 or len(packet) < ihl + 1:
+        return NOT_A_QUERY
+    # A raw socket's packet is trimmed to the total length already; a packet socket's may be padded.
+    igmp = packet[ihl:total] if ihl <= total <= len(packet) else packet[ihl:]
+    if not igmp or igmp[0] != _IGMP_QUERY:
+        return NOT_A_QUERY
+    source = ipaddress.IPv4Address(packet[12:16])
+    if packet[8] != 1:
+        return None, f"TTL {packet[8]}, not 1"
+    if len(igmp) < 8 or 8 < len(igmp) < 12:
+        return None, f"length {len(igmp)}"
+    if _checksum(igmp) != 0:
+        return None, "bad checksum"
+    group = ipaddress.IPv4Address(igmp[4:8])
+    if not _multicast_or_zero(group):
+        return None, f"group {group} is not multicast"
+    if len(igmp) >= 12:
+        sources = int.from_bytes(igmp[10:12], "big")
+        if len(igmp) < 12 + 4 * sources:
+            return None, "source list past the end"
+        if sources and int(group) == 0:
+            return None, "general query with sources"
+        version = 3
+    else:
+        version = 1 if igmp[1] == 0 else 2
+    return QuerySeen(interface, source, version, group), ""
+
+
+def has_router_alert(hopopts: bytes) -> bool:
+    """Whether a hop-by-hop options header carries Router Alert (RFC 2711, value 0: MLD)."""
+    if len(hopopts) < 2:
+        return False
+    end = min(len(hopopts), (hopopts[1] + 1) * 8)
+    i = 2
+    while i < end:
+        kind = hopopts[i]
+        if kind == 0:  # Pad1
+            i += 1
+            continue
+        if i + 1 >= end:
+            return False
+        size = hopopts[i + 1]
+        if kind == 5 and size == 2 and i + 4 <= end:
+            return hopopts[i + 2 : i + 4] == b"\0\0"
+        i += 2 + size
+    return False
+
+
+def check_mld(
+    interface: str,
+    source: IPAddress,
+    icmp: bytes,
+    *,
+    hop_limit: int | None,
+    router_alert: bool,
+    destination: ipaddress.IPv6Address | None = None,
+) -> QueryCheck:
+    """Judge a bare MLD message as RFC 3810 §6.2 / §5.1.14 tell a node to.
+
+    Discarded: a source that is not link-local (``::`` included), a hop limit other
+    than 1, no Router Alert, a length that is neither 24 nor 28 and more, a source
+    list past the end, a group neither ``::`` nor multicast, an MLDv2 general query
+    with sources. With ``destination`` (a packet socket's view) the ICMPv6 checksum
+    is checked too; a raw ICMPv6 socket gets only messages whose checksum the kernel
+    verified. ``hop_limit`` None means unknown (not checked).
+    """
+    if len(icmp) < 1 or icmp[0] != _MLD_QUERY:
+        return NOT_A_QUERY
+    if not isinstance(source, ipaddress.IPv6Address) or not source.is_link_local:
+        return None, f"source {source} is not link-local"
+    if hop_limit is not None and hop_limit != 1:
+        return None, f"hop limit {hop_limit}, not 1"
+    if not router_alert:
+        return None, "no Router Alert"
+    if len(icmp) < 24 or 24 < len(icmp) < 28:
+        return None, f"length {len(icmp)}"
+    if destination is not None and _checksum(_pseudo_header(source, destination, icmp) + icmp):
+        return None, "bad checksum"
+    group = ipaddress.IPv6Address(icmp[8:24])
+    if not _multicast_or_zero(group):
+        return None, f"group {group} is not multicast"
+    version = 1
+    if len(icmp) >= 28:
+        sources = int.from_bytes(icmp[26:28], "big")
+        if len(icmp) < 28 + 16 * sources:
+            return None, "source list past the end"
+        if sources and int(group) == 0:
+            return None, "general query with sources"
+        version = 2
+    return QuerySeen(interface, source, version, group), ""
+
+
+def _pseudo_header(source: IPAddress, destination: ipaddress.IPv6Address, icmp: bytes) -> bytes:
+    return source.packed + destination.packed + struct.pack("!I3xB", len(icmp), _ICMPV6)
+
+
+def check_mld_packet(interface: str, packet: bytes) -> QueryCheck:
+    """Judge an MLD query from a whole IPv6 packet (a packet socket's view)."""
+    if len(packet) < 40 or packet[0] >> 4 != 6:
+        return NOT_A_QUERY
+    payload_end = min(len(packet), 40 + int.from_bytes(packet[4:6], "big"))
+    next_header, offset, router_alert = packet[6], 40, False
+    while next_header in _V6_EXT and payload_end >= offset + 2:
+        size = (packet[offset + 1] + 1) * 8
+        if next_header == 0:
+            router_alert = router_alert or has_router_alert(packet[offset : offset + size])
+        next_header, offset = packet[offset], offset + size
+    if next_header != _ICMPV6 or offset >= payload_end:
+        return NOT_A_QUERY
+    return check_mld(
+        interface,
+        ipaddress.IPv6Address(packet[8:24]),
+        packet[offset:payload_end],
+        hop_limit=packet[7],
+        router_alert=router_alert,
+        destination=ipaddress.IPv6Address(packet[24:40]),
+    )
+
+
+def check_query(interface: str, packet: bytes) -> QueryCheck:
+    """Judge an IGMP or MLD query from a raw IP packet of either family."""
+    if packet and packet[0] >> 4 == 6:
+        return check_mld_packet(interface, packet)
+    return check_igmp(interface, packet)
 
 
 def _checksum(data: bytes) -> int:

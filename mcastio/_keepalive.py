@@ -11,19 +11,20 @@ close waits for an RCU grace period (~12 ms).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import itertools
 import logging
 import os
+import random
 import socket
 import time
 from collections.abc import Callable, Sequence
 
-from . import _net, _rawnet
-from ._discovery import proc_net_path
+from . import _net, _querywatch, _rawnet
 from ._errors import MulticastError, RawAccessError
-from ._igmp import igmp_report, mld_report, parse_igmp_query, parse_mld_message
+from ._hostreport import SHARED, holders, host_version, send_report
+from ._igmp import QuerySeen
 from ._keeper import (
+    Heard,
     KeepaliveState,
     Mechanism,
     Track,
@@ -36,7 +37,6 @@ from ._keeper import (
     state_of,
 )
 from ._model import Group, Interface
-from ._procnet import parse_igmp
 
 __all__ = ["JoinedSource", "Keepalive"]
 
@@ -64,13 +64,16 @@ class Keepalive:
         self._v6 = group.family == socket.AF_INET6
         self._sources = tuple(sources)
         self._interval = interval
+        self._phase = _phase(interval)
         self._joined = joined
         self._clock = clock
         self._tracks: dict[str, Track] = {}
         self._mechanisms: dict[str, tuple[Mechanism, str]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._raw: socket.socket | None = None
+        self._watch: _querywatch.QueryWatch | None = None
+        #: Per interface: why the last refresh may not have reached the wire.
+        self._unsure: dict[str, str] = {}
         self._beacon: socket.socket | None = None
 
     @property
@@ -80,8 +83,10 @@ class Keepalive:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         try:
-            self._raw = _rawnet.open_raw(self._group.family, hear_queries=True)
-            self._watch_raw(loop, self._raw)
+            # One raw socket per loop and family, shared by every keeper: a query
+            # flood is read and judged once, not once per endpoint.
+            self._watch = _querywatch.acquire(loop, self._group.family)
+            self._watch.listeners.append(self._on_query)
         except RawAccessError as exc:
             # Fine: the unprivileged refresh works on IGMPv3/MLDv2 hosts.
             _log.debug("keepalive for %s without raw reports: %s", self._group, exc)
@@ -94,25 +99,14 @@ class Keepalive:
         self._sync(self._clock())
         self._schedule()
 
-    def _watch_raw(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
-        try:
-            loop.add_reader(sock.fileno(), self._on_queries)
-        except OSError as exc:
-            # epoll_ctl refuses past fs.epoll.max_user_watches (ENOSPC) or memory.
-            self._raw = None
-            sock.close()
-            raise MulticastError(f"cannot watch the raw socket: {exc}") from exc
-
     def close(self) -> None:
         """Stop the timer and close the sockets. Idempotent."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._raw is not None:
-            if self._loop is not None and not self._loop.is_closed():
-                self._loop.remove_reader(self._raw.fileno())
-            self._raw.close()
-            self._raw = None
+        if self._watch is not None:
+            _querywatch.release(self._watch, self._on_query)
+            self._watch = None
         if self._beacon is not None:
             self._beacon.close()
             self._beacon = None
@@ -125,38 +119,32 @@ class Keepalive:
         result = []
         for name, track in sorted(self._tracks.items(), key=lambda kv: kv[1].index):
             mechanism, reason = self._mechanisms.get(name) or self._mechanism_for(name)
-            result.append(
-                state_of(track, now, self._interval, mechanism, reason, self._raw is not None)
+            heard = Heard()
+            if self._watch is not None and track.index in self._watch.counts:
+                c = self._watch.counts[track.index]
+                heard = Heard(c.discarded, c.rate_limited, c.last_reason)
+            state = state_of(
+                track,
+                now,
+                self._interval,
+                mechanism,
+                reason or self._unsure.get(name, ""),
+                self._watch is not None,
+                heard,
             )
+            result.append(state)
         return tuple(result)
 
     # -- hearing queries -----------------------------------------------------------
 
-    def _on_queries(self) -> None:
-        assert self._raw is not None
-        try:
-            messages = _rawnet.read_queries(self._raw)
-        except MulticastError as exc:
-            _log.warning("keepalive for %s stops hearing queries: %s", self._group, exc)
-            if self._loop is not None:
-                self._loop.remove_reader(self._raw.fileno())
+    def _on_query(self, index: int, query: QuerySeen) -> None:
+        """A query the shared socket judged valid arrived on interface ``index``."""
+        if not (query.general or query.group == self._group.address):
             return
-        now = self._clock()
-        by_index = {t.index: name for name, t in self._tracks.items()}
-        for index, source, data in messages:
-            name = by_index.get(index)
-            if name is None:
-                continue
-            if self._v6:
-                # The kernel ignores MLD from a source that is not link-local
-                # (RFC 3810 §6.2) after raw sockets have seen it; so do we.
-                if not ipaddress.IPv6Address(source).is_link_local:
-                    continue
-                query = parse_mld_message(name, ipaddress.IPv6Address(source), data)
-            else:
-                query = parse_igmp_query(name, data)
-            if query is not None and (query.general or query.group == self._group.address):
-                self._tracks[name] = heard_query(self._tracks[name], now, str(query.source))
+        for name, track in self._tracks.items():
+            if track.index == index:
+                self._tracks[name] = heard_query(track, self._clock(), str(query.source))
+                return
 
     # -- refreshing ----------------------------------------------------------------
 
@@ -166,9 +154,10 @@ class Keepalive:
             if name not in current or current[name][0].index != self._tracks[name].index:
                 del self._tracks[name]
                 self._mechanisms.pop(name, None)
+                self._unsure.pop(name, None)
         for name, (iface, _sock) in current.items():
             if name not in self._tracks:
-                self._tracks[name] = Track(name, iface.index, joined=now)
+                self._tracks[name] = Track(name, iface.index, joined=now - self._phase)
         return current
 
     def _schedule(self) -> None:
@@ -194,7 +183,7 @@ class Keepalive:
             self._schedule()
 
     def _mechanism_for(self, name: str) -> tuple[Mechanism, str]:
-        return choose_mechanism(self._raw is not None, _host_version(self._v6, name), self._v6)
+        return choose_mechanism(self._watch is not None, host_version(self._v6, name), self._v6)
 
     def _refresh(self, track: Track, iface: Interface, sock: socket.socket, now: float) -> None:
         mechanism, reason = self._mechanisms[track.interface] = self._mechanism_for(iface.name)
@@ -203,6 +192,13 @@ class Keepalive:
                 self._send_report(iface)
             elif mechanism == "source-filter":
                 _net.refresh_by_source_filter(sock, self._group, iface, self._sources)
+                shared = holders(self._v6, iface.name, self._group) > 1
+                self._unsure[iface.name] = SHARED.format(self._group, iface.name) if shared else ""
+                if shared:
+                    # Done anyway (it works when the others hold the group
+                    # source-specific), but not counted: it may never reach the wire.
+                    self._tracks[track.interface] = refreshed(track, now, counted=False)
+                    return
         except MulticastError as exc:
             _log.warning("keepalive for %s on %s: %s", self._group, iface.name, exc)
             self._tracks[track.interface] = refreshed(track, now, counted=False)
@@ -225,47 +221,20 @@ class Keepalive:
         self._tracks[track.interface] = refreshed(track, now, announce=True)
 
     def _send_report(self, iface: Interface) -> None:
-        assert self._raw is not None
-        version = _host_version(self._v6, iface.name)
-        dest: ipaddress.IPv4Address | ipaddress.IPv6Address
-        if self._v6:
-            group6 = ipaddress.IPv6Address(self._group.address)
-            payload, dest = mld_report(
-                version, group6, [ipaddress.IPv6Address(s) for s in self._sources]
-            )
-            # MLD must come from the link-local address (RFC 3810 §5).
-            source = next((str(a.ip) for a in iface.ipv6 if a.ip.is_link_local), "::")
-        else:
-            group4 = ipaddress.IPv4Address(self._group.address)
-            payload, dest = igmp_report(
-                version, group4, [ipaddress.IPv4Address(s) for s in self._sources]
-            )
-            source = str(iface.ipv4[0].ip)
-        _rawnet.send_raw(self._raw, iface, source, payload, str(dest))
+        assert self._watch is not None
+        send_report(self._watch.sock, iface, self._group, self._sources)
+
+
+def _phase(interval: float) -> float:
+    """How much earlier than one interval after the join a keeper's first refresh comes.
+
+    Up to half an interval, one phase per keeper: keepers started together (100
+    groups at boot) then spread their reports over the loop's iterations instead of
+    sending them all in one. Later refreshes follow their own last report, so they
+    stay spread. (A phase per interface costs more: 16 timer callbacks per keeper.)
+    """
+    return random.uniform(0.0, 0.5 * interval)
 
 
 def _net_beacon(group: Group) -> socket.socket:
     return _rawnet.open_beacon(beacon_name("keepalive", str(group), os.getpid(), next(_serial)))
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
-def _host_version(v6: bool, ifname: str) -> int:
-    """What the host speaks on ``ifname``: IGMP 1-3 (the kernel's own column) or MLD 1-2."""
-    if v6:
-        # The kernel does not show its MLD compatibility mode; the forced one is a sysctl.
-        forced = {
-            _read(f"/proc/sys/net/ipv6/conf/{name}/force_mld_version").strip()
-            for name in ("all", ifname)
-        }
-        return 1 if "1" in forced else 2
-    for device in parse_igmp(_read(proc_net_path("igmp"))):
-        if device.interface == ifname and device.querier[1:].isdigit():
-            return int(device.querier[1:])
-    return 3

@@ -16,6 +16,7 @@ from typing import Literal
 
 __all__ = [
     "BEACON_PREFIX",
+    "Heard",
     "KeepaliveState",
     "Mechanism",
     "Track",
@@ -127,6 +128,22 @@ class KeepaliveState:
     reason: str = ""
     #: The group this keeper refreshes (an endpoint may hold several).
     group: str = ""
+    #: Queries heard here that a host discards (bad checksum, TTL or hop limit not
+    #: 1, no Router Alert for MLD, a source MLD rejects, ...): they never count.
+    queries_discarded: int = 0
+    #: Queries heard here past the rate limit, read and dropped unjudged.
+    queries_rate_limited: int = 0
+    #: Why the keeper has its role now, in words.
+    why: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """What the shared query socket heard on one interface (see ``_querywatch``)."""
+
+    discarded: int = 0
+    rate_limited: int = 0
+    last_reason: str = ""
 
 
 def state_of(
@@ -136,18 +153,25 @@ def state_of(
     mechanism: Mechanism,
     reason: str,
     watching_queries: bool,
+    heard: Heard = Heard(),
 ) -> KeepaliveState:
     answered = track.last_query is not None and now - track.last_query < interval
-    role: Role
-    if mechanism == "none":
-        role = "unable"
-    elif answered:
-        role = "querier"
-    elif track.refreshes:
-        role = "refreshing"
-    else:
-        role = "watching"
     age = now - track.last_query if track.last_query is not None else None
+    role: Role
+    if mechanism == "none" or reason:
+        role, why = "unable", reason
+    elif answered:
+        role, why = "querier", f"the host accepted a query from {track.querier} {age:.3g} s ago"
+    else:
+        role = "refreshing" if track.refreshes else "watching"
+        if not watching_queries:
+            why = "cannot hear queries without CAP_NET_RAW, so it refreshes every interval"
+        else:
+            why = f"no query accepted in the last {interval:g} s"
+        if role == "watching":
+            why = "nothing due yet; " + why
+        if heard.discarded:
+            why += f"; {heard.discarded} discarded as a host would (last: {heard.last_reason})"
     return KeepaliveState(
         track.interface,
         role,
@@ -157,6 +181,9 @@ def state_of(
         track.refreshes,
         age,
         reason,
+        queries_discarded=heard.discarded,
+        queries_rate_limited=heard.rate_limited,
+        why=why,
     )
 
 

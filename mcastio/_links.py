@@ -158,18 +158,22 @@ class Links:
         self._memberships.leave(iface)
 
     def _reannounce(self, iface: Interface) -> None:
-        """Leave and re-join on one interface, so the kernel sends a fresh report.
+        """Make the host report its membership again, without a Leave (see Memberships).
 
         Linux does not report memberships again when carrier returns, while a
-        snooping switch forgot them when the link dropped.
+        snooping switch forgot them when the link dropped. A failure leaves the
+        membership in place: the interface stays in use.
         """
         if not self._memberships.joining:
             return  # A send-only endpoint holds nothing to announce.
-        try:
-            self._memberships.reannounce(iface)
-        except MulticastError:
-            # Now joined nowhere on this interface: drop it so the retry re-adds it whole.
-            del self._current[iface.index]
-            self._pool.close(iface.index)
-            raise
-        _log.info("re-announced %s on %s after carrier returned", self._group, iface.name)
+        hows = self._memberships.reannounce(iface)
+        if "none" in hows:
+            _log.info(
+                "cannot re-announce %s on %s without a Leave: the host speaks "
+                "IGMPv2/MLDv1 there and the process lacks CAP_NET_RAW",
+                self._group,
+                iface.name,
+            )
+            return
+        how = ", ".join(sorted(set(hows)))
+        _log.info("re-announced %s on %s after carrier returned (%s)", self._group, iface.name, how)

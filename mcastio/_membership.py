@@ -14,8 +14,9 @@ import logging
 import socket
 from collections.abc import Callable, Sequence
 
-from . import _net
-from ._errors import MembershipLimitError, MulticastError
+from . import _net, _rawnet
+from ._errors import MembershipLimitError, MulticastError, RawAccessError
+from ._hostreport import host_version, send_report
 from ._model import Group, Interface
 
 __all__ = ["Memberships"]
@@ -118,21 +119,33 @@ class Memberships:
             _log.warning("%s", exc)
         self._close_if_empty(receiver)
 
-    def reannounce(self, iface: Interface) -> None:
-        """Leave and re-join on one interface, so the kernel sends a fresh report.
+    def reannounce(self, iface: Interface) -> str:
+        """Make the host report its membership on ``iface`` again, never with a Leave.
 
-        If the re-join fails the interface is joined nowhere, and is forgotten so
-        that a retry adds it back whole.
+        A leave and re-join would send a Leave (IGMPv2), a Done (MLDv1) or TO_IN {}
+        (v3, when the kernel sends its pending leave before the join cancels it),
+        and a fast-leave switch cuts the stream for the whole port at once. Instead:
+        with CAP_NET_RAW, the current-state report the kernel itself answers a query
+        with (``"report"``); without it, on IGMPv3/MLDv2, a change of the source
+        filter, which the kernel reports (``"source-filter"``); on IGMPv2/MLDv1
+        without it, nothing (``"none"``: the keeper or a querier must do it).
+        The membership stays in place whatever happens.
         """
         receiver = self._where[iface.index]
-        _net.leave(receiver.sock, self._group, iface, self._sources)
+        v6 = self._group.family == socket.AF_INET6
         try:
-            _net.join(receiver.sock, self._group, iface, self._sources)
-        except MulticastError:
-            del self._where[iface.index]
-            receiver.joined.discard(iface.index)
-            self._close_if_empty(receiver)
-            raise
+            raw = _rawnet.open_raw(self._group.family)
+        except RawAccessError:
+            raw = None
+        if raw is not None:
+            # A send-only socket for a rare event (carrier return): nothing to share.
+            with raw:
+                send_report(raw, iface, self._group, self._sources)
+            return "report"
+        if host_version(v6, iface.name) >= (2 if v6 else 3):
+            _net.refresh_by_source_filter(receiver.sock, self._group, iface, self._sources)
+            return "source-filter"
+        return "none"
 
     def close(self) -> None:
         """Close every receive socket; the kernel drops their memberships and sends the leaves."""

@@ -419,10 +419,10 @@ def parse_extras(ancdata: list[tuple[int, int, bytes]]) -> tuple[int | None, int
 def parse_pktinfo(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, str] | None:
     """(arrival ifindex, destination address) from IP_PKTINFO or IPV6_PKTINFO."""
     for level, kind, data in ancdata:
-        if level == socket.IPPROTO_IP and kind == IP_PKTINFO:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= _IN_PKTINFO.size:
             ifindex, _spec, dst = _IN_PKTINFO.unpack_from(data)
             return ifindex, socket.inet_ntop(socket.AF_INET, dst)
-        if level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO:
+        if level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(data) >= _IN6_PKTINFO.size:
             dst6, ifindex6 = _IN6_PKTINFO.unpack_from(data)
             return ifindex6, socket.inet_ntop(socket.AF_INET6, dst6)
     return None

@@ -8,6 +8,7 @@ everything here takes the file contents as a string so it can be tested with fix
 from __future__ import annotations
 
 import ipaddress
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ __all__ = [
     "lookup_route",
     "parse_igmp",
     "parse_igmp6",
+    "parse_igmp_versions",
     "parse_netstat",
     "parse_route",
     "rp_filter_name",
@@ -53,8 +55,16 @@ class IgmpDevice:
 
 
 def _be32(hexword: str, byteorder: ByteOrder) -> ipaddress.IPv4Address:
+    """Raises ValueError for anything but 8 hex digits."""
+    if len(hexword) != 8:
+        raise ValueError(f"not a 32-bit hex word: {hexword!r}")
     # The kernel prints the __be32 address as a host-order integer with %08X.
     return ipaddress.IPv4Address(int(hexword, 16).to_bytes(4, byteorder))
+
+
+def _int(text: str) -> int | None:
+    """A decimal the kernel printed, or None for anything else (str.isdigit takes '²')."""
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def parse_igmp(text: str, byteorder: ByteOrder = sys.byteorder) -> tuple[IgmpDevice, ...]:
@@ -76,21 +86,42 @@ def parse_igmp(text: str, byteorder: ByteOrder = sys.byteorder) -> tuple[IgmpDev
             head, _, tail = line.partition(":")
             idx_name = head.split()
             fields = tail.split()
-            if len(idx_name) != 2 or not idx_name[0].isdigit() or len(fields) < 2:
+            index = _int(idx_name[0]) if len(idx_name) == 2 else None
+            if index is None or len(fields) < 2:
                 current = None
                 continue
-            current = (idx_name[1], int(idx_name[0]), fields[1])
+            current = (idx_name[1], index, fields[1])
             continue
         parts = line.split()
         if current is None or len(parts) < 2:
             continue
+        users = _int(parts[1])
         try:
             group = _be32(parts[0], byteorder)
         except ValueError:
             continue
-        groups.append(Membership(current[0], current[1], group, int(parts[1])))
+        if users is not None:
+            groups.append(Membership(current[0], current[1], group, users))
     flush()
     return tuple(devices)
+
+
+# A device line of /proc/net/igmp: "2\tlo        :     1      V3".
+_DEVICE_LINE = re.compile(r"(\d+)\t(\S+)\s*:\s*\d+\s+V(\d)\s*")
+
+
+def parse_igmp_versions(text: str) -> dict[str, int]:
+    """The IGMP version per interface from /proc/net/igmp, skipping the group lines.
+
+    What the keeper needs on every refresh; the group lines, one per membership on
+    the host, are most of the file and are not parsed.
+    """
+    found: dict[str, int] = {}
+    for line in text.split("\n"):
+        # Group lines start with a tab; only device lines start with a digit.
+        if line[:1].isdigit() and (m := _DEVICE_LINE.fullmatch(line)) is not None:
+            found[m.group(2)] = int(m.group(3))
+    return found
 
 
 def parse_igmp6(text: str) -> tuple[Membership, ...]:
@@ -98,13 +129,15 @@ def parse_igmp6(text: str) -> tuple[Membership, ...]:
     result: list[Membership] = []
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) < 4 or not parts[0].isdigit() or len(parts[2]) != 32:
+        if len(parts) < 4 or len(parts[2]) != 32:
             continue
+        index, users = _int(parts[0]), _int(parts[3])
         try:
             group = ipaddress.IPv6Address(bytes.fromhex(parts[2]))
         except ValueError:
             continue
-        result.append(Membership(parts[1], int(parts[0]), group, int(parts[3])))
+        if index is not None and users is not None:
+            result.append(Membership(parts[1], index, group, users))
     return tuple(result)
 
 

@@ -25,7 +25,7 @@ from . import _rawnet
 from ._discovery import read_snapshot
 from ._election import Election, Timing, heard, tick, validate_interval, wake_at
 from ._errors import MulticastError, RawAccessError
-from ._igmp import igmp_query, mld_query, parse_query
+from ._igmp import check_query, igmp_query, mld_query
 from ._keeper import beacon_name
 from ._model import Interface, InterfaceSelector, parse_group, select_interfaces
 
@@ -51,6 +51,12 @@ class QuerierState:
     #: The lower-addressed querier we stand down for, while we do.
     other_querier: str | None
     queries_sent: int
+    #: Queries heard here that a host discards (bad checksum, TTL or hop limit not
+    #: 1, MLD without Router Alert or from a source that is not link-local, ...):
+    #: they never make the querier stand down.
+    queries_discarded: int = 0
+    #: Why it has its role now, in words.
+    why: str = ""
 
 
 @dataclass(slots=True)
@@ -59,6 +65,10 @@ class _Link:
     family: socket.AddressFamily
     protocol: str
     election: Election
+    discarded: int = 0
+    last_reason: str = ""
+    #: When the rival we stand down for last queried (loop time).
+    other_heard: float = 0.0
 
 
 class Querier:
@@ -215,6 +225,16 @@ class Querier:
 
     def _state_of(self, link: _Link) -> QuerierState:
         e = link.election
+        if not e.querier:
+            why = f"{e.other} has the lower address and queried"
+            if self._loop is not None:
+                why += f" {self._loop.time() - link.other_heard:.3g} s ago"
+        else:
+            why = "no valid query from a lower address heard"
+            if self._state == "open":
+                why += f" in the last {self._timing.other_present:g} s"
+        if link.discarded:
+            why += f"; {link.discarded} discarded as a host would (last: {link.last_reason})"
         return QuerierState(
             link.iface.name,
             link.protocol,
@@ -222,6 +242,8 @@ class Querier:
             "querier" if e.querier else "non-querier",
             str(e.other) if e.other is not None else None,
             e.sent,
+            link.discarded,
+            why,
         )
 
     def _on_watch(self, family: socket.AddressFamily) -> None:
@@ -238,11 +260,17 @@ class Querier:
             # Our own queries: sent (outgoing) and looped back to this host.
             if outgoing or link is None:
                 continue
-            query = parse_query(ifname, packet)
+            query, why = check_query(ifname, packet)
             if query is None:
+                if why:
+                    # What the hosts discard must not make us stand down either.
+                    link.discarded += 1
+                    link.last_reason = why
                 continue
             was = link.election.querier
             link.election = heard(link.election, query.source, now, self._timing)
+            if link.election.other == query.source:
+                link.other_heard = now
             if was and not link.election.querier:
                 self._changed(
                     link, f"{query.source} has the lower address and queries; standing down"

@@ -20,17 +20,19 @@ from ._model import Interface
 from ._net import (
     _IN6_PKTINFO,
     _IN_PKTINFO,
-    ANC_BUFSIZE,
     IP_PKTINFO,
     IPV6_PKTINFO,
+    IPV6_RECVHOPLIMIT,
     IPV6_RECVPKTINFO,
     _closed_on_failure,
+    parse_extras,
     parse_pktinfo,
 )
 
 __all__ = [
     "BPF_HOPOPTS",
     "BPF_IGMP",
+    "RawQuery",
     "open_beacon",
     "open_raw",
     "open_watch",
@@ -41,6 +43,9 @@ __all__ = [
 
 
 IPV6_HOPOPTS = getattr(socket, "IPV6_HOPOPTS", 54)
+IPV6_RECVHOPOPTS = getattr(socket, "IPV6_RECVHOPOPTS", 53)
+# in6_pktinfo, the hop limit and a hop-by-hop header (MLD's is 8 bytes; room for more).
+_QUERY_ANC = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4) + socket.CMSG_SPACE(64)
 SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
@@ -130,6 +135,10 @@ def open_raw(
             _attach_filter(sock, _BPF_IGMP_QUERY)
         else:
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+            # RFC 3810 §6.2: a query counts only with hop limit 1 and Router Alert,
+            # and a raw socket gets it before the kernel checks either.
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPOPTS, 1)
             # The kernel's own ICMPv6 type filter: block all but MLD queries (130).
             sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, _icmp6_filter(130))
         sock.setblocking(False)
@@ -143,28 +152,44 @@ def _icmp6_filter(allowed: int) -> bytes:
     return struct.pack("=8I", *words)
 
 
-def read_queries(sock: socket.socket) -> list[tuple[int, str, bytes]]:
-    """(arrival ifindex, source address, message) for each query queued on ``sock``.
+RawQuery = tuple[int, str, bytes, int | None, bytes]
 
-    IPv4 messages start at the IP header, IPv6 ones at the ICMPv6 header.
+
+def read_queries(sock: socket.socket, batch: int = 64) -> list[RawQuery]:
+    """(arrival ifindex, source, message, hop limit, hop-by-hop header) per queued query.
+
+    IPv4 messages start at the IP header (TTL and options are in it; the last two
+    fields are None and empty), IPv6 ones at the ICMPv6 header.
     """
-    got: list[tuple[int, str, bytes]] = []
-    for _ in range(_WATCH_BATCH):
+    got: list[RawQuery] = []
+    for _ in range(batch):
         try:
-            data, anc, _flags, addr = sock.recvmsg(65535, ANC_BUFSIZE)
+            data, anc, _flags, addr = sock.recvmsg(65535, _QUERY_ANC)
         except (BlockingIOError, InterruptedError):
             break
         except OSError as exc:
             raise MulticastError(f"cannot read the raw IGMP/MLD socket: {exc}") from exc
         info = parse_pktinfo(anc)
-        if info is not None:
-            got.append((info[0], str(addr[0]).partition("%")[0], data))
+        if info is None:
+            continue
+        hop_limit, _drops = parse_extras(anc)
+        hopopts = next(
+            (d for lvl, kind, d in anc if lvl == socket.IPPROTO_IPV6 and kind == IPV6_HOPOPTS),
+            b"",
+        )
+        got.append((info[0], str(addr[0]).partition("%")[0], data, hop_limit, hopopts))
     return got
 
 
-def send_raw(sock: socket.socket, iface: Interface, source: str, payload: bytes, dest: str) -> None:
+def send_raw(
+    sock: socket.socket,
+    iface: Interface,
+    source: str | ipaddress.IPv4Address | ipaddress.IPv6Address,
+    payload: bytes,
+    dest: str,
+) -> None:
     """Send ``payload`` out of ``iface`` from ``source`` (an address of ``iface``)."""
-    src = ipaddress.ip_address(source)
+    src = ipaddress.ip_address(source) if isinstance(source, str) else source
     try:
         if isinstance(src, ipaddress.IPv4Address):
             # IP_PKTINFO picks the device and the source per message.

@@ -5,16 +5,26 @@ transmit socket, on a port of its own; a responder that answers by unicast (mDNS
 legacy unicast, SSDP, WS-Discovery) sends to that port. Replies go to the same
 sinks as group traffic, with ``group=None`` and the arrival interface. They are
 read with recvmmsg like group traffic where the receive path has it.
+
+Bounds: the kernel takes only unicast to this host on these sockets (broadcast is
+no reply, see :mod:`._replynet`), and a reply whose source is not on the link it
+arrived on is dropped and counted (``replies_off_link``): a request sent with TTL 1
+is answered from that link, so such a source is spoofed (even strict rp_filter lets
+it in on the default-route link). An endpoint sending with a TTL above 1 expects
+routed answers and delivers them.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
+from collections.abc import Callable, Sequence
 
 from . import _net
-from ._model import Datagram
+from ._model import Datagram, Interface
 from ._receive import DRAIN_BUDGET, ReceivePath
+from ._replynet import prepare_reply_socket
 
 __all__ = ["Replies"]
 
@@ -24,9 +34,30 @@ _log = logging.getLogger("mcastio")
 class Replies:
     """Reads the transmit sockets; counts what it delivered."""
 
-    def __init__(self, receive: ReceivePath) -> None:
+    def __init__(
+        self,
+        receive: ReceivePath,
+        interfaces: Callable[[], Sequence[Interface]] = tuple,
+        *,
+        routed: bool = False,
+    ) -> None:
         self._receive = receive
+        self._interfaces = interfaces
+        self._routed = routed
         self.count = 0
+        self.off_link = 0
+        # (interface name, source address) -> on that link; cleared when it grows.
+        self._on_link: dict[tuple[str, str], bool] = {}
+
+    def prepare(self, sock: socket.socket) -> None:
+        """Bound what a new transmit socket lets in (see :mod:`._replynet`)."""
+        # A new transmit socket means changed interfaces: their subnets may have too.
+        self._on_link.clear()
+        try:
+            prepare_reply_socket(sock)
+        except OSError as exc:
+            # Replies still work, unbounded as before: not worth failing the interface.
+            _log.warning("a transmit socket keeps the kernel's reply defaults: %s", exc)
 
     def drain(self, sock: socket.socket) -> int:
         """Read the replies waiting on ``sock``, hand them on; the datagrams read."""
@@ -39,11 +70,43 @@ class Replies:
             more, more_read = self._read_recvmsg(sock)
             batch += more
             read += more_read
+        if batch and not self._routed:
+            batch = self._on_link_only(batch)
         if batch:
             self.count += len(batch)
             for sink in receive.sinks:
                 sink(batch)
         return read
+
+    def _on_link_only(self, batch: list[Datagram]) -> list[Datagram]:
+        kept: list[Datagram] = []
+        known = self._on_link
+        for dgram in batch:
+            key = (dgram.interface, dgram.source[0])
+            ok = known.get(key)
+            if ok is None:
+                if len(known) > 4096:
+                    known.clear()
+                ok = known[key] = self._check(dgram.interface, dgram.source[0])
+            if ok:
+                kept.append(dgram)
+            else:
+                self.off_link += 1
+        return kept
+
+    def _check(self, ifname: str, source: str) -> bool:
+        """Whether ``source`` is on ``ifname``'s link: in one of its subnets, or link-local."""
+        try:
+            addr = ipaddress.ip_address(source.partition("%")[0])
+        except ValueError:
+            return False
+        if addr.is_link_local or addr.is_loopback:
+            return True
+        for iface in self._interfaces():
+            if iface.name == ifname:
+                nets = [a.network for a in (iface.ipv4 if addr.version == 4 else iface.ipv6)]
+                return any(addr in net for net in nets)
+        return False
 
     def _read_recvmsg(self, sock: socket.socket) -> tuple[list[Datagram], int]:
         receive = self._receive

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import gc
 import os
 import signal
@@ -186,20 +187,66 @@ def lab(make_lab: Callable[..., Lab]) -> Lab:
     return make_lab(links=3)
 
 
+def _world_readable_copy() -> str:
+    """A directory user nobody can read, holding mcastio and its dependencies.
+
+    The checkout may sit in a private directory (mode 700, like /root), and the
+    dependencies in a virtualenv inside it: nobody could import neither from there.
+    Copied once per session into a fresh temporary directory, readable by all.
+    """
+    import importlib.metadata
+    import shutil
+    import stat
+    import tempfile
+
+    global _PLAIN_COPY
+    if _PLAIN_COPY is not None:
+        return _PLAIN_COPY
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    target = tempfile.mkdtemp(prefix="mcastio-plain-")
+    atexit.register(shutil.rmtree, target, True)
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(os.path.join(root, "mcastio"), os.path.join(target, "mcastio"), ignore=ignore)
+    for dist in ("psutil", "netifaces-plus"):
+        # Every file the installed distribution has (netifaces-plus is a package
+        # and a compiled _netifaces), except its metadata and caches.
+        for file in importlib.metadata.files(dist) or ():
+            parts = file.parts
+            if parts[0].endswith(".dist-info") or "__pycache__" in parts or ".." in parts:
+                continue
+            dest = os.path.join(target, *parts)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            shutil.copy2(str(file.locate()), dest)
+    for dirpath, _dirnames, filenames in os.walk(target):
+        for entry in (dirpath, *(os.path.join(dirpath, f) for f in filenames)):
+            mode = os.stat(entry).st_mode
+            os.chmod(
+                entry,
+                mode
+                | stat.S_IRUSR
+                | stat.S_IRGRP
+                | stat.S_IROTH
+                | (stat.S_IXGRP | stat.S_IXOTH if stat.S_ISDIR(mode) else 0),
+            )
+    _PLAIN_COPY = target
+    return target
+
+
+_PLAIN_COPY: str | None = None
+
+
 def as_plain_user(*python_args: str) -> list[str]:
     """argv running Python as user nobody, with a login PATH that lacks sbin.
 
-    The interpreter running the tests may live where nobody cannot reach it (a
-    pyenv under /root): then the system python3 of the same version runs, with
-    this interpreter's site-packages (the dependencies) on its path.
+    nobody runs a world-readable copy of the package and its dependencies (see
+    :func:`_world_readable_copy`), never the checkout itself. The interpreter
+    running the tests may live where nobody cannot reach it (a pyenv under
+    /root): then the system python3 of the same version runs.
     """
     import shutil
-    import site
     import subprocess
     import sys
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    paths = [root]
     python = sys.executable
     drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     probe = subprocess.run([*drop, "env", python, "-c", ""], capture_output=True, check=False)
@@ -216,8 +263,15 @@ def as_plain_user(*python_args: str) -> list[str]:
         ):
             skip_or_fail(f"no python{version} that user nobody can run")
         python = system
-        paths += site.getsitepackages()
-    env = ["env", "-i", "PATH=/usr/bin:/bin", "HOME=/tmp", f"PYTHONPATH={':'.join(paths)}"]
+    env = [
+        "env",
+        "-i",
+        "PATH=/usr/bin:/bin",
+        "HOME=/tmp",
+        f"PYTHONPATH={_world_readable_copy()}",
+        # Nothing written into the shared copy.
+        "PYTHONDONTWRITEBYTECODE=1",
+    ]
     return [*drop, *env, python, *python_args]
 
 

@@ -6,8 +6,10 @@ namespace (as ``Lab.inside()`` does) reads that namespace, not the process's.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from .. import _procnet as procnet
 from .._discovery import proc_net_path, read_snapshot
@@ -62,6 +64,25 @@ def _conf(interfaces: Sequence[Interface], key: str) -> dict[str, int]:
 _MAX_QUERIES = 4096
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM ends the watch like Ctrl-C does, instead of killing the process silently."""
+    try:
+        old = signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:
+        # Not the main thread (tests call main() from others): nothing to install.
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def collect(duration: float, *, watch_queries: bool = True) -> HostState:
     """Read everything doctor needs, watching IGMP queries for ``duration`` seconds."""
     interfaces = read_snapshot()
@@ -75,15 +96,21 @@ def collect(duration: float, *, watch_queries: bool = True) -> HostState:
         if query is not None and len(queries) < _MAX_QUERIES:
             queries.append(query)
 
-    if watch_queries:
-        try:
-            capture_queries(duration, on_packet)
-        except CaptureUnavailable as exc:
-            skipped = str(exc)
-            time.sleep(duration)
-    else:
-        skipped = "watching for queries was turned off"
-        time.sleep(duration)
+    start = time.monotonic()
+    try:
+        with _sigterm_as_interrupt():
+            if watch_queries:
+                try:
+                    capture_queries(duration, on_packet)
+                except CaptureUnavailable as exc:
+                    skipped = str(exc)
+                    time.sleep(duration)
+            else:
+                skipped = "watching for queries was turned off"
+                time.sleep(duration)
+    except KeyboardInterrupt:
+        # Stopped early (Ctrl-C, SIGTERM): diagnose what was seen until then.
+        duration = round(time.monotonic() - start, 1)
     after = _rpf_counter()
     routes = procnet.parse_route(read_text(proc_net_path("route")) or "")
     return HostState(

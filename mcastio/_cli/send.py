@@ -327,6 +327,12 @@ def cmd_send(args: argparse.Namespace) -> int:
         payload = load_payload(args)
     except ValueError as exc:
         return contract.usage(str(exc))
+    if len(payload) > group.max_payload:
+        # A usage error, like an out-of-range --size: nothing was tried on the network.
+        return contract.usage(
+            f"the payload is {len(payload)} bytes; a UDP datagram to "
+            f"{group} holds at most {group.max_payload}"
+        )
     if args.seq and len(payload) + HEADER_SIZE > validate.MAX_PAYLOAD:
         return contract.usage(f"--seq adds {HEADER_SIZE} bytes: payload too long")
     tally = SendTally()

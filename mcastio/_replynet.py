@@ -1,0 +1,39 @@
+"""Socket settings of a transmit socket that reads replies. Kernel knowledge, one place.
+
+A transmit socket has a port of its own, which any host that hears one of our
+copies learns. The settings here bound what that port lets in:
+
+- a receive buffer sized for a discovery burst (1,000 answers of 360 bytes lost
+  834 with the kernel's default 208 KiB);
+- SO_RXQ_OVFL, so the kernel's drops are counted (``EndpointStats.kernel_dropped``);
+- a socket filter that takes only datagrams addressed to this host
+  (``PACKET_HOST``): broadcast, to 255.255.255.255 or the subnet's broadcast
+  address, and multicast are no reply and never queue here.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from ._net import SO_RXQ_OVFL
+from ._rawnet import _attach_filter
+
+__all__ = ["REPLY_BUFFER", "prepare_reply_socket"]
+
+#: Bytes of receive buffer asked for (the kernel doubles it for its bookkeeping).
+REPLY_BUFFER = 2 * 1024 * 1024
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+# Classic BPF: ld the packet type (SKF_AD_OFF + SKF_AD_PKTTYPE); jeq #0 (PACKET_HOST)
+# -> accept, else drop.
+_HOST_ONLY = ((0x20, 0, 0, 0xFFFFF004), (0x15, 0, 1, 0), (0x06, 0, 0, 0x40000), (0x06, 0, 0, 0))
+
+
+def prepare_reply_socket(sock: socket.socket) -> None:
+    """Size, count and filter ``sock`` for replies; raises OSError as setsockopt does."""
+    try:
+        # Past net.core.rmem_max: needs CAP_NET_ADMIN (root, or a user namespace's owner).
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, REPLY_BUFFER)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, REPLY_BUFFER)
+    sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+    _attach_filter(sock, _HOST_ONLY)

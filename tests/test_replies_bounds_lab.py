@@ -1,0 +1,140 @@
+"""Replies are bounded and counted: a discovery burst fits, broadcast is no reply,
+a spoofed off-link source is dropped and counted.
+
+The peer acts as a responder: it waits for the endpoint's request on the group,
+learns the transmit socket's port from it, and answers as the case says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from mcastio import EndpointStats, MulticastEndpoint
+from mcastio.testing import Lab, lab_support
+from tests.conftest import require, run
+
+pytestmark = pytest.mark.lab
+
+GROUP, PORT = "239.255.23.11", 42311
+
+_RESPONDER = r"""
+import socket, struct, sys
+group, port, dev, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("", port))
+mreq = struct.pack("4s4si", socket.inet_aton(group), bytes(4), socket.if_nametoindex(dev))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+print("ready", flush=True)
+_, (host, tx_port) = s.recvfrom(2048)
+out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+out.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+if mode in ("burst", "flood"):
+    for i in range(1000 if mode == "burst" else 20000):
+        out.sendto(b"%04d" % i + bytes(356), (host, tx_port))
+elif mode == "broadcast":
+    subnet = host.rsplit(".", 1)[0] + ".255"
+    for target in ("255.255.255.255", subnet):
+        for _ in range(5):
+            out.sendto(b"bcast", (target, tx_port))
+    out.sendto(b"valid", (host, tx_port))
+elif mode == "spoof":
+    def csum(b):
+        s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+        s = (s >> 16) + (s & 0xFFFF)
+        return ~(s + (s >> 16)) & 0xFFFF
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    payload = b"spoof!"
+    udp = struct.pack("!HHHH", 5353, tx_port, 8 + len(payload), 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                     socket.inet_aton("192.0.2.7"), socket.inet_aton(host))
+    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+    for _ in range(5):
+        raw.sendto(ip + udp, (host, 0))
+    out.sendto(b"valid", (host, tx_port))
+print("done", flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def replies_lab() -> Iterator[Lab]:
+    require(lab_support())
+    lab = Lab(links=1, ipv6=False, sysctls={"net.ipv4.conf.all.rp_filter": "1"})
+    lab.build()
+    try:
+        yield lab
+    finally:
+        lab.destroy()
+
+
+def answered(lab: Lab, mode: str) -> tuple[list[bytes], EndpointStats]:
+    link = lab.link[0]
+    peer = lab.popen(
+        link.peer_ns, sys.executable, "-c", _RESPONDER, GROUP, str(PORT), link.peer_if, mode,
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert peer.stdout is not None
+    assert peer.stdout.readline() == b"ready\n"
+
+    async def main() -> tuple[list[bytes], EndpointStats]:
+        async with MulticastEndpoint(GROUP, PORT, interfaces=[link.host_if], keepalive=False) as ep:
+            sub = ep.subscribe(queue_size=4096)
+            await ep.send_all(b"who is there?")
+            if mode == "flood":
+                # The loop is busy elsewhere while 20,000 replies arrive: the
+                # socket's buffer overflows, and the kernel's drops must show.
+                time.sleep(1.0)  # noqa: ASYNC251 - blocking the loop is the point
+            got: list[bytes] = []
+            while True:
+                try:
+                    dgram = await asyncio.wait_for(sub.__anext__(), 0.5)
+                except asyncio.TimeoutError:
+                    break
+                if dgram.group is None:
+                    got.append(dgram.data)
+            return got, ep.stats
+
+    try:
+        with lab.inside():
+            return run(main())
+    finally:
+        peer.wait(timeout=10)
+        peer.communicate(timeout=5)
+
+
+def test_a_discovery_burst_is_delivered_or_counted(replies_lab: Lab) -> None:
+    got, stats = answered(replies_lab, "burst")
+    print(f"burst of 1000 x 360 B: {len(got)} delivered, {stats.kernel_dropped} counted dropped")
+    assert len(got) + stats.kernel_dropped == 1000
+    # 2 MiB of buffer holds the whole burst; the kernel's default held 166.
+    assert len(got) >= 900
+
+
+def test_broadcast_is_no_reply(replies_lab: Lab) -> None:
+    got, stats = answered(replies_lab, "broadcast")
+    print(f"broadcast: delivered {got}")
+    assert got == [b"valid"]
+    assert stats.replies == 1
+
+
+def test_a_spoofed_off_link_source_is_dropped_and_counted(replies_lab: Lab) -> None:
+    got, stats = answered(replies_lab, "spoof")
+    print(
+        f"spoofed 192.0.2.7: delivered {got}, off link {getattr(stats, 'replies_off_link', None)}"
+    )
+    assert got == [b"valid"]
+    assert stats.replies_off_link == 5
+
+
+def test_replies_the_kernel_drops_are_counted(replies_lab: Lab) -> None:
+    got, stats = answered(replies_lab, "flood")
+    print(f"flood of 20000: {len(got)} delivered, {stats.kernel_dropped} counted dropped")
+    assert stats.kernel_dropped > 0
+    # Every reply is delivered or counted (a few may also die in the veth backlog).
+    assert len(got) + stats.kernel_dropped >= 19_000
