@@ -12,7 +12,6 @@ import ipaddress
 import logging
 import socket
 import struct
-import sys
 from collections.abc import Iterator, Sequence
 
 from ._errors import MembershipLimitError, MulticastError
@@ -26,14 +25,11 @@ __all__ = [
     "gone_error",
     "is_gone_error",
     "is_link_refusal",
-    "is_pktinfo",
     "join",
     "leave",
     "open_receiver",
     "open_sender",
     "open_unicast",
-    "parse_extras",
-    "parse_pktinfo",
     "refresh_by_source_filter",
     "socket_drops",
     "still_full_error",
@@ -66,10 +62,6 @@ RECV_BUFSIZE = 65536
 # Room for pktinfo, a TTL or hop limit and the drop counter, with headroom.
 ANC_BUFSIZE = socket.CMSG_SPACE(64) + 2 * socket.CMSG_SPACE(4)
 
-# struct in_pktinfo { int ifindex; in_addr spec_dst; in_addr addr; }
-_IN_PKTINFO = struct.Struct("=i4s4s")
-# struct in6_pktinfo { in6_addr addr; unsigned int ifindex; }
-_IN6_PKTINFO = struct.Struct("=16sI")
 # struct ip_mreqn { in_addr multiaddr; in_addr address; int ifindex; }
 _IP_MREQN = struct.Struct("=4s4si")
 # struct ipv6_mreq { in6_addr multiaddr; unsigned int ifindex; }
@@ -394,38 +386,6 @@ def _bind_to_device(sock: socket.socket, ifname: str) -> None:
         # Linux < 5.7 wants CAP_NET_RAW; the receive side then drops other links' replies.
         if exc.errno != errno.EPERM:
             raise
-
-
-def is_pktinfo(level: int, kind: int) -> bool:
-    return (level == socket.IPPROTO_IP and kind == IP_PKTINFO) or (
-        level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO
-    )
-
-
-def parse_extras(ancdata: list[tuple[int, int, bytes]]) -> tuple[int | None, int | None]:
-    """(TTL or hop limit, the socket's running drop count) where the datagram carries them."""
-    ttl: int | None = None
-    drops: int | None = None
-    for level, kind, data in ancdata:
-        if (level == socket.IPPROTO_IP and kind == IP_TTL) or (
-            level == socket.IPPROTO_IPV6 and kind == IPV6_HOPLIMIT
-        ):
-            ttl = int.from_bytes(data[:4], sys.byteorder)
-        elif level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL:
-            drops = int.from_bytes(data[:4], sys.byteorder)
-    return ttl, drops
-
-
-def parse_pktinfo(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, str] | None:
-    """(arrival ifindex, destination address) from IP_PKTINFO or IPV6_PKTINFO."""
-    for level, kind, data in ancdata:
-        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= _IN_PKTINFO.size:
-            ifindex, _spec, dst = _IN_PKTINFO.unpack_from(data)
-            return ifindex, socket.inet_ntop(socket.AF_INET, dst)
-        if level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(data) >= _IN6_PKTINFO.size:
-            dst6, ifindex6 = _IN6_PKTINFO.unpack_from(data)
-            return ifindex6, socket.inet_ntop(socket.AF_INET6, dst6)
-    return None
 
 
 def socket_drops(sock: socket.socket) -> int | None:

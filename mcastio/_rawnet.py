@@ -15,18 +15,15 @@ import socket
 import struct
 from collections.abc import Sequence
 
+from ._ancillary import IN6_PKTINFO, IN_PKTINFO, parse_extras, parse_pktinfo
 from ._errors import MulticastError, RawAccessError
 from ._model import Interface
 from ._net import (
-    _IN6_PKTINFO,
-    _IN_PKTINFO,
     IP_PKTINFO,
     IPV6_PKTINFO,
     IPV6_RECVHOPLIMIT,
     IPV6_RECVPKTINFO,
     _closed_on_failure,
-    parse_extras,
-    parse_pktinfo,
 )
 
 __all__ = [
@@ -193,10 +190,10 @@ def send_raw(
     try:
         if isinstance(src, ipaddress.IPv4Address):
             # IP_PKTINFO picks the device and the source per message.
-            info = _IN_PKTINFO.pack(iface.index, src.packed, b"\0\0\0\0")
+            info = IN_PKTINFO.pack(iface.index, src.packed, b"\0\0\0\0")
             sock.sendmsg([payload], [(socket.IPPROTO_IP, IP_PKTINFO, info)], 0, (dest, 0))
         else:
-            info = _IN6_PKTINFO.pack(src.packed, iface.index)
+            info = IN6_PKTINFO.pack(src.packed, iface.index)
             sock.sendmsg(
                 [payload], [(socket.IPPROTO_IPV6, IPV6_PKTINFO, info)], 0, (dest, 0, 0, iface.index)
             )

@@ -10,7 +10,7 @@ import logging
 import socket
 from collections.abc import Callable
 
-from . import _net
+from . import _ancillary, _net
 from ._fastpath import DATAGRAM_SLOT_SETTERS
 from ._model import Datagram
 
@@ -144,17 +144,17 @@ class RecvmsgDrain:
         """((arrival index or -1, group), TTL) from a datagram carrying more than pktinfo."""
         arrival = _NOT_ARRIVED
         for cmsg in anc:
-            if _net.is_pktinfo(cmsg[0], cmsg[1]):
+            if _ancillary.is_pktinfo(cmsg[0], cmsg[1]):
                 cached = self._arrivals.get(cmsg)
                 arrival = self._learn_arrival(cmsg) if cached is None else cached
-        ttl, drops = _net.parse_extras(anc)
+        ttl, drops = _ancillary.parse_extras(anc)
         if drops is not None:
             self.drops.report(sock, drops)
         return arrival, ttl
 
     def _arrival_index(self, anc: list[tuple[int, int, bytes]]) -> tuple[int, str]:
         """(arrival ifindex, group), or (-1, "") when not sent to one of the groups."""
-        info = _net.parse_pktinfo(anc)
+        info = _ancillary.parse_pktinfo(anc)
         group = None if info is None else self._wire_groups.get(info[1])
         if info is None or group is None:
             return _NOT_ARRIVED

@@ -21,7 +21,7 @@ import logging
 import socket
 from collections.abc import Callable, Sequence
 
-from . import _net
+from . import _ancillary, _net
 from ._model import Datagram, Interface
 from ._receive import DRAIN_BUDGET, ReceivePath
 from ._replynet import prepare_reply_socket
@@ -126,7 +126,7 @@ class Replies:
             if flags & _net.MSG_TRUNC:
                 receive.truncated += 1
                 continue
-            info = _net.parse_pktinfo(anc)
+            info = _ancillary.parse_pktinfo(anc)
             name = names.get(info[0]) if info is not None else None
             if name is None:
                 # From a link the endpoint does not use (possible only where the socket

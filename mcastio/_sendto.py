@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import socket
 
-from ._net import _IN6_PKTINFO, _IN_PKTINFO, IP_PKTINFO, IPV6_PKTINFO
+from ._ancillary import IN6_PKTINFO, IN_PKTINFO
+from ._net import IP_PKTINFO, IPV6_PKTINFO
 
 __all__ = ["send_unicast"]
 
@@ -28,8 +29,8 @@ def send_unicast(
     """
     if sock.family == socket.AF_INET:
         spec = socket.inet_aton(source) if source else bytes(4)
-        info = (socket.IPPROTO_IP, IP_PKTINFO, _IN_PKTINFO.pack(ifindex, spec, bytes(4)))
+        info = (socket.IPPROTO_IP, IP_PKTINFO, IN_PKTINFO.pack(ifindex, spec, bytes(4)))
     else:
         src = socket.inet_pton(socket.AF_INET6, source) if source else bytes(16)
-        info = (socket.IPPROTO_IPV6, IPV6_PKTINFO, _IN6_PKTINFO.pack(src, ifindex))
+        info = (socket.IPPROTO_IPV6, IPV6_PKTINFO, IN6_PKTINFO.pack(src, ifindex))
     return sock.sendmsg([data], [info], 0, dest)

@@ -135,10 +135,10 @@ def test_control_messages_never_raise(block: bytes, start: int) -> None:
     )
 )
 def test_ancillary_data_from_recvmsg_never_raises(anc: list[tuple[int, int, bytes]]) -> None:
-    from mcastio import _net
+    from mcastio import _ancillary
 
-    _net.parse_pktinfo(anc)
-    _net.parse_extras(anc)
+    _ancillary.parse_pktinfo(anc)
+    _ancillary.parse_extras(anc)
 
 
 @FUZZ
