@@ -235,10 +235,35 @@ def _world_readable_copy() -> str:
 _PLAIN_COPY: str | None = None
 
 
-def as_plain_user(*python_args: str) -> list[str]:
-    """argv running Python as user nobody, with a login PATH that lacks sbin.
+def _plain_user_prefix() -> list[str]:
+    """The command prefix that runs what follows as a plain user, without sbin.
 
-    nobody runs a world-readable copy of the package and its dependencies (see
+    As real root: setpriv to user nobody. When the suite itself runs as a plain
+    user inside ``unshare -rnm`` (the namespace's root is that user), a plain user
+    is one step away: a mount namespace where the host's /run shows again (the
+    suite's private /run unmounted), then a user namespace of uid 1000, without
+    capabilities, so /run is not writable to it, as for any plain user.
+    """
+    from mcastio.testing._support import _in_user_namespace
+
+    if os.geteuid() == 0 and not _in_user_namespace():
+        if find_tool("setpriv") is None:
+            skip_or_fail("setpriv (util-linux) is needed to become a plain user")
+        return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    if os.geteuid() != 0:
+        skip_or_fail("needs root or a user namespace (scripts/test gives one)")
+    unshare = find_tool("unshare")
+    if unshare is None:
+        skip_or_fail("unshare (util-linux) is needed to become a plain user")
+    remount = 'umount -l /run 2>/dev/null; exec "$@"'
+    user = [unshare, "--user", "--map-user=1000", "--map-group=1000"]
+    return [unshare, "-m", "sh", "-c", remount, "sh", *user]
+
+
+def as_plain_user(*python_args: str) -> list[str]:
+    """argv running Python as a plain user (nobody), with a login PATH that lacks sbin.
+
+    That user runs a world-readable copy of the package and its dependencies (see
     :func:`_world_readable_copy`), never the checkout itself. The interpreter
     running the tests may live where nobody cannot reach it (a pyenv under
     /root): then the system python3 of the same version runs.
@@ -248,7 +273,7 @@ def as_plain_user(*python_args: str) -> list[str]:
     import sys
 
     python = sys.executable
-    drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    drop = _plain_user_prefix()
     probe = subprocess.run([*drop, "env", python, "-c", ""], capture_output=True, check=False)
     if probe.returncode != 0:
         system = shutil.which("python3", path="/usr/bin:/bin")

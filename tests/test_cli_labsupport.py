@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest
 
 from mcastio.testing import Lab, LabError
-from mcastio.testing._support import _in_user_namespace, find_tool, lab_support, resolve, tool
+from mcastio.testing._support import find_tool, lab_support, resolve, tool
 from tests.conftest import as_plain_user, skip_or_fail
 
 _BUILD = """
@@ -51,16 +50,8 @@ def test_a_missing_tool_is_named_with_its_package(monkeypatch: pytest.MonkeyPatc
         Lab(links=1).build()
 
 
-def _require_real_root() -> None:
-    if os.geteuid() != 0 or _in_user_namespace():
-        skip_or_fail("needs real root to become a plain user (setpriv)")
-    if find_tool("setpriv") is None:
-        skip_or_fail("setpriv (util-linux) is needed")
-
-
 @pytest.mark.lab
 def test_a_plain_user_without_sbin_on_path_builds_a_lab_under_unshare_rnm() -> None:
-    _require_real_root()
     argv = as_plain_user("-c", _BUILD)
     env_at = argv.index("env")
     # unshare -rnm between the dropped privileges and the interpreter.
@@ -73,7 +64,6 @@ def test_a_plain_user_without_sbin_on_path_builds_a_lab_under_unshare_rnm() -> N
 
 @pytest.mark.lab
 def test_unshare_without_a_mount_namespace_gets_a_hint() -> None:
-    _require_real_root()
     unshare = find_tool("unshare") or "unshare"
     code = "from mcastio.testing import lab_support; print(lab_support())"
     argv = as_plain_user("-c", code)
