@@ -171,8 +171,10 @@ SERVICE_TYPE = "_mcastiorelay._tcp"
 
 
 def avahi_service(lab: Lab, ns: str, interfaces: Sequence[str], name: str) -> Avahi:
-    """avahi-daemon publishing its host name and one ``_mcastiorelay._tcp`` service."""
-    return Avahi(lab, ns, interfaces, name, services=[(f"svc-{name}", SERVICE_TYPE, 9)])
+    """avahi-daemon publishing its host name and one ``_mcastiorelay._tcp`` service;
+    its private D-Bus lets ``avahi-browse`` ask it (:meth:`Avahi.browse`)."""
+    services = [(f"svc-{name}", SERVICE_TYPE, 9)]
+    return Avahi(lab, ns, interfaces, name, dbus=True, services=services)
 
 
 #: A python-zeroconf browser: looks for services of a type, and prints the one whose

@@ -307,6 +307,11 @@ def test_mdns_services_and_legacy_queries_cross_the_relay(rl: RelayLab) -> None:
             member: lab.run(rl.ns(member), sys.executable, "-c", BROWSE, kind, want, "10").stdout
             for member, want in (("a1", "svc-hostb"), ("b1", "svc-hosta"))
         }
+        # avahi-browse on each side asks that side's avahi-daemon, which heard the
+        # other side's announcements only through the relay.
+        browsed = {
+            side: daemon.browse(SERVICE_TYPE) for side, daemon in zip("AB", daemons, strict=True)
+        }
         legacy = {
             "a1": legacy_query(rl, "a1", "A", "hostb.local"),
             "b1": legacy_query(rl, "b1", "B", "hosta.local"),
@@ -317,11 +322,16 @@ def test_mdns_services_and_legacy_queries_cross_the_relay(rl: RelayLab) -> None:
             daemon.stop()
         stats = relay.stop()
     print(f"\nmdns: zeroconf on a1: {found['a1'].strip()}; on b1: {found['b1'].strip()}")
+    print(f"  avahi-browse: {browsed}")
     print(f"  legacy unicast: {legacy}")
     print("  r1", stats)
     # Found across the relay, with the records that resolve it (server and address).
     assert f"svc-hostb.{kind} hostb.local. 10.19.2.3" in found["a1"]
     assert f"svc-hosta.{kind} hosta.local. 10.19.1.3" in found["b1"]
+    # avahi-browse -r -p: "=;iface;IPv4;name;type;domain;host;address;port;txt".
+    seen = {side: {(r[3], r[6], r[7]) for r in rows} for side, rows in browsed.items()}
+    assert ("svc-hostb", "hostb.local", "10.19.2.3") in seen["A"], browsed
+    assert ("svc-hosta", "hosta.local", "10.19.1.3") in seen["B"], browsed
     # Legacy answers come back by unicast from the relay's address on the asker's link.
     assert legacy["a1"] == ("10.19.1.11", "hostb.local")
     assert legacy["b1"] == ("10.19.2.11", "hosta.local")
