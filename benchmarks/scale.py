@@ -314,8 +314,9 @@ async def run_case(peer: str, links: int, group_count: int, mode: str) -> dict[s
     tasks = len(asyncio.all_tasks()) - tasks_before
     rss = rss_kib() - rss_before
     used = [len(ep.interfaces) for ep in endpoints]
-    monitor = getattr(mcastio, "host_monitor", None)
-    monitor_text = str(monitor()) if callable(monitor) else None
+    # The loop's shared host monitor, where the tree has one.
+    monitor = getattr(endpoints[0], "host_monitor", None)
+    monitor_text = None if monitor is None else str(monitor)
 
     # Receive: one datagram per (link, group), from the peer.
     subs = [ep.subscribe(queue_size=links * group_count + 16) for ep in endpoints]

@@ -64,6 +64,8 @@ class Watcher:
         self._task: asyncio.Task[None] | None = None
         #: Reconciles run so far; lets tests and benchmarks wait for one more.
         self.rounds = 0
+        #: Netlink notifications read so far (answers to the link dump not counted).
+        self.notifications = 0
 
     @property
     def mode(self) -> str:
@@ -135,7 +137,11 @@ class Watcher:
                 self._reannounce.add(link.index)
         if drained.lost:
             _log.info("netlink notifications were lost; re-reading every interface")
-        if drained.messages or drained.lost:
+        changes = drained.messages - drained.replies
+        self.notifications += changes
+        # The answers to the start's link dump describe the host the endpoints just
+        # read: only notifications (or a carrier seen coming back) call for a round.
+        if changes or drained.lost or self._reannounce:
             self.trigger()
 
     def _now(self) -> float:
