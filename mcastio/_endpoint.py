@@ -182,7 +182,11 @@ class MulticastEndpoint(EndpointGroups):
             return
         if state == "closed":
             raise EndpointClosedError("this endpoint was closed; create a new one")
-        self._engine.open(asyncio.get_running_loop())
+        if state == "starting":
+            # Another start() is under way: this one returns when that one does.
+            await self._engine.wait_open()
+            return
+        await self._engine.open(asyncio.get_running_loop())
 
     async def aclose(self) -> None:
         """Leave the group, close every socket and end every iterator. Idempotent."""

@@ -17,7 +17,7 @@ import socket
 from collections.abc import Sequence
 
 from ._discovery import read_snapshot
-from ._errors import MulticastError
+from ._errors import EndpointClosedError, MulticastError
 from ._groupset import GroupMemberships
 from ._hostmonitor import HostMonitor, HostMonitorState, monitor_for
 from ._keepalive import Keepalive
@@ -40,6 +40,7 @@ from ._readers import Readers
 from ._receive import ReceivePath
 from ._replies import Replies
 from ._transmit import TransmitPool
+from ._turns import take_turn
 from ._watch import InterfaceEvent
 from ._watcher import Watcher
 
@@ -95,6 +96,8 @@ class Engine:
         self._watch_failed = False
         # The monitor's watcher when this endpoint was its last user: aclose() waits for it.
         self._stopping: Watcher | None = None
+        # Set when open() is under way: a second start() waits for it.
+        self._opened: asyncio.Future[None] | None = None
         # A watching endpoint may start with no usable interface; an owner that
         # must know at start (DualStackEndpoint: run without that family) sets this.
         self.require_interface_at_start = False
@@ -138,9 +141,31 @@ class Engine:
         """The monitor dropped this endpoint after a bug in its reconcile."""
         self._watch_failed = True
 
-    def open(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Join on every selected interface and start following changes."""
+    async def open(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Join on every selected interface and start following changes.
+
+        The joins yield to the loop every few milliseconds, so starting many
+        endpoints (or one on a thousand links) never holds the loop for long.
+        """
         self.loop = loop
+        self.state = "starting"
+        opened = self._opened = loop.create_future()
+        try:
+            await self._open(loop)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                opened.cancel()
+            elif not opened.done():
+                opened.set_exception(exc)
+                opened.exception()  # Retrieved: only other start() calls wait on it.
+            raise
+        opened.set_result(None)
+
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Many starts gathered: each begins with the loop's turn if one is due.
+        await take_turn(loop)
+        if self.state != "starting":
+            raise EndpointClosedError("the endpoint was closed while it started")
         monitor = None
         rounds = 0
         if self.options.watch:
@@ -152,7 +177,10 @@ class Engine:
             rounds = monitor.watcher.rounds
         try:
             try:
-                snapshot = self.snapshot_source()
+                if monitor is not None:
+                    snapshot = monitor.snapshot(self.snapshot_source)
+                else:
+                    snapshot = self.snapshot_source()
             except OSError as exc:
                 raise MulticastError(f"cannot read the interfaces: {exc}") from exc
             desired = self._desired(snapshot, missing_ok=False)
@@ -163,20 +191,30 @@ class Engine:
                 _log.warning("%s\nwaiting for an interface to become usable", why)
         except BaseException:
             self._detach()
+            if self.state == "starting":
+                self.state = "new"  # Nothing was opened: start() may be tried again.
             raise
-        self.state = "open"
         self.tx.bind(loop)
         try:
-            failures = self._join_at_start(desired)
+            failures = await self._join_at_start(desired)
+            self.state = "open"
             if monitor is not None:
                 monitor.started(self, snapshot, rounds)
                 if failures:
                     monitor.watcher.trigger()
-            for keeper in self.keepalives.values():
+            for keeper in list(self.keepalives.values()):
+                await take_turn(loop)
+                if self.state != "open":
+                    raise EndpointClosedError("the endpoint was closed while it started")
                 keeper.start(loop)
         except BaseException:
             self.close()
             raise
+
+    async def wait_open(self) -> None:
+        """Wait for the start under way; raise what it raised."""
+        if self._opened is not None:
+            await asyncio.shield(self._opened)
 
     def _detach(self) -> None:
         monitor, self.monitor = self.monitor, None
@@ -189,8 +227,16 @@ class Engine:
         if watcher is not None:
             await watcher.stop()
 
-    def _join_at_start(self, desired: Sequence[Interface]) -> list[MulticastError]:
-        failures = self.links.apply(plan_changes({}, desired, self.options.group.family))
+    async def _join_at_start(self, desired: Sequence[Interface]) -> list[MulticastError]:
+        failures: list[MulticastError] = []
+        family = self.options.group.family
+        assert self.loop is not None
+        for iface in desired:
+            failures += self.links.apply(plan_changes({}, (iface,), family))
+            await take_turn(self.loop)
+            if self.state != "starting":
+                # aclose() ran meanwhile, and released everything joined so far.
+                raise EndpointClosedError("the endpoint was closed while it started")
         first = failures[0] if failures else None
         # Joins refused on every usable interface are a setup error (too many
         # sources, a port in use, no descriptors left): fail at once, saying why.

@@ -88,6 +88,8 @@ class HostMonitor:
         self.watcher = Watcher(self._round, netlink=netlink, poll_interval=poll_interval)
         # Insertion-ordered: endpoints are re-planned in the order they started.
         self._followers: dict[Follower, None] = {}
+        # The last snapshot read from each source, and the watcher's counts then.
+        self._cache: dict[Callable[[], Snapshot], tuple[Snapshot, int, int]] = {}
 
     def state(self) -> HostMonitorState:
         w = self.watcher
@@ -97,6 +99,27 @@ class HostMonitor:
         """Count ``follower`` in; the first one subscribes (before its snapshot is read)."""
         self._followers[follower] = None
         self.watcher.open()
+
+    def snapshot(self, source: Callable[[], Snapshot]) -> Snapshot:
+        """``source()``, or the last reading of it if no change was notified since.
+
+        Only while netlink tells of every change: the socket is read first, so a
+        change the loop has not handled yet still forces a fresh read. G endpoints
+        started together then read the host once, not G times.
+        """
+        w = self.watcher
+        w.read_now()
+        cached = self._cache.get(source)
+        if w.subscribed and cached is not None and cached[1:] == (w.notifications, w.losses):
+            return cached[0]
+        return self._read(source)
+
+    def _read(self, source: Callable[[], Snapshot]) -> Snapshot:
+        w = self.watcher
+        counts = (w.notifications, w.losses)
+        snapshot = source()
+        self._cache[source] = (snapshot, *counts)
+        return snapshot
 
     def started(self, follower: Follower, snapshot: Snapshot, rounds_before: int) -> None:
         """``follower`` has joined from ``snapshot``; from now on it is re-planned."""
@@ -112,6 +135,7 @@ class HostMonitor:
         if self._followers:
             return False
         self.watcher.cancel()
+        self._cache.clear()
         per_loop = _monitors.get(self._loop)
         if per_loop is not None and per_loop.get(self._key) is self:
             del per_loop[self._key]
@@ -125,7 +149,7 @@ class HostMonitor:
             source = follower.snapshot_source
             if source not in snapshots:
                 try:
-                    snapshots[source] = source()
+                    snapshots[source] = self._read(source)
                 except (MulticastError, OSError) as exc:
                     _log.warning("cannot read the interfaces, will retry: %s", exc)
                     snapshots[source] = None

@@ -145,3 +145,45 @@ def test_a_failing_endpoint_does_not_stop_the_others(lab: Lab) -> None:
         bad_mode, good_mode, sharing = run(main())
     assert (bad_mode, good_mode, sharing) == ("stopped", "netlink", 1)
     assert any(isinstance(exc, RuntimeError) for exc in reported)
+
+
+def test_starts_take_turns_and_can_be_closed_midway(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mcastio import EndpointClosedError, _turns
+
+    # Every slice used up at once: each start waits for the loop after every link.
+    monkeypatch.setattr(_turns, "SLICE", 0.0)
+
+    async def main() -> tuple[list[str], int, int]:
+        order: list[str] = []
+        a = MulticastEndpoint(GROUP_A, PORT, keepalive=False)
+        b = MulticastEndpoint(GROUP_B, PORT, keepalive=False)
+
+        async def start(name: str, ep: MulticastEndpoint) -> None:
+            await ep.start()
+            order.append(name)
+
+        async def tick() -> None:
+            # Runs while the starts are under way, not after both.
+            await asyncio.sleep(0)
+            order.append("tick")
+
+        await asyncio.gather(start("a", a), start("b", b), tick(), a.start())
+        joined = len(a.interfaces) + len(b.interfaces)
+        await a.aclose()
+        await b.aclose()
+        # Closed while it starts: the start fails, nothing stays open.
+        c = MulticastEndpoint(GROUP_A, PORT, keepalive=False)
+        task = asyncio.get_running_loop().create_task(c.start())
+        await asyncio.sleep(0)
+        await c.aclose()
+        with pytest.raises(EndpointClosedError):
+            await task
+        return order, joined, len(c.interfaces)
+
+    with lab.inside():
+        order, joined, left = run(main())
+    assert order.index("tick") < order.index("a")
+    assert sorted(order) == ["a", "b", "tick"]
+    assert (joined, left) == (4, 0)
