@@ -14,11 +14,15 @@ one event loop, and reports:
   then every endpoint's ``send_all`` must reach the peer on every link;
 - the time to close everything.
 
+Then a storm: 2,000 addresses added to one link at once under 100 endpoints (N = 8),
+timed until every endpoint uses them all, with the re-plans each endpoint made.
+
 ::
 
     sudo python benchmarks/scale.py                  # N = 8 with G = 1, 10, 100
     sudo python benchmarks/scale.py --large          # also N = 256 and 1,024 with G = 4
     sudo python benchmarks/scale.py --compare-with /tmp/before   # another checkout, same run
+    sudo python benchmarks/scale.py --only-storm     # only the 2,000-address storm
 
 ``--compare-with TREE`` runs the same cases with the ``mcastio`` package of TREE
 (for instance ``git archive <commit> | tar -x -C TREE``), side by side. Medians of
@@ -386,16 +390,68 @@ async def run_case(peer: str, links: int, group_count: int, mode: str) -> dict[s
     }
 
 
+STORM = 2000
+
+
+async def _ip_batch(lines: Sequence[str]) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        "ip", "-batch", "-", stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
+    )
+    await proc.communicate(("\n".join(lines) + "\n").encode())
+    if proc.returncode != 0:
+        raise RuntimeError("ip -batch failed")
+
+
+def _rounds(endpoints: Sequence[Any]) -> float:
+    """Re-plans so far per endpoint: the shared monitor's rounds, or each watcher's."""
+    state = getattr(endpoints[0], "host_monitor", None)
+    if state is not None:
+        return float(state.rounds)
+    return float(sum(ep._engine.watcher.rounds for ep in endpoints)) / len(endpoints)
+
+
+async def run_storm(group_count: int) -> dict[str, Any]:
+    """Add STORM addresses to eth0 under G endpoints: time until every one sees them all."""
+    import mcastio
+
+    endpoints = [mcastio.MulticastEndpoint(g, PORT) for g in groups(group_count)]
+    await asyncio.gather(*(ep.start() for ep in endpoints))
+    await asyncio.sleep(0.3)
+    before = _rounds(endpoints)
+    adds = [f"addr add 10.250.{i // 250}.{i % 250 + 1}/32 dev eth0" for i in range(STORM)]
+
+    def seen() -> int:
+        return min(len(next(i for i in ep.interfaces if i.name == "eth0").ipv4) for ep in endpoints)
+
+    t0 = time.perf_counter()
+    await _ip_batch(adds)
+    added_s = time.perf_counter() - t0
+    # Polled: no event says "every endpoint has seen every address".
+    while seen() < STORM + 1 and time.perf_counter() - t0 < 30:  # noqa: ASYNC110
+        await asyncio.sleep(0.005)
+    converged_s = time.perf_counter() - t0
+    ok = seen() == STORM + 1
+    await asyncio.sleep(0.3)
+    rounds = _rounds(endpoints) - before
+    for ep in endpoints:
+        await ep.aclose()
+    await _ip_batch([a.replace("addr add", "addr del") for a in adds])
+    return {"added_s": added_s, "converged_s": converged_s, "ok": ok, "rounds": rounds}
+
+
 def child(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--peer", required=True)
     parser.add_argument("--links", type=int, required=True)
     parser.add_argument("--groups", type=int, required=True)
-    parser.add_argument("--mode", choices=("one", "many"), required=True)
+    parser.add_argument("--mode", choices=("one", "many", "storm"), required=True)
     args = parser.parse_args(argv)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    result = asyncio.run(run_case(args.peer, args.links, args.groups, args.mode))
+    if args.mode == "storm":
+        result = asyncio.run(run_storm(args.groups))
+    else:
+        result = asyncio.run(run_case(args.peer, args.links, args.groups, args.mode))
     print(json.dumps(result))
 
 
@@ -482,6 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--large", action="store_true", help="also N = 256 and 1,024 links")
     parser.add_argument("--only-large", action="store_true", help="only N = 256 and 1,024")
+    parser.add_argument("--only-storm", action="store_true", help="only the address storm")
     parser.add_argument("--compare-with", metavar="TREE", type=Path, action="append", default=[])
     parser.add_argument("--json", type=Path, help="write every result here too")
     args = parser.parse_args(argv)
@@ -497,9 +554,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{tree} has no mcastio package", file=sys.stderr)
             return 2
     cases: list[tuple[int, list[int]]] = []
-    if not args.only_large:
+    if not (args.only_large or args.only_storm):
         cases.append((8, [1, 10, 100]))
-    if args.large or args.only_large:
+    if (args.large or args.only_large) and not args.only_storm:
         cases += [(256, [4]), (1024, [4])]
     print("trees: " + ", ".join(f"{label} = {tree}" for label, tree in trees))
     print(HEADER)
@@ -532,8 +589,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                         print(f"{'':8} this/before: start {start:.2f}, descriptors {fds:.2f}")
     for r in results:
         if r["monitor"] and r["tree"] == "this":
-            print(f"host monitor (last case): {r['monitor']}")
+            print(f"host monitor (first case): {r['monitor']}")
             break
+    if not args.only_large:
+        print(f"\nstorm: {STORM} addresses added to eth0 under 100 endpoints (N = 8), medians")
+        print(f"{'tree':<8} {'ip -batch s':>12} {'converged s':>12} {'re-plans/endpoint':>18}")
+        with ScaleLab(8) as lab:
+            storms: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in trees}
+            for _ in range(args.rounds):
+                for label, tree in trees:
+                    storms[label].append(run_child(lab, tree, 100, "storm"))
+        for label, _ in trees:
+            runs = storms[label]
+            failed = failed or not all(r["ok"] for r in runs)
+            added, converged = _median(runs, "added_s"), _median(runs, "converged_s")
+            replans = _median(runs, "rounds")
+            print(f"{label:<8} {added:>12.2f} {converged:>12.2f} {replans:>18.1f}")
+            results.append({"tree": label, "storm": runs})
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     if failed:
