@@ -10,6 +10,7 @@ from ._errors import (
     MulticastError,
     NotOnLinkError,
 )
+from ._hostmonitor import HostMonitorState
 from ._keeper import KeepaliveState
 from ._model import Datagram, Interface, SendResult
 from ._protocol import MulticastProtocol, MulticastTransport, create_multicast_endpoint
@@ -37,6 +38,7 @@ __all__ = [
     "DualStackEndpoint",
     "EndpointClosedError",
     "EndpointStats",
+    "HostMonitorState",
     "Interface",
     "InterfaceEvent",
     "InterfaceEventStream",

@@ -17,6 +17,7 @@ from ._endpointgroups import EndpointGroups
 from ._endpointsend import EndpointSends
 from ._engine import Engine
 from ._errors import EndpointClosedError
+from ._hostmonitor import HostMonitorState
 from ._keeper import KeepaliveState
 from ._model import Interface, InterfaceSelector
 from ._options import (
@@ -184,7 +185,11 @@ class MulticastEndpoint(EndpointGroups, EndpointSends):
             return
         if state == "closed":
             raise EndpointClosedError("this endpoint was closed; create a new one")
-        self._engine.open(asyncio.get_running_loop())
+        if state == "starting":
+            # Another start() is under way: this one returns when that one does.
+            await self._engine.wait_open()
+            return
+        await self._engine.open(asyncio.get_running_loop())
 
     async def aclose(self) -> None:
         """Leave the group, close every socket and end every iterator. Idempotent."""
@@ -192,9 +197,9 @@ class MulticastEndpoint(EndpointGroups, EndpointSends):
         if self._engine.state != "closed":
             self._engine.close()
         # Also after a synchronous _teardown() (MulticastTransport.close): wait for
-        # the cancelled watcher task to finish. Does nothing the second time.
-        if self._engine.watcher is not None:
-            await self._engine.watcher.stop()
+        # the cancelled watcher task to finish, if this endpoint was the last to use
+        # the loop's host monitor. Does nothing the second time.
+        await self._engine.wait_stopped()
 
     def _teardown(self) -> None:
         """Release everything now, without waiting (MulticastTransport.close)."""
@@ -228,8 +233,17 @@ class MulticastEndpoint(EndpointGroups, EndpointSends):
         application error (an ``interfaces=`` predicate that raised), which is
         reported through the event loop's exception handler.
         """
-        watcher = self._engine.watcher
-        return "off" if watcher is None else watcher.mode
+        return self._engine.watch_mode
+
+    @property
+    def host_monitor(self) -> HostMonitorState | None:
+        """The event loop's host monitor this endpoint follows interfaces with.
+
+        One per loop (and per ``netlink``/``poll_interval`` choice), shared by every
+        watching endpoint in it: how many use it, its mode and the netlink
+        notifications and rounds it has seen. ``None`` when not watching or not open.
+        """
+        return self._engine.monitor_state()
 
     def interface_events(self, queue_size: int = 64) -> InterfaceEventStream:
         """An async iterator of the changes to this endpoint's interfaces from now on.

@@ -17,8 +17,9 @@ import socket
 from collections.abc import Sequence
 
 from ._discovery import read_snapshot
-from ._errors import MulticastError
+from ._errors import EndpointClosedError, MulticastError
 from ._groupset import GroupMemberships
+from ._hostmonitor import HostMonitor, HostMonitorState, monitor_for
 from ._keepalive import Keepalive
 from ._keeper import KeepaliveState
 from ._links import Links
@@ -39,6 +40,7 @@ from ._readers import Readers
 from ._receive import ReceivePath
 from ._replies import Replies
 from ._transmit import TransmitPool
+from ._turns import take_turn
 from ._watch import InterfaceEvent
 from ._watcher import Watcher
 
@@ -89,11 +91,13 @@ class Engine:
         if opts.keepalive is not None and opts.join:
             for g in opts.groups:
                 self.keepalives[g] = self._keeper(g)
-        self.watcher: Watcher | None = None
-        if opts.watch:
-            self.watcher = Watcher(
-                self.reconcile, netlink=opts.netlink, poll_interval=opts.poll_interval
-            )
+        # The loop's shared host monitor, from open() until close().
+        self.monitor: HostMonitor | None = None
+        self._watch_failed = False
+        # The monitor's watcher when this endpoint was its last user: aclose() waits for it.
+        self._stopping: Watcher | None = None
+        # Set when open() is under way: a second start() waits for it.
+        self._opened: asyncio.Future[None] | None = None
         # A watching endpoint may start with no usable interface; an owner that
         # must know at start (DualStackEndpoint: run without that family) sets this.
         self.require_interface_at_start = False
@@ -117,54 +121,129 @@ class Engine:
         opts = self.options
         return select_for_groups(snapshot, self.groups, opts.selector, missing_ok=missing_ok)
 
-    def open(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Join on every selected interface and start following changes."""
+    @property
+    def watcher(self) -> Watcher | None:
+        """The watcher this endpoint follows interfaces with (shared in the loop)."""
+        return self.monitor.watcher if self.monitor is not None else None
+
+    @property
+    def watch_mode(self) -> str:
+        if not self.options.watch:
+            return "off"
+        if self.monitor is None or self._watch_failed:
+            return "stopped"
+        return self.monitor.watcher.mode
+
+    def monitor_state(self) -> HostMonitorState | None:
+        return self.monitor.state() if self.monitor is not None else None
+
+    def watch_failed(self) -> None:
+        """The monitor dropped this endpoint after a bug in its reconcile."""
+        self._watch_failed = True
+
+    async def open(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Join on every selected interface and start following changes.
+
+        The joins yield to the loop every few milliseconds, so starting many
+        endpoints (or one on a thousand links) never holds the loop for long.
+        """
         self.loop = loop
-        watcher = self.watcher
+        self.state = "starting"
+        opened = self._opened = loop.create_future()
         try:
-            if watcher is not None:
-                # Subscribe before reading, so a change right after the read is not missed.
-                watcher.open()
+            await self._open(loop)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                opened.cancel()
+            elif not opened.done():
+                opened.set_exception(exc)
+                opened.exception()  # Retrieved: only other start() calls wait on it.
+            raise
+        opened.set_result(None)
+
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Many starts gathered: each begins with the loop's turn if one is due.
+        await take_turn(loop)
+        if self.state != "starting":
+            raise EndpointClosedError("the endpoint was closed while it started")
+        monitor = None
+        rounds = 0
+        if self.options.watch:
+            monitor = self.monitor = monitor_for(
+                loop, self.options.netlink, self.options.poll_interval
+            )
+            # Subscribed before reading, so a change right after the read is not missed.
+            monitor.attach(self)
+            rounds = monitor.watcher.rounds
+        try:
             try:
-                snapshot = self.snapshot_source()
+                if monitor is not None:
+                    snapshot = monitor.snapshot(self.snapshot_source)
+                else:
+                    snapshot = self.snapshot_source()
             except OSError as exc:
                 raise MulticastError(f"cannot read the interfaces: {exc}") from exc
             desired = self._desired(snapshot, missing_ok=False)
+            if not desired:
+                why = _explain_no_interfaces(snapshot, self.groups, self.options.selector)
+                if monitor is None or self.require_interface_at_start:
+                    raise MulticastError(why)
+                _log.warning("%s\nwaiting for an interface to become usable", why)
         except BaseException:
-            if watcher is not None:
-                watcher.cancel()
+            self._detach()
+            if self.state == "starting":
+                self.state = "new"  # Nothing was opened: start() may be tried again.
             raise
-        if not desired:
-            why = _explain_no_interfaces(snapshot, self.groups, self.options.selector)
-            if watcher is None or self.require_interface_at_start:
-                if watcher is not None:
-                    watcher.cancel()
-                raise MulticastError(why)
-            _log.warning("%s\nwaiting for an interface to become usable", why)
-        self.state = "open"
         self.tx.bind(loop)
         try:
-            failures = self._join_at_start(desired)
-            if watcher is not None:
-                watcher.seed(snapshot)
-                watcher.start(loop)
+            failures = await self._join_at_start(desired)
+            self.state = "open"
+            if monitor is not None:
+                monitor.started(self, snapshot, rounds)
                 if failures:
-                    watcher.trigger()
-            for keeper in self.keepalives.values():
+                    monitor.watcher.trigger()
+            for keeper in list(self.keepalives.values()):
+                await take_turn(loop)
+                if self.state != "open":
+                    raise EndpointClosedError("the endpoint was closed while it started")
                 keeper.start(loop)
         except BaseException:
             self.close()
             raise
 
-    def _join_at_start(self, desired: Sequence[Interface]) -> list[MulticastError]:
-        failures = self.links.apply(plan_changes({}, desired, self.options.group.family))
+    async def wait_open(self) -> None:
+        """Wait for the start under way; raise what it raised."""
+        if self._opened is not None:
+            await asyncio.shield(self._opened)
+
+    def _detach(self) -> None:
+        monitor, self.monitor = self.monitor, None
+        if monitor is not None and monitor.detach(self):
+            self._stopping = monitor.watcher
+
+    async def wait_stopped(self) -> None:
+        """Wait for the watcher task this endpoint stopped, if it was the last to use it."""
+        watcher, self._stopping = self._stopping, None
+        if watcher is not None:
+            await watcher.stop()
+
+    async def _join_at_start(self, desired: Sequence[Interface]) -> list[MulticastError]:
+        failures: list[MulticastError] = []
+        family = self.options.group.family
+        assert self.loop is not None
+        for iface in desired:
+            failures += self.links.apply(plan_changes({}, (iface,), family))
+            await take_turn(self.loop)
+            if self.state != "starting":
+                # aclose() ran meanwhile, and released everything joined so far.
+                raise EndpointClosedError("the endpoint was closed while it started")
         first = failures[0] if failures else None
         # Joins refused on every usable interface are a setup error (too many
         # sources, a port in use, no descriptors left): fail at once, saying why.
         what = ", ".join(map(str, self.groups))
         if desired and not self.links:
             raise MulticastError(f"could not join {what} on any interface: {first}") from first
-        if failures and self.watcher is None:
+        if failures and not self.options.watch:
             # Nothing would ever retry them, so the endpoint would stay partial unseen.
             raise MulticastError(
                 f"could not use {len(failures)} of {len(desired)} interfaces for "
@@ -176,8 +255,7 @@ class Engine:
     def close(self) -> None:
         """Release every socket and end every reader at once (the watcher task ends later)."""
         self.state = "closed"
-        if self.watcher is not None:
-            self.watcher.cancel()
+        self._detach()
         for keeper in self.keepalives.values():
             keeper.close()
         self.readers.close()
@@ -212,15 +290,19 @@ class Engine:
 
     # -- following changes ---------------------------------------------------------
 
-    def reconcile(self, reannounce: frozenset[int] = frozenset()) -> bool:
-        """Bring the memberships in line with a fresh snapshot; False if something failed."""
+    def reconcile(
+        self, reannounce: frozenset[int] = frozenset(), snapshot: Sequence[Interface] | None = None
+    ) -> bool:
+        """Bring the memberships in line with ``snapshot`` (default: a fresh read);
+        False if something failed."""
         if self.state != "open":
             return True
-        try:
-            snapshot = self.snapshot_source()
-        except OSError as exc:
-            _log.warning("cannot read the interfaces, will retry: %s", exc)
-            return False
+        if snapshot is None:
+            try:
+                snapshot = self.snapshot_source()
+            except OSError as exc:
+                _log.warning("cannot read the interfaces, will retry: %s", exc)
+                return False
         # A named interface that is missing is simply not wanted yet, not an error.
         desired = self._desired(snapshot, missing_ok=True)
         failures, events = self.links.reconcile(desired, reannounce)

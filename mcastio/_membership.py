@@ -29,11 +29,13 @@ SocketHook = Callable[[socket.socket], None]
 class _ReceiveSocket:
     """One receive socket and the interface indexes joined on it."""
 
-    __slots__ = ("joined", "sock")
+    __slots__ = ("full", "joined", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.joined: set[int] = set()
+        #: The kernel refused a join here (the cap); set until a leave makes room.
+        self.full = False
 
 
 class Memberships:
@@ -63,6 +65,9 @@ class Memberships:
         self._on_close = on_close
         self._per_interface = _net.bind_needs_scope(group)
         self._sockets: list[_ReceiveSocket] = []
+        # The sockets not known to be at the cap, oldest first: a join tries only
+        # these, so a thousand joins over fifty full sockets stay linear, not quadratic.
+        self._room: list[_ReceiveSocket] = []
         # Which socket holds each interface's membership.
         self._where: dict[int, _ReceiveSocket] = {}
 
@@ -83,10 +88,13 @@ class Memberships:
         if self._per_interface:
             self._join_new(iface, scope=iface.index)
             return
-        for receiver in self._sockets:
+        while self._room:
+            receiver = self._room[0]
             try:
                 _net.join(receiver.sock, self._group, iface, self._sources)
             except MembershipLimitError:
+                receiver.full = True
+                self._room.pop(0)
                 continue
             self._record(receiver, iface.index)
             return
@@ -117,6 +125,7 @@ class Memberships:
             _net.leave(receiver.sock, self._group, iface, self._sources)
         except MulticastError as exc:
             _log.warning("%s", exc)
+        self._has_room(receiver)
         self._close_if_empty(receiver)
 
     def reannounce(self, iface: Interface) -> str:
@@ -152,7 +161,14 @@ class Memberships:
         for receiver in self._sockets:
             self._forget(receiver)
         self._sockets.clear()
+        self._room.clear()
         self._where.clear()
+
+    def _has_room(self, receiver: _ReceiveSocket) -> None:
+        """A membership left ``receiver``: it takes joins again."""
+        if receiver.full:
+            receiver.full = False
+            self._room.append(receiver)
 
     def _record(self, receiver: _ReceiveSocket, index: int) -> None:
         receiver.joined.add(index)
@@ -174,6 +190,8 @@ class Memberships:
             receiver.sock.close()
             raise
         self._sockets.append(receiver)
+        if not self._per_interface:
+            self._room.append(receiver)
         if self._holds is not None:
             # The live set: joins and leaves show at once.
             self._holds[receiver.sock] = receiver.joined
@@ -183,6 +201,8 @@ class Memberships:
         if receiver.joined or receiver not in self._sockets:
             return
         self._sockets.remove(receiver)
+        if receiver in self._room:
+            self._room.remove(receiver)
         self._forget(receiver)
 
     def _forget(self, receiver: _ReceiveSocket) -> None:

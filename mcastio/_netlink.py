@@ -20,6 +20,7 @@ __all__ = [
     "LinkFlags",
     "drain",
     "open_listener",
+    "parse_counted",
     "parse_messages",
     "request_links",
 ]
@@ -87,6 +88,9 @@ class Drained:
     #: The kernel dropped notifications (ENOBUFS): the caller must re-read everything.
     lost: bool
     links: tuple[LinkFlags, ...] = ()
+    #: Of ``messages``, answers to our own dump request (a non-zero sequence number),
+    #: not notifications: they report no change.
+    replies: int = 0
 
 
 def open_listener() -> socket.socket:
@@ -142,15 +146,29 @@ def _carrier_ups(data: bytes, start: int, end: int) -> int | None:
 
 def parse_messages(data: bytes) -> tuple[int, bool, list[LinkFlags]]:
     """(message count, overrun seen, link notifications) in one datagram of messages."""
+    count, overrun, links, _replies = parse_counted(data)
+    return count, overrun, links
+
+
+def parse_counted(data: bytes, port_id: int = 0) -> tuple[int, bool, list[LinkFlags], int]:
+    """:func:`parse_messages`, plus how many messages answer a request of the
+    socket whose netlink port id is ``port_id``.
+
+    Answers carry the requester's port id; a notification carries that of the
+    process whose request caused it (``ip addr add``), or 0 from the kernel.
+    """
     count = 0
+    replies = 0
     overrun = False
     links: list[LinkFlags] = []
     offset = 0
     while offset + _NLMSGHDR.size <= len(data):
-        length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, offset)
+        length, kind, _flags, _seq, pid = _NLMSGHDR.unpack_from(data, offset)
         if length < _NLMSGHDR.size or offset + length > len(data):
             break  # A truncated or corrupt message; the caller re-reads anyway.
         count += 1
+        if port_id and pid == port_id:
+            replies += 1
         body = offset + _NLMSGHDR.size
         if kind == NLMSG_OVERRUN:
             overrun = True
@@ -160,14 +178,16 @@ def parse_messages(data: bytes) -> tuple[int, bool, list[LinkFlags]]:
             links.append(LinkFlags(index, flags, kind == RTM_DELLINK, ups))
         # Messages are padded to 4 bytes (NLMSG_ALIGN).
         offset += (length + 3) & ~3
-    return count, overrun, links
+    return count, overrun, links, replies
 
 
 def drain(sock: socket.socket) -> Drained:
     """Read every pending notification without blocking."""
     count = 0
+    replies = 0
     lost = False
     links: list[LinkFlags] = []
+    port_id: int = sock.getsockname()[0]
     for _ in range(_MAX_READS):
         try:
             data = sock.recv(_READ_SIZE)
@@ -182,8 +202,9 @@ def drain(sock: socket.socket) -> Drained:
             raise
         if not data:
             break
-        n, overrun, found = parse_messages(data)
+        n, overrun, found, answers = parse_counted(data, port_id)
         count += n
+        replies += answers
         lost = lost or overrun
         links.extend(found)
-    return Drained(count, lost, tuple(links))
+    return Drained(count, lost, tuple(links), replies)

@@ -64,6 +64,12 @@ class Watcher:
         self._task: asyncio.Task[None] | None = None
         #: Reconciles run so far; lets tests and benchmarks wait for one more.
         self.rounds = 0
+        #: Netlink notifications read so far (answers to the link dump not counted).
+        self.notifications = 0
+        #: Times notifications were lost (ENOBUFS), or the socket failed.
+        self.losses = 0
+        # A change seen before start(): the first round runs at once.
+        self._early = False
 
     @property
     def mode(self) -> str:
@@ -98,6 +104,8 @@ class Watcher:
         self._wake = asyncio.Event()
         if self._sock is not None:
             loop.add_reader(self._sock.fileno(), self._on_readable)
+        if self._early:
+            self._wake.set()
         self._task = loop.create_task(self._run(), name="mcastio-watcher")
         self._task.add_done_callback(self._on_done)
 
@@ -118,6 +126,18 @@ class Watcher:
         """Ask for a reconcile soon (after the debounce delay)."""
         if self._wake is not None:
             self._wake.set()
+        else:
+            self._early = True
+
+    @property
+    def subscribed(self) -> bool:
+        """Whether a netlink socket tells this watcher of every change."""
+        return self._sock is not None
+
+    def read_now(self) -> None:
+        """Read what the netlink socket holds now, without waiting for the loop to."""
+        if self._sock is not None:
+            self._on_readable()
 
     def _on_readable(self) -> None:
         assert self._sock is not None
@@ -125,6 +145,7 @@ class Watcher:
             drained = _netlink.drain(self._sock)
         except OSError as exc:
             _log.warning("netlink socket failed (%s); polling every %gs", exc, self._poll_interval)
+            self.losses += 1
             self._close_socket()
             self.trigger()
             return
@@ -134,8 +155,13 @@ class Watcher:
             ):
                 self._reannounce.add(link.index)
         if drained.lost:
+            self.losses += 1
             _log.info("netlink notifications were lost; re-reading every interface")
-        if drained.messages or drained.lost:
+        changes = drained.messages - drained.replies
+        self.notifications += changes
+        # The answers to the start's link dump describe the host the endpoints just
+        # read: only notifications (or a carrier seen coming back) call for a round.
+        if changes or drained.lost or self._reannounce:
             self.trigger()
 
     def _now(self) -> float:
