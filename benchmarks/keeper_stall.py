@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for (label, keeper), results in rows.items():
 
         def med(key: str, results: list[dict[str, Any]] = results) -> float:
-            return statistics.median(r[key] for r in results)
+            return float(statistics.median(r[key] for r in results))
 
         print(
             f"{label:<7}{keeper:<7}{med('worst_ms'):>10.1f} ms"

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 from . import _net, _querywatch, _rawnet
 from ._errors import MulticastError, RawAccessError
-from ._hostreport import SHARED, holders, host_version, send_report
+from ._hostreport import SHARED, holders, host_version, send_report, stop_reading
 from ._igmp import QuerySeen
 from ._keeper import (
     Heard,
@@ -37,6 +37,7 @@ from ._keeper import (
     state_of,
 )
 from ._model import Group, Interface
+from ._refreshpace import pace_for
 
 __all__ = ["JoinedSource", "Keepalive"]
 
@@ -111,6 +112,9 @@ class Keepalive:
             self._beacon.close()
             self._beacon = None
         self._tracks.clear()
+        # A background read of /proc/net/igmp must not outlive the loop: the next
+        # refresh of any keeper still open starts another.
+        stop_reading()
         # No timer is armed again after close (see _schedule).
         self._loop = None
 
@@ -172,12 +176,19 @@ class Keepalive:
     def _tick(self) -> None:
         self._timer = None
         now = self._clock()
+        assert self._loop is not None
+        pace = pace_for(self._loop)
         try:
             current = self._sync(now)
             for name, track in list(self._tracks.items()):
                 if due(track, now, self._interval):
+                    if not pace.allows():
+                        # The rest in a later pass: still due, the timer fires at once.
+                        break
+                    began = time.perf_counter()
                     iface, sock = current[name]
                     self._refresh(track, iface, sock, now)
+                    pace.charge(began)
         finally:
             # Whatever happened to one refresh, the keeper keeps its schedule.
             self._schedule()
