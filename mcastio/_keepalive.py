@@ -175,23 +175,33 @@ class Keepalive:
 
     def _tick(self) -> None:
         self._timer = None
-        now = self._clock()
-        assert self._loop is not None
+        if self._loop is None:
+            return  # closed while waiting for its pass
         pace = pace_for(self._loop)
+        if not pace.allows():
+            pace.defer(self._tick)
+            return
+        began = time.perf_counter()
+        deferred = False
+        now = self._clock()
         try:
             current = self._sync(now)
             for name, track in list(self._tracks.items()):
                 if due(track, now, self._interval):
-                    if not pace.allows():
-                        # The rest in a later pass: still due, the timer fires at once.
-                        break
+                    pace.charge(began)
                     began = time.perf_counter()
+                    if not pace.allows():
+                        # The rest in a later pass (see _refreshpace).
+                        deferred = True
+                        pace.defer(self._tick)
+                        break
                     iface, sock = current[name]
                     self._refresh(track, iface, sock, now)
-                    pace.charge(began)
         finally:
+            pace.charge(began)
             # Whatever happened to one refresh, the keeper keeps its schedule.
-            self._schedule()
+            if not deferred:
+                self._schedule()
 
     def _mechanism_for(self, name: str) -> tuple[Mechanism, str]:
         return choose_mechanism(self._watch is not None, host_version(self._v6, name), self._v6)

@@ -11,8 +11,10 @@ its due refreshes in a later pass (its timer fires again at once, being due).
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 import weakref
+from collections.abc import Callable
 
 __all__ = ["SLICE", "RefreshPace", "pace_for"]
 
@@ -23,11 +25,12 @@ SLICE = 0.001
 class RefreshPace:
     """The refresh work done in the current pass of one loop."""
 
-    __slots__ = ("__weakref__", "_armed", "_loop", "spent")
+    __slots__ = ("__weakref__", "_armed", "_loop", "_waiting", "spent")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._armed = False
+        self._waiting: collections.deque[Callable[[], None]] = collections.deque()
         self.spent = 0.0
 
     def allows(self) -> bool:
@@ -43,9 +46,20 @@ class RefreshPace:
         """Work that began at ``began`` (``time.perf_counter()``) just ended."""
         self.spent += time.perf_counter() - began
 
+    def defer(self, resume: Callable[[], None]) -> None:
+        """Call ``resume`` in a later pass, when the budget allows."""
+        self._waiting.append(resume)
+        self.allows()
+
     def _new_pass(self) -> None:
         self._armed = False
         self.spent = 0.0
+        waiting = self._waiting
+        while waiting and self.spent < SLICE:
+            # Each resumed keeper charges its own work (and may defer again).
+            waiting.popleft()()
+        if waiting:
+            self.allows()
 
 
 _paces: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RefreshPace] = (
