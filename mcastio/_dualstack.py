@@ -82,6 +82,7 @@ class DualStackEndpoint:
         source_port: str = "ephemeral",
         keepalive: bool | float = True,
         join: bool = True,
+        replies: bool = True,
     ) -> None:
         if parse_group(group_v4).family != socket.AF_INET:
             raise ValueError(
@@ -110,6 +111,7 @@ class DualStackEndpoint:
                 source_port=source_port,
                 keepalive=keepalive,
                 join=join,
+                replies=replies,
             )
             for group, sources in ((group_v4, sources_v4), (group_v6, sources_v6))
         )
@@ -293,6 +295,7 @@ async def open_dual_stack(
     source_port: str = "ephemeral",
     keepalive: bool | float = True,
     join: bool = True,
+    replies: bool = True,
 ) -> DualStackEndpoint:
     """A started :class:`DualStackEndpoint`; close it with ``aclose()`` or ``async with``."""
     endpoint = DualStackEndpoint(
@@ -316,6 +319,7 @@ async def open_dual_stack(
         source_port=source_port,
         keepalive=keepalive,
         join=join,
+        replies=replies,
     )
     await endpoint.start()
     return endpoint

@@ -60,6 +60,9 @@ class EndpointStats:
     #: Replies not delivered because their source is not on the link they arrived
     #: on (spoofed, or routed: an endpoint with ``ttl`` above 1 delivers those).
     replies_off_link: int = 0
+    #: Unicast to a transmit socket of an endpoint made with ``replies=False``:
+    #: discarded by the kernel before it was queued (a socket filter), never read.
+    replies_refused: int = 0
 
 
 class MulticastEndpoint(EndpointGroups, EndpointSends):
@@ -93,6 +96,11 @@ class MulticastEndpoint(EndpointGroups, EndpointSends):
     ``source_port="ephemeral"`` (the default) sends each copy from a port of its own
     and delivers unicast answers to it as replies (``Datagram.group`` is None);
     ``"group"`` sends from the group's port, as mDNS requires (docs/how-to/request-and-reply.md).
+    ``replies=False`` keeps the ephemeral ports but turns reply delivery off: the
+    kernel discards whatever unicast reaches a transmit socket before queueing it,
+    nothing reads those sockets, and :attr:`EndpointStats.replies_refused` counts
+    the discarded datagrams. Replies are queued apart from group traffic in every
+    subscription, so a reply flood never evicts group datagrams.
 
     ``keepalive`` (on by default) keeps the memberships alive on snooping
     switches when no querier's queries reach this host: when the host has not
@@ -123,6 +131,7 @@ class MulticastEndpoint(EndpointGroups, EndpointSends):
         keepalive: bool | float = True,
         coalesce_delay: float = DEFAULT_COALESCE_DELAY,
         join: bool = True,
+        replies: bool = True,
     ) -> None:
         # Checked here, at the call that received them, not when start() uses them.
         opts = EndpointOptions.build(
@@ -144,6 +153,7 @@ class MulticastEndpoint(EndpointGroups, EndpointSends):
             keepalive=keepalive,
             coalesce_delay=coalesce_delay,
             join=join,
+            replies=replies,
         )
         self._engine = Engine(opts)
         # Bound once: the public send methods are measured against bare sendto calls.
@@ -317,4 +327,5 @@ class MulticastEndpoint(EndpointGroups, EndpointSends):
             r.drops.total,
             engine.replies.count,
             engine.replies.off_link,
+            engine.replies.refused,
         )

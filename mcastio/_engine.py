@@ -268,6 +268,9 @@ class Engine:
         self.receive.drops.watch(sock)
 
     def _watch_replies(self, sock: socket.socket) -> None:
+        if not self.options.replies:
+            self.replies.refuse(sock)
+            return
         self.replies.prepare(sock)
         self._add_reader(sock, self.replies.drain, "a transmit socket")
         self.receive.drops.watch(sock)
@@ -287,6 +290,7 @@ class Engine:
         if reader is not None:
             reader.stop()
         self.receive.drops.forget(sock)
+        self.replies.forget(sock)
 
     # -- following changes ---------------------------------------------------------
 

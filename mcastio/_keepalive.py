@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 from . import _net, _querywatch, _rawnet
 from ._errors import MulticastError, RawAccessError
-from ._hostreport import SHARED, holders, host_version, send_report
+from ._hostreport import SHARED, holders, host_version, send_report, stop_reading
 from ._igmp import QuerySeen
 from ._keeper import (
     Heard,
@@ -37,6 +37,7 @@ from ._keeper import (
     state_of,
 )
 from ._model import Group, Interface
+from ._refreshpace import pace_for
 
 __all__ = ["JoinedSource", "Keepalive"]
 
@@ -111,6 +112,9 @@ class Keepalive:
             self._beacon.close()
             self._beacon = None
         self._tracks.clear()
+        # A background read of /proc/net/igmp must not outlive the loop: the next
+        # refresh of any keeper still open starts another.
+        stop_reading()
         # No timer is armed again after close (see _schedule).
         self._loop = None
 
@@ -171,16 +175,33 @@ class Keepalive:
 
     def _tick(self) -> None:
         self._timer = None
+        if self._loop is None:
+            return  # closed while waiting for its pass
+        pace = pace_for(self._loop)
+        if not pace.allows():
+            pace.defer(self._tick)
+            return
+        began = time.perf_counter()
+        deferred = False
         now = self._clock()
         try:
             current = self._sync(now)
             for name, track in list(self._tracks.items()):
                 if due(track, now, self._interval):
+                    pace.charge(began)
+                    began = time.perf_counter()
+                    if not pace.allows():
+                        # The rest in a later pass (see _refreshpace).
+                        deferred = True
+                        pace.defer(self._tick)
+                        break
                     iface, sock = current[name]
                     self._refresh(track, iface, sock, now)
         finally:
+            pace.charge(began)
             # Whatever happened to one refresh, the keeper keeps its schedule.
-            self._schedule()
+            if not deferred:
+                self._schedule()
 
     def _mechanism_for(self, name: str) -> tuple[Mechanism, str]:
         return choose_mechanism(self._watch is not None, host_version(self._v6, name), self._v6)

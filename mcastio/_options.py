@@ -189,6 +189,8 @@ class EndpointOptions:
     snapshot_source: SnapshotSource | None
     #: False for a send-only endpoint: it joins nothing, ever.
     join: bool = True
+    #: False: transmit sockets take no unicast reply (the kernel discards and counts them).
+    replies: bool = True
 
     @property
     def group(self) -> Group:
@@ -217,6 +219,7 @@ class EndpointOptions:
         keepalive: bool | float = True,
         coalesce_delay: float = DEFAULT_COALESCE_DELAY,
         join: bool = True,
+        replies: bool = True,
     ) -> EndpointOptions:
         """Check every option; the first bad one raises ValueError or TypeError."""
         parsed = parse_groups(group)
@@ -226,6 +229,7 @@ class EndpointOptions:
             ("watch", watch),
             ("netlink", netlink),
             ("receive_ttl", receive_ttl),
+            ("replies", replies),
         ):
             validate_flag(name, flag)
         validate_callback("on_interface_event", on_interface_event)
@@ -253,4 +257,5 @@ class EndpointOptions:
             coalesce_delay=validate_coalesce_delay(coalesce_delay),
             snapshot_source=snapshot_source,
             join=join,
+            replies=replies,
         )

@@ -150,6 +150,7 @@ async def create_multicast_endpoint(
     source_port: str = "ephemeral",
     keepalive: bool | float = True,
     join: bool = True,
+    replies: bool = True,
 ) -> tuple[MulticastTransport, P]:
     """Like ``loop.create_datagram_endpoint``, joined and sending on every interface.
 
@@ -175,6 +176,7 @@ async def create_multicast_endpoint(
         source_port=source_port,
         keepalive=keepalive,
         join=join,
+        replies=replies,
     )
     await endpoint.start()
     try:

@@ -12,6 +12,11 @@ arrived on is dropped and counted (``replies_off_link``): a request sent with TT
 is answered from that link, so such a source is spoofed (even strict rp_filter lets
 it in on the default-route link). An endpoint sending with a TTL above 1 expects
 routed answers and delivers them.
+
+With ``replies=False`` a transmit socket is never read: a socket filter drops
+everything in the kernel, which counts the drops (``replies_refused``). Delivered
+replies are queued apart from group traffic in each subscription
+(:class:`._subscription.Subscription`), so they never evict group datagrams.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from collections.abc import Callable, Sequence
 from . import _ancillary, _net
 from ._model import Datagram, Interface
 from ._receive import DRAIN_BUDGET, ReceivePath
-from ._replynet import prepare_reply_socket
+from ._recvmsg import KernelDrops
+from ._replynet import prepare_reply_socket, refuse_replies
 
 __all__ = ["Replies"]
 
@@ -48,6 +54,28 @@ class Replies:
         self.off_link = 0
         # (interface name, source address) -> on that link; cleared when it grows.
         self._on_link: dict[tuple[str, str], bool] = {}
+        # The kernel's drops on sockets whose replies are refused: each one a reply.
+        self._refused = KernelDrops()
+
+    @property
+    def refused(self) -> int:
+        """Replies the kernel discarded on sockets made to refuse them."""
+        return self._refused.total
+
+    def refuse(self, sock: socket.socket) -> None:
+        """Take no reply on ``sock``, ever: filtered in the kernel, counted, never read."""
+        try:
+            refuse_replies(sock)
+        except OSError as exc:
+            # Unread, the socket's buffer fills once and the kernel drops the rest:
+            # still nothing delivered and nothing woken, only not counted apart.
+            _log.warning("a transmit socket could not refuse replies: %s", exc)
+            return
+        self._refused.watch(sock)
+
+    def forget(self, sock: socket.socket) -> None:
+        """``sock`` is closing: keep its refused count in the total."""
+        self._refused.forget(sock)
 
     def prepare(self, sock: socket.socket) -> None:
         """Bound what a new transmit socket lets in (see :mod:`._replynet`)."""

@@ -18,7 +18,7 @@ import socket
 from ._net import SO_RXQ_OVFL
 from ._rawnet import _attach_filter
 
-__all__ = ["REPLY_BUFFER", "prepare_reply_socket"]
+__all__ = ["REPLY_BUFFER", "prepare_reply_socket", "refuse_replies"]
 
 #: Bytes of receive buffer asked for (the kernel doubles it for its bookkeeping).
 REPLY_BUFFER = 2 * 1024 * 1024
@@ -26,6 +26,8 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 # Classic BPF: ld the packet type (SKF_AD_OFF + SKF_AD_PKTTYPE); jeq #0 (PACKET_HOST)
 # -> accept, else drop.
 _HOST_ONLY = ((0x20, 0, 0, 0xFFFFF004), (0x15, 0, 1, 0), (0x06, 0, 0, 0x40000), (0x06, 0, 0, 0))
+# Classic BPF: ret #0, drop everything.
+_NOTHING = ((0x06, 0, 0, 0),)
 
 
 def prepare_reply_socket(sock: socket.socket) -> None:
@@ -37,3 +39,15 @@ def prepare_reply_socket(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, REPLY_BUFFER)
     sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
     _attach_filter(sock, _HOST_ONLY)
+
+
+def refuse_replies(sock: socket.socket) -> None:
+    """Let nothing queue on ``sock``; raises OSError as setsockopt does.
+
+    A datagram a socket filter drops is discarded before it takes buffer memory or
+    wakes the loop, and the kernel counts it in the socket's drops (sk_drops, read
+    with SO_MEMINFO), so the discarded replies are counted without being read.
+    """
+    _attach_filter(sock, _NOTHING)
+    # Nothing is ever queued: the smallest buffer the kernel allows.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)

@@ -12,6 +12,7 @@ both, as it should, so the test can tell.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -197,3 +198,47 @@ def test_control_a_valid_lower_querier_does_win(hostile_lab: Lab, kind: str) -> 
     assert state.role == "non-querier", state
     assert state.other_querier in ("10.0.0.1", "fe80::1")
     assert "has the lower address" in state.why
+
+
+def test_a_query_flood_is_read_once_for_all_keepers_and_rate_limited(hostile_lab: Lab) -> None:
+    """Valid queries as fast as the peer sends them (~1,000-2,000/s) against 10
+    keepers: one raw socket reads them for all, and past 50/s they are dropped
+    unjudged, counted. Before, each endpoint's own raw socket parsed every one."""
+    from tests.test_keeper_cost_lab import raw_sockets
+
+    link = hostile_lab.link[0]
+    proc = hostile_lab.popen(
+        link.peer_ns, sys.executable, "-c", _HOSTILE, link.peer_if, "v4-valid", "0.0002",
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"ready\n"
+
+    async def main() -> tuple[list[KeepaliveState], int]:
+        async with contextlib.AsyncExitStack() as stack:
+            eps = [
+                await stack.enter_async_context(
+                    MulticastEndpoint(
+                        f"239.255.23.{40 + i}", 42301, interfaces=[link.host_if], keepalive=1.0
+                    )
+                )
+                for i in range(10)
+            ]
+            await asyncio.sleep(1.0)
+            return [ep.keepalive_state[0] for ep in eps], raw_sockets()
+
+    try:
+        with hostile_lab.inside():
+            states, held = run(main())
+    finally:
+        _stop(proc)
+    print(
+        f"query flood: {held} raw socket(s); rate limited "
+        f"{[s.queries_rate_limited for s in states]}; roles {[s.role for s in states]}"
+    )
+    assert held == 1
+    # Counted per interface on the shared socket: every keeper sees the same count.
+    assert states[0].queries_rate_limited >= 100
+    assert len({s.queries_rate_limited for s in states}) == 1
+    # What was judged still counts: valid queries keep every keeper quiet.
+    assert all(s.role == "querier" for s in states)

@@ -36,6 +36,7 @@ def test_build_returns_the_checked_canonical_values() -> None:
     [
         ({"loopback": "no"}, TypeError, "loopback must be True or False"),
         ({"receive_ttl": 1}, TypeError, "receive_ttl must be True or False"),
+        ({"replies": "off"}, TypeError, "replies must be True or False"),
         ({"on_interface_event": 3}, TypeError, "on_interface_event must be a callable"),
         ({"keepalive": -1}, ValueError, "keepalive must be True"),
         ({"coalesce_delay": 2}, ValueError, "coalesce_delay must be"),
