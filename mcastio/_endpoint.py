@@ -95,12 +95,16 @@ class MulticastEndpoint(EndpointGroups, EndpointSends):
 
     ``source_port="ephemeral"`` (the default) sends each copy from a port of its own
     and delivers unicast answers to it as replies (``Datagram.group`` is None);
-    ``"group"`` sends from the group's port, as mDNS requires (docs/how-to/request-and-reply.md).
-    ``replies=False`` keeps the ephemeral ports but turns reply delivery off: the
+    ``"group"`` sends from the group's port, as mDNS requires (docs/how-to/request-and-reply.md);
+    a number sends from that port (replies delivered too; ``port`` itself means ``"group"``).
+    ``replies=False`` keeps the transmit ports but turns reply delivery off: the
     kernel discards whatever unicast reaches a transmit socket before queueing it,
     nothing reads those sockets, and :attr:`EndpointStats.replies_refused` counts
     the discarded datagrams. Replies are queued apart from group traffic in every
     subscription, so a reply flood never evicts group datagrams.
+    ``tos`` sets the IPv4 TOS byte or IPv6 traffic class of everything sent (DSCP d is
+    ``d << 2``: EF is 184). ``source_address`` sends from that address of this host,
+    only out of the interface holding it (``fe80::1%eth1`` names one for link-local).
 
     ``keepalive`` (on by default) keeps the memberships alive on snooping
     switches when no querier's queries reach this host: when the host has not
@@ -127,11 +131,13 @@ class MulticastEndpoint(EndpointGroups, EndpointSends):
         on_interface_event: Callable[[InterfaceEvent], None] | None = None,
         receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
         receive_ttl: bool = False,
-        source_port: str = "ephemeral",
+        source_port: str | int = "ephemeral",
         keepalive: bool | float = True,
         coalesce_delay: float = DEFAULT_COALESCE_DELAY,
         join: bool = True,
         replies: bool = True,
+        tos: int | None = None,
+        source_address: str | None = None,
     ) -> None:
         # Checked here, at the call that received them, not when start() uses them.
         opts = EndpointOptions.build(
@@ -154,6 +160,8 @@ class MulticastEndpoint(EndpointGroups, EndpointSends):
             coalesce_delay=coalesce_delay,
             join=join,
             replies=replies,
+            tos=tos,
+            source_address=source_address,
         )
         self._engine = Engine(opts)
         # Bound once: the public send methods are measured against bare sendto calls.
@@ -173,9 +181,10 @@ class MulticastEndpoint(EndpointGroups, EndpointSends):
         return self._engine.options.group.family
 
     @property
-    def source_port(self) -> str:
-        """``"ephemeral"`` or ``"group"``: where copies leave from (see the class doc)."""
-        return self._engine.options.source_port
+    def source_port(self) -> str | int:
+        """``"ephemeral"``, ``"group"`` or a port: where copies leave from (see the class doc)."""
+        opts = self._engine.options
+        return opts.origin.port or opts.source_port
 
     @property
     def closed(self) -> bool:

@@ -71,6 +71,7 @@ class Engine:
             from_group_port=opts.source_port == "group",
             on_open=self._watch_replies,
             on_close=self._unwatch,
+            origin=opts.origin,
         )
         self.tx.set_groups(opts.groups)
         self.memberships = GroupMemberships(
@@ -119,7 +120,9 @@ class Engine:
 
     def _desired(self, snapshot: Sequence[Interface], *, missing_ok: bool) -> tuple[Interface, ...]:
         opts = self.options
-        return select_for_groups(snapshot, self.groups, opts.selector, missing_ok=missing_ok)
+        chosen = select_for_groups(snapshot, self.groups, opts.selector, missing_ok=missing_ok)
+        # A source address keeps only the interfaces holding it.
+        return opts.origin.narrow(snapshot, chosen, self.groups[0], missing_ok=missing_ok)
 
     @property
     def watcher(self) -> Watcher | None:

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 
 from ._errors import MembershipLimitError, MulticastError
 from ._model import Group, Interface
+from ._origin import NO_ORIGIN, Origin
 
 __all__ = [
     "ANC_BUFSIZE",
@@ -50,6 +51,7 @@ IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
 IP_TTL = getattr(socket, "IP_TTL", 2)
 IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
 IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
+IPV6_TCLASS = getattr(socket, "IPV6_TCLASS", 67)
 SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
 # SK_MEMINFO_DROPS: the ninth u32 of the SO_MEMINFO array (linux/sock_diag.h).
 _MEMINFO = struct.Struct("=9I")
@@ -328,7 +330,13 @@ def is_link_refusal(exc: OSError) -> bool:
 
 
 def open_sender(
-    group: Group, iface: Interface, ttl: int, loopback: bool, *, group_port: int | None = None
+    group: Group,
+    iface: Interface,
+    ttl: int,
+    loopback: bool,
+    *,
+    group_port: int | None = None,
+    origin: Origin = NO_ORIGIN,
 ) -> socket.socket:
     """A non-blocking socket whose multicast leaves by ``iface`` only.
 
@@ -337,6 +345,7 @@ def open_sender(
     it is bound to (group, group_port), so copies leave from the group's port, and
     it receives nothing at all: no unicast (the group is never a unicast destination)
     and no multicast (it joins nothing and takes no other socket's groups).
+    ``origin`` sets the TOS byte, the source address and a fixed source port.
     """
     sock = _new_socket(group.family, f"a transmit socket on {iface.name}")
     with _closed_on_failure(sock, f"a transmit socket on {iface.name}"):
@@ -353,9 +362,15 @@ def open_sender(
             scope = iface.index if bind_needs_scope(group) else 0
             _bind_shared(sock, _group_sockaddr(group, group_port, scope))
         else:
-            sock.bind(("0.0.0.0", 0) if group.family == socket.AF_INET else ("::", 0))
+            _bind_own_port(sock, group, iface, origin)
+        if origin.tos is not None:
+            # Every datagram's DSCP/ECN byte; the kernel's default is 0 (best effort).
+            v4 = group.family == socket.AF_INET
+            tos = (socket.IPPROTO_IP, socket.IP_TOS) if v4 else (socket.IPPROTO_IPV6, IPV6_TCLASS)
+            sock.setsockopt(*tos, origin.tos)
         if group.family == socket.AF_INET:
             src = iface.ipv4[0].ip.packed if iface.ipv4 else b"\0\0\0\0"
+            src = ipaddress.IPv4Address(origin.address).packed if origin.address else src
             # ip_mreqn with an index and an address: the index picks the device even
             # when two interfaces share an address, the address becomes the source.
             sock.setsockopt(
@@ -371,6 +386,22 @@ def open_sender(
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, int(loopback))
         sock.setblocking(False)
     return sock
+
+
+def _bind_own_port(sock: socket.socket, group: Group, iface: Interface, origin: Origin) -> None:
+    """Bind a transmit socket to a port of its own: ephemeral, or the fixed one asked for."""
+    port, v6 = origin.port or 0, group.family == socket.AF_INET6
+    # IPv4 takes a multicast source from IP_MULTICAST_IF's address, so the wildcard
+    # still takes replies to any address; IPv6 takes it from the bind (or the route) only.
+    source = origin.address if v6 else None
+    scope = iface.index if source and ipaddress.IPv6Address(source).is_link_local else 0
+    try:
+        sock.bind((source, port, 0, scope) if source else ("::" if v6 else "0.0.0.0", port))
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE or not port:
+            raise
+        # No SO_REUSEADDR: sharing a port, a device-bound socket takes its owner's unicast.
+        raise MulticastError(f"source port {port} is in use (EADDRINUSE); choose another") from exc
 
 
 def _bind_to_device(sock: socket.socket, ifname: str) -> None:

@@ -20,6 +20,14 @@ from ._model import (
     validate_selector,
     validate_sources,
 )
+from ._origin import (
+    NO_ORIGIN,
+    Origin,
+    check_group_port_source,
+    fixed_source_port,
+    validate_source_address,
+    validate_tos,
+)
 from ._watch import InterfaceEvent
 
 __all__ = [
@@ -90,8 +98,8 @@ def validate_source_port(mode: str) -> SourcePort:
         return "group"
     raise ValueError(
         f"source_port must be 'ephemeral' (copies leave from a port of their own, and "
-        f"unicast replies are delivered) or 'group' (copies leave from the group's port, "
-        f"as mDNS requires), not {mode!r}"
+        f"unicast replies are delivered), 'group' (copies leave from the group's port, "
+        f"as mDNS requires) or a port number, not {mode!r}"
     )
 
 
@@ -191,6 +199,8 @@ class EndpointOptions:
     join: bool = True
     #: False: transmit sockets take no unicast reply (the kernel discards and counts them).
     replies: bool = True
+    #: The TOS byte, source address and fixed source port of the transmit sockets.
+    origin: Origin = NO_ORIGIN
 
     @property
     def group(self) -> Group:
@@ -215,11 +225,13 @@ class EndpointOptions:
         on_interface_event: Callable[[InterfaceEvent], None] | None = None,
         receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
         receive_ttl: bool = False,
-        source_port: str = "ephemeral",
+        source_port: str | int = "ephemeral",
         keepalive: bool | float = True,
         coalesce_delay: float = DEFAULT_COALESCE_DELAY,
         join: bool = True,
         replies: bool = True,
+        tos: int | None = None,
+        source_address: str | None = None,
     ) -> EndpointOptions:
         """Check every option; the first bad one raises ValueError or TypeError."""
         parsed = parse_groups(group)
@@ -238,6 +250,10 @@ class EndpointOptions:
         for other in parsed[1:]:
             # The same senders apply to every group, so each must be source-specific.
             validate_sources(other, sources)
+        address, scope = validate_source_address(source_address, parsed[0])
+        mode, fixed_port = fixed_source_port(source_port, validate_port(port))
+        checked_mode = validate_source_port(mode)
+        check_group_port_source(checked_mode, address, parsed[0])
         return cls(
             groups=parsed,
             port=validate_port(port),
@@ -252,10 +268,11 @@ class EndpointOptions:
             on_interface_event=on_interface_event,
             receive_buffer=validate_receive_buffer(receive_buffer),
             receive_ttl=receive_ttl,
-            source_port=validate_source_port(source_port),
+            source_port=checked_mode,
             keepalive=validate_keepalive(keepalive),
             coalesce_delay=validate_coalesce_delay(coalesce_delay),
             snapshot_source=snapshot_source,
             join=join,
             replies=replies,
+            origin=Origin(validate_tos(tos), address, scope, fixed_port),
         )

@@ -21,6 +21,7 @@ from ._errors import EndpointClosedError, MulticastError
 from ._fastpath import OkResults
 from ._model import MAX_PAYLOAD_V4, MAX_PAYLOAD_V6, Group, Interface, SendResult, validate_payload
 from ._onlink import UnicastRoute
+from ._origin import NO_ORIGIN, Origin
 from ._sendmany import BatchSendResult, GsoState, Payload
 from ._sendto import send_unicast
 
@@ -84,8 +85,11 @@ class TransmitPool:
         from_group_port: bool = False,
         on_open: SocketHook = _ignore,
         on_close: SocketHook = _ignore,
+        origin: Origin = NO_ORIGIN,
     ) -> None:
         self._group = group
+        # The TOS byte, source address and fixed port every socket of the pool takes.
+        self._origin = origin
         self._port = port
         self._ttl = ttl
         self._loopback = loopback
@@ -195,7 +199,12 @@ class TransmitPool:
 
     def _open_socket(self, iface: Interface) -> socket.socket:
         tx = _net.open_sender(
-            self._group, iface, self._ttl, self._loopback, group_port=self._bind_port
+            self._group,
+            iface,
+            self._ttl,
+            self._loopback,
+            group_port=self._bind_port,
+            origin=self._origin,
         )
         self._on_open(tx)
         return tx

@@ -123,6 +123,12 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         (["send", "239.1.1.1:5000", "--hex", "4g"], "is not hex bytes"),
         (["send", "239.1.1.1:5000", "--size", "70000"], "from 0 to 65507 bytes"),
         (["send", "239.1.1.1:5000", "x", "--rate", "3", "--interval", "1"], "not allowed"),
+        (["send", "239.1.1.1:5000", "x", "--dscp", "64"], "--dscp: must be from 0 to 63"),
+        (["send", "239.1.1.1:5000", "x", "--dscp", "AF44"], "'AF44' is not a DSCP"),
+        (["send", "239.1.1.1:5000", "x", "--tos", "0x100"], "--tos: must be from 0 to 255"),
+        (["send", "239.1.1.1:5000", "x", "--tos", "8", "--dscp", "EF"], "not allowed with"),
+        (["send", "239.1.1.1:5000", "x", "--source-port", "0"], "a port from 1 to 65535"),
+        (["send", "239.1.1.1:5000", "x", "--source-port", "65536"], "a port from 1 to 65535"),
         (["ping", "239.1.1.1:5000", "-c", "0"], "must be at least 1"),
         (["doctor", "--duration", "-1"], "must be more than 0"),
         (["doctor", "-d", "0"], "must be more than 0"),
@@ -156,6 +162,13 @@ def test_bad_values_are_usage_errors_with_a_reason(
         (["send", "239.1.1.1:5000", "x", "--size", "3"], "give the payload once"),
         (["doctor", "239.255.1.1:70000"], "port must be from 1 to 65535"),
         (["listen", "[ff02::1%eth0]:5000"], "--interface eth0"),
+        (["send", "239.1.1.1:5000", "x", "--source", "239.1.1.2"], "--source 239.1.1.2 must be"),
+        (["send", "239.1.1.1:5000", "x", "--source", "fd00::1"], "--source fd00::1 is IPv6"),
+        (["send", "239.1.1.1:5000", "x", "--source", "host"], "--source 'host' is not an IP"),
+        (
+            ["send", "[ff02::1]:5000", "x", "--source", "fe80::1%eth0", "--source-port", "5000"],
+            "--source fe80::1 cannot be combined with sending",
+        ),
     ],
 )
 def test_bad_targets_and_payloads_exit_2_before_touching_the_network(

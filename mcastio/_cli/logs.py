@@ -16,6 +16,9 @@ __all__ = ["cli_words", "setup_logging"]
 
 #: Library phrases and what a command-line user knows them as.
 _WORDS = (
+    ("which the interfaces= selector leaves out", "not named with --interface"),
+    ("source_address", "--source"),
+    ("source_port", "--source-port"),
     ("excluded by the interfaces= selector", "not named with --interface"),
     ("(an interfaces= selector was given)", "(--interface was given)"),
     ("interfaces= selector", "--interface"),

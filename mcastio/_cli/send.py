@@ -17,6 +17,7 @@ from typing import BinaryIO, TextIO
 from .._endpoint import MulticastEndpoint
 from .._errors import MulticastError
 from .._model import Group, SendResult
+from .._options import EndpointOptions
 from . import contract, validate
 from .fmt import WIDTH, host_port, parse_group_port, plural
 from .logs import cli_words
@@ -83,6 +84,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--loopback", action="store_true", help="let programs on this host see the copies too"
+    )
+    mark = p.add_mutually_exclusive_group()
+    mark.add_argument(
+        "--tos",
+        type=validate.tos,
+        metavar="N",
+        help="the IPv4 TOS / IPv6 traffic class byte, 0-255 (e.g. 0xb8)",
+    )
+    mark.add_argument(
+        "--dscp",
+        type=validate.dscp,
+        metavar="D",
+        help="the DSCP, 0-63 or a name (EF, AF41, CS1...): the TOS byte's top 6 bits",
+    )
+    p.add_argument(
+        "--source",
+        metavar="ADDR",
+        help="send from this address of this host, out of its interface only",
+    )
+    p.add_argument(
+        "--source-port",
+        type=validate.port,
+        metavar="N",
+        help="send from this UDP port (the group's port: alongside its listeners)",
     )
     shown = p.add_mutually_exclusive_group()
     shown.add_argument("--json", action="store_true", help="one JSON object per copy")
@@ -267,6 +292,9 @@ async def _send(
         ttl=args.ttl,
         loopback=args.loopback,
         join=False,
+        tos=args.tos if args.dscp is None else args.dscp,
+        source_address=args.source,
+        source_port=args.source_port or "ephemeral",
     ) as ep:
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -325,8 +353,15 @@ def cmd_send(args: argparse.Namespace) -> int:
     try:
         group, port = parse_group_port(args.target)
         payload = load_payload(args)
+        # Checked before the network, as the operands are: --source, --source-port.
+        EndpointOptions.build(
+            str(group),
+            port,
+            source_address=args.source,
+            source_port=args.source_port or "ephemeral",
+        )
     except ValueError as exc:
-        return contract.usage(str(exc))
+        return contract.usage(cli_words(str(exc)))
     if len(payload) > group.max_payload:
         # A usage error, like an out-of-range --size: nothing was tried on the network.
         return contract.usage(

@@ -6,7 +6,19 @@ import argparse
 import math
 from collections.abc import Callable
 
-__all__ = ["count", "hex_bytes", "non_negative_seconds", "positive_rate", "seconds", "size", "ttl"]
+__all__ = [
+    "DSCP_NAMES",
+    "count",
+    "dscp",
+    "hex_bytes",
+    "non_negative_seconds",
+    "port",
+    "positive_rate",
+    "seconds",
+    "size",
+    "tos",
+    "ttl",
+]
 
 
 def _number(text: str, kind: Callable[[str], float]) -> float:
@@ -79,3 +91,56 @@ def hex_bytes(text: str) -> bytes:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not hex bytes (pairs of 0-9/a-f, e.g. '48656c6c6f')"
         ) from None
+
+
+def _byte_value(text: str) -> int:
+    """A whole number, decimal or ``0x`` hex (TOS values are often written ``0xb8``)."""
+    try:
+        return int(text, 16) if text.lower().lstrip("+-").startswith("0x") else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def tos(text: str) -> int:
+    """The IPv4 TOS / IPv6 traffic class byte: 0-255, decimal or hex."""
+    value = _byte_value(text)
+    if not 0 <= value <= 255:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 255 (or 0x00 to 0xff), not {text}")
+    return value
+
+
+#: DSCP names (RFC 2474 class selectors and default forwarding, RFC 2597 AF,
+#: RFC 3246 EF, RFC 5865 VA, RFC 8622 LE) and their code points, as iptables names them.
+DSCP_NAMES = {
+    "BE": 0,
+    "DF": 0,
+    **{f"CS{n}": 8 * n for n in range(8)},
+    **{f"AF{c}{d}": 8 * c + 2 * d for c in range(1, 5) for d in range(1, 4)},
+    "EF": 46,
+    "VA": 44,
+    "LE": 1,
+}
+
+
+def dscp(text: str) -> int:
+    """A DSCP (0-63, or a name such as EF or AF41), as the TOS byte it makes (DSCP << 2)."""
+    named = DSCP_NAMES.get(text.strip().upper())
+    if named is not None:
+        return named << 2
+    try:
+        value = _byte_value(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a DSCP: a number from 0 to 63 or a name (EF, AF11-AF43, "
+            "CS0-CS7, BE, VA, LE)"
+        ) from None
+    if not 0 <= value <= 63:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 63 (6 bits), not {text}")
+    return value << 2
+
+
+def port(text: str) -> int:
+    value = int(_number(text, int))
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, not {text}")
+    return value
