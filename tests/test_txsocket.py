@@ -1,0 +1,34 @@
+"""SendOptions is the whole sharing key: every option a transmit socket is built with."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+from mcastio import _net
+from mcastio._options import EndpointOptions
+from mcastio._txsocket import SendOptions
+
+
+def test_every_socket_option_is_a_field_of_the_key() -> None:
+    # open_sender(group, iface, <options>): each option must be a SendOptions field,
+    # so no new option reaches the socket without becoming part of the sharing key.
+    params = list(inspect.signature(_net.open_sender).parameters)[2:]
+    fields = [f.name for f in dataclasses.fields(SendOptions) if f.name != "family"]
+    assert sorted(params) == sorted(fields)
+
+
+def test_only_sockets_that_read_nothing_are_shareable() -> None:
+    group_mode = SendOptions.of(EndpointOptions.build("239.1.2.3", 5000, source_port="group"))
+    ephemeral = SendOptions.of(EndpointOptions.build("239.1.2.3", 5000))
+    assert group_mode.shareable
+    assert group_mode.group_port == 5000
+    assert not ephemeral.shareable
+    assert ephemeral.group_port is None
+    # Equal options, equal keys: two endpoints with different groups share.
+    other = SendOptions.of(EndpointOptions.build("239.9.9.9", 5000, source_port="group"))
+    assert other == group_mode
+    assert (
+        SendOptions.of(EndpointOptions.build("239.9.9.9", 5000, source_port="group", ttl=2))
+        != group_mode
+    )
