@@ -50,9 +50,9 @@ def responder(lab: Lab, link: Link) -> socket.socket:
 def heard(sock: socket.socket, payload: bytes) -> tuple[str, int]:
     """The source of the first datagram ``payload`` that reaches ``sock``."""
     while True:
-        data, source = sock.recvfrom(2048)
+        data, (host, port) = sock.recvfrom(2048)
         if data == payload:
-            return source
+            return str(host), int(port)
 
 
 async def collect(ep: MulticastEndpoint, into: list[Datagram]) -> None:
