@@ -35,7 +35,7 @@ from ._receive import ReceivePath
 from ._replies import Replies
 from ._sockwatch import SocketWatch
 from ._transmit import TransmitPool
-from ._turns import take_turn
+from ._turns import take_turn, turn_due
 from ._txsocket import SendOptions
 from ._watch import InterfaceEvent
 from ._watcher import Watcher
@@ -218,11 +218,16 @@ class Engine(EngineGroups):
         family = self.options.group.family
         assert self.loop is not None
         for iface in desired:
-            failures += self.links.apply(plan_changes({}, (iface,), family))
+            failures += self.links.apply(plan_changes({}, (iface,), family), derive=False)
+            if not turn_due(self.loop):
+                continue
+            # Whole before the loop runs: a datagram read meanwhile finds its link's name.
+            self.links.derive_names()
             await take_turn(self.loop)
             if self.state != "starting":
                 # aclose() ran meanwhile, and released everything joined so far.
                 raise EndpointClosedError("the endpoint was closed while it started")
+        self.links.derive_names()
         first = failures[0] if failures else None
         # Joins refused on every usable interface are a setup error (too many
         # sources, a port in use, no descriptors left): fail at once, saying why.
