@@ -289,7 +289,9 @@ def _drain_peer(
                     seen[key] = seen.get(key, 0) + 1
 
 
-async def run_case(peer: str, links: int, group_count: int, mode: str) -> dict[str, Any]:
+async def run_case(
+    peer: str, links: int, group_count: int, mode: str, source_port: str = "ephemeral"
+) -> dict[str, Any]:
     import mcastio
 
     names = groups(group_count)
@@ -302,9 +304,9 @@ async def run_case(peer: str, links: int, group_count: int, mode: str) -> dict[s
     fds_before = descriptors()
     rss_before = rss_kib()
     if mode == "one":
-        endpoints = [mcastio.MulticastEndpoint(names, PORT)]
+        endpoints = [mcastio.MulticastEndpoint(names, PORT, source_port=source_port)]
     else:
-        endpoints = [mcastio.MulticastEndpoint(g, PORT) for g in names]
+        endpoints = [mcastio.MulticastEndpoint(g, PORT, source_port=source_port) for g in names]
     probe.armed = True
     t0 = time.perf_counter()
     await asyncio.gather(*(ep.start() for ep in endpoints))
@@ -445,20 +447,25 @@ def child(argv: Sequence[str]) -> None:
     parser.add_argument("--links", type=int, required=True)
     parser.add_argument("--groups", type=int, required=True)
     parser.add_argument("--mode", choices=("one", "many", "storm"), required=True)
+    parser.add_argument("--source-port", default="ephemeral")
     args = parser.parse_args(argv)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if args.mode == "storm":
         result = asyncio.run(run_storm(args.groups))
     else:
-        result = asyncio.run(run_case(args.peer, args.links, args.groups, args.mode))
+        result = asyncio.run(
+            run_case(args.peer, args.links, args.groups, args.mode, args.source_port)
+        )
     print(json.dumps(result))
 
 
 # -- the parent ------------------------------------------------------------------------------
 
 
-def run_child(lab: ScaleLab, tree: Path, groups_: int, mode: str) -> dict[str, Any]:
+def run_child(
+    lab: ScaleLab, tree: Path, groups_: int, mode: str, source_port: str = "ephemeral"
+) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=str(tree))
     proc = subprocess.run(
         [
@@ -477,6 +484,8 @@ def run_child(lab: ScaleLab, tree: Path, groups_: int, mode: str) -> dict[str, A
             str(groups_),
             "--mode",
             mode,
+            "--source-port",
+            source_port,
         ],
         env=env,
         capture_output=True,
@@ -541,6 +550,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only-storm", action="store_true", help="only the address storm")
     parser.add_argument("--compare-with", metavar="TREE", type=Path, action="append", default=[])
     parser.add_argument("--json", type=Path, help="write every result here too")
+    parser.add_argument(
+        "--source-port",
+        choices=("ephemeral", "group"),
+        default="ephemeral",
+        help="the endpoints' source_port: 'group' sockets read no replies, so they are shared",
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("scale.py needs root (it builds network namespaces)", file=sys.stderr)
@@ -559,6 +574,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (args.large or args.only_large) and not args.only_storm:
         cases += [(256, [4]), (1024, [4])]
     print("trees: " + ", ".join(f"{label} = {tree}" for label, tree in trees))
+    print(f"source_port = {args.source_port!r}")
     print(HEADER)
     results: list[dict[str, Any]] = []
     failed = False
@@ -572,7 +588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for _ in range(args.rounds):
                         # Interleaved, so drift on a shared machine hits every tree alike.
                         for label, tree in trees:
-                            per_tree[label].append(run_child(lab, tree, g, mode))
+                            per_tree[label].append(run_child(lab, tree, g, mode, args.source_port))
                     for label, _ in trees:
                         s = summarize(per_tree[label])
                         print(row(label, links, g, mode, s), flush=True)

@@ -11,36 +11,32 @@ closes them together.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-import socket
 from collections.abc import Sequence
 
 from ._discovery import read_snapshot
+from ._enginegroups import EngineGroups
 from ._errors import EndpointClosedError, MulticastError
 from ._groupset import GroupMemberships
 from ._hostmonitor import HostMonitor, HostMonitorState, monitor_for
 from ._keepalive import Keepalive
-from ._keeper import KeepaliveState
 from ._links import Links
 from ._model import (
     Group,
     Interface,
     InterfaceSelector,
     ineligibility,
-    is_eligible,
-    parse_group,
     plan_changes,
     select_for_groups,
-    validate_sources,
 )
 from ._options import EndpointOptions, SnapshotSource
-from ._pacing import Drain, SocketReader
 from ._readers import Readers
 from ._receive import ReceivePath
 from ._replies import Replies
+from ._sockwatch import SocketWatch
 from ._transmit import TransmitPool
-from ._turns import take_turn
+from ._turns import take_turn, turn_due
+from ._txsocket import SendOptions
 from ._watch import InterfaceEvent
 from ._watcher import Watcher
 
@@ -49,7 +45,7 @@ __all__ = ["Engine"]
 _log = logging.getLogger("mcastio")
 
 
-class Engine:
+class Engine(EngineGroups):
     """Everything an endpoint runs: built closed, opened once, closed once."""
 
     def __init__(self, options: EndpointOptions) -> None:
@@ -58,20 +54,20 @@ class Engine:
         self.snapshot_source: SnapshotSource = opts.snapshot_source or read_snapshot
         self.loop: asyncio.AbstractEventLoop | None = None
         self.state = "new"  # new -> open -> closed
-        self._socket_readers: dict[socket.socket, SocketReader] = {}
         self.receive = ReceivePath(group, opts.port)
         self.receive.groups = opts.groups
         self.readers = Readers(self.receive, opts.on_interface_event)
         self.replies = Replies(self.receive, lambda: self.links.interfaces, routed=opts.ttl > 1)
+        self.watching = SocketWatch(
+            self.receive, self.replies, opts.coalesce_delay, refuse_replies=not opts.replies
+        )
+        self._socket_readers = self.watching.readers
         self.tx = TransmitPool(
             group,
             opts.port,
-            opts.ttl,
-            opts.loopback,
-            from_group_port=opts.source_port == "group",
-            on_open=self._watch_replies,
-            on_close=self._unwatch,
-            origin=opts.origin,
+            SendOptions.of(opts),
+            on_open=self.watching.replies,
+            on_close=self.watching.forget,
         )
         self.tx.set_groups(opts.groups)
         self.memberships = GroupMemberships(
@@ -81,8 +77,8 @@ class Engine:
             opts.receive_buffer,
             receive_ttl=opts.receive_ttl,
             join=opts.join,
-            on_open=self._watch_receiver,
-            on_close=self._unwatch,
+            on_open=self.watching.receiver,
+            on_close=self.watching.forget,
             holds=self.receive.holds,
         )
         self.links = Links(group.family, self.memberships, self.tx, self.receive)
@@ -104,15 +100,6 @@ class Engine:
         self.require_interface_at_start = False
 
     # -- opening and closing -------------------------------------------------------
-
-    def _keeper(self, group: Group) -> Keepalive:
-        assert self.options.keepalive is not None
-        return Keepalive(
-            group,
-            self.options.sources,
-            self.options.keepalive,
-            lambda: self._joined(group),
-        )
 
     @property
     def groups(self) -> tuple[Group, ...]:
@@ -150,7 +137,7 @@ class Engine:
         The joins yield to the loop every few milliseconds, so starting many
         endpoints (or one on a thousand links) never holds the loop for long.
         """
-        self.loop = loop
+        self.loop = self.watching.loop = loop
         self.state = "starting"
         opened = self._opened = loop.create_future()
         try:
@@ -235,11 +222,16 @@ class Engine:
         family = self.options.group.family
         assert self.loop is not None
         for iface in desired:
-            failures += self.links.apply(plan_changes({}, (iface,), family))
+            failures += self.links.apply(plan_changes({}, (iface,), family), derive=False)
+            if not turn_due(self.loop):
+                continue
+            # Whole before the loop runs: a datagram read meanwhile finds its link's name.
+            self.links.derive_names()
             await take_turn(self.loop)
             if self.state != "starting":
                 # aclose() ran meanwhile, and released everything joined so far.
                 raise EndpointClosedError("the endpoint was closed while it started")
+        self.links.derive_names()
         first = failures[0] if failures else None
         # Joins refused on every usable interface are a setup error (too many
         # sources, a port in use, no descriptors left): fail at once, saying why.
@@ -264,37 +256,6 @@ class Engine:
         self.readers.close()
         self.links.close()
 
-    # -- the sockets' readers ------------------------------------------------------
-
-    def _watch_receiver(self, sock: socket.socket) -> None:
-        self._add_reader(sock, self.receive.drain, "a receive socket")
-        self.receive.drops.watch(sock)
-
-    def _watch_replies(self, sock: socket.socket) -> None:
-        if not self.options.replies:
-            self.replies.refuse(sock)
-            return
-        self.replies.prepare(sock)
-        self._add_reader(sock, self.replies.drain, "a transmit socket")
-        self.receive.drops.watch(sock)
-
-    def _add_reader(self, sock: socket.socket, drain: Drain, what: str) -> None:
-        assert self.loop is not None
-        reader = SocketReader(self.loop, sock, drain, self.options.coalesce_delay)
-        try:
-            reader.start()
-        except OSError as exc:
-            # epoll_ctl refuses past fs.epoll.max_user_watches (ENOSPC) or memory.
-            raise MulticastError(f"cannot watch {what} for reading: {exc}") from exc
-        self._socket_readers[sock] = reader
-
-    def _unwatch(self, sock: socket.socket) -> None:
-        reader = self._socket_readers.pop(sock, None)
-        if reader is not None:
-            reader.stop()
-        self.receive.drops.forget(sock)
-        self.replies.forget(sock)
-
     # -- following changes ---------------------------------------------------------
 
     def reconcile(
@@ -318,63 +279,6 @@ class Engine:
 
     def emit(self, events: Sequence[InterfaceEvent]) -> None:
         self.readers.emit(", ".join(map(str, self.groups)), events, self.loop)
-
-    # -- groups at run time ----------------------------------------------------------
-
-    def check_new_group(self, group: str) -> Group:
-        """The group to add, checked like the constructor's groups; ValueError if not."""
-        parsed = parse_group(group)
-        if parsed.family != self.options.group.family:
-            raise ValueError(
-                f"group {parsed} is not of this endpoint's address family ({self.options.group} "
-                "is); use another endpoint for the other family"
-            )
-        if parsed in self.memberships:
-            raise ValueError(f"group {parsed} is already one of this endpoint's groups")
-        if self.options.sources:
-            validate_sources(parsed, self.options.sources)
-        unusable = [i.name for i in self.links.interfaces if not is_eligible(i, parsed)]
-        if unusable:
-            # Every interface in use holds every group; this one cannot, on these.
-            raise ValueError(
-                f"group {parsed} cannot be carried on {', '.join(unusable)} (its scope needs "
-                "an address those interfaces lack); use another endpoint for it"
-            )
-        return parsed
-
-    def add_group(self, group: Group) -> None:
-        """Join ``group`` on every interface in use, or raise MulticastError having joined none."""
-        self.links.add_group(group)
-        if self.options.keepalive is not None and self.options.join:
-            keeper = self.keepalives[group] = self._keeper(group)
-            if self.state == "open" and self.loop is not None:
-                keeper.start(self.loop)
-
-    def remove_group(self, group: Group) -> None:
-        """Leave ``group`` everywhere; nothing of it is delivered from now on."""
-        keeper = self.keepalives.pop(group, None)
-        if keeper is not None:
-            keeper.close()
-        self.links.remove_group(group)
-        # Already read but still queued for a reader: never handed out after the leave.
-        self.readers.discard_group(str(group))
-
-    def keepalive_states(self) -> tuple[KeepaliveState, ...]:
-        if self.state != "open":
-            return ()
-        return tuple(
-            dataclasses.replace(state, group=str(group))
-            for group, keeper in self.keepalives.items()
-            for state in keeper.states()
-        )
-
-    def _joined(self, group: Group) -> list[tuple[Interface, socket.socket]]:
-        pairs = []
-        for iface in self.links.interfaces:
-            sock = self.memberships.socket_of(group, iface.index)
-            if sock is not None:
-                pairs.append((iface, sock))
-        return pairs
 
 
 def _explain_no_interfaces(

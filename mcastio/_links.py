@@ -99,8 +99,13 @@ class Links:
                     failures.append(exc)
         return failures, list(interface_events(before, self._current))
 
-    def apply(self, plan: Plan) -> list[MulticastError]:
-        """Carry out ``plan``, all-or-nothing per interface; return the failures."""
+    def apply(self, plan: Plan, *, derive: bool = True) -> list[MulticastError]:
+        """Carry out ``plan``, all-or-nothing per interface; return the failures.
+
+        ``derive=False`` leaves the receive path's names to :meth:`derive_names`, to
+        be called before the loop next runs (a start on a thousand links applies a
+        thousand one-interface plans: deriving after each would be quadratic).
+        """
         failures: list[MulticastError] = []
         for iface in plan.remove:
             self._drop(iface)
@@ -132,9 +137,13 @@ class Links:
             else:
                 verb = "joined" if self._memberships.joining else "sending to"
                 _log.info("%s %s on %s (index %d)", verb, self._group, iface.name, iface.index)
+        if derive:
+            self.derive_names()
+        return failures
+
+    def derive_names(self) -> None:
         # Derived, never patched: the receive path's index -> name lookup.
         self._receive.names = {idx: iface.name for idx, iface in self._current.items()}
-        return failures
 
     def close(self) -> None:
         self._pool.close_all()

@@ -30,6 +30,7 @@ __all__ = [
     "plan_changes",
     "select_for_groups",
     "select_interfaces",
+    "tx_source",
     "validate_payload",
     "validate_selector",
     "validate_sources",
@@ -367,14 +368,15 @@ def plan_changes(
         old = current.get(idx)
         if old is None or old == new:
             continue
-        if _tx_source(old, family) != _tx_source(new, family):
+        if tx_source(old, family) != tx_source(new, family):
             change.append((old, new))
         else:
             refresh.append(new)
     return Plan(add=add, remove=remove, change=tuple(change), refresh=tuple(refresh))
 
 
-def _tx_source(iface: Interface, family: socket.AddressFamily) -> object:
+def tx_source(iface: Interface, family: socket.AddressFamily) -> object:
+    """What of ``iface`` a transmit socket names besides its index."""
     # An IPv4 transmit socket is built with the interface's first address as its
     # source; an IPv6 one names only the index and the kernel picks each source.
     if family == socket.AF_INET:

@@ -16,7 +16,7 @@ import collections
 import time
 import weakref
 
-__all__ = ["SLICE", "take_turn"]
+__all__ = ["SLICE", "take_turn", "turn_due"]
 
 #: Seconds of work before the loop gets a turn.
 SLICE = 0.005
@@ -39,6 +39,12 @@ def _release(loop: asyncio.AbstractEventLoop) -> None:
             break
     if queue:
         loop.call_soon(_release, loop)
+
+
+def turn_due(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether :func:`take_turn` would wait now: the work so far used this slice up."""
+    now = time.perf_counter()
+    return now - _began.setdefault(loop, now) >= SLICE
 
 
 async def take_turn(loop: asyncio.AbstractEventLoop) -> None:

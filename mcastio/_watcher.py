@@ -22,6 +22,8 @@ from ._watch import Backoff, CarrierTracker, InterfaceEvent
 __all__ = ["InterfaceEventStream", "Watcher"]
 
 _log = logging.getLogger("mcastio")
+# The longest a round waits for a burst of notifications to end (see Watcher._settle).
+_SETTLE_AT_MOST = 0.5
 
 #: Called with the indexes whose carrier came back; returns False to be retried.
 Reconcile = Callable[[frozenset[int]], bool]
@@ -185,8 +187,7 @@ class Watcher:
             else:
                 woken = await _wait(wake, max(0.0, deadline - self._now()))
             if woken and self._debounce:
-                # Let the rest of a burst (link up, then each address) arrive first.
-                await asyncio.sleep(self._debounce)
+                await self._settle(wake)
             wake.clear()
             if self._sock is None and self._now() >= next_poll:
                 next_poll = self._now() + self._poll_interval
@@ -205,6 +206,22 @@ class Watcher:
                 retry_at = None
             else:
                 retry_at = self._now() + self._backoff.failed()
+
+    async def _settle(self, wake: asyncio.Event) -> None:
+        """Let the rest of a burst (link up, then each address) arrive first.
+
+        The round waits until the debounce passes with no new notification, so a
+        storm (2,000 addresses from one ``ip -batch``) costs one round after it,
+        not one every debounce during it; at most _SETTLE_AT_MOST, so a storm that
+        never ends is still followed.
+        """
+        assert self._loop is not None
+        give_up = self._loop.time() + _SETTLE_AT_MOST
+        while True:
+            wake.clear()
+            await asyncio.sleep(self._debounce)
+            if not wake.is_set() or self._loop.time() >= give_up:
+                return
 
     def _close_socket(self) -> None:
         sock, self._sock = self._sock, None

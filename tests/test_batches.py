@@ -281,7 +281,7 @@ def test_send_all_waits_out_a_full_buffer_without_holding_up_the_others(lab: Lab
     async def main() -> None:
         async with MulticastEndpoint(GROUP, PORT) as ep:
             index = socket.if_nametoindex("eth1")
-            ep._engine.tx._senders[index].tx.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)
+            ep._engine.tx._senders[index].tx.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)
             blocked = None
             for _ in range(50):
                 results = ep.send_all_nowait(payload)
@@ -308,7 +308,7 @@ def test_concurrent_sends_share_the_wait_for_a_full_buffer(lab: Lab) -> None:
     async def main() -> None:
         async with MulticastEndpoint(GROUP, PORT) as ep:
             index = socket.if_nametoindex("eth1")
-            ep._engine.tx._senders[index].tx.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)
+            ep._engine.tx._senders[index].tx.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)
             for _ in range(50):
                 if isinstance(ep.send_nowait(payload, interface="eth1").error, BlockingIOError):
                     break

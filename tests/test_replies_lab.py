@@ -186,7 +186,7 @@ def test_unicast_on_excluded_links_finds_no_endpoint_socket(lab: Lab, group: str
     async def main() -> tuple[mcastio.EndpointStats, int]:
         ep = mcastio.MulticastEndpoint(group, PORT, interfaces=[used.host_if], watch=False)
         async with ep:
-            (tx,) = (s.tx for s in ep._engine.tx._senders.values())
+            (tx,) = (s.tx.sock for s in ep._engine.tx._senders.values())
             tx_port = tx.getsockname()[1]
             before = udp_no_ports(lab, family)
             with lab.inside(excluded.peer_ns):

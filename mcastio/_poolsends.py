@@ -1,0 +1,174 @@
+"""The transmit pool's other sends: one datagram to one host, and batches.
+
+A mixin of :class:`._transmit.TransmitPool`, kept apart so that neither grows
+past what one reads at once. Unicast leaves from the route's interface's socket
+(:mod:`._onlink`); a batch goes out with sendmmsg, and with GSO where the socket
+takes it (:mod:`._sendmany`).
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Sequence
+
+from . import _sendmany
+from ._errors import MulticastError
+from ._fastpath import OkResults
+from ._model import MAX_PAYLOAD_V4, MAX_PAYLOAD_V6, Interface, SendResult
+from ._onlink import UnicastRoute
+from ._sendmany import BatchSendResult, Payload
+from ._sendto import send_unicast
+from ._txsocket import TxSocket
+
+__all__ = ["PoolSends", "Sender"]
+
+# A bytes payload up to this size is valid for every group: no check needed.
+_FITS_ANY_GROUP = min(MAX_PAYLOAD_V4, MAX_PAYLOAD_V6)
+
+
+class Sender:
+    """One interface of an endpoint, and the transmit socket it sends on."""
+
+    __slots__ = ("iface", "ok", "send", "tx")
+
+    def __init__(self, iface: Interface, tx: TxSocket) -> None:
+        self.tx = tx
+        self.update(iface, tx)
+
+    def update(self, iface: Interface, tx: TxSocket | None = None) -> None:
+        self.iface = iface
+        if tx is not None:
+            self.tx = tx
+        # Bound once here, not looked up on every send: send_all is measured
+        # against bare sendto calls.
+        self.send = self.tx.sock.sendto
+        self.ok = OkResults(iface.name)
+
+
+class PoolSends:
+    """Unicast and batched sends over the pool's senders (see TransmitPool)."""
+
+    _addresses: dict[tuple[str, int], bytes]
+    _until_yield: int
+    state: str
+
+    def _check_send(self, data: object) -> bytes | bytearray | memoryview:
+        raise NotImplementedError
+
+    def _named(self, interface: str) -> Sender:
+        raise NotImplementedError
+
+    def _dest_for(self, group: str | None) -> tuple[str, int]:
+        raise NotImplementedError
+
+    def _all(self) -> list[Sender]:
+        raise NotImplementedError
+
+    async def _writable(self, sender: Sender) -> OSError | None:
+        raise NotImplementedError
+
+    async def _send_when_writable(
+        self,
+        sender: Sender,
+        payload: bytes | bytearray | memoryview,
+        dest: tuple[str, int] | UnicastRoute,
+    ) -> SendResult:
+        raise NotImplementedError
+
+    async def _yield(self) -> None:
+        raise NotImplementedError
+
+    # -- waiting for room ----------------------------------------------------------
+
+    async def _retry_blocked(
+        self,
+        results: tuple[SendResult, ...],
+        data: bytes | bytearray | memoryview,
+        dest: tuple[str, int],
+    ) -> tuple[SendResult, ...]:
+        # Called before any await since the round, so the senders are the ones just used.
+        # Every other interface already has its copy: a full buffer on one never
+        # holds up the others.
+        senders = {s.iface.name: s for s in self._all()}
+        retried = list(results)
+        for i, result in enumerate(results):
+            if isinstance(result.error, BlockingIOError):
+                retried[i] = await self._send_when_writable(senders[result.interface], data, dest)
+        return tuple(retried)
+
+    # -- unicast -------------------------------------------------------------------
+
+    def send_unicast_nowait(
+        self, data: bytes | bytearray | memoryview, route: UnicastRoute
+    ) -> SendResult:
+        """One datagram to one host, from the route's interface's transmit socket."""
+        payload = self._check_send(data)
+        return self._unicast_one(self._named(route.interface), payload, route)
+
+    async def send_unicast(
+        self, data: bytes | bytearray | memoryview, route: UnicastRoute
+    ) -> SendResult:
+        payload = self._check_send(data)
+        sender = self._named(route.interface)
+        result = self._unicast_one(sender, payload, route)
+        if isinstance(result.error, BlockingIOError):
+            result = await self._send_when_writable(sender, payload, route)
+        if result.error is not None:
+            host, port = route.destination[:2]
+            raise MulticastError(
+                f"sending to {host} port {port} on {route.interface} failed: {result.error}"
+            ) from result.error
+        return result
+
+    def _unicast_one(
+        self, sender: Sender, payload: bytes | bytearray | memoryview, route: UnicastRoute
+    ) -> SendResult:
+        try:
+            sent = send_unicast(
+                sender.tx.sock, payload, route.destination, route.ifindex, route.source
+            )
+        except OSError as exc:
+            return SendResult(sender.iface.name, exc)
+        return SendResult(sender.iface.name, None, sent)
+
+    # -- batches -------------------------------------------------------------------
+
+    async def send_many(
+        self, payloads: Sequence[Payload], interface: str | None, group: str | None = None
+    ) -> tuple[BatchSendResult, ...]:
+        """Every payload, in order, out of every interface (or the named one)."""
+        if self.state != "open":
+            self._check_send(b"")  # raises EndpointClosedError
+        dest = self._dest_for(group)
+        checked = [
+            p if type(p) is bytes and len(p) <= _FITS_ANY_GROUP else self._check_send(p)
+            for p in payloads
+        ]
+        senders = [self._named(interface)] if interface is not None else self._all()
+        # First every interface as far as its buffer takes; then the blocked ones.
+        reached = [self._push(sender, checked, 0, dest) for sender in senders]
+        results = []
+        for sender, (at, error) in zip(senders, reached, strict=True):
+            while isinstance(error, BlockingIOError):
+                error = await self._writable(sender)
+                if error is None:
+                    at, error = self._push(sender, checked, at, dest)
+            results.append(BatchSendResult(sender.iface.name, at, error))
+        self._until_yield -= sum(r.sent for r in results) or 1
+        if self._until_yield <= 0:
+            await self._yield()
+        return tuple(results)
+
+    def _push(
+        self, sender: Sender, payloads: list[Payload], start: int, dest: tuple[str, int]
+    ) -> tuple[int, OSError | None]:
+        """(index reached, the error that stopped it or None)."""
+        address = self._addresses[dest]
+        tx = sender.tx
+        try:
+            at = _sendmany.push(tx.sock, payloads, start, address, dest, tx.gso)
+        except OSError as exc:
+            return start, exc
+        if at < len(payloads):
+            return at, BlockingIOError(errno.EAGAIN, "the socket buffer is full")
+        return at, None

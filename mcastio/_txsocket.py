@@ -1,0 +1,166 @@
+"""Transmit sockets, and the ones the endpoints of one event loop share.
+
+A transmit socket is fixed by its interface (index, and the IPv4 source it names)
+and by :class:`SendOptions`: the family, TTL, loopback and the port copies leave
+from. Every socket-level send option is a field of that one frozen value, and the
+socket is built from it alone, so a new option is part of the sharing key by
+construction.
+
+Sharing is decided by who reads what comes back (docs/explanation/design.md):
+a socket on a port of its own ("ephemeral") receives the unicast replies to what
+it sent, and a reply names only that port, never the endpoint that asked. Such a
+socket stays private to its endpoint. A socket bound to the group's port
+("group" mode) receives nothing at all (see :func:`._net.open_sender`), so any
+number of endpoints, and groups, can send through it: the registry of the loop
+hands out one per (interface, :class:`SendOptions`), counts its users, and closes
+it with the last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import weakref
+from dataclasses import dataclass
+
+from . import _net
+from ._model import Group, Interface, tx_source
+from ._options import EndpointOptions
+from ._origin import NO_ORIGIN, Origin
+from ._sendmany import GsoState
+
+__all__ = ["SendOptions", "SharedSockets", "TxSocket", "shared_sockets"]
+
+
+@dataclass(frozen=True, slots=True)
+class SendOptions:
+    """Everything a transmit socket is built from, besides its interface."""
+
+    family: socket.AddressFamily
+    ttl: int
+    loopback: bool
+    #: Copies leave from this port (``source_port="group"``), or None: a port of its own.
+    group_port: int | None
+    #: The TOS byte, source address and fixed port of its own (:class:`._origin.Origin`).
+    origin: Origin = NO_ORIGIN
+
+    @classmethod
+    def of(cls, options: EndpointOptions) -> SendOptions:
+        return cls(
+            family=options.group.family,
+            ttl=options.ttl,
+            loopback=options.loopback,
+            group_port=options.port if options.source_port == "group" else None,
+            origin=options.origin,
+        )
+
+    @property
+    def shareable(self) -> bool:
+        """Whether endpoints may share the socket: only if it reads no replies."""
+        return self.group_port is not None
+
+    def open(self, group: Group, iface: Interface) -> socket.socket:
+        """A new socket with these options; MulticastError if it cannot be made."""
+        # Every field but the family (the group's) is passed: a test holds the two
+        # lists equal, so an option cannot reach the socket without joining the key.
+        return _net.open_sender(
+            group, iface, self.ttl, self.loopback, group_port=self.group_port, origin=self.origin
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SharedKey:
+    options: SendOptions
+    index: int
+    #: What of the interface the socket names besides its index (its IPv4 source).
+    source: object
+
+
+class TxSocket:
+    """One transmit socket, with what its users share: GSO state and the wait for room."""
+
+    __slots__ = ("_room", "gso", "key", "sock", "users")
+
+    def __init__(self, sock: socket.socket, key: SharedKey | None = None) -> None:
+        self.sock = sock
+        self.key = key
+        self.users = 1
+        self.gso = GsoState()
+        # Set while a send waits for the socket to drain; one per descriptor, since
+        # asyncio keeps one writer per descriptor: every waiting user shares it.
+        self._room: asyncio.Future[None] | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.sock.fileno() == -1
+
+    async def room(self, loop: asyncio.AbstractEventLoop, name: str) -> OSError | None:
+        """Wait until the socket takes more; None, or why it never will."""
+        if self.closed:
+            return _net.gone_error(name)
+        waiter = self._room
+        if waiter is None:
+            waiter = self._room = loop.create_future()
+            loop.add_writer(self.sock.fileno(), self._wake)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), 1.0)
+        except asyncio.TimeoutError:
+            return _net.still_full_error()
+        return _net.gone_error(name) if self.closed else None
+
+    def _wake(self) -> None:
+        waiter, self._room = self._room, None
+        if waiter is not None:
+            waiter.get_loop().remove_writer(self.sock.fileno())
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def close(self) -> None:
+        # Unregister before close: a later socket may reuse the descriptor number.
+        self._wake()
+        self.sock.close()
+
+
+class SharedSockets:
+    """The shareable transmit sockets of one event loop, by (interface, options)."""
+
+    def __init__(self) -> None:
+        self._open: dict[SharedKey, TxSocket] = {}
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def acquire(self, options: SendOptions, group: Group, iface: Interface) -> TxSocket:
+        """The socket for ``iface`` with ``options``, opened if none is; one more user."""
+        key = SharedKey(options, iface.index, tx_source(iface, options.family))
+        tx = self._open.get(key)
+        if tx is None:
+            # Bound to the first user's group: the socket receives nothing either way,
+            # and a socket bound to a group address picks its source by the device.
+            tx = self._open[key] = TxSocket(options.open(group, iface), key)
+        else:
+            tx.users += 1
+        return tx
+
+    def release(self, tx: TxSocket) -> None:
+        """One user fewer; the last closes the socket."""
+        tx.users -= 1
+        if tx.users > 0:
+            return
+        if tx.key is not None and self._open.get(tx.key) is tx:
+            del self._open[tx.key]
+        tx.close()
+
+
+# Per loop: a socket waits for room through its loop's writer. The values hold no
+# reference to the loop, so a loop dropped with sockets still open is collected.
+_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SharedSockets] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def shared_sockets(loop: asyncio.AbstractEventLoop) -> SharedSockets:
+    registry = _by_loop.get(loop)
+    if registry is None:
+        registry = _by_loop[loop] = SharedSockets()
+    return registry

@@ -1,0 +1,162 @@
+"""Transmit sockets shared in one event loop, on a real kernel.
+
+Endpoints in "group" source-port mode read nothing on their transmit sockets, so
+two of them on one interface send through one socket; an endpoint on a port of
+its own keeps its sockets, and the replies to them reach it and no other. The one
+left open after the other closes still sends and receives; a link removed and
+re-created gets one new socket for both; the last close closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import Iterator
+
+import pytest
+
+from mcastio import Datagram, MulticastEndpoint
+from mcastio._txsocket import shared_sockets
+from mcastio.testing import Lab, Link
+from tests.conftest import module_lab, run, wait_for
+
+pytestmark = pytest.mark.lab
+
+GROUP_A = "239.255.44.1"
+GROUP_B = "239.255.44.2"
+PORT = 5044
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    yield from module_lab(links=2, ipv6=False)
+
+
+def responder(lab: Lab, link: Link) -> socket.socket:
+    """A socket in ``link``'s peer that hears both groups on PORT."""
+    with lab.inside(link.peer_ns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        index = socket.if_nametoindex(link.peer_if)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("0.0.0.0", PORT))
+    for group in (GROUP_A, GROUP_B):
+        mreq = struct.pack("=4s4si", socket.inet_aton(group), bytes(4), index)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+    sock.settimeout(3.0)
+    return sock
+
+
+def heard(sock: socket.socket, payload: bytes) -> tuple[str, int]:
+    """The source of the first datagram ``payload`` that reaches ``sock``."""
+    while True:
+        data, (host, port) = sock.recvfrom(2048)
+        if data == payload:
+            return str(host), int(port)
+
+
+async def collect(ep: MulticastEndpoint, into: list[Datagram]) -> None:
+    async for dgram in ep.subscribe():
+        into.append(dgram)
+
+
+def test_group_mode_endpoints_share_and_replies_stay_with_their_endpoint(lab: Lab) -> None:
+    link0, _link1 = lab.link
+    peer = responder(lab, link0)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        a = MulticastEndpoint(GROUP_A, PORT, source_port="group", keepalive=False)
+        b = MulticastEndpoint(GROUP_B, PORT, source_port="group", keepalive=False)
+        c = MulticastEndpoint(GROUP_A, PORT, keepalive=False)  # a port of its own
+        await asyncio.gather(a.start(), b.start(), c.start())
+        got: dict[str, list[Datagram]] = {"a": [], "b": [], "c": []}
+        tasks = [
+            asyncio.ensure_future(collect(ep, got[k]))
+            for k, ep in zip("abc", (a, b, c), strict=True)
+        ]
+        try:
+            shared = a._engine.tx.sockets
+            assert len(shared) == 2
+            assert b._engine.tx.sockets == shared  # the very same sockets
+            assert [tx.users for tx in shared] == [2, 2]
+            assert not set(c._engine.tx.sockets) & set(shared)
+            assert len(shared_sockets(loop)) == 2
+
+            # Both leave from the group's port, each to its own group.
+            assert all(r.ok for r in await a.send_all(b"from-a\n"))
+            assert all(r.ok for r in await b.send_all(b"from-b\n"))
+            assert heard(peer, b"from-a\n") == (link0.host_addr, PORT)
+            assert heard(peer, b"from-b\n") == (link0.host_addr, PORT)
+
+            # A unicast answer to c's request reaches c, and neither a nor b.
+            await c.send_all(b"query\n")
+            source = heard(peer, b"query\n")
+            assert source[1] != PORT
+            peer.sendto(b"answer\n", source)
+            await wait_for(lambda: any(d.data == b"answer\n" for d in got["c"]), what="answer")
+            (answer,) = [d for d in got["c"] if d.data == b"answer\n"]
+            assert (answer.group, answer.interface) == (None, link0.host_if)
+
+            # a closes: b's sockets stay open, and b still sends and receives.
+            await a.aclose()
+            assert b._engine.tx.sockets == shared
+            assert [tx.users for tx in shared] == [1, 1]
+            assert all(tx.sock.fileno() != -1 for tx in shared)
+            assert all(r.ok for r in await b.send_all(b"b-alone\n"))
+            assert heard(peer, b"b-alone\n") == (link0.host_addr, PORT)
+            lab.peer_send(link0, GROUP_B, PORT, b"to-b\n")
+            await wait_for(lambda: any(d.data == b"to-b\n" for d in got["b"]), what="to-b")
+            # Nothing of it all went anywhere else.
+            assert not [d for d in got["a"] + got["b"] if d.data == b"answer\n"]
+            assert [d.data for d in got["c"] if d.group is None] == [b"answer\n"]
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for ep in (a, b, c):
+                await ep.aclose()
+        assert all(tx.sock.fileno() == -1 for tx in shared)
+        assert len(shared_sockets(loop)) == 0
+
+    try:
+        with lab.inside():
+            run(main())
+    finally:
+        peer.close()
+
+
+def test_a_link_removed_and_recreated_gets_one_new_socket_for_both(lab: Lab) -> None:
+    link1 = lab.link[1]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        a = MulticastEndpoint(GROUP_A, PORT, source_port="group", keepalive=False)
+        b = MulticastEndpoint(GROUP_B, PORT, source_port="group", keepalive=False)
+        await asyncio.gather(a.start(), b.start())
+        try:
+            (old,) = [s.tx for s in a._engine.tx._view if s.iface.name == link1.host_if]
+            lab.remove_link(link1)
+            await wait_for(lambda: len(a.interfaces) == len(b.interfaces) == 1, what="gone")
+            assert old.sock.fileno() == -1  # closed with its last user
+            assert len(shared_sockets(loop)) == 1
+            lab.recreate_link(link1)
+            await wait_for(lambda: len(a.interfaces) == len(b.interfaces) == 2, what="back")
+            assert a._engine.tx.sockets == b._engine.tx.sockets
+            assert [tx.users for tx in a._engine.tx.sockets] == [2, 2]
+            assert len(shared_sockets(loop)) == 2
+            peer = responder(lab, lab.link[1])
+            try:
+                for ep, payload in ((a, b"a-back\n"), (b, b"b-back\n")):
+                    results = {r.interface: r for r in await ep.send_all(payload)}
+                    assert results[link1.host_if].ok
+                    assert heard(peer, payload)[1] == PORT
+            finally:
+                peer.close()
+        finally:
+            await a.aclose()
+            await b.aclose()
+        assert len(shared_sockets(loop)) == 0
+
+    with lab.inside():
+        run(main())
