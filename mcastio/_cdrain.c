@@ -4,8 +4,10 @@
  * (mcastio/_receive.py with mcastio/_mmsg.py) otherwise; tests/test_drain_paths.py
  * checks both give identical values and counts. Drain owns the buffers of BATCH
  * messages (payload slots in one anonymous mapping: untouched pages cost no memory)
- * and a cache of (source address, interface, TTL) -> their Python objects, so a
- * flood from one sender builds its source tuple once. A Datagram is built by
+ * and a cache of (source address, destination, interface, TTL) -> their Python
+ * objects (source tuple, group, interface name), so a flood from one sender builds
+ * them once and the group check against any number of groups is one dict lookup per
+ * distinct arrival. A Datagram is built by
  * writing its slots directly, as the pure path's slot descriptors do. The batched
  * send (sendmmsg, UDP GSO) is in _csend.c.
  */
@@ -36,11 +38,13 @@ typedef struct {
     int used;
     socklen_t namelen;
     unsigned char name[sizeof(struct sockaddr_in6)];
+    unsigned char dest[16];
     int ifindex;
     int ttl;   /* -1: none */
     int reply; /* replies and group traffic resolve names differently */
     PyObject *source;
     PyObject *interface;
+    PyObject *group; /* NULL: not sent to any group in groups (source, interface NULL) */
 } CacheEntry;
 
 typedef struct {
@@ -49,6 +53,7 @@ typedef struct {
     PyTypeObject *dgram_type;
     PyObject *index_to_name; /* callable(int) -> str, for indexes not in names */
     PyObject *names;         /* dict int -> str */
+    PyObject *groups;        /* dict packed address (bytes) -> group (str) */
     Py_ssize_t off_data, off_source, off_group, off_interface, off_ttl;
     char *payload;
     size_t payload_size;
@@ -70,6 +75,7 @@ cache_clear(Drain *self)
     for (int i = 0; i < CACHE; i++) {
         Py_CLEAR(self->cache[i].source);
         Py_CLEAR(self->cache[i].interface);
+        Py_CLEAR(self->cache[i].group);
         self->cache[i].used = 0;
     }
 }
@@ -126,7 +132,8 @@ Drain_init(Drain *self, PyObject *args, PyObject *kwds)
     Py_INCREF(index_to_name);
     self->index_to_name = index_to_name;
     self->names = PyDict_New();
-    if (self->names == NULL)
+    self->groups = PyDict_New();
+    if (self->names == NULL || self->groups == NULL)
         return -1;
     self->slot = (size_t)slot;
     self->payload_size = (size_t)BATCH * self->slot;
@@ -157,9 +164,11 @@ Drain_traverse(Drain *self, visitproc visit, void *arg)
     Py_VISIT(self->dgram_type);
     Py_VISIT(self->index_to_name);
     Py_VISIT(self->names);
+    Py_VISIT(self->groups);
     for (int i = 0; i < CACHE; i++) {
         Py_VISIT(self->cache[i].source);
         Py_VISIT(self->cache[i].interface);
+        Py_VISIT(self->cache[i].group);
     }
     return 0;
 }
@@ -170,6 +179,7 @@ Drain_clear(Drain *self)
     Py_CLEAR(self->dgram_type);
     Py_CLEAR(self->index_to_name);
     Py_CLEAR(self->names);
+    Py_CLEAR(self->groups);
     cache_clear(self);
     return 0;
 }
@@ -194,6 +204,21 @@ Drain_set_names(Drain *self, PyObject *names)
     Py_INCREF(names);
     Py_SETREF(self->names, names);
     /* Names are remembered with each arrival: forget them all. */
+    cache_clear(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Drain_set_groups(Drain *self, PyObject *groups)
+{
+    if (!PyDict_Check(groups)) {
+        PyErr_SetString(PyExc_TypeError, "groups must be a dict");
+        return NULL;
+    }
+    Py_INCREF(groups);
+    Py_SETREF(self->groups, groups);
+    /* What each arrival means depends on the groups: a group just removed must
+     * never be delivered from a remembered arrival. */
     cache_clear(self);
     Py_RETURN_NONE;
 }
@@ -240,36 +265,59 @@ interface_name(Drain *self, int ifindex, int reply)
     return name;
 }
 
-/* The cached (source, interface) of one arrival; a new entry on a miss. */
+/* The cached (source, group, interface) of one arrival; a new entry on a miss. An
+ * entry whose group is NULL was sent to no group in groups; one not used came from
+ * an interface not in use (a reply). dest is the pktinfo destination (zeros for a
+ * reply, which goes by its interface only). */
 static CacheEntry *
-lookup(Drain *self, const unsigned char *name, socklen_t namelen, int ifindex, int ttl, int reply)
+lookup(Drain *self, const unsigned char *name, socklen_t namelen, const unsigned char *dest,
+       int ifindex, int ttl, int reply)
 {
     if (namelen > sizeof(struct sockaddr_in6))
         namelen = sizeof(struct sockaddr_in6);
+    size_t dest_len = self->family == AF_INET ? 4 : 16;
     unsigned long h = (unsigned long)ifindex * 31u + (unsigned long)(ttl + 1) * 7u + reply;
     for (socklen_t i = 0; i < namelen; i++)
         h = h * 131u + name[i];
+    for (size_t i = 0; i < dest_len; i++)
+        h = h * 131u + dest[i];
     CacheEntry *e = &self->cache[h % CACHE];
     if (e->used && e->namelen == namelen && e->ifindex == ifindex && e->ttl == ttl &&
-        e->reply == reply && memcmp(e->name, name, namelen) == 0)
+        e->reply == reply && memcmp(e->name, name, namelen) == 0 &&
+        memcmp(e->dest, dest, dest_len) == 0)
         return e;
-    PyObject *iface = interface_name(self, ifindex, reply);
-    if (iface == NULL) {
-        if (PyErr_Occurred())
+    PyObject *group = Py_None, *iface = NULL, *source = NULL;
+    if (!reply) {
+        PyObject *key = PyBytes_FromStringAndSize((const char *)dest, (Py_ssize_t)dest_len);
+        if (key == NULL)
             return NULL;
-        static CacheEntry none = {0};
-        return &none; /* a reply from an interface not in use */
+        group = PyDict_GetItemWithError(self->groups, key); /* borrowed */
+        Py_DECREF(key);
+        if (group == NULL && PyErr_Occurred())
+            return NULL;
     }
-    PyObject *source = make_source(self, name);
-    if (source == NULL) {
-        Py_DECREF(iface);
-        return NULL;
+    if (group != NULL) {
+        iface = interface_name(self, ifindex, reply);
+        if (iface == NULL) {
+            if (PyErr_Occurred())
+                return NULL;
+            static CacheEntry none = {0};
+            return &none; /* a reply from an interface not in use */
+        }
+        source = make_source(self, name);
+        if (source == NULL) {
+            Py_DECREF(iface);
+            return NULL;
+        }
+        Py_INCREF(group);
     }
     Py_XSETREF(e->source, source);
     Py_XSETREF(e->interface, iface);
+    Py_XSETREF(e->group, group);
     e->used = 1;
     e->namelen = namelen;
     memcpy(e->name, name, namelen);
+    memcpy(e->dest, dest, dest_len);
     e->ifindex = ifindex;
     e->ttl = ttl;
     e->reply = reply;
@@ -297,18 +345,18 @@ new_datagram(Drain *self, PyObject *data, PyObject *source, PyObject *group, PyO
     return d;
 }
 
-/* read(fd, group, budget, packed_group) ->
- *     (datagrams, read, truncated, not_for_group, drops, errno)
+/* read(fd, reply, budget) -> (datagrams, read, truncated, not_for_group, drops, errno)
  *
- * group is the str put in Datagram.group, or None for replies (delivered when
- * they arrived on an interface in names). drops is the largest SO_RXQ_OVFL count
+ * Group traffic (reply false) is delivered when its destination is in groups, with
+ * that group in Datagram.group; replies (reply true) when they arrived on an
+ * interface in names, with group None. drops is the largest SO_RXQ_OVFL count
  * seen (-1: none); errno is what ended the reads early (0: the socket was empty
  * or the budget spent), so the datagrams already read are never lost. */
 static PyObject *
 Drain_read(Drain *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "read(fd, group, budget, packed_group)");
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "read(fd, reply, budget)");
         return NULL;
     }
     if (self->payload == NULL || self->names == NULL) {
@@ -318,20 +366,12 @@ Drain_read(Drain *self, PyObject *const *args, Py_ssize_t nargs)
     int fd = PyLong_AsLong(args[0]);
     if (fd == -1 && PyErr_Occurred())
         return NULL;
-    PyObject *group = args[1];
+    int reply = PyObject_IsTrue(args[1]);
+    if (reply < 0)
+        return NULL;
     Py_ssize_t budget = PyLong_AsSsize_t(args[2]);
     if (budget == -1 && PyErr_Occurred())
         return NULL;
-    const char *packed;
-    Py_ssize_t packed_len;
-    if (PyBytes_AsStringAndSize(args[3], (char **)&packed, &packed_len) < 0)
-        return NULL;
-    int reply = group == Py_None;
-    Py_ssize_t addr_len = self->family == AF_INET ? 4 : 16;
-    if (!reply && packed_len != addr_len) {
-        PyErr_SetString(PyExc_ValueError, "packed_group has the wrong length");
-        return NULL;
-    }
     PyObject *batch = PyList_New(0);
     if (batch == NULL)
         return NULL;
@@ -361,7 +401,8 @@ Drain_read(Drain *self, PyObject *const *args, Py_ssize_t nargs)
                 truncated++;
                 continue;
             }
-            int ifindex = -1, ttl = -1, to_group = 0;
+            int ifindex = -1, ttl = -1, has_dest = 0;
+            unsigned char dest[16] = {0};
             const char *end = (const char *)h->msg_control + h->msg_controllen;
             for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c != NULL; c = CMSG_NXTHDR(h, c)) {
                 /* A truncated message (MSG_CTRUNC): nothing from here on is whole. */
@@ -374,8 +415,10 @@ Drain_read(Drain *self, PyObject *const *args, Py_ssize_t nargs)
                         struct in_pktinfo info;
                         memcpy(&info, data, sizeof info);
                         ifindex = info.ipi_ifindex;
-                        to_group = !reply && self->family == AF_INET &&
-                                   memcmp(&info.ipi_addr, packed, 4) == 0;
+                        if (!reply && self->family == AF_INET) {
+                            memcpy(dest, &info.ipi_addr, 4);
+                            has_dest = 1;
+                        }
                     } else if (c->cmsg_type == IP_TTL && size >= sizeof(int)) {
                         memcpy(&ttl, data, sizeof(int));
                     }
@@ -384,8 +427,10 @@ Drain_read(Drain *self, PyObject *const *args, Py_ssize_t nargs)
                         struct in6_pktinfo info;
                         memcpy(&info, data, sizeof info);
                         ifindex = (int)info.ipi6_ifindex;
-                        to_group = !reply && self->family == AF_INET6 &&
-                                   memcmp(&info.ipi6_addr, packed, 16) == 0;
+                        if (!reply && self->family == AF_INET6) {
+                            memcpy(dest, &info.ipi6_addr, 16);
+                            has_dest = 1;
+                        }
                     } else if (c->cmsg_type == IPV6_HOPLIMIT && size >= sizeof(int)) {
                         memcpy(&ttl, data, sizeof(int));
                     }
@@ -397,17 +442,17 @@ Drain_read(Drain *self, PyObject *const *args, Py_ssize_t nargs)
                         drops = count32;
                 }
             }
-            if (!reply && !to_group) {
+            if (!reply && !has_dest) {
                 not_for_group++;
                 continue;
             }
             if (reply)
                 ttl = -1; /* replies carry no TTL, whatever the socket asked for */
             CacheEntry *e = lookup(self, (const unsigned char *)h->msg_name, h->msg_namelen,
-                                   ifindex, ttl, reply);
+                                   dest, ifindex, ttl, reply);
             if (e == NULL)
                 goto fail;
-            if (!e->used) {
+            if (!e->used || e->group == NULL) {
                 not_for_group++;
                 continue;
             }
@@ -420,7 +465,7 @@ Drain_read(Drain *self, PyObject *const *args, Py_ssize_t nargs)
                 Py_DECREF(data);
                 goto fail;
             }
-            PyObject *d = new_datagram(self, data, e->source, group, e->interface, ttl_obj);
+            PyObject *d = new_datagram(self, data, e->source, e->group, e->interface, ttl_obj);
             Py_DECREF(data);
             Py_DECREF(ttl_obj);
             if (d == NULL)
@@ -441,8 +486,9 @@ fail:
 
 static PyMethodDef Drain_methods[] = {
     {"read", (PyCFunction)(void (*)(void))Drain_read, METH_FASTCALL,
-     "read(fd, group, budget, packed_group) -> (datagrams, read, truncated, not_for_group,"
-     " drops, errno)"},
+     "read(fd, reply, budget) -> (datagrams, read, truncated, not_for_group, drops, errno)"},
+    {"set_groups", (PyCFunction)Drain_set_groups, METH_O,
+     "Packed group address -> group, the groups delivered; forgets every cached arrival."},
     {"set_names", (PyCFunction)Drain_set_names, METH_O,
      "Interface index -> name for the interfaces in use; forgets every cached arrival."},
     {NULL},

@@ -8,8 +8,8 @@ Three drains do the same thing: the compiled one (:mod:`._drain`, C: ``recvmmsg`
 and the ``Datagram`` values built there) where it was built; ``recvmmsg`` through
 :mod:`._mmsg` reads up to 32 datagrams per system call where libc has it (and with
 ``MCASTIO_PURE=1``); plain ``recvmsg`` otherwise (and with ``MCASTIO_RECVMMSG=0``).
-The compiled drain checks one group: an endpoint with several reads its group
-traffic through :mod:`._mmsg`, with the same results. :class:`._pacing.SocketReader`
+Both ``recvmmsg`` drains check the destination against every group of the
+endpoint. :class:`._pacing.SocketReader`
 decides when a drain runs.
 """
 
@@ -125,8 +125,8 @@ class ReceivePath(RecvmsgDrain):
         # bytes (recvmmsg): either way canonical for any spelling of an IPv6 group.
         self._groups = {g.address.packed: str(g) for g in groups}
         self._wire_groups = {socket.inet_ntop(g.family, g.address.packed): str(g) for g in groups}
-        # The compiled drain checks one group: (packed, name) while there is one.
-        self._only_group = next(iter(self._groups.items())) if len(self._groups) == 1 else None
+        if self._compiled is not None:
+            self._compiled.set_groups(self._groups)
         if groups:
             self._group_str = str(groups[0])
         # What each arrival means depends on the groups: forget it all, so a group
@@ -209,12 +209,10 @@ class ReceivePath(RecvmsgDrain):
         """Group traffic ("") or replies (None) by recvmmsg, in C where built: same results."""
         compiled, buffers = self._compiled, self._buffers
         assert buffers is not None
-        only = self._only_group
-        if compiled is None or (group is not None and only is None):
+        if compiled is None:
             return self._read_recvmmsg(sock, buffers, group)
-        packed, name = (b"", None) if only is None else only
         batch, read, truncated, not_for_group, drops, err = compiled.read(
-            sock.fileno(), None if group is None else name, DRAIN_BUDGET, packed
+            sock.fileno(), group is None, DRAIN_BUDGET
         )
         self.truncated += truncated
         self.not_for_group += not_for_group

@@ -142,6 +142,36 @@ def receive_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     return _use_drain(request.param, monkeypatch)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--pure-pass",
+        action="store_true",
+        help="the second pass of scripts/test: run with MCASTIO_PURE=1, leaving out the"
+        " tests parametrized over the drains (the first pass ran each of their drains)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With ``--pure-pass``: every test, on the pure path, except those that already
+    ran on each drain (``receive_drain``/``receive_path``): running their pure cases
+    again would repeat the first pass exactly."""
+    if not config.getoption("--pure-pass"):
+        return
+    from mcastio import _drain
+
+    if _drain.cdrain is not None:
+        raise pytest.UsageError("--pure-pass runs the pure path: set MCASTIO_PURE=1")
+    kept: list[pytest.Item] = []
+    repeated: list[pytest.Item] = []
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        ran = "receive_drain" in names or "receive_path" in names
+        (repeated if ran else kept).append(item)
+    if repeated:
+        config.hook.pytest_deselected(items=repeated)
+        items[:] = kept
+
+
 def _use_drain(drain: str, monkeypatch: pytest.MonkeyPatch) -> str:
     from mcastio import _mmsg, _receive
 

@@ -17,6 +17,7 @@ import pytest
 
 import mcastio
 from mcastio import _mmsg, _net, _receive
+from mcastio._model import parse_group
 from mcastio.testing import Lab, lab_support
 from tests.conftest import receive_drains, require, run, skip_or_fail
 from tests.test_receive_lab import peer_socket
@@ -124,6 +125,55 @@ def test_every_drain_gives_the_same_datagrams(
     if group.startswith("ff02"):
         hosts = {f[1] for f in first}
         assert all(str(h[0]).startswith("fe80:") and h[3] > 0 for h in hosts)  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("groups", "family"),
+    [
+        (("239.255.21.11", "239.255.21.12", "239.255.21.13"), socket.AF_INET),
+        (("ff05::1:2111", "ff05::1:2112", "ff05::1:2113"), socket.AF_INET6),
+    ],
+)
+def test_every_drain_gives_the_same_datagrams_for_several_groups(
+    lab: Lab,
+    monkeypatch: pytest.MonkeyPatch,
+    groups: tuple[str, ...],
+    family: socket.AddressFamily,
+) -> None:
+    """An endpoint of three groups: each datagram carries the group it was sent to, on
+    every drain; after one group is removed, its datagrams are counted, not delivered
+    (no drain may deliver it from an arrival it remembers)."""
+    sizes = (0, 64, 1400)
+
+    async def main() -> tuple[list[list[Fields]], list[list[Fields]], list[int]]:
+        eps = endpoints(monkeypatch, groups[0], receive_ttl=True)
+        async with contextlib.AsyncExitStack() as stack:
+            for ep in eps:
+                await stack.enter_async_context(ep)
+                for group in groups[1:]:
+                    await ep.add_group(group)
+            subs = [ep.subscribe() for ep in eps]
+            sent = sum(send_sizes(lab, family, group, sizes) for group in groups)
+            got = [await collect(ep, sub) for ep, sub in zip(eps, subs, strict=True)]
+            assert [len(g) for g in got] == [sent] * len(PATHS)
+            for ep in eps:
+                await ep.remove_group(groups[1])
+            # The removed group's traffic may still reach the port (another socket
+            # of this host holds it); none of it is delivered.
+            sent = sum(send_sizes(lab, family, group, sizes) for group in groups)
+            after = [await collect(ep, sub) for ep, sub in zip(eps, subs, strict=True)]
+        return got, after, [ep.stats.not_for_group for ep in eps]
+
+    with lab.inside():
+        got, after, not_for_group = run(main())
+    first = got[0]
+    assert all(per_interface(g) == per_interface(first) for g in got[1:])
+    # Every group's datagrams, each with its own group (the payload names the link).
+    assert {f[2] for f in first} == {str(parse_group(g)) for g in groups}
+    assert all(per_interface(a) == per_interface(after[0]) for a in after[1:])
+    kept = {f[2] for f in after[0]}
+    assert kept == {str(parse_group(g)) for g in (groups[0], groups[2])}
+    assert len(set(not_for_group)) == 1
 
 
 def test_every_drain_truncates_alike(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,11 +31,14 @@ class RefusingDrain:
         pass
 
     def read(
-        self, fd: int, group: str | None, budget: int, packed: bytes
+        self, fd: int, reply: bool, budget: int
     ) -> tuple[list[mcastio.Datagram], int, int, int, int, int]:
         return [], 0, 0, 0, -1, errno.ENOSYS
 
     def set_names(self, names: dict[int, str]) -> None:
+        pass
+
+    def set_groups(self, groups: dict[bytes, str]) -> None:
         pass
 
 
