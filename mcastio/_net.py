@@ -32,7 +32,6 @@ __all__ = [
     "open_sender",
     "open_unicast",
     "refresh_by_source_filter",
-    "socket_drops",
     "still_full_error",
 ]
 
@@ -52,9 +51,6 @@ IP_TTL = getattr(socket, "IP_TTL", 2)
 IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
 IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
 IPV6_TCLASS = getattr(socket, "IPV6_TCLASS", 67)
-SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
-# SK_MEMINFO_DROPS: the ninth u32 of the SO_MEMINFO array (linux/sock_diag.h).
-_MEMINFO = struct.Struct("=9I")
 
 # A plain int: '&' on the IntFlag member runs Python code for every datagram.
 MSG_TRUNC = int(socket.MSG_TRUNC)
@@ -417,22 +413,6 @@ def _bind_to_device(sock: socket.socket, ifname: str) -> None:
         # Linux < 5.7 wants CAP_NET_RAW; the receive side then drops other links' replies.
         if exc.errno != errno.EPERM:
             raise
-
-
-def socket_drops(sock: socket.socket) -> int | None:
-    """Datagrams the kernel has dropped on ``sock`` so far, or None where it cannot say.
-
-    SO_RXQ_OVFL only reports the count on the next datagram delivered, so drops in
-    a final burst would stay unseen; SO_MEMINFO reads the same counter on demand.
-    """
-    try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO.size)
-    except OSError:
-        # Linux < 4.6 lacks SO_MEMINFO; the SO_RXQ_OVFL reports remain.
-        return None
-    if len(raw) < _MEMINFO.size:
-        return None
-    return int(_MEMINFO.unpack(raw)[8])
 
 
 def open_unicast(address: str, port: int, scope_id: int = 0) -> socket.socket:

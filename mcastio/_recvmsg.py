@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 from collections.abc import Callable
 
 from . import _ancillary, _net
 from ._fastpath import DATAGRAM_SLOT_SETTERS
 from ._model import Datagram
 
-__all__ = ["DRAIN_BUDGET", "KernelDrops", "RecvmsgDrain", "index_to_name"]
+__all__ = ["DRAIN_BUDGET", "KernelDrops", "RecvmsgDrain", "index_to_name", "socket_drops"]
 
 _log = logging.getLogger("mcastio")
 
@@ -33,6 +34,28 @@ def index_to_name(index: int) -> str:
         return socket.if_indextoname(index)
     except OSError:
         return f"if{index}"
+
+
+# Read here and only here: the drop counter behind EndpointStats.drops.
+SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
+# SK_MEMINFO_DROPS: the ninth u32 of the SO_MEMINFO array (linux/sock_diag.h).
+_MEMINFO = struct.Struct("=9I")
+
+
+def socket_drops(sock: socket.socket) -> int | None:
+    """Datagrams the kernel has dropped on ``sock`` so far, or None where it cannot say.
+
+    SO_RXQ_OVFL only reports the count on the next datagram delivered, so drops in
+    a final burst would stay unseen; SO_MEMINFO reads the same counter on demand.
+    """
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO.size)
+    except OSError:
+        # Linux < 4.6 lacks SO_MEMINFO; the SO_RXQ_OVFL reports remain.
+        return None
+    if len(raw) < _MEMINFO.size:
+        return None
+    return int(_MEMINFO.unpack(raw)[8])
 
 
 class KernelDrops:
@@ -68,7 +91,7 @@ class KernelDrops:
 
     def _refresh(self, sock: socket.socket) -> None:
         # Never below what SO_RXQ_OVFL reported: where SO_MEMINFO is missing it is None.
-        now = _net.socket_drops(sock)
+        now = socket_drops(sock)
         if now is not None:
             self.report(sock, now)
 
