@@ -25,12 +25,19 @@ __all__ = ["SHARED", "holders", "host_version", "send_report", "stop_reading"]
 
 
 def send_report(
-    sock: socket.socket, iface: Interface, group: Group, sources: tuple[str, ...]
+    sock: socket.socket,
+    iface: Interface,
+    group: Group,
+    sources: tuple[str, ...],
+    *,
+    fresh: bool = False,
 ) -> None:
     """The host's current-state report for ``group`` on ``iface``, sent on raw ``sock``,
-    in the version the host speaks there; what the kernel answers to a query."""
+    in the version the host speaks there; what the kernel answers to a query.
+    ``fresh``: read that version now, not from the table the keepers share."""
     v6 = group.family == socket.AF_INET6
-    payload, dest = _report(group.address, sources, host_version(v6, iface.name))
+    version = host_version(v6, iface.name, fresh=fresh)
+    payload, dest = _report(group.address, sources, version)
     source: ipaddress.IPv4Address | ipaddress.IPv6Address
     if v6:
         # MLD must come from the link-local address (RFC 3810 §5).
@@ -174,8 +181,14 @@ def _igmp_versions() -> dict[str, int]:
     return _sliced.get()
 
 
-def host_version(v6: bool, ifname: str) -> int:
-    """What the host speaks on ``ifname``: IGMP 1-3 (the kernel's own column) or MLD 1-2."""
+def host_version(v6: bool, ifname: str, *, fresh: bool = False) -> int:
+    """What the host speaks on ``ifname``: IGMP 1-3 (the kernel's own column) or MLD 1-2.
+
+    The IGMP column comes from a table up to ``_FRESH`` seconds old, shared by every
+    keeper; ``fresh`` reads it now. A rare event wants that: a table of a namespace
+    just destroyed can pass for this one's (namespace inode numbers are reused),
+    and a v3 report on a v2 link is ignored by a v2 querier or switch.
+    """
     if v6:
         # The kernel does not show its MLD compatibility mode; the forced one is a sysctl.
         forced = {
@@ -183,6 +196,8 @@ def host_version(v6: bool, ifname: str) -> int:
             for name in ("all", ifname)
         }
         return 1 if "1" in forced else 2
+    if fresh:
+        return parse_igmp_versions(_read(proc_net_path("igmp"))).get(ifname, 3)
     return _igmp_versions().get(ifname, 3)
 
 

@@ -149,9 +149,10 @@ class Memberships:
         if raw is not None:
             # A send-only socket for a rare event (carrier return): nothing to share.
             with raw:
-                send_report(raw, iface, self._group, self._sources)
+                # Carrier return is rare: the version is read now, not from the cache.
+                send_report(raw, iface, self._group, self._sources, fresh=True)
             return "report"
-        if host_version(v6, iface.name) >= (2 if v6 else 3):
+        if host_version(v6, iface.name, fresh=True) >= (2 if v6 else 3):
             _net.refresh_by_source_filter(receiver.sock, self._group, iface, self._sources)
             return "source-filter"
         return "none"
