@@ -154,7 +154,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """With ``--pure-pass``: every test, on the pure path, except those that already
     ran on each drain (``receive_drain``/``receive_path``): running their pure cases
-    again would repeat the first pass exactly."""
+    again would repeat the first pass exactly; and those marked ``one_path``, whose
+    claims (IGMP and MLD on the wire, snooping, the docs) no drain takes part in."""
     if not config.getoption("--pure-pass"):
         return
     from mcastio import _drain
@@ -166,6 +167,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         names = getattr(item, "fixturenames", ())
         ran = "receive_drain" in names or "receive_path" in names
+        ran = ran or item.get_closest_marker("one_path") is not None
         (repeated if ran else kept).append(item)
     if repeated:
         config.hook.pytest_deselected(items=repeated)

@@ -24,6 +24,9 @@ from mcastio._cli import build_parser, main
 from mcastio.testing import Lab
 from tests.conftest import _require_lab
 
+# Exit codes, prefixes, widths and captures: the same on either drain path.
+pytestmark = pytest.mark.one_path
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

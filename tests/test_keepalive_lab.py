@@ -39,7 +39,8 @@ from tests.switchlab import (
     stop_tcpdump,
 )
 
-pytestmark = pytest.mark.lab
+# Reports and queries on the wire, a bridge's forwarding: one drain path is enough.
+pytestmark = [pytest.mark.lab, pytest.mark.one_path]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(mcastio.__file__)))
 
