@@ -52,9 +52,10 @@ class DualStackEndpoint:
 
     ``group_v4`` must be an IPv4 group and ``group_v6`` an IPv6 group. The other
     keyword arguments apply to both endpoints, except ``sources_v4``/``sources_v6``
-    for source-specific groups. With ``require_both=False`` (the default) a host
-    where one family has no usable interface runs on the other alone, with a
-    warning; :attr:`ipv4`/:attr:`ipv6` then say which one is open. ``join=False``
+    for source-specific groups and ``source_address_v4``/``source_address_v6``, the
+    address each family sends from (``tos`` marks both). With ``require_both=False``
+    (the default) a host where one family has no usable interface runs on the other
+    alone, with a warning; :attr:`ipv4`/:attr:`ipv6` then say which one is open. ``join=False``
     makes both send-only.
     """
 
@@ -79,10 +80,13 @@ class DualStackEndpoint:
         poll_interval: float = 1.0,
         netlink: bool = True,
         on_interface_event: Callable[[InterfaceEvent], None] | None = None,
-        source_port: str = "ephemeral",
+        source_port: str | int = "ephemeral",
         keepalive: bool | float = True,
         join: bool = True,
         replies: bool = True,
+        tos: int | None = None,
+        source_address_v4: str | None = None,
+        source_address_v6: str | None = None,
     ) -> None:
         if parse_group(group_v4).family != socket.AF_INET:
             raise ValueError(
@@ -112,8 +116,13 @@ class DualStackEndpoint:
                 keepalive=keepalive,
                 join=join,
                 replies=replies,
+                tos=tos,
+                source_address=source_address,
             )
-            for group, sources in ((group_v4, sources_v4), (group_v6, sources_v6))
+            for group, sources, source_address in (
+                (group_v4, sources_v4, source_address_v4),
+                (group_v6, sources_v6, source_address_v6),
+            )
         )
         for endpoint in (self._v4, self._v6):
             # A family with no usable interface at start is left out, as documented.
@@ -292,10 +301,13 @@ async def open_dual_stack(
     poll_interval: float = 1.0,
     netlink: bool = True,
     on_interface_event: Callable[[InterfaceEvent], None] | None = None,
-    source_port: str = "ephemeral",
+    source_port: str | int = "ephemeral",
     keepalive: bool | float = True,
     join: bool = True,
     replies: bool = True,
+    tos: int | None = None,
+    source_address_v4: str | None = None,
+    source_address_v6: str | None = None,
 ) -> DualStackEndpoint:
     """A started :class:`DualStackEndpoint`; close it with ``aclose()`` or ``async with``."""
     endpoint = DualStackEndpoint(
@@ -320,6 +332,9 @@ async def open_dual_stack(
         keepalive=keepalive,
         join=join,
         replies=replies,
+        tos=tos,
+        source_address_v4=source_address_v4,
+        source_address_v6=source_address_v6,
     )
     await endpoint.start()
     return endpoint

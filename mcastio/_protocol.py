@@ -147,10 +147,12 @@ async def create_multicast_endpoint(
     poll_interval: float = 1.0,
     netlink: bool = True,
     on_interface_event: Callable[[InterfaceEvent], None] | None = None,
-    source_port: str = "ephemeral",
+    source_port: str | int = "ephemeral",
     keepalive: bool | float = True,
     join: bool = True,
     replies: bool = True,
+    tos: int | None = None,
+    source_address: str | None = None,
 ) -> tuple[MulticastTransport, P]:
     """Like ``loop.create_datagram_endpoint``, joined and sending on every interface.
 
@@ -177,6 +179,8 @@ async def create_multicast_endpoint(
         keepalive=keepalive,
         join=join,
         replies=replies,
+        tos=tos,
+        source_address=source_address,
     )
     await endpoint.start()
     try:

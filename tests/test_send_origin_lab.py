@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from mcastio import MulticastEndpoint, MulticastError
+from mcastio import MulticastEndpoint, MulticastError, create_multicast_endpoint, open_dual_stack
 from mcastio.testing import Lab, tcpdump_argv
 from tests.conftest import module_lab, run
 from tests.test_cli_lab import mcastio_cmd
@@ -219,3 +219,49 @@ def test_a_source_address_follows_its_interface_and_a_taken_port_is_an_error(lab
             run(main())
     finally:
         lab.sh(lab.host, "ip addr del 10.200.2.7/32 dev eth0", check=False)
+
+
+def test_dual_stack_and_protocol_endpoints_pass_the_origin_through(lab: Lab) -> None:
+    # One port for both families' copies; each family's source from its own option.
+    port, sport = 44209, 40209
+
+    async def main() -> tuple[int, int]:
+        async with await open_dual_stack(
+            "239.255.21.9",
+            "ff05::21:9",
+            port,
+            join=False,
+            tos=0xB8,
+            source_port=sport,
+            source_address_v4="10.200.1.5",
+            source_address_v6="fd00:1::5",
+        ) as dual:
+            result = await dual.send_all(b"dual!")
+        transport, _ = await create_multicast_endpoint(
+            asyncio.DatagramProtocol, "239.255.21.9", port, join=False, tos=0x88
+        )
+        try:
+            sent = transport.endpoint.send_all_nowait(b"proto!")
+        finally:
+            transport.close()
+            await transport.endpoint.aclose()
+        return len(result.ipv4) + len(result.ipv6), len(sent)
+
+    wire = Wire(lab, port)
+    try:
+        with lab.inside():
+            dual_copies, proto_copies = run(main())
+        seen = wire.until(6, 3)
+    finally:
+        wire.stop()
+    # The source address narrows each family to eth1, the one interface holding it.
+    assert (dual_copies, proto_copies) == (2, 3)
+    assert sorted((p.ifname, p.tos, p.source, p.sport) for p in seen if p.length == 5) == [
+        ("eth1", 0xB8, "10.200.1.5", sport),
+        ("eth1", 0xB8, "fd00:1::5", sport),
+    ]
+    assert {(p.ifname, p.tos) for p in seen if p.length == 6} == {
+        ("eth0", 0x88),
+        ("eth1", 0x88),
+        ("eth2", 0x88),
+    }
