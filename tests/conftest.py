@@ -320,12 +320,16 @@ def as_plain_user(*python_args: str) -> list[str]:
         ):
             skip_or_fail(f"no python{version} that user nobody can run")
         python = system
+    copy = _world_readable_copy()
     env = [
         "env",
         "-i",
+        # In the copy, not the checkout: "python -c" puts the working directory first
+        # on sys.path, so a readable checkout would be imported instead of the copy.
+        f"--chdir={copy}",
         "PATH=/usr/bin:/bin",
         "HOME=/tmp",
-        f"PYTHONPATH={_world_readable_copy()}",
+        f"PYTHONPATH={copy}",
         # Nothing written into the shared copy.
         "PYTHONDONTWRITEBYTECODE=1",
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -73,3 +74,23 @@ def test_unshare_without_a_mount_namespace_gets_a_hint() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "cannot mount a private /run" in proc.stdout
     assert "'unshare -rnm' (with -m), not 'unshare -rn'" in proc.stdout
+
+
+@pytest.mark.lab
+def test_the_plain_user_runs_a_copy_it_can_read_not_the_checkout() -> None:
+    # A checkout in a private directory (mode 700, as /root is) is unreadable to the
+    # user a test switches to: that user must import mcastio and its dependencies
+    # from a copy every user can reach (defect 8 of issue 23).
+    code = "import mcastio, psutil, netifaces; print(mcastio.__file__)"
+    proc = subprocess.run(
+        as_plain_user("-c", code), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    imported = proc.stdout.strip()
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    assert not imported.startswith(checkout + os.sep), imported
+    # Every directory on the way to the copy lets others through (o+x).
+    directory = os.path.dirname(imported)
+    while directory != os.path.dirname(directory):
+        assert os.stat(directory).st_mode & 0o001, f"{directory} is private"
+        directory = os.path.dirname(directory)
