@@ -265,3 +265,17 @@ def test_dual_stack_and_protocol_endpoints_pass_the_origin_through(lab: Lab) -> 
         ("eth1", 0x88),
         ("eth2", 0x88),
     }
+
+
+def test_naming_an_interface_without_the_source_address_is_a_usage_error(lab: Lab) -> None:
+    # eth1 holds 10.200.1.5, eth2 does not: copies could never leave eth2 from it.
+    argv = mcastio_cmd("send", "239.255.21.10:44210", "x", "-i", "eth1", "-i", "eth2",
+                       "--source", "10.200.1.5")  # fmt: skip
+    proc = lab.run(lab.host, *argv, check=False)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert proc.stdout == ""
+    assert "mcastio: --source 10.200.1.5 is not an address of eth2" in proc.stderr
+    # Only the interface holding it: sent, exit 0.
+    assert send(lab, "239.255.21.10:44210", "x", "-i", "eth1", "--source", "10.200.1.5") == [
+        "#1 eth1 sent 1 byte"
+    ]

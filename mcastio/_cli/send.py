@@ -14,10 +14,12 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import BinaryIO, TextIO
 
+from .._discovery import read_snapshot
 from .._endpoint import MulticastEndpoint
 from .._errors import MulticastError
 from .._model import Group, SendResult
 from .._options import EndpointOptions
+from .._origin import Origin, validate_source_address
 from . import contract, validate
 from .fmt import WIDTH, host_port, parse_group_port, plural
 from .logs import cli_words
@@ -349,6 +351,25 @@ async def _one_round(
     return ok
 
 
+def _check_source_on_each(source: str, group: Group, names: list[str]) -> None:
+    """ValueError when an interface named with -i does not hold the --source address.
+
+    Copies leave only where the address is: a named interface without it would be
+    reported as failing every round, when the command line itself asked for the
+    impossible. Names the host does not have are left to the endpoint's own check.
+    """
+    address, scope = validate_source_address(source, group)
+    snapshot = read_snapshot()
+    holders = {i.name for i in Origin(address=address, scope=scope).owners(snapshot)}
+    known = {i.name for i in snapshot}
+    elsewhere = [n for n in names if n in known and n not in holders]
+    if elsewhere:
+        raise ValueError(
+            f"--source {source} is not an address of {', '.join(elsewhere)}; "
+            "name only interfaces that hold it with --interface"
+        )
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     try:
         group, port = parse_group_port(args.target)
@@ -360,6 +381,8 @@ def cmd_send(args: argparse.Namespace) -> int:
             source_address=args.source,
             source_port=args.source_port or "ephemeral",
         )
+        if args.source and args.interface:
+            _check_source_on_each(args.source, group, args.interface)
     except ValueError as exc:
         return contract.usage(cli_words(str(exc)))
     if len(payload) > group.max_payload:
