@@ -163,10 +163,14 @@ _CHUNK = 4096
 
 
 def _netns() -> int:
-    try:
-        return os.stat("/proc/self/ns/net").st_ino
-    except OSError:
-        return 0
+    # The calling thread's namespace: /proc/self names the main thread's, and a
+    # thread moved by setns() (a per-namespace worker, the lab) reads its own.
+    for path in ("/proc/thread-self/ns/net", "/proc/self/ns/net"):
+        try:
+            return os.stat(path).st_ino
+        except OSError:
+            continue
+    return 0
 
 
 _sliced = _SlicedVersions()
@@ -197,8 +201,25 @@ def host_version(v6: bool, ifname: str, *, fresh: bool = False) -> int:
         }
         return 1 if "1" in forced else 2
     if fresh:
-        return parse_igmp_versions(_read(proc_net_path("igmp"))).get(ifname, 3)
+        return _fresh_versions().get(ifname, 3)
     return _igmp_versions().get(ifname, 3)
+
+
+# One fresh read serves every group and link of one burst of re-announcements (a
+# switch that reboots returns carrier on 16 links under 100 groups at once): far
+# younger than a namespace could be destroyed and its inode number reused.
+_FRESH_BURST = 0.1
+_fresh: tuple[float, int, dict[str, int]] = (-1.0, 0, {})
+
+
+def _fresh_versions() -> dict[str, int]:
+    global _fresh
+    now, netns = time.monotonic(), _netns()
+    read_at, read_in, table = _fresh
+    if now - read_at > _FRESH_BURST or read_in != netns or read_at < 0:
+        table = parse_igmp_versions(_read(proc_net_path("igmp")))
+        _fresh = (now, netns, table)
+    return table
 
 
 # The Users column per (interface, group), parsed once per text read, per family.

@@ -32,6 +32,7 @@ __all__ = [
     "open_sender",
     "open_unicast",
     "refresh_by_source_filter",
+    "retarget_sender",
     "still_full_error",
 ]
 
@@ -365,15 +366,7 @@ def open_sender(
             tos = (socket.IPPROTO_IP, socket.IP_TOS) if v4 else (socket.IPPROTO_IPV6, IPV6_TCLASS)
             sock.setsockopt(*tos, origin.tos)
         if group.family == socket.AF_INET:
-            src = iface.ipv4[0].ip.packed if iface.ipv4 else b"\0\0\0\0"
-            src = ipaddress.IPv4Address(origin.address).packed if origin.address else src
-            # ip_mreqn with an index and an address: the index picks the device even
-            # when two interfaces share an address, the address becomes the source.
-            sock.setsockopt(
-                socket.IPPROTO_IP,
-                socket.IP_MULTICAST_IF,
-                _IP_MREQN.pack(b"\0\0\0\0", src, iface.index),
-            )
+            _multicast_if_v4(sock, iface, origin)
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, int(loopback))
         else:
@@ -382,6 +375,31 @@ def open_sender(
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, int(loopback))
         sock.setblocking(False)
     return sock
+
+
+def _multicast_if_v4(sock: socket.socket, iface: Interface, origin: Origin) -> None:
+    src = iface.ipv4[0].ip.packed if iface.ipv4 else b"\0\0\0\0"
+    src = ipaddress.IPv4Address(origin.address).packed if origin.address else src
+    # ip_mreqn with an index and an address: the index picks the device even
+    # when two interfaces share an address, the address becomes the source.
+    sock.setsockopt(
+        socket.IPPROTO_IP, socket.IP_MULTICAST_IF, _IP_MREQN.pack(b"\0\0\0\0", src, iface.index)
+    )
+
+
+def retarget_sender(sock: socket.socket, group: Group, iface: Interface, origin: Origin) -> None:
+    """Point an open transmit socket at ``iface``'s current IPv4 source, in place.
+
+    For a socket on a fixed port of its own, which a new socket could not bind
+    while this one holds it (no SO_REUSEADDR, by design), and which closing first
+    would leave for another program to take. IPv6 names only the index: nothing to do.
+    """
+    if group.family != socket.AF_INET:
+        return
+    try:
+        _multicast_if_v4(sock, iface, origin)
+    except OSError as exc:
+        raise MulticastError(f"cannot move the transmit socket on {iface.name}: {exc}") from exc
 
 
 def _bind_own_port(sock: socket.socket, group: Group, iface: Interface, origin: Origin) -> None:

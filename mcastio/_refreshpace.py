@@ -28,7 +28,9 @@ class RefreshPace:
     __slots__ = ("__weakref__", "_armed", "_loop", "_waiting", "spent")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        # Weak: the pace is the value of a WeakKeyDictionary keyed by this loop, and
+        # a strong reference would keep every loop that ever ran a keeper alive.
+        self._loop = weakref.ref(loop)
         self._armed = False
         self._waiting: collections.deque[Callable[[], None]] = collections.deque()
         self.spent = 0.0
@@ -38,8 +40,11 @@ class RefreshPace:
         if not self._armed:
             # Runs at the start of the next pass: handles queued during this one
             # run before that pass's timers.
+            loop = self._loop()
+            if loop is None or loop.is_closed():
+                return self.spent < SLICE  # no later pass to wait for
             self._armed = True
-            self._loop.call_soon(self._new_pass)
+            loop.call_soon(self._new_pass)
         return self.spent < SLICE
 
     def charge(self, began: float) -> None:

@@ -142,6 +142,11 @@ class TransmitPool(PoolSends):
     def replace(self, iface: Interface) -> None:
         """A fresh socket for a changed interface; the old one stays if that fails."""
         sender = self._sender(iface.index)
+        if self._options.origin.port is not None:
+            # The old socket holds the fixed port: a new one would fail with EADDRINUSE.
+            self._options.retarget(sender.tx.sock, self._group, iface)
+            sender.update(iface)
+            return
         tx = self._acquire(iface)
         self._release(sender.tx)
         sender.update(iface, tx)
@@ -315,10 +320,18 @@ class TransmitPool(PoolSends):
         assert self._loop is not None
         tx = sender.tx
         error = await tx.room(self._loop, sender.iface.name)
-        if error is None and sender.tx is not tx:
-            # Replaced meanwhile (the old socket may live on for another endpoint).
+        if error is None and (sender.tx is not tx or not self._holds(sender)):
+            # Replaced, dropped or closed meanwhile: a shared socket lives on for the
+            # other endpoints, so its room must not send this endpoint's copy.
             return gone_error(sender.iface.name)
         return error
+
+    def _holds(self, sender: Sender) -> bool:
+        index = sender.iface.index
+        parked = self._parked.get(index)
+        return self.state == "open" and (
+            self._senders.get(index) is sender or (parked is not None and parked[0] is sender)
+        )
 
     async def _send_when_writable(
         self,

@@ -67,6 +67,10 @@ class SendOptions:
             group, iface, self.ttl, self.loopback, group_port=self.group_port, origin=self.origin
         )
 
+    def retarget(self, sock: socket.socket, group: Group, iface: Interface) -> None:
+        """Point ``sock``, built with these options, at ``iface`` as it is now."""
+        _net.retarget_sender(sock, group, iface, self.origin)
+
 
 @dataclass(frozen=True, slots=True)
 class SharedKey:

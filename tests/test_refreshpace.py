@@ -48,3 +48,21 @@ def test_the_budget_is_new_each_pass() -> None:
         return spent, pace.allows()
 
     assert run(main()) == (False, True)
+
+
+def test_a_loop_that_ran_a_keeper_pace_is_not_kept_alive() -> None:
+    import gc
+    import weakref
+
+    from mcastio import _refreshpace
+
+    loop = asyncio.new_event_loop()
+    try:
+        _refreshpace.pace_for(loop).allows()
+        loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        loop.close()
+    gone = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert gone() is None

@@ -279,3 +279,39 @@ def test_naming_an_interface_without_the_source_address_is_a_usage_error(lab: La
     assert send(lab, "239.255.21.10:44210", "x", "-i", "eth1", "--source", "10.200.1.5") == [
         "#1 eth1 sent 1 byte"
     ]
+
+
+def test_a_fixed_source_port_follows_a_new_address_on_its_interface(lab: Lab) -> None:
+    # A fixed port cannot be bound twice (no SO_REUSEADDR, by design), so the
+    # socket that holds it is pointed at the interface's new source in place.
+    port, sport = 44211, 40211
+    # The new address becomes the primary when the old one goes (Linux would
+    # otherwise delete the secondaries with it): the interface stays, changed.
+    lab.sh(lab.host, "sysctl -qw net.ipv4.conf.eth2.promote_secondaries=1")
+    wire = Wire(lab, port)
+
+    async def main() -> tuple[str, ...]:
+        async with MulticastEndpoint(
+            "239.255.21.11", port, source_port=sport, join=False, interfaces=["eth2"]
+        ) as ep:
+            lab.sh(lab.host, "ip addr add 10.200.2.77/24 dev eth2")
+            lab.sh(lab.host, "ip addr del 10.200.2.1/24 dev eth2")
+            for _ in range(200):
+                if ep.interfaces and str(ep.interfaces[0].ipv4[0].ip) == "10.200.2.77":
+                    break
+                await asyncio.sleep(0.05)
+            await ep.send_all(b"moved")
+            return tuple(str(a.ip) for a in ep.interfaces[0].ipv4)
+
+    try:
+        with lab.inside():
+            addresses = run(main())
+        seen = wire.until(5, 1)
+    finally:
+        wire.stop()
+        lab.sh(lab.host, "ip addr add 10.200.2.1/24 dev eth2", check=False)
+        lab.sh(lab.host, "ip addr del 10.200.2.77/24 dev eth2", check=False)
+    assert addresses == ("10.200.2.77",)
+    assert [(p.ifname, p.source, p.sport) for p in seen if p.length == 5] == [
+        ("eth2", "10.200.2.77", sport)
+    ]

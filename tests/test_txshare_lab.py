@@ -160,3 +160,41 @@ def test_a_link_removed_and_recreated_gets_one_new_socket_for_both(lab: Lab) -> 
 
     with lab.inside():
         run(main())
+
+
+def test_a_send_waiting_on_a_shared_socket_ends_when_its_endpoint_closes(lab: Lab) -> None:
+    # A slow link fills the shared socket; one endpoint's send waits for room, then
+    # the endpoint closes. Its copy must not leave later through the socket the
+    # other endpoint keeps.
+    lab.sh(lab.host, "tc qdisc replace dev eth0 root tbf rate 64kbit burst 1540 limit 5000000")
+
+    async def main() -> tuple[bool, bool]:
+        def endpoint(group: str) -> MulticastEndpoint:
+            return MulticastEndpoint(
+                group, 44270, source_port="group", join=False, interfaces=["eth0"]
+            )
+
+        async with endpoint("239.255.27.1") as a, endpoint("239.255.27.2") as b:
+            [shared] = a._engine.tx.sockets
+            assert b._engine.tx.sockets == (shared,)
+            shared.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            payload = b"x" * 1400
+            for _ in range(2000):
+                if isinstance(a.send_all_nowait(payload)[0].error, BlockingIOError):
+                    break
+            else:
+                raise AssertionError("the socket never filled")
+            waiting = asyncio.ensure_future(a.send_all(payload))
+            await asyncio.sleep(0.01)
+            was_waiting = not waiting.done()
+            await a.aclose()
+            [result] = await waiting
+            return was_waiting, result.error is not None
+
+    try:
+        with lab.inside():
+            was_waiting, refused = run(main())
+    finally:
+        lab.sh(lab.host, "tc qdisc del dev eth0 root", check=False)
+    assert was_waiting
+    assert refused, "a closed endpoint's copy went out through the shared socket"

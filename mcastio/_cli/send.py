@@ -359,7 +359,10 @@ def _check_source_on_each(source: str, group: Group, names: list[str]) -> None:
     impossible. Names the host does not have are left to the endpoint's own check.
     """
     address, scope = validate_source_address(source, group)
-    snapshot = read_snapshot()
+    try:
+        snapshot = read_snapshot()
+    except OSError as exc:
+        raise MulticastError(f"cannot read this host's interfaces: {exc}") from exc
     holders = {i.name for i in Origin(address=address, scope=scope).owners(snapshot)}
     known = {i.name for i in snapshot}
     elsewhere = [n for n in names if n in known and n not in holders]
@@ -385,6 +388,8 @@ def cmd_send(args: argparse.Namespace) -> int:
             _check_source_on_each(args.source, group, args.interface)
     except ValueError as exc:
         return contract.usage(cli_words(str(exc)))
+    except MulticastError as exc:
+        return contract.failed(cli_words(str(exc)))
     if len(payload) > group.max_payload:
         # A usage error, like an out-of-range --size: nothing was tried on the network.
         return contract.usage(
