@@ -297,8 +297,12 @@ lookup(Drain *self, const unsigned char *name, socklen_t namelen, const unsigned
             return NULL;
     }
     if (group != NULL) {
+        /* Owned from here: interface_name may call Python, which may drop the
+           dict's reference to a borrowed group. */
+        Py_INCREF(group);
         iface = interface_name(self, ifindex, reply);
         if (iface == NULL) {
+            Py_DECREF(group);
             if (PyErr_Occurred())
                 return NULL;
             static CacheEntry none = {0};
@@ -307,9 +311,9 @@ lookup(Drain *self, const unsigned char *name, socklen_t namelen, const unsigned
         source = make_source(self, name);
         if (source == NULL) {
             Py_DECREF(iface);
+            Py_DECREF(group);
             return NULL;
         }
-        Py_INCREF(group);
     }
     Py_XSETREF(e->source, source);
     Py_XSETREF(e->interface, iface);

@@ -147,7 +147,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--pure-pass",
         action="store_true",
         help="the second pass of scripts/test: run with MCASTIO_PURE=1, leaving out the"
-        " tests parametrized over the drains (the first pass ran each of their drains)",
+        " tests parametrized over the drains (the first pass ran each of their drains)"
+        " and the files marked one_path",
     )
 
 
@@ -155,7 +156,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """With ``--pure-pass``: every test, on the pure path, except those that already
     ran on each drain (``receive_drain``/``receive_path``): running their pure cases
     again would repeat the first pass exactly; and those marked ``one_path``, whose
-    claims (IGMP and MLD on the wire, snooping, the docs) no drain takes part in."""
+    claims (IGMP and MLD on the wire, snooping, the CLI's output contract) no drain
+    takes part in."""
     if not config.getoption("--pure-pass"):
         return
     from mcastio import _drain

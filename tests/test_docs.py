@@ -24,9 +24,6 @@ import pytest
 
 from tests.conftest import _require_lab
 
-# The docs' currency: the pages' programs ran on the compiled path in the first pass.
-pytestmark = pytest.mark.one_path
-
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 
