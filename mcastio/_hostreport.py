@@ -14,6 +14,7 @@ import ipaddress
 import os
 import socket
 import time
+import weakref
 
 from . import _rawnet
 from ._discovery import proc_net_path
@@ -107,9 +108,15 @@ class _SlicedVersions:
         self._netns = 0
         self._partial: dict[str, int] = {}
         self._tail = ""
+        # The loop a read under way steps on: one that ended mid-read never steps again.
+        self._reader: weakref.ref[asyncio.AbstractEventLoop] | None = None
 
     def get(self) -> dict[str, int]:
         now = time.monotonic()
+        if self._fd is not None:
+            loop = self._reader() if self._reader is not None else None
+            if loop is None or loop.is_closed():
+                self.stop()  # abandoned with its loop: start again below
         if self.table is not None and now - self.read_at > _FRESH and self._fd is None:
             try:
                 loop = asyncio.get_running_loop()
@@ -134,6 +141,7 @@ class _SlicedVersions:
             self.table, self.read_at = {}, time.monotonic()
             return
         self._partial, self._tail = {}, ""
+        self._reader = weakref.ref(loop)
         loop.call_soon(self._step, loop, self._fd)
 
     def _step(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
