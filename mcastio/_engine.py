@@ -19,6 +19,7 @@ from ._enginegroups import EngineGroups
 from ._errors import EndpointClosedError, MulticastError
 from ._groupset import GroupMemberships
 from ._hostmonitor import HostMonitor, HostMonitorState, monitor_for
+from ._hostread import read_off_loop
 from ._keepalive import Keepalive
 from ._links import Links
 from ._model import (
@@ -166,13 +167,9 @@ class Engine(EngineGroups):
             monitor.attach(self)
             rounds = monitor.watcher.rounds
         try:
-            try:
-                if monitor is not None:
-                    snapshot = monitor.snapshot(self.snapshot_source)
-                else:
-                    snapshot = self.snapshot_source()
-            except OSError as exc:
-                raise MulticastError(f"cannot read the interfaces: {exc}") from exc
+            snapshot = await self._read_host(loop, monitor)
+            if self.state != "starting":
+                raise EndpointClosedError("the endpoint was closed while it started")
             desired = self._desired(snapshot, missing_ok=False)
             if not desired:
                 why = _explain_no_interfaces(snapshot, self.groups, self.options.selector)
@@ -200,6 +197,20 @@ class Engine(EngineGroups):
         except BaseException:
             self.close()
             raise
+
+    async def _read_host(
+        self, loop: asyncio.AbstractEventLoop, monitor: HostMonitor | None
+    ) -> Sequence[Interface]:
+        # mcastio's own reader runs on a thread (a user's source stays on the loop).
+        off_loop = self.snapshot_source is read_snapshot
+        try:
+            if monitor is not None:
+                return await monitor.snapshot_at_start(self.snapshot_source, off_loop)
+            if off_loop:
+                return await read_off_loop(loop, read_snapshot)
+            return self.snapshot_source()
+        except OSError as exc:
+            raise MulticastError(f"cannot read the interfaces: {exc}") from exc
 
     async def wait_open(self) -> None:
         """Wait for the start under way; raise what it raised."""
