@@ -93,7 +93,7 @@ class Engine(EngineGroups):
         self.monitor: HostMonitor | None = None
         self._watch_failed = False
         # The monitor's watcher when this endpoint was its last user: aclose() waits for it.
-        self._stopping: Watcher | None = None
+        self._stopping: HostMonitor | None = None
         # Set when open() is under way: a second start() waits for it.
         self._opened: asyncio.Future[None] | None = None
         # A watching endpoint may start with no usable interface; an owner that
@@ -168,6 +168,8 @@ class Engine(EngineGroups):
             rounds = monitor.watcher.rounds
         try:
             snapshot = await self._read_host(loop, monitor)
+            # Starts that shared one reading resume in one pass: each waits its turn.
+            await take_turn(loop)
             if self.state != "starting":
                 raise EndpointClosedError("the endpoint was closed while it started")
             desired = self._desired(snapshot, missing_ok=False)
@@ -176,10 +178,14 @@ class Engine(EngineGroups):
                 if monitor is None or self.require_interface_at_start:
                     raise MulticastError(why)
                 _log.warning("%s\nwaiting for an interface to become usable", why)
-        except BaseException:
+        except BaseException as exc:
             self._detach()
             if self.state == "starting":
                 self.state = "new"  # Nothing was opened: start() may be tried again.
+            if isinstance(exc, asyncio.CancelledError):
+                # Cancelled while reading the host: that reading (its thread) ends
+                # first, so nothing of this start outlives it.
+                await self.wait_stopped()
             raise
         self.tx.bind(loop)
         try:
@@ -220,13 +226,13 @@ class Engine(EngineGroups):
     def _detach(self) -> None:
         monitor, self.monitor = self.monitor, None
         if monitor is not None and monitor.detach(self):
-            self._stopping = monitor.watcher
+            self._stopping = monitor
 
     async def wait_stopped(self) -> None:
         """Wait for the watcher task this endpoint stopped, if it was the last to use it."""
-        watcher, self._stopping = self._stopping, None
-        if watcher is not None:
-            await watcher.stop()
+        monitor, self._stopping = self._stopping, None
+        if monitor is not None:
+            await monitor.stop()
 
     async def _join_at_start(self, desired: Sequence[Interface]) -> list[MulticastError]:
         failures: list[MulticastError] = []

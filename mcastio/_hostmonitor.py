@@ -170,11 +170,21 @@ class HostMonitor:
         if self._followers:
             return False
         self.watcher.cancel()
+        # Nobody waits for a reading under way any more (stop() waits for its end).
+        for pending in self._pending.values():
+            pending.cancel()
         self._cache.clear()
         per_loop = _monitors.get(self._loop)
         if per_loop is not None and per_loop.get(self._key) is self:
             del per_loop[self._key]
         return True
+
+    async def stop(self) -> None:
+        """Wait for the watcher task and any reading that :meth:`detach` stopped."""
+        await self.watcher.stop()
+        pending = set(self._pending.values())
+        if pending:
+            await asyncio.wait(pending)
 
     def _round(self, reannounce: frozenset[int]) -> bool:
         """Read each snapshot source once; re-plan every endpoint from it."""
