@@ -508,6 +508,10 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {
         "start_ms": _median(rows, "start_ms"),
         "stall_ms": max(r["stall_ms"] for r in rows),
+        "stall_median_ms": _median(rows, "stall_ms"),
+        # Every round's figures, in order (the table shows medians, and the worst stall).
+        "start_runs_ms": [r["start_ms"] for r in rows],
+        "stall_runs_ms": [r["stall_ms"] for r in rows],
         "close_ms": _median(rows, "close_ms"),
         "fds": fds,
         "fds_total": sum(fds.values()),

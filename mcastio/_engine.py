@@ -19,6 +19,7 @@ from ._enginegroups import EngineGroups
 from ._errors import EndpointClosedError, MulticastError
 from ._groupset import GroupMemberships
 from ._hostmonitor import HostMonitor, HostMonitorState, monitor_for
+from ._hostread import read_off_loop
 from ._keepalive import Keepalive
 from ._links import Links
 from ._model import (
@@ -92,7 +93,7 @@ class Engine(EngineGroups):
         self.monitor: HostMonitor | None = None
         self._watch_failed = False
         # The monitor's watcher when this endpoint was its last user: aclose() waits for it.
-        self._stopping: Watcher | None = None
+        self._stopping: HostMonitor | None = None
         # Set when open() is under way: a second start() waits for it.
         self._opened: asyncio.Future[None] | None = None
         # A watching endpoint may start with no usable interface; an owner that
@@ -166,23 +167,25 @@ class Engine(EngineGroups):
             monitor.attach(self)
             rounds = monitor.watcher.rounds
         try:
-            try:
-                if monitor is not None:
-                    snapshot = monitor.snapshot(self.snapshot_source)
-                else:
-                    snapshot = self.snapshot_source()
-            except OSError as exc:
-                raise MulticastError(f"cannot read the interfaces: {exc}") from exc
+            snapshot = await self._read_host(loop, monitor)
+            # Starts that shared one reading resume in one pass: each waits its turn.
+            await take_turn(loop)
+            if self.state != "starting":
+                raise EndpointClosedError("the endpoint was closed while it started")
             desired = self._desired(snapshot, missing_ok=False)
             if not desired:
                 why = _explain_no_interfaces(snapshot, self.groups, self.options.selector)
                 if monitor is None or self.require_interface_at_start:
                     raise MulticastError(why)
                 _log.warning("%s\nwaiting for an interface to become usable", why)
-        except BaseException:
+        except BaseException as exc:
             self._detach()
             if self.state == "starting":
                 self.state = "new"  # Nothing was opened: start() may be tried again.
+            if isinstance(exc, asyncio.CancelledError):
+                # Cancelled while reading the host: that reading (its thread) ends
+                # first, so nothing of this start outlives it.
+                await self.wait_stopped()
             raise
         self.tx.bind(loop)
         try:
@@ -201,6 +204,20 @@ class Engine(EngineGroups):
             self.close()
             raise
 
+    async def _read_host(
+        self, loop: asyncio.AbstractEventLoop, monitor: HostMonitor | None
+    ) -> Sequence[Interface]:
+        # mcastio's own reader runs on a thread (a user's source stays on the loop).
+        off_loop = self.snapshot_source is read_snapshot
+        try:
+            if monitor is not None:
+                return await monitor.snapshot_at_start(self.snapshot_source, off_loop)
+            if off_loop:
+                return await read_off_loop(loop, read_snapshot)
+            return self.snapshot_source()
+        except OSError as exc:
+            raise MulticastError(f"cannot read the interfaces: {exc}") from exc
+
     async def wait_open(self) -> None:
         """Wait for the start under way; raise what it raised."""
         if self._opened is not None:
@@ -209,13 +226,13 @@ class Engine(EngineGroups):
     def _detach(self) -> None:
         monitor, self.monitor = self.monitor, None
         if monitor is not None and monitor.detach(self):
-            self._stopping = monitor.watcher
+            self._stopping = monitor
 
     async def wait_stopped(self) -> None:
         """Wait for the watcher task this endpoint stopped, if it was the last to use it."""
-        watcher, self._stopping = self._stopping, None
-        if watcher is not None:
-            await watcher.stop()
+        monitor, self._stopping = self._stopping, None
+        if monitor is not None:
+            await monitor.stop()
 
     async def _join_at_start(self, desired: Sequence[Interface]) -> list[MulticastError]:
         failures: list[MulticastError] = []

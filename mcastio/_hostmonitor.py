@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ._errors import MulticastError
+from ._hostread import read_off_loop
 from ._model import Interface
 from ._watcher import Watcher
 
@@ -90,6 +91,8 @@ class HostMonitor:
         self._followers: dict[Follower, None] = {}
         # The last snapshot read from each source, and the watcher's counts then.
         self._cache: dict[Callable[[], Snapshot], tuple[Snapshot, int, int]] = {}
+        # A reading under way on a thread: endpoints started together share it.
+        self._pending: dict[Callable[[], Snapshot], asyncio.Task[Snapshot]] = {}
 
     def state(self) -> HostMonitorState:
         w = self.watcher
@@ -114,6 +117,38 @@ class HostMonitor:
             return cached[0]
         return self._read(source)
 
+    async def snapshot_at_start(self, source: Callable[[], Snapshot], off_loop: bool) -> Snapshot:
+        """:meth:`snapshot` for a start: the netlink socket is read in pieces, and
+        with ``off_loop`` a fresh reading runs on a thread, shared by every start
+        that asks meanwhile (so the loop runs on, and the host is read once)."""
+        if not off_loop:
+            return self.snapshot(source)
+        w = self.watcher
+        cached = self._cache.get(source)
+        if cached is not None:
+            await w.catch_up(self._loop)
+            cached = self._cache.get(source)
+            if w.subscribed and cached is not None and cached[1:] == (w.notifications, w.losses):
+                return cached[0]
+        pending = self._pending.get(source)
+        if pending is None:
+            pending = self._pending[source] = self._loop.create_task(
+                self._read_off_loop(source), name="mcastio-read-host"
+            )
+            # Retrieved even when every start that waited on it was cancelled.
+            pending.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return await asyncio.shield(pending)
+
+    async def _read_off_loop(self, source: Callable[[], Snapshot]) -> Snapshot:
+        w = self.watcher
+        counts = (w.notifications, w.losses)
+        try:
+            snapshot = await read_off_loop(self._loop, source)
+        finally:
+            self._pending.pop(source, None)
+        self._cache[source] = (snapshot, *counts)
+        return snapshot
+
     def _read(self, source: Callable[[], Snapshot]) -> Snapshot:
         w = self.watcher
         counts = (w.notifications, w.losses)
@@ -135,11 +170,21 @@ class HostMonitor:
         if self._followers:
             return False
         self.watcher.cancel()
+        # Nobody waits for a reading under way any more (stop() waits for its end).
+        for pending in self._pending.values():
+            pending.cancel()
         self._cache.clear()
         per_loop = _monitors.get(self._loop)
         if per_loop is not None and per_loop.get(self._key) is self:
             del per_loop[self._key]
         return True
+
+    async def stop(self) -> None:
+        """Wait for the watcher task and any reading that :meth:`detach` stopped."""
+        await self.watcher.stop()
+        pending = set(self._pending.values())
+        if pending:
+            await asyncio.wait(pending)
 
     def _round(self, reannounce: frozenset[int]) -> bool:
         """Read each snapshot source once; re-plan every endpoint from it."""

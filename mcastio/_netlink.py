@@ -16,6 +16,7 @@ __all__ = [
     "IFF_LOWER_UP",
     "IFF_RUNNING",
     "IFF_UP",
+    "MAX_READS",
     "Drained",
     "LinkFlags",
     "drain",
@@ -60,7 +61,7 @@ _RCVBUF = 1 << 20
 _READ_SIZE = 1 << 16
 # Reads per readiness event: enough to empty a full buffer, bounded so a storm
 # of changes cannot hold the event loop.
-_MAX_READS = 64
+MAX_READS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,8 @@ class Drained:
     #: Of ``messages``, answers to our own dump request (a non-zero sequence number),
     #: not notifications: they report no change.
     replies: int = 0
+    #: The read limit stopped the drain: the socket may hold more.
+    more: bool = False
 
 
 def open_listener() -> socket.socket:
@@ -181,14 +184,18 @@ def parse_counted(data: bytes, port_id: int = 0) -> tuple[int, bool, list[LinkFl
     return count, overrun, links, replies
 
 
-def drain(sock: socket.socket) -> Drained:
-    """Read every pending notification without blocking."""
+def drain(sock: socket.socket, reads: int = MAX_READS) -> Drained:
+    """Read the pending notifications without blocking, at most ``reads`` datagrams."""
     count = 0
     replies = 0
     lost = False
     links: list[LinkFlags] = []
     port_id: int = sock.getsockname()[0]
-    for _ in range(_MAX_READS):
+    more = False
+    for done in range(reads + 1):
+        if done == reads:
+            more = True
+            break
         try:
             data = sock.recv(_READ_SIZE)
         except (BlockingIOError, InterruptedError):
@@ -207,4 +214,4 @@ def drain(sock: socket.socket) -> Drained:
         replies += answers
         lost = lost or overrun
         links.extend(found)
-    return Drained(count, lost, tuple(links), replies)
+    return Drained(count, lost, tuple(links), replies, more)

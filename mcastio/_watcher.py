@@ -17,6 +17,7 @@ from . import _netlink
 from ._errors import MulticastError
 from ._model import Interface
 from ._stream import BoundedStream
+from ._turns import take_turn
 from ._watch import Backoff, CarrierTracker, InterfaceEvent
 
 __all__ = ["InterfaceEventStream", "Watcher"]
@@ -24,6 +25,9 @@ __all__ = ["InterfaceEventStream", "Watcher"]
 _log = logging.getLogger("mcastio")
 # The longest a round waits for a burst of notifications to end (see Watcher._settle).
 _SETTLE_AT_MOST = 0.5
+# Datagrams read per wake-up of the loop: a link dump of a thousand links is some
+# fifty of them (about 35 ms to parse), too long to hold the loop at once.
+_READS_PER_CALL = 4
 
 #: Called with the indexes whose carrier came back; returns False to be retried.
 Reconcile = Callable[[frozenset[int]], bool]
@@ -139,18 +143,28 @@ class Watcher:
     def read_now(self) -> None:
         """Read what the netlink socket holds now, without waiting for the loop to."""
         if self._sock is not None:
-            self._on_readable()
+            self._on_readable(_netlink.MAX_READS)
 
-    def _on_readable(self) -> None:
-        assert self._sock is not None
+    async def catch_up(self, loop: asyncio.AbstractEventLoop) -> None:
+        """:meth:`read_now` in pieces that give the loop its turns in between."""
+        while self._sock is not None and self._on_readable(_READS_PER_CALL):
+            await take_turn(loop)
+
+    def _on_readable(self, reads: int = _READS_PER_CALL) -> bool:
+        """Read up to ``reads`` datagrams; True if the socket may hold more.
+
+        The loop calls it again while the socket is readable (level-triggered).
+        """
+        if self._sock is None:
+            return False  # Closed by the round before, in the same pass of the loop.
         try:
-            drained = _netlink.drain(self._sock)
+            drained = _netlink.drain(self._sock, reads)
         except OSError as exc:
             _log.warning("netlink socket failed (%s); polling every %gs", exc, self._poll_interval)
             self.losses += 1
             self._close_socket()
             self.trigger()
-            return
+            return False
         for link in drained.links:
             if self._carrier.update(
                 link.index, link.carrier, carrier_ups=link.carrier_ups, deleted=link.deleted
@@ -165,6 +179,7 @@ class Watcher:
         # read: only notifications (or a carrier seen coming back) call for a round.
         if changes or drained.lost or self._reannounce:
             self.trigger()
+        return drained.more
 
     def _now(self) -> float:
         if self._clock is not None:
