@@ -327,11 +327,10 @@ class TransmitPool(PoolSends):
         return error
 
     def _holds(self, sender: Sender) -> bool:
-        index = sender.iface.index
-        parked = self._parked.get(index)
-        return self.state == "open" and (
-            self._senders.get(index) is sender or (parked is not None and parked[0] is sender)
-        )
+        try:
+            return self.state == "open" and self._sender(sender.iface.index) is sender
+        except KeyError:
+            return False
 
     async def _send_when_writable(
         self,
