@@ -16,6 +16,8 @@ import time
 import weakref
 from collections.abc import Callable
 
+from ._perloop import PerLoop
+
 __all__ = ["SLICE", "RefreshPace", "pace_for"]
 
 #: Seconds of refresh work per pass of the loop, shared by every keeper of the loop.
@@ -28,8 +30,8 @@ class RefreshPace:
     __slots__ = ("__weakref__", "_armed", "_loop", "_waiting", "spent")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        # Weak: the pace is the value of a WeakKeyDictionary keyed by this loop, and
-        # a strong reference would keep every loop that ever ran a keeper alive.
+        # Weak: the pace is a PerLoop value, and a strong reference would keep
+        # every loop that ever ran a keeper alive.
         self._loop = weakref.ref(loop)
         self._armed = False
         self._waiting: collections.deque[Callable[[], None]] = collections.deque()
@@ -67,14 +69,5 @@ class RefreshPace:
             self.allows()
 
 
-_paces: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RefreshPace] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def pace_for(loop: asyncio.AbstractEventLoop) -> RefreshPace:
-    """The loop's pace, shared by its keepers."""
-    pace = _paces.get(loop)
-    if pace is None:
-        pace = _paces[loop] = RefreshPace(loop)
-    return pace
+#: The loop's pace, shared by its keepers.
+pace_for: PerLoop[RefreshPace] = PerLoop(RefreshPace)

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import weakref
 from dataclasses import dataclass
 
 from . import _net
 from ._model import Group, Interface, tx_source
 from ._options import EndpointOptions
 from ._origin import NO_ORIGIN, Origin
+from ._perloop import PerLoop
 from ._sendmany import GsoState
 
 __all__ = ["SendOptions", "SharedSockets", "TxSocket", "shared_sockets"]
@@ -156,15 +156,6 @@ class SharedSockets:
         tx.close()
 
 
-# Per loop: a socket waits for room through its loop's writer. The values hold no
-# reference to the loop, so a loop dropped with sockets still open is collected.
-_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SharedSockets] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def shared_sockets(loop: asyncio.AbstractEventLoop) -> SharedSockets:
-    registry = _by_loop.get(loop)
-    if registry is None:
-        registry = _by_loop[loop] = SharedSockets()
-    return registry
+# Per loop: a socket waits for room through its loop's writer. The registry holds
+# no reference to the loop, so a loop dropped with sockets still open is collected.
+shared_sockets: PerLoop[SharedSockets] = PerLoop(lambda _loop: SharedSockets())
