@@ -217,14 +217,14 @@ def host_version(v6: bool, ifname: str, *, fresh: bool = False) -> int:
 # switch that reboots returns carrier on 16 links under 100 groups at once): far
 # younger than a namespace could be destroyed and its inode number reused.
 _FRESH_BURST = 0.1
-_fresh: tuple[float, int, dict[str, int]] = (-1.0, 0, {})
+_fresh: tuple[float, int, dict[str, int]] = (-_FRESH_BURST - 1, 0, {})  # never read yet
 
 
 def _fresh_versions() -> dict[str, int]:
     global _fresh
     now, netns = time.monotonic(), _netns()
     read_at, read_in, table = _fresh
-    if now - read_at > _FRESH_BURST or read_in != netns or read_at < 0:
+    if now - read_at > _FRESH_BURST or read_in != netns:
         table = parse_igmp_versions(_read(proc_net_path("igmp")))
         _fresh = (now, netns, table)
     return table
