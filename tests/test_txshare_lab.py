@@ -203,7 +203,7 @@ def test_a_send_waiting_on_a_shared_socket_ends_when_its_endpoint_closes(lab: La
 def test_a_port_of_its_own_is_one_socket_for_every_link_and_replies_find_their_asker(
     lab: Lab,
 ) -> None:
-    link0, link1 = lab.link
+    link1 = lab.link[1]
     peers = [responder(lab, link) for link in lab.link]
 
     async def main() -> None:
@@ -215,7 +215,8 @@ def test_a_port_of_its_own_is_one_socket_for_every_link_and_replies_find_their_a
         tasks = [asyncio.ensure_future(collect(ep, got[k])) for k, ep in (("a", a), ("b", b))]
         try:
             (tx_a,), (tx_b,) = a._engine.tx.sockets, b._engine.tx.sockets
-            assert tx_a is not tx_b and tx_a.users == tx_b.users == 2
+            assert tx_a is not tx_b
+            assert tx_a.users == tx_b.users == 2
             port_a, port_b = tx_a.sock.getsockname()[1], tx_b.sock.getsockname()[1]
             for ep, name, port in ((a, b"a", port_a), (b, b"b", port_b)):
                 assert all(r.ok for r in await ep.send_all(b"query-" + name))
@@ -241,10 +242,12 @@ def test_a_port_of_its_own_is_one_socket_for_every_link_and_replies_find_their_a
             # link1 goes and comes back: the socket (and its port) stays, link1 is used again.
             lab.remove_link(link1)
             await wait_for(lambda: len(a.interfaces) == 1, what="gone")
-            assert a._engine.tx.sockets == (tx_a,) and tx_a.users == 1
+            assert a._engine.tx.sockets == (tx_a,)
+            assert tx_a.users == 1
             lab.recreate_link(link1)
             await wait_for(lambda: len(a.interfaces) == 2, what="back")
-            assert a._engine.tx.sockets == (tx_a,) and tx_a.users == 2
+            assert a._engine.tx.sockets == (tx_a,)
+            assert tx_a.users == 2
             peer1 = responder(lab, lab.link[1])
             try:
                 results = {r.interface: r for r in await a.send_all(b"again")}
