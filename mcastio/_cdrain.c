@@ -513,8 +513,10 @@ static PyTypeObject DrainType = {
 
 static PyMethodDef module_methods[] = {
     {"send_many", (PyCFunction)(void (*)(void))mcastio_send_many, METH_FASTCALL,
-     "send_many(fd, payloads, address, segment) -> messages sent (sendmmsg, or one UDP GSO "
-     "message when segment > 0)"},
+     "send_many(fd, payloads, address, segment, control=b'') -> messages sent (sendmmsg, or "
+     "one UDP GSO message when segment > 0)"},
+    {"send_each", (PyCFunction)(void (*)(void))mcastio_send_each, METH_FASTCALL,
+     "send_each(fd, data, address, controls) -> (bytes sent or -errno per control)"},
     {NULL},
 };
 

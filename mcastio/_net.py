@@ -32,7 +32,6 @@ __all__ = [
     "open_sender",
     "open_unicast",
     "refresh_by_source_filter",
-    "retarget_sender",
     "still_full_error",
 ]
 
@@ -385,21 +384,6 @@ def _multicast_if_v4(sock: socket.socket, iface: Interface, origin: Origin) -> N
     sock.setsockopt(
         socket.IPPROTO_IP, socket.IP_MULTICAST_IF, _IP_MREQN.pack(b"\0\0\0\0", src, iface.index)
     )
-
-
-def retarget_sender(sock: socket.socket, group: Group, iface: Interface, origin: Origin) -> None:
-    """Point an open transmit socket at ``iface``'s current IPv4 source, in place.
-
-    For a socket on a fixed port of its own, which a new socket could not bind
-    while this one holds it (no SO_REUSEADDR, by design), and which closing first
-    would leave for another program to take. IPv6 names only the index: nothing to do.
-    """
-    if group.family != socket.AF_INET:
-        return
-    try:
-        _multicast_if_v4(sock, iface, origin)
-    except OSError as exc:
-        raise MulticastError(f"cannot move the transmit socket on {iface.name}: {exc}") from exc
 
 
 def _bind_own_port(sock: socket.socket, group: Group, iface: Interface, origin: Origin) -> None:

@@ -9,15 +9,17 @@ takes it (:mod:`._sendmany`).
 from __future__ import annotations
 
 import errno
-from collections.abc import Sequence
+import socket
+from collections.abc import Callable, Sequence
 
 from . import _sendmany
 from ._errors import MulticastError
 from ._fastpath import OkResults
 from ._model import MAX_PAYLOAD_V4, MAX_PAYLOAD_V6, Interface, SendResult
 from ._onlink import UnicastRoute
-from ._sendmany import BatchSendResult, Payload
+from ._sendmany import BatchSendResult, GsoState, Payload
 from ._sendto import send_unicast
+from ._txnet import Pin
 from ._txsocket import TxSocket
 
 __all__ = ["PoolSends", "Sender"]
@@ -27,22 +29,40 @@ _FITS_ANY_GROUP = min(MAX_PAYLOAD_V4, MAX_PAYLOAD_V6)
 
 
 class Sender:
-    """One interface of an endpoint, and the transmit socket it sends on."""
+    """One interface of an endpoint, and the transmit socket it sends on.
 
-    __slots__ = ("iface", "ok", "send", "tx")
+    With a ``pin`` the socket names no interface of its own and every send
+    carries this one's pktinfo (:mod:`._txnet`).
+    """
 
-    def __init__(self, iface: Interface, tx: TxSocket) -> None:
+    __slots__ = ("gso", "iface", "ok", "pin", "send", "tx")
+
+    def __init__(self, iface: Interface, tx: TxSocket, pin: Pin | None = None) -> None:
         self.tx = tx
-        self.update(iface, tx)
+        # Per interface, not per socket: GSO holds or fails by the route taken.
+        self.gso = GsoState()
+        self.update(iface, tx, pin)
 
-    def update(self, iface: Interface, tx: TxSocket | None = None) -> None:
+    def update(self, iface: Interface, tx: TxSocket | None = None, pin: Pin | None = None) -> None:
         self.iface = iface
         if tx is not None:
             self.tx = tx
+        self.pin = pin
         # Bound once here, not looked up on every send: send_all is measured
         # against bare sendto calls.
-        self.send = self.tx.sock.sendto
+        self.send = self.tx.sock.sendto if pin is None else _pinned_send(self.tx.sock, pin)
         self.ok = OkResults(iface.name)
+
+
+def _pinned_send(
+    sock: socket.socket, pin: Pin
+) -> Callable[[bytes | bytearray | memoryview, tuple[str, int]], int]:
+    sendmsg, cmsgs = sock.sendmsg, [pin.cmsg]
+
+    def send(data: bytes | bytearray | memoryview, dest: tuple[str, int]) -> int:
+        return sendmsg([data], cmsgs, 0, dest)
+
+    return send
 
 
 class PoolSends:
@@ -166,7 +186,7 @@ class PoolSends:
         address = self._addresses[dest]
         tx = sender.tx
         try:
-            at = _sendmany.push(tx.sock, payloads, start, address, dest, tx.gso)
+            at = _sendmany.push(tx.sock, payloads, start, address, dest, sender.gso, sender.pin)
         except OSError as exc:
             return start, exc
         if at < len(payloads):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from . import _drain
 from ._model import Group
+from ._txnet import Pin
 
 __all__ = ["GSO_MAX_BYTES", "GSO_MAX_SEGMENTS", "BatchSendResult", "Payload", "push", "sockaddr"]
 
@@ -89,8 +90,11 @@ def push(
     address: bytes,
     dest: tuple[str, int],
     gso: GsoState,
+    pin: Pin | None = None,
 ) -> int:
     """Send ``payloads[start:]`` until done or the socket refuses; the index reached.
+
+    ``pin`` names the interface per datagram, for a socket that names none (:mod:`._txnet`).
 
     Raises the OSError that stopped it when nothing more could be sent (a full
     buffer is ``BlockingIOError``); what was sent before that is in the index.
@@ -98,10 +102,15 @@ def push(
     cdrain = _drain.cdrain
     at = start
     total = len(payloads)
+    cmsgs = [pin.cmsg] if pin is not None else []
+    control = (pin.packed,) if pin is not None else ()
     while at < total:
         if cdrain is None:
             try:
-                tx.sendto(payloads[at], dest)
+                if pin is None:
+                    tx.sendto(payloads[at], dest)
+                else:
+                    tx.sendmsg([payloads[at]], cmsgs, 0, dest)
             except OSError:
                 if at > start:
                     return at
@@ -112,7 +121,7 @@ def push(
         run = _same_size_run(payloads, at) if USE_GSO and gso.usable else 0
         if run > 1:
             try:
-                cdrain.send_many(fd, payloads[at : at + run], address, len(payloads[at]))
+                cdrain.send_many(fd, payloads[at : at + run], address, len(payloads[at]), *control)
             except OSError as exc:
                 if exc.errno not in _NO_GSO:
                     if at > start:
@@ -125,7 +134,7 @@ def push(
             continue
         chunk = payloads[at : at + cdrain.MAX_SEND]
         try:
-            sent = int(cdrain.send_many(fd, chunk, address, 0))
+            sent = int(cdrain.send_many(fd, chunk, address, 0, *control))
         except OSError:
             if at > start:
                 return at

@@ -1,9 +1,12 @@
-"""Where a datagram is sent: one transmit socket per interface, and the sends over them.
+"""Where a datagram is sent: a sender per interface, and the sends over them.
 
-``IP_MULTICAST_IF`` takes one interface per socket, so the pool holds one socket
-per interface, shared by every group of the endpoint, and, where no replies come
-back to it, by every endpoint of the loop with the same send options
-(:mod:`._txsocket`). A copy that meets a full socket buffer is retried once the
+``IP_MULTICAST_IF`` takes one interface per socket. Where no replies come back
+(``source_port="group"``) the pool holds one such socket per interface, shared by
+every group of the endpoint and every endpoint of the loop with the same send
+options (:mod:`._txsocket`). Where replies come back, to a port of the endpoint's
+own, one socket serves all its interfaces, each send naming its interface by
+pktinfo (:mod:`._txnet`), and ``send_all`` is one call into the compiled
+extension where it is built. A copy that meets a full socket buffer is retried once the
 socket drains, after every other interface already has its copy. A link that
 refuses sends (:func:`._net.is_link_refusal`) is reported once, then left out of
 ``send_all`` until it changes. Unicast and batched sends are in :mod:`._poolsends`.
@@ -14,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import socket
 from collections.abc import Callable, Sequence
+from types import ModuleType
 
-from . import _sendmany
+from . import _drain, _sendmany
 from ._errors import EndpointClosedError, MulticastError
 from ._model import MAX_PAYLOAD_V4, MAX_PAYLOAD_V6, Group, Interface, SendResult, validate_payload
 from ._net import gone_error, is_link_refusal
@@ -76,6 +81,11 @@ class TransmitPool(PoolSends):
             self._dest: _sendmany.sockaddr(group, port)
         }
         self._senders: dict[int, Sender] = {}
+        # The one socket of every interface where replies come back (options.pinned).
+        self._pinned: TxSocket | None = None
+        # Each sender's packed pktinfo, in send order, for the compiled send_all;
+        # None: to be rebuilt, since the senders changed.
+        self._controls: tuple[bytes, ...] | None = None
         # Links whose sends were refused: out of send_all until they change (retry()).
         self._parked: dict[int, tuple[Sender, OSError]] = {}
         self._to_park: list[tuple[Sender, OSError]] = []
@@ -100,7 +110,8 @@ class TransmitPool(PoolSends):
     @property
     def sockets(self) -> tuple[TxSocket, ...]:
         """The sockets in use, refused links' included (for tests and the benchmark)."""
-        return tuple(s.tx for s in [*self._view, *(p[0] for p in self._parked.values())])
+        senders = [*self._view, *(p[0] for p in self._parked.values())]
+        return tuple(dict.fromkeys(s.tx for s in senders))
 
     @property
     def refused(self) -> dict[str, OSError]:
@@ -136,16 +147,18 @@ class TransmitPool(PoolSends):
     # -- the pool ------------------------------------------------------------------
 
     def open(self, iface: Interface) -> None:
-        """A transmit socket for ``iface``; raises MulticastError when it cannot be made."""
-        self._senders[iface.index] = Sender(iface, self._acquire(iface))
+        """A sender for ``iface``; raises MulticastError when its socket cannot be made."""
+        self._senders[iface.index] = Sender(iface, self._acquire(iface), self._options.pin(iface))
+        self._controls = None
 
     def replace(self, iface: Interface) -> None:
         """A fresh socket for a changed interface; the old one stays if that fails."""
         sender = self._sender(iface.index)
-        if self._options.origin.port is not None:
-            # The old socket holds the fixed port: a new one would fail with EADDRINUSE.
-            self._options.retarget(sender.tx.sock, self._group, iface)
-            sender.update(iface)
+        self._controls = None
+        if self._options.pinned:
+            # The socket holds nothing of the interface (and keeps its port, which
+            # responders may have learnt): only the pktinfo of each send changes.
+            sender.update(iface, pin=self._options.pin(iface))
             return
         tx = self._acquire(iface)
         self._release(sender.tx)
@@ -153,7 +166,8 @@ class TransmitPool(PoolSends):
 
     def refresh(self, iface: Interface) -> None:
         """New details for an interface whose socket stays valid."""
-        self._sender(iface.index).update(iface)
+        self._sender(iface.index).update(iface, pin=self._options.pin(iface))
+        self._controls = None
 
     def _sender(self, index: int) -> Sender:
         parked = self._parked.get(index)
@@ -164,6 +178,7 @@ class TransmitPool(PoolSends):
         parked = self._parked.pop(index, None)
         if parked is not None:
             self._senders[index] = parked[0]
+            self._controls = None
             _log.info("trying %s again: it changed", parked[0].iface.name)
 
     def close(self, index: int) -> None:
@@ -172,6 +187,7 @@ class TransmitPool(PoolSends):
         if parked is not None:
             sender = parked[0]
         if sender is not None:
+            self._controls = None
             self._release(sender.tx)
 
     def close_all(self) -> None:
@@ -180,23 +196,34 @@ class TransmitPool(PoolSends):
             self._release(sender.tx)
         self._senders.clear()
         self._parked.clear()
+        self._controls = None
 
     def _acquire(self, iface: Interface) -> TxSocket:
         if self._shared is not None:
             return self._shared.acquire(self._options, self._group, iface)
+        tx = self._pinned
+        if tx is not None:
+            tx.users += 1
+            return tx
         tx = TxSocket(self._options.open(self._group, iface))
         try:
             self._on_open(tx.sock)
         except BaseException:
             tx.close()
             raise
+        self._pinned = tx
         return tx
 
     def _release(self, tx: TxSocket) -> None:
-        """This endpoint is done with ``tx``: closed unless another endpoint uses it."""
+        """This endpoint is done with ``tx``: closed with its last user here or elsewhere."""
         if self._shared is not None:
             self._shared.release(tx)
             return
+        tx.users -= 1
+        if tx.users > 0:
+            return
+        if self._pinned is tx:
+            self._pinned = None
         self._on_close(tx.sock)
         tx.close()
 
@@ -220,6 +247,9 @@ class TransmitPool(PoolSends):
         dest = self._dest
         if group is not None or dest is None:
             dest = self._dest_for(group)
+        cdrain = _drain.cdrain
+        if self._pinned is not None and cdrain is not None:
+            return self._send_each(cdrain, data, dest)
         results: list[SendResult] = []
         for sender in self._view:
             try:
@@ -232,8 +262,34 @@ class TransmitPool(PoolSends):
             self._park(dest)
         return tuple(results)
 
+    def _send_each(
+        self, cdrain: ModuleType, data: bytes | bytearray | memoryview, dest: tuple[str, int]
+    ) -> tuple[SendResult, ...]:
+        """send_all_nowait's round in one compiled call: a sendmsg per interface."""
+        assert self._pinned is not None
+        controls = self._controls
+        if controls is None:
+            controls = self._controls = tuple(s.pin.packed for s in self._view if s.pin)
+        outcomes = cdrain.send_each(
+            self._pinned.sock.fileno(), data, self._addresses[dest], controls
+        )
+        results: list[SendResult] = []
+        for sender, sent in zip(self._view, outcomes, strict=True):
+            if sent >= 0:
+                results.append(sender.ok[sent])
+                continue
+            # OSError(errno, text) is the subclass the errno maps to (BlockingIOError).
+            exc = OSError(-sent, os.strerror(-sent))
+            results.append(SendResult(sender.iface.name, exc))
+            if is_link_refusal(exc):
+                self._to_park.append((sender, exc))
+        if self._to_park:
+            self._park(dest)
+        return tuple(results)
+
     def _park(self, dest: tuple[str, int]) -> None:
         """Leave out the links just refused, each reported once (here and in its result)."""
+        self._controls = None
         for sender, exc in self._to_park:
             index = sender.iface.index
             if self._senders.get(index) is sender:
@@ -307,7 +363,7 @@ class TransmitPool(PoolSends):
         self, sender: Sender, payload: bytes | bytearray | memoryview, dest: tuple[str, int]
     ) -> SendResult:
         try:
-            sent = sender.tx.sock.sendto(payload, dest)
+            sent = sender.send(payload, dest)
         except OSError as exc:
             return SendResult(sender.iface.name, exc)
         # A named send that went through on a left-out link: it works again.

@@ -9,7 +9,9 @@ construction.
 Sharing is decided by who reads what comes back (docs/explanation/design.md):
 a socket on a port of its own ("ephemeral") receives the unicast replies to what
 it sent, and a reply names only that port, never the endpoint that asked. Such a
-socket stays private to its endpoint. A socket bound to the group's port
+socket stays private to its endpoint, and is one socket for all of the endpoint's
+interfaces, each send naming its interface by pktinfo (:mod:`._txnet`). A socket
+bound to the group's port
 ("group" mode) receives nothing at all (see :func:`._net.open_sender`), so any
 number of endpoints, and groups, can send through it: the registry of the loop
 hands out one per (interface, :class:`SendOptions`), counts its users, and closes
@@ -22,12 +24,11 @@ import asyncio
 import socket
 from dataclasses import dataclass
 
-from . import _net
+from . import _net, _txnet
 from ._model import Group, Interface, tx_source
 from ._options import EndpointOptions
 from ._origin import NO_ORIGIN, Origin
 from ._perloop import PerLoop
-from ._sendmany import GsoState
 
 __all__ = ["SendOptions", "SharedSockets", "TxSocket", "shared_sockets"]
 
@@ -59,17 +60,29 @@ class SendOptions:
         """Whether endpoints may share the socket: only if it reads no replies."""
         return self.group_port is not None
 
+    @property
+    def pinned(self) -> bool:
+        """One socket serves every interface, each send naming its own (it reads replies)."""
+        return self.group_port is None
+
+    def pin(self, iface: Interface) -> _txnet.Pin | None:
+        """What each send out of ``iface`` carries: its pktinfo, or None (the socket's own)."""
+        return _txnet.pin(self.family, iface, self.origin) if self.pinned else None
+
     def open(self, group: Group, iface: Interface) -> socket.socket:
-        """A new socket with these options; MulticastError if it cannot be made."""
+        """A new socket with these options; MulticastError if it cannot be made.
+
+        A pinned socket names no interface: ``iface`` only scopes a link-local source.
+        """
+        if self.pinned:
+            return _txnet.open_pinned_sender(
+                group, iface, self.ttl, self.loopback, origin=self.origin
+            )
         # Every field but the family (the group's) is passed: a test holds the two
         # lists equal, so an option cannot reach the socket without joining the key.
         return _net.open_sender(
             group, iface, self.ttl, self.loopback, group_port=self.group_port, origin=self.origin
         )
-
-    def retarget(self, sock: socket.socket, group: Group, iface: Interface) -> None:
-        """Point ``sock``, built with these options, at ``iface`` as it is now."""
-        _net.retarget_sender(sock, group, iface, self.origin)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,15 +94,14 @@ class SharedKey:
 
 
 class TxSocket:
-    """One transmit socket, with what its users share: GSO state and the wait for room."""
+    """One transmit socket, with what its users share: the wait for room."""
 
-    __slots__ = ("_room", "gso", "key", "sock", "users")
+    __slots__ = ("_room", "key", "sock", "users")
 
     def __init__(self, sock: socket.socket, key: SharedKey | None = None) -> None:
         self.sock = sock
         self.key = key
         self.users = 1
-        self.gso = GsoState()
         # Set while a send waits for the socket to drain; one per descriptor, since
         # asyncio keeps one writer per descriptor: every waiting user shares it.
         self._room: asyncio.Future[None] | None = None

@@ -279,7 +279,8 @@ def test_send_all_waits_out_a_full_buffer_without_holding_up_the_others(lab: Lab
     payload = b"x" * 1400
 
     async def main() -> None:
-        async with MulticastEndpoint(GROUP, PORT) as ep:
+        # A socket per interface (the group's port): one link's full buffer is its own.
+        async with MulticastEndpoint(GROUP, PORT, source_port="group") as ep:
             index = socket.if_nametoindex("eth1")
             ep._engine.tx._senders[index].tx.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)
             blocked = None
@@ -293,6 +294,31 @@ def test_send_all_waits_out_a_full_buffer_without_holding_up_the_others(lab: Lab
             # The copies after the blocked interface went out all the same.
             assert blocked["eth0"].ok
             assert blocked["eth2"].ok
+            results = await ep.send_all(payload)
+            assert [r.interface for r in results] == ["eth0", "eth1", "eth2"]
+            assert all(r.ok and r.sent == len(payload) for r in results), results
+
+    with lab.inside():
+        run(main())
+
+
+def test_one_socket_for_every_link_waits_out_a_slow_one(lab: Lab) -> None:
+    slow_down_eth1(lab)
+    payload = b"z" * 1400
+
+    async def main() -> None:
+        # A port of its own: one socket for every interface, and so one send buffer.
+        async with MulticastEndpoint(GROUP, PORT) as ep:
+            (tx,) = ep._engine.tx.sockets
+            tx.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)
+            for _ in range(50):
+                results = ep.send_all_nowait(payload)
+                if any(isinstance(r.error, BlockingIOError) for r in results):
+                    break
+            else:
+                pytest.fail("the send buffer never filled")
+            # eth1's queue holds the buffer: the awaitable send waits for it to drain,
+            # then every interface has its copy.
             results = await ep.send_all(payload)
             assert [r.interface for r in results] == ["eth0", "eth1", "eth2"]
             assert all(r.ok and r.sent == len(payload) for r in results), results

@@ -73,7 +73,9 @@ async def start_under_limits():
     return outcomes
 
 async def watch_under_limit():
-    async with mcastio.MulticastEndpoint(group, port) as ep:
+    # The group's port: a transmit socket per interface, so each new link needs a
+    # descriptor (a port of its own would send every link's copies through one).
+    async with mcastio.MulticastEndpoint(group, port, source_port="group") as ep:
         ep._engine.watcher._backoff = Backoff(first=0.05, cap=0.2)
         before = [i.name for i in ep.interfaces]
         print("ready", flush=True)

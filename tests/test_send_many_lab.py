@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 import mcastio
-from mcastio import _drain, _sendmany
+from mcastio import _drain, _net, _sendmany
 from mcastio.testing import Lab, Link, lab_support
 from tests.conftest import require, run
 
@@ -113,20 +113,25 @@ def test_one_named_interface_and_a_burst_past_the_buffer(lab: Lab, send_way: str
         mine.close()
 
 
-def test_gso_state_is_per_socket_and_refusal_falls_back(
+def test_gso_state_is_per_interface_and_refusal_falls_back(
     lab: Lab, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[int] = []
 
-    def refuse_gso(fd: int, payloads: list[bytes], address: bytes, segment: int) -> int:
+    def refuse_gso(
+        fd: int, payloads: list[bytes], address: bytes, segment: int, control: bytes
+    ) -> int:
         calls.append(segment)
         if segment:
             # What a device without checksum offload answers (udp_send_skb).
             raise OSError(errno.EIO, "Input/output error")
-        # sendmmsg's outcome, by sendto (so this runs where the extension was not built).
+        # sendmmsg's outcome, by sendmsg with the same pktinfo (so this runs where the
+        # extension was not built): the in_pktinfo (12 bytes) follows the cmsg header.
+        head = socket.CMSG_LEN(0)
+        cmsg = (socket.IPPROTO_IP, _net.IP_PKTINFO, control[head : head + 12])
         with socket.socket(fileno=os.dup(fd)) as sock:
             for payload in payloads:
-                sock.sendto(payload, (GROUP, PORT))
+                sock.sendmsg([payload], [cmsg], 0, (GROUP, PORT))
         return len(payloads)
 
     monkeypatch.setattr(_drain, "cdrain", type("Fake", (), {"send_many": staticmethod(refuse_gso)}))
@@ -144,7 +149,7 @@ def test_gso_state_is_per_socket_and_refusal_falls_back(
         with lab.inside():
             first, second = run(main())
         assert first == second == (mcastio.BatchSendResult(lab.link[0].host_if, 5),)
-        # GSO tried once, refused, then plain sendmmsg for that socket from then on.
+        # GSO tried once, refused, then plain sendmmsg on that interface from then on.
         assert calls == [10, 0, 0]
         assert received(sock, 10) == [b"a" * 10] * 5 + [b"b" * 10] * 5
     finally:

@@ -198,3 +198,83 @@ def test_a_send_waiting_on_a_shared_socket_ends_when_its_endpoint_closes(lab: La
         lab.sh(lab.host, "tc qdisc del dev eth0 root", check=False)
     assert was_waiting
     assert refused, "a closed endpoint's copy went out through the shared socket"
+
+
+def test_a_port_of_its_own_is_one_socket_for_every_link_and_replies_find_their_asker(
+    lab: Lab,
+) -> None:
+    link1 = lab.link[1]
+    peers = [responder(lab, link) for link in lab.link]
+
+    async def main() -> None:
+        # The same group and responder for both: only the port tells their replies apart.
+        a = MulticastEndpoint(GROUP_A, PORT, keepalive=False)
+        b = MulticastEndpoint(GROUP_A, PORT, keepalive=False)
+        await asyncio.gather(a.start(), b.start())
+        got: dict[str, list[Datagram]] = {"a": [], "b": []}
+        tasks = [asyncio.ensure_future(collect(ep, got[k])) for k, ep in (("a", a), ("b", b))]
+        try:
+            (tx_a,), (tx_b,) = a._engine.tx.sockets, b._engine.tx.sockets
+            assert tx_a is not tx_b
+            assert tx_a.users == tx_b.users == 2
+            port_a, port_b = tx_a.sock.getsockname()[1], tx_b.sock.getsockname()[1]
+            for ep, name, port in ((a, b"a", port_a), (b, b"b", port_b)):
+                assert all(r.ok for r in await ep.send_all(b"query-" + name))
+                # One copy out of each link, from that link's address and the one port.
+                for link, peer in zip(lab.link, peers, strict=True):
+                    source = heard(peer, b"query-" + name)
+                    assert source == (link.host_addr, port)
+                    peer.sendto(b"answer-" + name + link.host_if.encode(), source)
+            want = {
+                k: sorted(
+                    (b"answer-" + k.encode() + lk.host_if.encode(), lk.host_if) for lk in lab.link
+                )
+                for k in "ab"
+            }
+
+            def answers(k: str) -> list[tuple[bytes, str]]:
+                return sorted((d.data, d.interface) for d in got[k] if d.group is None)
+
+            await wait_for(
+                lambda: answers("a") == want["a"] and answers("b") == want["b"], what="answers"
+            )
+
+            # link1 goes and comes back: the socket (and its port) stays, link1 is used again.
+            lab.remove_link(link1)
+            await wait_for(lambda: len(a.interfaces) == 1, what="gone")
+            assert a._engine.tx.sockets == (tx_a,)
+            assert tx_a.users == 1
+            lab.recreate_link(link1)
+            await wait_for(lambda: len(a.interfaces) == 2, what="back")
+            assert a._engine.tx.sockets == (tx_a,)
+            assert tx_a.users == 2
+            peer1 = responder(lab, lab.link[1])
+            try:
+                results = {r.interface: r for r in await a.send_all(b"again")}
+                assert results[link1.host_if].ok
+                assert heard(peer1, b"again") == (lab.link[1].host_addr, port_a)
+            finally:
+                peer1.close()
+
+            # a closes: its socket with it; b's stays, and b still asks and hears.
+            await a.aclose()
+            assert tx_a.sock.fileno() == -1
+            assert all(r.ok for r in await b.send_all(b"b-alone"))
+            source = heard(peers[0], b"b-alone")
+            peers[0].sendto(b"late", source)
+            await wait_for(lambda: any(d.data == b"late" for d in got["b"]), what="late")
+            assert not [d for d in got["a"] if d.data in (b"late", b"answer-b")]
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for ep in (a, b):
+                await ep.aclose()
+        assert tx_b.sock.fileno() == -1
+
+    try:
+        with lab.inside():
+            run(main())
+    finally:
+        for peer in peers:
+            peer.close()

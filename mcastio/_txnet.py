@@ -1,0 +1,116 @@
+"""The transmit socket that reads replies: one per endpoint, its interface named per datagram.
+
+Kernel knowledge of that one socket, beside :mod:`._net`'s. ``IP_MULTICAST_IF``
+fixes one interface per socket, so a socket per interface was the way to send out
+of several. But a socket on a port of its own is also where the unicast replies to
+what it sent arrive, and a reply names only that port: each endpoint needs a port
+of its own, and one socket per interface per endpoint cost N descriptors per
+endpoint (800 for 100 endpoints on 8 links). ``IP_PKTINFO`` / ``IPV6_PKTINFO`` on
+``sendmsg`` name the outgoing interface (and the IPv4 source) per datagram, and
+for a multicast destination the kernel takes that index before the socket's
+``IP_MULTICAST_IF`` (udp_sendmsg: ``ipc.oif`` wins over ``inet->mc_index``;
+ip6_datagram_send_ctl: ``fl6->flowi6_oif``), through the same route lookup. So one
+socket per endpoint sends out of every interface, and reads every reply.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from dataclasses import dataclass
+
+from . import _net
+from ._ancillary import IN6_PKTINFO, IN_PKTINFO
+from ._model import Group, Interface
+from ._origin import Origin
+
+__all__ = ["Pin", "open_pinned_sender", "pin"]
+
+#: Bytes of send buffer asked for: about 1,800 full-size datagrams queued on slow links.
+SEND_BUFFER = 4 * 1024 * 1024
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+
+# struct cmsghdr { size_t cmsg_len; int cmsg_level; int cmsg_type; }, natively aligned.
+_CMSGHDR = struct.Struct("@Nii")
+
+
+def _cmsg(level: int, kind: int, data: bytes) -> bytes:
+    """One packed cmsg, padded to CMSG_SPACE, as sendmsg and sendmmsg take it."""
+    head = _CMSGHDR.pack(socket.CMSG_LEN(len(data)), level, kind)
+    return (head + data).ljust(socket.CMSG_SPACE(len(data)), b"\0")
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """The pktinfo that sends a datagram out of one interface, in both forms."""
+
+    #: (level, type, data), as ``socket.sendmsg`` takes it.
+    cmsg: tuple[int, int, bytes]
+    #: The packed cmsg, as the compiled sends take it.
+    packed: bytes
+
+
+def pin(family: socket.AddressFamily, iface: Interface, origin: Origin) -> Pin:
+    """The pktinfo that sends one datagram out of ``iface``, from its source.
+
+    IPv4 names the interface's first address as the source (``ipi_spec_dst``), or
+    ``origin.address``; IPv6 names the index, and the source only when the origin
+    fixes it (the socket is then bound to it anyway): the kernel picks the rest.
+    """
+    if family == socket.AF_INET:
+        src = origin.address or (str(iface.ipv4[0].ip) if iface.ipv4 else None)
+        spec = ipaddress.IPv4Address(src).packed if src else bytes(4)
+        cmsg = (socket.IPPROTO_IP, _net.IP_PKTINFO, IN_PKTINFO.pack(iface.index, spec, bytes(4)))
+    else:
+        src6 = ipaddress.IPv6Address(origin.address).packed if origin.address else bytes(16)
+        cmsg = (socket.IPPROTO_IPV6, _net.IPV6_PKTINFO, IN6_PKTINFO.pack(src6, iface.index))
+    return Pin(cmsg, _cmsg(*cmsg))
+
+
+def open_pinned_sender(
+    group: Group, iface: Interface, ttl: int, loopback: bool, *, origin: Origin
+) -> socket.socket:
+    """A non-blocking socket on a port of its own, for every interface of one endpoint.
+
+    It names no interface itself: every send carries its interface's :func:`pin`. It reads the
+    unicast replies to what it sent, with the arrival interface in the pktinfo,
+    and, ``IP_MULTICAST_ALL`` off, no group's datagrams. ``iface`` scopes a
+    link-local ``origin.address`` only.
+    """
+    what = "a transmit socket"
+    sock = _net._new_socket(group.family, what)
+    with _net._closed_on_failure(sock, what):
+        if group.family == socket.AF_INET:
+            # Default 1 would hand this socket groups other sockets joined on its port.
+            sock.setsockopt(socket.IPPROTO_IP, _net.IP_MULTICAST_ALL, 0)
+            sock.setsockopt(socket.IPPROTO_IP, _net.IP_PKTINFO, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            _net._no_other_groups_v6(sock)
+            sock.setsockopt(socket.IPPROTO_IPV6, _net.IPV6_RECVPKTINFO, 1)
+        _net._bind_own_port(sock, group, iface, origin)
+        # One buffer for every interface's copies: a link whose queue holds its
+        # datagrams (charged to the socket until sent) must not fill it for the rest.
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, SEND_BUFFER)
+        except PermissionError:
+            # Without CAP_NET_ADMIN: as much as net.core.wmem_max allows.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        if origin.tos is not None:
+            # Every datagram's DSCP/ECN byte; the kernel's default is 0 (best effort).
+            v4 = group.family == socket.AF_INET
+            level, name = (
+                (socket.IPPROTO_IP, socket.IP_TOS)
+                if v4
+                else (socket.IPPROTO_IPV6, _net.IPV6_TCLASS)
+            )
+            sock.setsockopt(level, name, origin.tos)
+        if group.family == socket.AF_INET:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, int(loopback))
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ttl)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, int(loopback))
+        sock.setblocking(False)
+    return sock
