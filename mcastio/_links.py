@@ -24,6 +24,23 @@ __all__ = ["Links"]
 _log = logging.getLogger("mcastio")
 
 
+class _GroupsText:
+    """The groups of a log line, formatted when the line is: a start on a thousand
+    links logs a line per link, mostly at a level nobody has enabled."""
+
+    __slots__ = ("_memberships",)
+
+    def __init__(self, memberships: GroupMemberships) -> None:
+        self._memberships = memberships
+
+    def __str__(self) -> str:
+        groups = self._memberships.groups
+        text = ", ".join(map(str, groups[:3])) + (
+            f" (+{len(groups) - 3})" if len(groups) > 3 else ""
+        )
+        return text if self._memberships.joining else f"{text} (send-only)"
+
+
 class Links:
     """The interfaces in use, with their memberships and transmit sockets."""
 
@@ -48,13 +65,9 @@ class Links:
         return len(self._current)
 
     @property
-    def _group(self) -> str:
-        """The groups, for log lines."""
-        groups = self._memberships.groups
-        text = ", ".join(map(str, groups[:3])) + (
-            f" (+{len(groups) - 3})" if len(groups) > 3 else ""
-        )
-        return text if self._memberships.joining else f"{text} (send-only)"
+    def _group(self) -> _GroupsText:
+        """The groups, for log lines (formatted only for a line that is written)."""
+        return _GroupsText(self._memberships)
 
     @property
     def groups(self) -> tuple[Group, ...]:
