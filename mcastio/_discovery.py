@@ -170,6 +170,7 @@ def _fact_fields(
     fact: LinkFacts | None,
     wireless: Collection[str],
     sysfs_says: Callable[[str, int, tuple[str, ...]], bool] = _sysfs_says,
+    bus_known: bool = False,
 ) -> dict[str, Any]:
     if fact is None:
         return {"wireless": name in wireless}
@@ -177,7 +178,7 @@ def _fact_fields(
         "kind": fact.kind,
         "parent": fact.parent,
         "master": fact.master,
-        "bus": fact.bus or sysfs_says(name, index, ("device",)),
+        "bus": fact.bus or (not bus_known and sysfs_says(name, index, ("device",))),
         "wireless": name in wireless or sysfs_says(name, index, ("wireless", "phy80211")),
     }
 
@@ -194,8 +195,27 @@ def read_snapshot() -> tuple[Interface, ...]:
         _log.debug("cannot dump the interfaces by rtnetlink, asking psutil: %s", exc)
         return read_snapshot_psutil()
     return snapshot_from_dump(
-        links, addresses, default_route_interfaces(), _read_wireless(), _sysfs_says
+        links,
+        addresses,
+        default_route_interfaces(),
+        _read_wireless(),
+        _sysfs_says,
+        bus_known=_kernel_names_parent_devices(),
     )
+
+
+def _kernel_names_parent_devices(release: str | None = None) -> bool:
+    """Whether the link dump names every device's parent (IFLA_PARENT_DEV_NAME, Linux 5.15).
+
+    The kernel sends it exactly when the device has a parent, which is when sysfs
+    shows the ``device`` link: from 5.15 on, asking sysfs adds nothing.
+    """
+    text = release if release is not None else os.uname().release
+    try:
+        major, minor = (int(part) for part in text.split("-", 1)[0].split(".")[:2])
+    except ValueError:
+        return False  # Not a Linux version string: ask sysfs, as before.
+    return (major, minor) >= (5, 15)
 
 
 # IFF_* (include/uapi/linux/if.h): the same bits psutil's flags name.
@@ -229,8 +249,13 @@ def snapshot_from_dump(
     defaults: Collection[str],
     wireless: Collection[str],
     sysfs_says: Callable[[str, int, tuple[str, ...]], bool],
+    *,
+    bus_known: bool = False,
 ) -> tuple[Interface, ...]:
     """The snapshot :func:`read_snapshot_psutil` would give, from the rtnetlink dumps.
+
+    ``bus_known``: the dump's bus facts are the whole truth (see
+    :func:`_kernel_names_parent_devices`), so sysfs is asked only about wifi.
 
     IPv4 addresses are listed by label as getifaddrs does: the device's own
     first, then its labels (``eth0:1``) in name order; each list in dump order.
@@ -263,7 +288,7 @@ def snapshot_from_dump(
                 ipv4=tuple(a for label in order for a in labels[label]),
                 ipv6=tuple(v6.get(index, ())),
                 is_default=name in defaults,
-                **_fact_fields(name, index, link.facts, wireless, sysfs_says),
+                **_fact_fields(name, index, link.facts, wireless, sysfs_says, bus_known),
             )
         )
     result.sort(key=lambda i: i.index)

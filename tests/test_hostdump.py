@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcastio._discovery import snapshot_from_dump
+from mcastio._discovery import _kernel_names_parent_devices, snapshot_from_dump
 from mcastio._hostdump import Address, parse_addr_dump
 from mcastio._linkfacts import Link, LinkFacts, parse_links
 from mcastio._model import Interface
@@ -140,7 +140,8 @@ def _link(index: int, name: str, flags: int, kind: str = "veth", bus: bool = Fal
 UP_RUNNING_MC = 0x1 | 0x40 | 0x1000
 
 
-def test_snapshot_from_dump_labels_flags_and_dad_states() -> None:
+@pytest.mark.parametrize("bus_known", [False, True])
+def test_snapshot_from_dump_labels_flags_and_dad_states(bus_known: bool) -> None:
     v4 = socket.AF_INET
     v6 = socket.AF_INET6
     links = [_link(2, "eth0", UP_RUNNING_MC, bus=True), _link(1, "lo", 0x1 | 0x8 | 0x40, "")]
@@ -161,7 +162,7 @@ def test_snapshot_from_dump_labels_flags_and_dad_states() -> None:
         asked.append((name, index, entries))
         return name == "eth0" and "phy80211" in entries
 
-    snap = snapshot_from_dump(links, addresses, {"eth0"}, set(), sysfs)
+    snap = snapshot_from_dump(links, addresses, {"eth0"}, set(), sysfs, bus_known=bus_known)
     lo, eth0 = snap
     assert lo == Interface(
         "lo", 1, up=True, running=True, multicast=False, loopback=True,
@@ -173,4 +174,14 @@ def test_snapshot_from_dump_labels_flags_and_dad_states() -> None:
     assert (eth0.is_default, eth0.bus, eth0.wireless, eth0.kind) == (True, True, True, "veth")
     # The bus came from the dump: sysfs was asked only what the dump cannot say.
     assert ("eth0", 2, ("device",)) not in asked
-    assert ("lo", 1, ("device",)) in asked
+    assert (("lo", 1, ("device",)) in asked) is not bus_known
+    assert ("lo", 1, ("wireless", "phy80211")) in asked
+
+
+@pytest.mark.parametrize(
+    ("release", "known"),
+    [("6.18.44-fc-v1252", True), ("5.15.0-91-generic", True), ("5.14.21", False),
+     ("4.19.0", False), ("6", False), ("x.y", False), ("10.0", True)],
+)  # fmt: skip
+def test_kernels_that_name_parent_devices(release: str, known: bool) -> None:
+    assert _kernel_names_parent_devices(release) is known
