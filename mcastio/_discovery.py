@@ -164,6 +164,19 @@ def fold_labels(indexes: Mapping[str, int], devices: Collection[str]) -> dict[st
     return folded
 
 
+# Link kinds whose drivers never make a wifi device (no ieee80211_ptr, no wireless
+# handlers): sysfs is not asked about them. A NIC's own driver has no kind, and a
+# kind that is not listed here (virt_wifi...) is asked about.
+_NEVER_WIFI = frozenset(
+    {
+        "veth", "bridge", "bond", "team", "vlan", "macvlan", "macvtap", "ipvlan", "ipvtap",
+        "vxlan", "geneve", "bareudp", "gre", "gretap", "ip6gre", "ip6gretap", "erspan",
+        "ip6erspan", "ipip", "sit", "ip6tnl", "vti", "vti6", "xfrm", "wireguard", "dummy",
+        "ifb", "nlmon", "vrf", "macsec", "netkit", "hsr", "gtp", "tun",
+    }
+)  # fmt: skip
+
+
 def _fact_fields(
     name: str,
     index: int,
@@ -179,7 +192,8 @@ def _fact_fields(
         "parent": fact.parent,
         "master": fact.master,
         "bus": fact.bus or (not bus_known and sysfs_says(name, index, ("device",))),
-        "wireless": name in wireless or sysfs_says(name, index, ("wireless", "phy80211")),
+        "wireless": name in wireless
+        or (fact.kind not in _NEVER_WIFI and sysfs_says(name, index, ("wireless", "phy80211"))),
     }
 
 

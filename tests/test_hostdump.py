@@ -144,7 +144,11 @@ UP_RUNNING_MC = 0x1 | 0x40 | 0x1000
 def test_snapshot_from_dump_labels_flags_and_dad_states(bus_known: bool) -> None:
     v4 = socket.AF_INET
     v6 = socket.AF_INET6
-    links = [_link(2, "eth0", UP_RUNNING_MC, bus=True), _link(1, "lo", 0x1 | 0x8 | 0x40, "")]
+    links = [
+        _link(2, "eth0", UP_RUNNING_MC, "", bus=True),
+        _link(1, "lo", 0x1 | 0x8 | 0x40, ""),
+        _link(3, "veth0", UP_RUNNING_MC, "veth"),
+    ]
     addresses = [
         Address(2, v4, bytes([10, 0, 0, 9]), 32, 0, "eth0:b"),
         Address(2, v4, bytes([10, 0, 0, 8]), 32, 0, "eth0:a"),
@@ -160,10 +164,10 @@ def test_snapshot_from_dump_labels_flags_and_dad_states(bus_known: bool) -> None
 
     def sysfs(name: str, index: int, entries: tuple[str, ...]) -> bool:
         asked.append((name, index, entries))
-        return name == "eth0" and "phy80211" in entries
+        return name in ("eth0", "veth0") and "phy80211" in entries
 
     snap = snapshot_from_dump(links, addresses, {"eth0"}, set(), sysfs, bus_known=bus_known)
-    lo, eth0 = snap
+    lo, eth0, veth0 = snap
     assert lo == Interface(
         "lo", 1, up=True, running=True, multicast=False, loopback=True,
         ipv4=(ipaddress.IPv4Interface("127.0.0.1/8"),), kind="", wireless=False,
@@ -171,7 +175,10 @@ def test_snapshot_from_dump_labels_flags_and_dad_states(bus_known: bool) -> None
     assert [str(a) for a in eth0.ipv4] == ["10.0.0.1/24", "10.0.0.8/32", "10.0.0.9/32"]
     assert [str(a) for a in eth0.ipv6] == ["fd00::1/64", "fd00::3/64"]
     assert (eth0.up, eth0.running, eth0.multicast, eth0.loopback) == (True, True, True, False)
-    assert (eth0.is_default, eth0.bus, eth0.wireless, eth0.kind) == (True, True, True, "veth")
+    assert (eth0.is_default, eth0.bus, eth0.wireless, eth0.kind) == (True, True, True, "")
+    # A veth is never wifi: sysfs is not asked (whatever it would say).
+    assert (veth0.wireless, veth0.ipv4, veth0.up) == (False, (), True)
+    assert not any(name == "veth0" and "phy80211" in entries for name, _i, entries in asked)
     # The bus came from the dump: sysfs was asked only what the dump cannot say.
     assert ("eth0", 2, ("device",)) not in asked
     assert (("lo", 1, ("device",)) in asked) is not bus_known
