@@ -56,6 +56,9 @@ class Links:
         self._pool = pool
         self._receive = receive
         self._current: dict[int, Interface] = {}
+        # index -> name of _current, kept with it: a start on a thousand links hands
+        # the receive path a copy at every turn, and copying is cheap, rebuilding not.
+        self._names_now: dict[int, str] = {}
 
     @property
     def interfaces(self) -> tuple[Interface, ...]:
@@ -131,11 +134,11 @@ class Links:
                 _log.warning("keeping the old transmit socket on %s: %s", new.name, exc)
                 failures.append(exc)
                 continue
-            self._current[new.index] = new
+            self._set(new)
             _log.info("updated %s (index %d) for %s", new.name, new.index, self._group)
         for iface in plan.refresh:
             self._pool.refresh(iface)
-            self._current[iface.index] = iface
+            self._set(iface)
         for _old, iface in plan.change:
             # The interface changed: a link whose sends failed is tried again.
             self._pool.retry(iface.index)
@@ -156,13 +159,18 @@ class Links:
 
     def derive_names(self) -> None:
         # Derived, never patched: the receive path's index -> name lookup.
-        self._receive.names = {idx: iface.name for idx, iface in self._current.items()}
+        self._receive.names = dict(self._names_now)
 
     def close(self) -> None:
         self._pool.close_all()
         self._memberships.close()
         self._current.clear()
+        self._names_now.clear()
         self._receive.names = {}
+
+    def _set(self, iface: Interface) -> None:
+        self._current[iface.index] = iface
+        self._names_now[iface.index] = iface.name
 
     def _add(self, iface: Interface) -> None:
         self._memberships.join(iface)
@@ -172,10 +180,11 @@ class Links:
             # Receiving without being able to send would be half an interface.
             self._memberships.leave(iface)
             raise
-        self._current[iface.index] = iface
+        self._set(iface)
 
     def _drop(self, iface: Interface) -> None:
         del self._current[iface.index]
+        del self._names_now[iface.index]
         self._pool.close(iface.index)
         self._memberships.leave(iface)
 
