@@ -41,8 +41,10 @@ _GAP = 2
 
 
 def _release(loop: asyncio.AbstractEventLoop, gap: int = _GAP) -> None:
-    """After ``gap`` more passes, let the oldest waiting work run; the next one after it."""
-    if gap:
+    """Let the oldest waiting work run: after ``gap`` more passes if the slice is used
+    up, else in the next pass (small pieces of work share a slice); the next one after it.
+    """
+    if gap and turn_due(loop):
         loop.call_soon(_release, loop, gap - 1)
         return
     queue = _queues.get(loop)
@@ -52,7 +54,7 @@ def _release(loop: asyncio.AbstractEventLoop, gap: int = _GAP) -> None:
             waiter.set_result(None)
             break
     if queue:
-        # Scheduled after the released work's wake-up: counted from its slice's end.
+        # Scheduled after the released work's wake-up: it sees what that work used.
         loop.call_soon(_release, loop)
 
 
@@ -73,4 +75,6 @@ async def take_turn(loop: asyncio.AbstractEventLoop) -> None:
     if len(queue) == 1:
         loop.call_soon(_release, loop)
     await waiter
-    _began[loop] = time.perf_counter()
+    if turn_due(loop):
+        # Resumed after a gap: a new slice. Else it goes on with the one under way.
+        _began[loop] = time.perf_counter()
