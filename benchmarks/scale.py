@@ -6,7 +6,9 @@ minutes). Every case runs in a fresh child process inside the host namespace, on
 one event loop, and reports:
 
 - the start time of every endpoint (``gather`` of the starts), and the longest
-  stall of the event loop meanwhile, seen by a probe that wakes every millisecond;
+  stall of the event loop meanwhile, seen by a probe that wakes every millisecond
+  (the constructors run before it is armed, and are timed on their own: JSON
+  ``construct_ms``);
 - the descriptors the endpoints opened, by kind (netlink, raw, receive = UDP bound
   to the group's port, transmit = other UDP, other), the tasks and the RSS added;
 - correctness: the peer sends one datagram per (link, group), each must be
@@ -24,6 +26,10 @@ timed until every endpoint uses them all, with the re-plans each endpoint made.
     sudo python benchmarks/scale.py --compare-with /tmp/before   # another checkout, same run
     sudo python benchmarks/scale.py --only-storm     # only the 2,000-address storm
 
+The stall is the worst round (``med``: the median round); ``gc2 ms`` the longest
+collection of the garbage collector's oldest generation meanwhile, which the probe
+sees too (``--gc off`` measures the stall without collections).
+
 ``--compare-with TREE`` runs the same cases with the ``mcastio`` package of TREE
 (for instance ``git archive <commit> | tar -x -C TREE``), side by side. Medians of
 ``--rounds`` runs (default 3); the correctness columns must be full in every run.
@@ -36,6 +42,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import gc
 import json
 import os
 import resource
@@ -209,14 +216,29 @@ def rss_kib() -> int:
 
 
 class LagProbe:
-    """The longest time the event loop let a 1 ms sleep overrun, while armed."""
+    """The longest time the event loop let a 1 ms sleep overrun, while armed; and
+    the longest garbage collection of generation 2 meanwhile (a pause the probe
+    also sees, set by the process's heap rather than by any one start)."""
 
     def __init__(self) -> None:
         self.worst = 0.0
         self.armed = False
+        self.gc_worst = 0.0
+        self.gc_full = 0
+        self._gc_began = 0.0
         self._task: asyncio.Task[None] | None = None
 
+    def _gc(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._gc_began = time.perf_counter()
+        elif self.armed:
+            self.gc_full += 1
+            self.gc_worst = max(self.gc_worst, time.perf_counter() - self._gc_began)
+
     def start(self) -> None:
+        gc.callbacks.append(self._gc)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
@@ -229,6 +251,7 @@ class LagProbe:
 
     async def stop(self) -> None:
         assert self._task is not None
+        gc.callbacks.remove(self._gc)
         self._task.cancel()
         await asyncio.wait({self._task})
 
@@ -290,7 +313,12 @@ def _drain_peer(
 
 
 async def run_case(
-    peer: str, links: int, group_count: int, mode: str, source_port: str = "ephemeral"
+    peer: str,
+    links: int,
+    group_count: int,
+    mode: str,
+    source_port: str = "ephemeral",
+    gc_during_start: bool = True,
 ) -> dict[str, Any]:
     import mcastio
 
@@ -303,10 +331,18 @@ async def run_case(
     tasks_before = len(asyncio.all_tasks())
     fds_before = descriptors()
     rss_before = rss_kib()
+    t0 = time.perf_counter()
     if mode == "one":
         endpoints = [mcastio.MulticastEndpoint(names, PORT, source_port=source_port)]
     else:
         endpoints = [mcastio.MulticastEndpoint(g, PORT, source_port=source_port) for g in names]
+    construct_s = time.perf_counter() - t0
+    # The probe's wake-up late by the constructors (plain synchronous calls, timed
+    # on their own above) comes before it is armed: the stall is the starts'.
+    await asyncio.sleep(0.005)
+    if not gc_during_start:
+        # A measurement only (--gc off): what the stall is without collections.
+        gc.disable()
     probe.armed = True
     t0 = time.perf_counter()
     await asyncio.gather(*(ep.start() for ep in endpoints))
@@ -314,6 +350,7 @@ async def run_case(
     # Whatever the starts left for the loop (a watcher's first reconcile) counts too.
     await asyncio.sleep(0.2)
     probe.armed = False
+    gc.enable()
     stall_s = probe.worst
     fds_after = descriptors()
     added = {k: len(fds_after[k] - fds_before[k]) for k in fds_after}
@@ -378,6 +415,9 @@ async def run_case(
     return {
         "start_ms": start_s * 1e3,
         "stall_ms": stall_s * 1e3,
+        "gc_ms": probe.gc_worst * 1e3,
+        "construct_ms": construct_s * 1e3,
+        "gc_full": probe.gc_full,
         "close_ms": close_s * 1e3,
         "fds": added,
         "tasks": tasks,
@@ -448,6 +488,7 @@ def child(argv: Sequence[str]) -> None:
     parser.add_argument("--groups", type=int, required=True)
     parser.add_argument("--mode", choices=("one", "many", "storm"), required=True)
     parser.add_argument("--source-port", default="ephemeral")
+    parser.add_argument("--gc", choices=("on", "off"), default="on")
     args = parser.parse_args(argv)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -455,7 +496,9 @@ def child(argv: Sequence[str]) -> None:
         result = asyncio.run(run_storm(args.groups))
     else:
         result = asyncio.run(
-            run_case(args.peer, args.links, args.groups, args.mode, args.source_port)
+            run_case(
+                args.peer, args.links, args.groups, args.mode, args.source_port, args.gc == "on"
+            )
         )
     print(json.dumps(result))
 
@@ -464,7 +507,12 @@ def child(argv: Sequence[str]) -> None:
 
 
 def run_child(
-    lab: ScaleLab, tree: Path, groups_: int, mode: str, source_port: str = "ephemeral"
+    lab: ScaleLab,
+    tree: Path,
+    groups_: int,
+    mode: str,
+    source_port: str = "ephemeral",
+    gc_mode: str = "on",
 ) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=str(tree))
     proc = subprocess.run(
@@ -486,6 +534,8 @@ def run_child(
             mode,
             "--source-port",
             source_port,
+            "--gc",
+            gc_mode,
         ],
         env=env,
         capture_output=True,
@@ -512,7 +562,10 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         # Every round's figures, in order (the table shows medians, and the worst stall).
         "start_runs_ms": [r["start_ms"] for r in rows],
         "stall_runs_ms": [r["stall_ms"] for r in rows],
+        # The longest generation-2 collection while armed, every round (0: none ran).
+        "gc_runs_ms": [r.get("gc_ms", 0.0) for r in rows],
         "close_ms": _median(rows, "close_ms"),
+        "construct_ms": statistics.median(r.get("construct_ms", 0.0) for r in rows),
         "fds": fds,
         "fds_total": sum(fds.values()),
         "tasks": _median(rows, "tasks"),
@@ -528,7 +581,8 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 HEADER = (
-    f"{'tree':<8} {'N':>5} {'G':>4} {'as':<12} {'start ms':>9} {'stall ms':>9} "
+    f"{'tree':<8} {'N':>5} {'G':>4} {'as':<12} {'start ms':>9} {'stall ms':>9} {'med':>5} "
+    f"{'gc2 ms':>6} "
     f"{'fds':>6} {'nl':>4} {'raw':>4} {'rx':>5} {'tx':>5} {'tasks':>5} {'RSS MiB':>8} "
     f"{'close ms':>9} {'delivered':>11} {'send_all':>11}"
 )
@@ -540,6 +594,7 @@ def row(label: str, links: int, g: int, mode: str, s: dict[str, Any]) -> str:
     ok = f"{s['delivered']}/{s['want']}" + ("!" if s["bad"] else "")
     return (
         f"{label:<8} {links:>5} {g:>4} {how:<12} {s['start_ms']:>9.1f} {s['stall_ms']:>9.1f} "
+        f"{s['stall_median_ms']:>5.1f} {max(s['gc_runs_ms']):>6.1f} "
         f"{s['fds_total']:>6.0f} {fds['netlink']:>4.0f} {fds['raw']:>4.0f} {fds['receive']:>5.0f} "
         f"{fds['transmit']:>5.0f} {s['tasks']:>5.0f} {s['rss_mib']:>8.1f} {s['close_ms']:>9.1f} "
         f"{ok:>11} {s['send_all']:>5}/{s['want']:<5}"
@@ -560,6 +615,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="ephemeral",
         help="the endpoints' source_port: 'group' sockets read no replies, so they are shared",
     )
+    parser.add_argument(
+        "--gc",
+        choices=("on", "off"),
+        default="on",
+        help="'off' disables the garbage collector while the starts run and settle "
+        "(a measurement of what the collections add to the stall, not a setting)",
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("scale.py needs root (it builds network namespaces)", file=sys.stderr)
@@ -578,7 +640,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (args.large or args.only_large) and not args.only_storm:
         cases += [(256, [4]), (1024, [4])]
     print("trees: " + ", ".join(f"{label} = {tree}" for label, tree in trees))
-    print(f"source_port = {args.source_port!r}")
+    print(f"source_port = {args.source_port!r}, gc = {args.gc!r}")
     print(HEADER)
     results: list[dict[str, Any]] = []
     failed = False
@@ -592,7 +654,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for _ in range(args.rounds):
                         # Interleaved, so drift on a shared machine hits every tree alike.
                         for label, tree in trees:
-                            per_tree[label].append(run_child(lab, tree, g, mode, args.source_port))
+                            per_tree[label].append(
+                                run_child(lab, tree, g, mode, args.source_port, args.gc)
+                            )
                     for label, _ in trees:
                         s = summarize(per_tree[label])
                         print(row(label, links, g, mode, s), flush=True)

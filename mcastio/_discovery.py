@@ -6,17 +6,19 @@ works on the returned values.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
 import socket
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import netifaces
 import psutil
 
-from ._linkfacts import LinkFacts, read_link_facts
+from ._hostdump import Address, read_host
+from ._linkfacts import Link, LinkFacts, read_link_facts
 from ._model import Interface
 
 __all__ = [
@@ -26,6 +28,8 @@ __all__ = [
     "parse_wireless",
     "proc_net_path",
     "read_snapshot",
+    "read_snapshot_psutil",
+    "snapshot_from_dump",
 ]
 
 _log = logging.getLogger("mcastio")
@@ -77,13 +81,14 @@ def _sysfs_says(name: str, index: int, entries: tuple[str, ...]) -> bool:
     setns(), so the device's ifindex there must match before it is believed.
     """
     base = f"/sys/class/net/{name}"
+    # The entries first: on most devices none exists, and the ifindex is not read.
+    if not any(os.path.exists(f"{base}/{entry}") for entry in entries):
+        return False
     try:
         with open(f"{base}/ifindex", encoding="ascii") as f:
-            if int(f.read().strip()) != index:
-                return False
+            return int(f.read().strip()) == index
     except (OSError, ValueError):
         return False
-    return any(os.path.exists(f"{base}/{entry}") for entry in entries)
 
 
 def _read_facts() -> dict[int, LinkFacts]:
@@ -159,8 +164,26 @@ def fold_labels(indexes: Mapping[str, int], devices: Collection[str]) -> dict[st
     return folded
 
 
+# Link kinds whose drivers never make a wifi device (no ieee80211_ptr, no wireless
+# handlers): sysfs is not asked about them. A NIC's own driver has no kind, and a
+# kind that is not listed here (virt_wifi...) is asked about.
+_NEVER_WIFI = frozenset(
+    {
+        "veth", "bridge", "bond", "team", "vlan", "macvlan", "macvtap", "ipvlan", "ipvtap",
+        "vxlan", "geneve", "bareudp", "gre", "gretap", "ip6gre", "ip6gretap", "erspan",
+        "ip6erspan", "ipip", "sit", "ip6tnl", "vti", "vti6", "xfrm", "wireguard", "dummy",
+        "ifb", "nlmon", "vrf", "macsec", "netkit", "hsr", "gtp", "tun",
+    }
+)  # fmt: skip
+
+
 def _fact_fields(
-    name: str, index: int, fact: LinkFacts | None, wireless: set[str]
+    name: str,
+    index: int,
+    fact: LinkFacts | None,
+    wireless: Collection[str],
+    sysfs_says: Callable[[str, int, tuple[str, ...]], bool] = _sysfs_says,
+    bus_known: bool = False,
 ) -> dict[str, Any]:
     if fact is None:
         return {"wireless": name in wireless}
@@ -168,13 +191,126 @@ def _fact_fields(
         "kind": fact.kind,
         "parent": fact.parent,
         "master": fact.master,
-        "bus": fact.bus or _sysfs_says(name, index, ("device",)),
-        "wireless": name in wireless or _sysfs_says(name, index, ("wireless", "phy80211")),
+        "bus": fact.bus or (not bus_known and sysfs_says(name, index, ("device",))),
+        "wireless": name in wireless
+        or (fact.kind not in _NEVER_WIFI and sysfs_says(name, index, ("wireless", "phy80211"))),
     }
 
 
 def read_snapshot() -> tuple[Interface, ...]:
-    """One consistent-enough reading of every interface on the host, sorted by index."""
+    """One consistent-enough reading of every interface on the host, sorted by index.
+
+    Two rtnetlink dumps where the kernel answers them; else psutil and netifaces
+    (:func:`read_snapshot_psutil`), which give the same snapshot, slower.
+    """
+    try:
+        links, addresses = read_host()
+    except OSError as exc:
+        _log.debug("cannot dump the interfaces by rtnetlink, asking psutil: %s", exc)
+        return read_snapshot_psutil()
+    return snapshot_from_dump(
+        links,
+        addresses,
+        default_route_interfaces(),
+        _read_wireless(),
+        _sysfs_says,
+        bus_known=_kernel_names_parent_devices(),
+    )
+
+
+def _kernel_names_parent_devices(release: str | None = None) -> bool:
+    """Whether the link dump names every device's parent (IFLA_PARENT_DEV_NAME, Linux 5.15).
+
+    The kernel sends it exactly when the device has a parent, which is when sysfs
+    shows the ``device`` link: from 5.15 on, asking sysfs adds nothing.
+    """
+    text = release if release is not None else os.uname().release
+    try:
+        major, minor = (int(part) for part in text.split("-", 1)[0].split(".")[:2])
+    except ValueError:
+        return False  # Not a Linux version string: ask sysfs, as before.
+    return (major, minor) >= (5, 15)
+
+
+# IFF_* (include/uapi/linux/if.h): the same bits psutil's flags name.
+_IFF_UP = 0x1
+_IFF_LOOPBACK = 0x8
+_IFF_RUNNING = 0x40
+_IFF_MULTICAST = 0x1000
+
+
+# Parsed once: a host's addresses change rarely, and the watcher reads them again
+# on every reconcile.
+@functools.lru_cache(maxsize=8192)
+def _v4_of(packed: bytes, prefixlen: int) -> ipaddress.IPv4Interface:
+    return ipaddress.IPv4Interface((packed, prefixlen))
+
+
+@functools.lru_cache(maxsize=8192)
+def _v6_of(packed: bytes, prefixlen: int) -> ipaddress.IPv6Interface:
+    return ipaddress.IPv6Interface((packed, prefixlen))
+
+
+def _usable_v6(flags: int) -> bool:
+    # As parse_if_inet6: an optimistic address (RFC 4429) is tentative but usable.
+    waiting = flags & _IFA_F_TENTATIVE and not flags & _IFA_F_OPTIMISTIC
+    return not (waiting or flags & _IFA_F_DADFAILED)
+
+
+def snapshot_from_dump(
+    links: Sequence[Link],
+    addresses: Sequence[Address],
+    defaults: Collection[str],
+    wireless: Collection[str],
+    sysfs_says: Callable[[str, int, tuple[str, ...]], bool],
+    *,
+    bus_known: bool = False,
+) -> tuple[Interface, ...]:
+    """The snapshot :func:`read_snapshot_psutil` would give, from the rtnetlink dumps.
+
+    ``bus_known``: the dump's bus facts are the whole truth (see
+    :func:`_kernel_names_parent_devices`), so sysfs is asked only about wifi.
+
+    IPv4 addresses are listed by label as getifaddrs does: the device's own
+    first, then its labels (``eth0:1``) in name order; each list in dump order.
+    """
+    names = {link.facts.index: link.name for link in links}
+    v4: dict[int, dict[str, list[ipaddress.IPv4Interface]]] = {}
+    v6: dict[int, list[ipaddress.IPv6Interface]] = {}
+    for a in addresses:
+        name = names.get(a.index)
+        if name is None:
+            continue  # Its device went between the dumps; the next read settles it.
+        if a.family == socket.AF_INET:
+            label = a.label or name
+            v4.setdefault(a.index, {}).setdefault(label, []).append(_v4_of(a.packed, a.prefixlen))
+        elif _usable_v6(a.flags):
+            v6.setdefault(a.index, []).append(_v6_of(a.packed, a.prefixlen))
+    result: list[Interface] = []
+    for link in links:
+        index, name, flags = link.facts.index, link.name, link.flags
+        labels = v4.get(index, {})
+        order = sorted(labels, key=lambda label: (label != name, label))
+        result.append(
+            Interface(
+                name=name,
+                index=index,
+                up=bool(flags & _IFF_UP),
+                running=bool(flags & _IFF_RUNNING),
+                multicast=bool(flags & _IFF_MULTICAST),
+                loopback=bool(flags & _IFF_LOOPBACK),
+                ipv4=tuple(a for label in order for a in labels[label]),
+                ipv6=tuple(v6.get(index, ())),
+                is_default=name in defaults,
+                **_fact_fields(name, index, link.facts, wireless, sysfs_says, bus_known),
+            )
+        )
+    result.sort(key=lambda i: i.index)
+    return tuple(result)
+
+
+def read_snapshot_psutil() -> tuple[Interface, ...]:
+    """:func:`read_snapshot` by psutil, netifaces and sysfs (where rtnetlink cannot dump)."""
     addrs = psutil.net_if_addrs()
     stats = psutil.net_if_stats()
     defaults = default_route_interfaces()

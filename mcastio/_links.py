@@ -24,6 +24,23 @@ __all__ = ["Links"]
 _log = logging.getLogger("mcastio")
 
 
+class _GroupsText:
+    """The groups of a log line, formatted when the line is: a start on a thousand
+    links logs a line per link, mostly at a level nobody has enabled."""
+
+    __slots__ = ("_memberships",)
+
+    def __init__(self, memberships: GroupMemberships) -> None:
+        self._memberships = memberships
+
+    def __str__(self) -> str:
+        groups = self._memberships.groups
+        text = ", ".join(map(str, groups[:3])) + (
+            f" (+{len(groups) - 3})" if len(groups) > 3 else ""
+        )
+        return text if self._memberships.joining else f"{text} (send-only)"
+
+
 class Links:
     """The interfaces in use, with their memberships and transmit sockets."""
 
@@ -39,6 +56,9 @@ class Links:
         self._pool = pool
         self._receive = receive
         self._current: dict[int, Interface] = {}
+        # index -> name of _current, kept with it: a start on a thousand links hands
+        # the receive path a copy at every turn, and copying is cheap, rebuilding not.
+        self._names_now: dict[int, str] = {}
 
     @property
     def interfaces(self) -> tuple[Interface, ...]:
@@ -48,13 +68,9 @@ class Links:
         return len(self._current)
 
     @property
-    def _group(self) -> str:
-        """The groups, for log lines."""
-        groups = self._memberships.groups
-        text = ", ".join(map(str, groups[:3])) + (
-            f" (+{len(groups) - 3})" if len(groups) > 3 else ""
-        )
-        return text if self._memberships.joining else f"{text} (send-only)"
+    def _group(self) -> _GroupsText:
+        """The groups, for log lines (formatted only for a line that is written)."""
+        return _GroupsText(self._memberships)
 
     @property
     def groups(self) -> tuple[Group, ...]:
@@ -118,11 +134,11 @@ class Links:
                 _log.warning("keeping the old transmit socket on %s: %s", new.name, exc)
                 failures.append(exc)
                 continue
-            self._current[new.index] = new
+            self._set(new)
             _log.info("updated %s (index %d) for %s", new.name, new.index, self._group)
         for iface in plan.refresh:
             self._pool.refresh(iface)
-            self._current[iface.index] = iface
+            self._set(iface)
         for _old, iface in plan.change:
             # The interface changed: a link whose sends failed is tried again.
             self._pool.retry(iface.index)
@@ -143,13 +159,18 @@ class Links:
 
     def derive_names(self) -> None:
         # Derived, never patched: the receive path's index -> name lookup.
-        self._receive.names = {idx: iface.name for idx, iface in self._current.items()}
+        self._receive.names = dict(self._names_now)
 
     def close(self) -> None:
         self._pool.close_all()
         self._memberships.close()
         self._current.clear()
+        self._names_now.clear()
         self._receive.names = {}
+
+    def _set(self, iface: Interface) -> None:
+        self._current[iface.index] = iface
+        self._names_now[iface.index] = iface.name
 
     def _add(self, iface: Interface) -> None:
         self._memberships.join(iface)
@@ -159,10 +180,11 @@ class Links:
             # Receiving without being able to send would be half an interface.
             self._memberships.leave(iface)
             raise
-        self._current[iface.index] = iface
+        self._set(iface)
 
     def _drop(self, iface: Interface) -> None:
         del self._current[iface.index]
+        del self._names_now[iface.index]
         self._pool.close(iface.index)
         self._memberships.leave(iface)
 

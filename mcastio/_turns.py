@@ -5,8 +5,14 @@ is a few hundred milliseconds of system calls. Done at once it holds the loop,
 so nothing else (a reader, a timer, another endpoint's datagrams) runs meanwhile.
 
 The clock is shared by everything in one loop. Work that has used up its slice
-queues for the next one; one queued piece resumes per pass of the loop, so a
-hundred gathered starts cost the loop one slice per pass, not a hundred wake-ups.
+queues for the next one, and one queued piece resumes at a time, so a hundred
+gathered starts cost the loop one slice at a time, not a hundred wake-ups.
+
+Between two slices the loop makes two more passes. A timer that fell due during
+a slice fires in the pass after it, and the task it wakes runs in the pass after
+that: with one pass between slices, as before, such a task (an ``asyncio.sleep``,
+a ``wait_for`` deadline) waited for up to three slices back to back; now for at
+most the one under way.
 """
 
 from __future__ import annotations
@@ -29,8 +35,18 @@ _queues: weakref.WeakKeyDictionary[
 ] = weakref.WeakKeyDictionary()
 
 
-def _release(loop: asyncio.AbstractEventLoop) -> None:
-    """Let the oldest waiting work run in the next pass; the next one after it."""
+#: Passes of the loop between the end of one slice and the start of the next,
+#: besides the one the next slice runs in: the due timer's, then its task's.
+_GAP = 2
+
+
+def _release(loop: asyncio.AbstractEventLoop, gap: int = _GAP) -> None:
+    """Let the oldest waiting work run: after ``gap`` more passes if the slice is used
+    up, else in the next pass (small pieces of work share a slice); the next one after it.
+    """
+    if gap and turn_due(loop):
+        loop.call_soon(_release, loop, gap - 1)
+        return
     queue = _queues.get(loop)
     while queue:
         waiter = queue.popleft()
@@ -38,6 +54,7 @@ def _release(loop: asyncio.AbstractEventLoop) -> None:
             waiter.set_result(None)
             break
     if queue:
+        # Scheduled after the released work's wake-up: it sees what that work used.
         loop.call_soon(_release, loop)
 
 
@@ -58,4 +75,6 @@ async def take_turn(loop: asyncio.AbstractEventLoop) -> None:
     if len(queue) == 1:
         loop.call_soon(_release, loop)
     await waiter
-    _began[loop] = time.perf_counter()
+    if turn_due(loop):
+        # Resumed after a gap: a new slice. Else it goes on with the one under way.
+        _began[loop] = time.perf_counter()
