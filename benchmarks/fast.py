@@ -145,6 +145,9 @@ def cpu_rows(only: set[str] | None = None) -> list[tuple[str, str]]:
         rows.append((label, variant))
         if "mcastio" in variant and "other" in OTHER_TREES:
             rows.append((f"{label} [{OTHER_TREES['other'].name}]", f"other:{variant}"))
+    # Variants of --only that are no row here, e.g. mcastio-protocol+delay=2.
+    known = {variant for _label, variant in CPU_ROWS}
+    rows += [(f"mcastio {v}", v) for v in sorted(only or ()) if v not in known]
     return rows
 
 

@@ -116,8 +116,12 @@ class Child:
         if rcvbuf is not None:
             env["BENCH_RCVBUF"] = str(rcvbuf)
         # "VARIANT+recvmsg": mcastio's plain recvmsg drain; "+nodelay": coalesce_delay=0;
-        # "+pure": the pure-Python path (MCASTIO_PURE=1), else the compiled one where built.
+        # "+delay=MS": coalesce_delay=MS/1000; "+pure": the pure-Python path
+        # (MCASTIO_PURE=1), else the compiled one where built.
         variant, *modifiers = variant.split("+")
+        for modifier in modifiers:
+            if modifier.startswith("delay="):
+                env["BENCH_COALESCE"] = str(float(modifier.removeprefix("delay=")) / 1000)
         if "recvmsg" in modifiers:
             env["MCASTIO_RECVMMSG"] = "0"
         if "pure" in modifiers or "recvmsg" in modifiers:
