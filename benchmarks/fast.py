@@ -179,6 +179,14 @@ def run_cpu(lab: Lab, rounds: int, seconds: float, rate: int, only: set[str] | N
             per_read(row),
         ],
     )
+    dropped = [
+        f"{row.label}: {', '.join(str(int(r['kernel_dropped'])) for r in row.runs)}"
+        for row in rows
+        if any(r.get("kernel_dropped") for r in row.runs)
+    ]
+    # A socket that overflowed once pays for the drop count on every later datagram
+    # where the kernel stamps it (SO_RXQ_OVFL): benchmarks/dropcost.py.
+    print("kernel drops per round: " + ("; ".join(dropped) or "none in any mcastio row"))
 
 
 def stamped(lab: Lab, rate: int, seconds: float, burst: int = 1) -> int:
