@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from run import GROUP, HERE, PORT, Child, flood, median, missing_module
+from run import GROUP, HERE, OTHER_TREES, PORT, Child, flood, median, missing_module
 
 from mcastio.testing import Lab
 
@@ -135,13 +135,29 @@ def per_read(row: Row) -> str:
     return f"{median(sizes):.0f}" if sizes else "-"
 
 
-def run_cpu(lab: Lab, rounds: int, seconds: float, rate: int) -> None:
+def cpu_rows(only: set[str] | None = None) -> list[tuple[str, str]]:
+    """The CPU table's rows: both baselines, then the mcastio rows in ``only`` (all when
+    None), each followed by the same row of the ``--compare-with`` tree when given."""
+    rows = list(CPU_ROWS[:2])
+    for label, variant in CPU_ROWS[2:]:
+        if only is not None and variant not in only:
+            continue
+        rows.append((label, variant))
+        if "mcastio" in variant and "other" in OTHER_TREES:
+            rows.append((f"{label} [{OTHER_TREES['other'].name}]", f"other:{variant}"))
+    # Variants of --only that are no row here, e.g. mcastio-protocol+delay=2.
+    known = {variant for _label, variant in CPU_ROWS}
+    rows += [(f"mcastio {v}", v) for v in sorted(only or ()) if v not in known]
+    return rows
+
+
+def run_cpu(lab: Lab, rounds: int, seconds: float, rate: int, only: set[str] | None = None) -> None:
     print(
         f"\n## CPU per datagram: {rounds} rounds x {seconds:g} s at {rate} datagrams/s"
         " of 64 bytes (iperf), one link",
         flush=True,
     )
-    rows = [Row(label, variant) for label, variant in CPU_ROWS]
+    rows = [Row(label, variant) for label, variant in cpu_rows(only)]
 
     def measure(lab: Lab, variant: str) -> dict[str, float]:
         return _run_child(lab, variant, lab.link[0].host_if, lambda: flood(lab, rate, seconds))
@@ -163,6 +179,14 @@ def run_cpu(lab: Lab, rounds: int, seconds: float, rate: int) -> None:
             per_read(row),
         ],
     )
+    dropped = [
+        f"{row.label}: {', '.join(str(int(r['kernel_dropped'])) for r in row.runs)}"
+        for row in rows
+        if any(r.get("kernel_dropped") for r in row.runs)
+    ]
+    # A socket that overflowed once pays for the drop count on every later datagram
+    # where the kernel stamps it (SO_RXQ_OVFL): benchmarks/dropcost.py.
+    print("kernel drops per round: " + ("; ".join(dropped) or "none in any mcastio row"))
 
 
 def stamped(lab: Lab, rate: int, seconds: float, burst: int = 1) -> int:
@@ -295,9 +319,16 @@ def run_buffers(sizes: Sequence[int] = (64, 1400, 8000, 65000), floods: int = 20
     print("| | |\n|---|---:|\n" + "\n".join(rows), flush=True)
 
 
-def run_all(lab: Lab, sections: Sequence[str], rounds: int, seconds: float, rate: int) -> None:
+def run_all(
+    lab: Lab,
+    sections: Sequence[str],
+    rounds: int,
+    seconds: float,
+    rate: int,
+    only: set[str] | None = None,
+) -> None:
     if "cpu" in sections:
-        run_cpu(lab, rounds, seconds, rate)
+        run_cpu(lab, rounds, seconds, rate, only)
     if "latency" in sections:
         run_latency(lab, max(3, rounds - 2), seconds)
         run_latency(lab, max(3, rounds - 2), seconds, burst=100)

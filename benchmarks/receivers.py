@@ -310,6 +310,10 @@ async def main(variant: Variant, group: str, port: int, ifname: str) -> None:
     engine = getattr(counter.endpoint, "_engine", None)
     readers = getattr(engine, "_socket_readers", {})
     deferred = sum(r.deferred_reads for r in readers.values())
+    # Whether the receive socket overflowed: where the kernel stamps drop counts on
+    # datagrams (main before issue 21c), every datagram after a drop costs more.
+    stats = getattr(counter.endpoint, "stats", None)
+    kernel_dropped = getattr(stats, "kernel_dropped", None)
     if task.done():
         task.result()
     task.cancel()
@@ -325,6 +329,8 @@ async def main(variant: Variant, group: str, port: int, ifname: str) -> None:
     result["compiled"] = float(mcastio.drain_path == "compiled")
     if counter.endpoint is not None:
         result["deferred_reads"] = deferred
+    if kernel_dropped is not None:
+        result["kernel_dropped"] = kernel_dropped
     delays = sorted(counter.delays)
     if delays:
         result["p50_us"] = delays[len(delays) // 2] / 1000

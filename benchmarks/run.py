@@ -35,6 +35,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
+# fast.py imports this script as "run": one module, so it sees --compare-with's tree.
+sys.modules.setdefault("run", sys.modules[__name__])
 
 from mcastio.testing import Lab, lab_support  # noqa: E402
 
@@ -114,8 +116,12 @@ class Child:
         if rcvbuf is not None:
             env["BENCH_RCVBUF"] = str(rcvbuf)
         # "VARIANT+recvmsg": mcastio's plain recvmsg drain; "+nodelay": coalesce_delay=0;
-        # "+pure": the pure-Python path (MCASTIO_PURE=1), else the compiled one where built.
+        # "+delay=MS": coalesce_delay=MS/1000; "+pure": the pure-Python path
+        # (MCASTIO_PURE=1), else the compiled one where built.
         variant, *modifiers = variant.split("+")
+        for modifier in modifiers:
+            if modifier.startswith("delay="):
+                env["BENCH_COALESCE"] = str(float(modifier.removeprefix("delay=")) / 1000)
         if "recvmsg" in modifiers:
             env["MCASTIO_RECVMMSG"] = "0"
         if "pure" in modifiers or "recvmsg" in modifiers:
@@ -412,7 +418,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--seconds", type=float, default=None, help="flood length per receiver")
     parser.add_argument("--rate", type=int, default=100_000, help="datagrams per second")
-    parser.add_argument("--only", default=None, help="comma-separated receiver variants")
+    parser.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated receiver variants (CPU table: e.g. mcastio-batch,mcastio-batch+pure;"
+        " its two baselines always run)",
+    )
     parser.add_argument(
         "--sections",
         default="cpu,latency,saturation,buffers,sendmany,receive,equal,send,memory,idle,join",
@@ -455,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if sections & {"cpu", "latency", "saturation", "buffers"}:
             import fast
 
-            fast.run_all(lab, sorted(sections), rounds, seconds, args.rate)
+            fast.run_all(lab, sorted(sections), rounds, seconds, args.rate, only)
         if "receive" in sections:
             run_receive(lab, rounds, seconds, args.rate, only)
         if "equal" in sections:

@@ -46,6 +46,7 @@ IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
 MCAST_JOIN_SOURCE_GROUP = getattr(socket, "MCAST_JOIN_SOURCE_GROUP", 46)
 MCAST_LEAVE_SOURCE_GROUP = getattr(socket, "MCAST_LEAVE_SOURCE_GROUP", 47)
 SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
+SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
 IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
 IP_TTL = getattr(socket, "IP_TTL", 2)
 IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
@@ -138,6 +139,20 @@ def _group_sockaddr(
     return (str(group.address), port, 0, scope)
 
 
+#: Ask for SO_RXQ_OVFL even where SO_MEMINFO works (tests: both drains parse it).
+STAMP_DROPS = False
+# struct sk_meminfo is SK_MEMINFO_VARS u32s; the drop count is the ninth (linux/sock_diag.h).
+MEMINFO_SIZE = 9 * 4
+
+
+def _drops_on_demand(sock: socket.socket) -> bool:
+    """Whether SO_MEMINFO reads ``sock``'s count of dropped datagrams (Linux 4.6+)."""
+    try:
+        return len(sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, MEMINFO_SIZE)) >= MEMINFO_SIZE
+    except OSError:
+        return False
+
+
 def open_receiver(
     group: Group,
     port: int,
@@ -153,9 +168,11 @@ def open_receiver(
     """
     sock = _new_socket(group.family, f"a receive socket on port {port}")
     with _closed_on_failure(sock, f"a receive socket on port {port}"):
-        # The kernel stamps its running count of datagrams dropped on this socket
-        # (a full buffer) on the next datagram delivered: the only per-socket account.
-        sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+        # SO_MEMINFO reads the socket's drop count whenever asked; only where it is
+        # missing (Linux < 4.6) is the count stamped on each datagram (SO_RXQ_OVFL),
+        # which sends every datagram read through the kernel's __sock_recv_cmsgs.
+        if STAMP_DROPS or not _drops_on_demand(sock):
+            sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
         if receive_buffer is not None:
             # The default (net.core.rmem_default, ~208 KiB) holds only ~250 small
             # datagrams, a few ms of a flood; the kernel caps this at net.core.rmem_max.

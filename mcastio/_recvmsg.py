@@ -36,10 +36,9 @@ def index_to_name(index: int) -> str:
         return f"if{index}"
 
 
-# Read here and only here: the drop counter behind EndpointStats.drops.
-SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
+# Read here and only here: the drop counter behind EndpointStats.kernel_dropped.
 # SK_MEMINFO_DROPS: the ninth u32 of the SO_MEMINFO array (linux/sock_diag.h).
-_MEMINFO = struct.Struct("=9I")
+_MEMINFO = struct.Struct(f"={_net.MEMINFO_SIZE // 4}I")
 
 
 def socket_drops(sock: socket.socket) -> int | None:
@@ -49,7 +48,7 @@ def socket_drops(sock: socket.socket) -> int | None:
     a final burst would stay unseen; SO_MEMINFO reads the same counter on demand.
     """
     try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO.size)
+        raw = sock.getsockopt(socket.SOL_SOCKET, _net.SO_MEMINFO, _MEMINFO.size)
     except OSError:
         # Linux < 4.6 lacks SO_MEMINFO; the SO_RXQ_OVFL reports remain.
         return None
@@ -59,7 +58,12 @@ def socket_drops(sock: socket.socket) -> int | None:
 
 
 class KernelDrops:
-    """Datagrams the kernel dropped on each receive socket because its buffer was full."""
+    """Datagrams the kernel dropped on each receive socket because its buffer was full.
+
+    Read with SO_MEMINFO when asked (:attr:`total`, and as a socket closes), so the
+    drains pay nothing per datagram; SO_RXQ_OVFL reports (:meth:`report`) count
+    only where a socket asked for them (:data:`._net.STAMP_DROPS`, or Linux < 4.6).
+    """
 
     __slots__ = ("_by_socket", "_retired")
 

@@ -200,18 +200,27 @@ def test_every_drain_truncates_alike(lab: Lab, monkeypatch: pytest.MonkeyPatch) 
     assert truncated == [4] * len(PATHS)
 
 
+@pytest.mark.parametrize("stamped", [False, True], ids=["meminfo", "rxq_ovfl"])
 def test_every_drain_reads_the_same_kernel_drop_counts(
-    lab: Lab, monkeypatch: pytest.MonkeyPatch
+    lab: Lab, monkeypatch: pytest.MonkeyPatch, stamped: bool
 ) -> None:
+    """Drops read with SO_MEMINFO (the default: no control message per datagram), and
+    with SO_RXQ_OVFL stamped on every datagram (kept where SO_MEMINFO is missing)."""
+    monkeypatch.setattr(_net, "STAMP_DROPS", stamped)
     group = "239.255.21.3"
     link = lab.link[0]
     burst = 300
 
-    async def main() -> tuple[list[list[Fields]], list[int], list[int]]:
+    async def main() -> tuple[list[list[Fields]], list[int], list[int], list[int]]:
         eps = endpoints(monkeypatch, group, interfaces=[link.host_if], receive_buffer=1)
         async with contextlib.AsyncExitStack() as stack:
             for ep in eps:
                 await stack.enter_async_context(ep)
+            # The receive sockets (bound to the group); reply sockets are not the drains'.
+            socks = [s for ep in eps for s in ep._engine.receive.drops._by_socket]
+            socks = [s for s in socks if s.getsockname()[0] == group]
+            assert len(socks) == len(eps)
+            asked = [s.getsockopt(socket.SOL_SOCKET, _net.SO_RXQ_OVFL) for s in socks]
             subs = [ep.subscribe(queue_size=burst + 10) for ep in eps]
             with peer_socket(lab, link, socket.AF_INET, 1) as sock:
                 # No await between the sends: no endpoint reads, every buffer overflows.
@@ -220,18 +229,23 @@ def test_every_drain_reads_the_same_kernel_drop_counts(
                 # Blocking on purpose: every datagram reaches the sockets before a read.
                 time.sleep(0.05)  # noqa: ASYNC251
                 got = [await collect(ep, sub) for ep, sub in zip(eps, subs, strict=True)]
-                # The next datagram carries each socket's drop count (SO_RXQ_OVFL).
+                # The next datagram carries each socket's drop count where SO_RXQ_OVFL is on.
                 sock.sendto(b"last", (group, PORT))
                 for ep, sub, into in zip(eps, subs, got, strict=True):
                     into += await collect(ep, sub)
             # What SO_RXQ_OVFL reported, read before SO_MEMINFO refreshes it.
-            reported = [max(ep._engine.receive.drops._by_socket.values()) for ep in eps]
-            return got, reported, [ep.stats.kernel_dropped for ep in eps]
+            reported = [
+                ep._engine.receive.drops._by_socket[s] for ep, s in zip(eps, socks, strict=True)
+            ]
+            return got, reported, [ep.stats.kernel_dropped for ep in eps], asked
 
     with lab.inside():
-        got, reported, dropped = run(main())
+        got, reported, dropped, asked = run(main())
     assert all(g == got[0] for g in got)
     assert got[0][-1][0] == b"last"
-    assert reported == dropped
+    assert asked == [int(stamped)] * len(asked)
+    # Stamped, every drain parsed the count off the datagram; else none was there to parse.
+    assert reported == (dropped if stamped else [0] * len(PATHS))
+    assert dropped == [dropped[0]] * len(PATHS)
     assert dropped[0] > 0
     assert len(got[0]) + dropped[0] == burst + 1
