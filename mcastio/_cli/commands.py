@@ -209,7 +209,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             print(block)
             print()
         from .._drain import describe
+        from .._platform import capabilities
+        from .._platform import describe as describe_platform
 
+        platform = describe_platform(capabilities())
+        print(textwrap.fill(f"platform: {platform}", WIDTH, subsequent_indent="  "))
         print(textwrap.fill(f"receive path: {describe()}", WIDTH, subsequent_indent="  "))
         counts = {s: sum(f.severity == s for f in findings) for s in ("error", "warning", "info")}
         print(", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items()))
