@@ -25,6 +25,7 @@ from typing import Literal
 from .._errors import MulticastError
 
 __all__ = [
+    "LINUX_ONLY_MODULES",
     "PORTABLE_ENV",
     "Capabilities",
     "capabilities",
@@ -36,6 +37,19 @@ __all__ = [
 
 #: ``MCASTIO_PORTABLE=1`` in the environment: the portable profile, even on Linux.
 PORTABLE_ENV = "MCASTIO_PORTABLE"
+
+#: Modules that work on Linux only and that ``import mcastio`` does not import:
+#: each is imported where its feature is used, after :func:`capabilities` said
+#: yes. tests/test_platforms_import.py makes them unimportable and imports
+#: mcastio as macOS, FreeBSD and Windows.
+LINUX_ONLY_MODULES = frozenset(
+    {
+        "mcastio._netlink",  # rtnetlink: AF_NETLINK
+        "mcastio._keepalive",  # the keeper: raw IGMP/MLD reports, /proc/net/igmp
+        "mcastio._querywatch",  # the keeper's query capture: AF_PACKET
+        "mcastio._cdrain",  # the compiled drain: recvmmsg(2)
+    }
+)
 
 #: The kernel's default for net.ipv4.igmp_max_memberships (Linux
 #: Documentation/networking/ip-sysctl.rst: "igmp_max_memberships ... Default 20").
