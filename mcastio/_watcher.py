@@ -101,10 +101,11 @@ class Watcher:
             reason = unavailable("the netlink watch", caps)
             _log.info("%s; polling every %gs", reason, self._poll_interval)
             return
-        # Imported where used: rtnetlink exists on Linux only (AF_NETLINK).
-        from . import _netlink
-
         try:
+            # Imported where used: rtnetlink exists on Linux only (AF_NETLINK). Inside
+            # the try: a first import opens the source file and can meet EMFILE too.
+            from . import _netlink
+
             self._sock = _netlink.open_listener()
             _netlink.request_links(self._sock)
         except OSError as exc:

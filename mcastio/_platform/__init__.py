@@ -221,10 +221,7 @@ def unavailable(feature: str, caps: Capabilities | None = None) -> MulticastErro
             f"unset {PORTABLE_ENV} to use it"
         )
     where = _NAMES.get(caps.platform, caps.platform)
-    return MulticastError(
-        f"{feature} is not available on {where}: mcastio has it on Linux only "
-        "(see docs/explanation/platforms.md)"
-    )
+    return MulticastError(f"{feature} is not available on {where}: mcastio has it on Linux only")
 
 
 def describe(caps: Capabilities) -> str:
