@@ -202,3 +202,22 @@ def test_group_req_layouts(
     assert group[8:24] == ipaddress.IPv6Address("ff02::fb").packed
     assert struct.unpack_from("=I", group, 24)[0] == 3  # sin6_scope_id
     assert source[8:24] == ipaddress.IPv6Address("fe80::1").packed
+
+
+def test_cmsg_space_is_the_socket_modules_where_it_exists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    from mcastio._platform.cmsg import cmsg_space
+
+    assert [cmsg_space(n) for n in (0, 4, 20, 64)] == [socket.CMSG_SPACE(n) for n in (0, 4, 20, 64)]
+    # Windows' CPython has no CMSG_SPACE (and no recvmsg): no room, not a crash.
+    monkeypatch.delattr(socket, "CMSG_SPACE")
+    assert cmsg_space(64) == 0
+
+
+def test_off_linux_nothing_batches() -> None:
+    from mcastio._platform import _nobatch
+
+    assert _nobatch.available() is False

@@ -31,8 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # Names CPython's socket module defines only where the C headers do: AF_NETLINK
 # and AF_PACKET need linux/netlink.h and netpacket/packet.h, SO_BINDTODEVICE is
 # Linux's. macOS and Windows have no SOCK_NONBLOCK/SOCK_CLOEXEC either (FreeBSD
-# does); Windows has no CMSG_LEN/CMSG_SPACE (the socket docs: "Availability:
-# Unix") and no MSG_DONTWAIT (Winsock defines none).
+# does); Windows has no CMSG_LEN/CMSG_SPACE (Modules/socketmodule.c defines them,
+# and recvmsg, under #ifdef CMSG_LEN; Winsock spells it WSA_CMSG_LEN) and no
+# MSG_DONTWAIT (Winsock defines none).
 LINUX_ONLY_NAMES = ("AF_NETLINK", "NETLINK_ROUTE", "AF_PACKET", "SO_BINDTODEVICE")
 NO_SOCK_FLAGS = ("SOCK_NONBLOCK", "SOCK_CLOEXEC")
 WINSOCK_LACKS = ("CMSG_LEN", "CMSG_SPACE", "MSG_DONTWAIT")
@@ -41,7 +42,7 @@ PLATFORMS = {
     # sys.platform: (platform name, socket names that platform's CPython lacks)
     "darwin": ("darwin", LINUX_ONLY_NAMES + NO_SOCK_FLAGS),
     "freebsd14": ("freebsd", LINUX_ONLY_NAMES),
-    "win32": ("windows", LINUX_ONLY_NAMES + NO_SOCK_FLAGS),
+    "win32": ("windows", LINUX_ONLY_NAMES + NO_SOCK_FLAGS + WINSOCK_LACKS),
 }
 
 # The standard library and mcastio's dependencies choose their own platform code
@@ -67,6 +68,17 @@ def become_the_platform():
     for name in [n for n in dir(socket) if n.startswith("PACKET_")]:
         delattr(socket, name)
     sys.meta_path.insert(0, _LinuxOnly())
+    if sys.platform == "win32":
+        # CPython on Windows loads a library by name only: CDLL(None) raises
+        # "TypeError: LoadLibrary() argument 1 must be str, not None" (pytesmo#177).
+        cdll_init = ctypes.CDLL.__init__
+
+        def by_name_only(self, name, *args, **kwargs):
+            if name is None:
+                raise TypeError("LoadLibrary() argument 1 must be str, not None")
+            cdll_init(self, name, *args, **kwargs)
+
+        ctypes.CDLL.__init__ = by_name_only
 """
 
 
@@ -115,14 +127,43 @@ def test_import_mcastio(platform: str) -> None:
     assert (caps["keeper"], caps["querier"], caps["procfs"]) == (False, False, False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_mmsg.py reads socket.MSG_DONTWAIT and calls ctypes.CDLL(None) at import, "
-    "and _receive.py imports it: Windows' CPython has neither (issue 22, part two)",
-)
-def test_import_mcastio_with_winsock_names() -> None:
-    out = run_as("win32", "import mcastio", strip=PLATFORMS["win32"][1] + WINSOCK_LACKS)
+def test_windows_import_reads_no_linux_batch_and_no_cmsg() -> None:
+    # What Windows' CPython lacks is gone (see PLATFORMS), ctypes.CDLL(None) raises
+    # as it does there, and recvmmsg's module (Linux's layouts) is never imported.
+    out = run_as(
+        "win32",
+        """
+        import ctypes, json, sys
+        import mcastio
+        from mcastio import _net, _receive
+        try:
+            ctypes.CDLL(None)
+            refused = False
+        except TypeError:
+            refused = True
+        print(json.dumps({
+            "refused": refused,
+            "batched": _receive.USE_RECVMMSG,
+            "anc": _net.ANC_BUFSIZE,
+            "drain": mcastio.drain_path,
+        }))
+        """,
+    )
     assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {
+        "refused": True,
+        "batched": False,
+        "anc": 0,
+        "drain": "pure",
+    }
+
+
+def test_linux_batch_module_is_linux_only() -> None:
+    # The simulation above blocks it: proof that it is blocked for a reason.
+    assert "mcastio._mmsg" in LINUX_ONLY_MODULES
+    from mcastio._platform.batch import mmsg
+
+    assert mmsg.__name__ == "mcastio._mmsg"
 
 
 @pytest.mark.parametrize("platform", sorted(PLATFORMS))

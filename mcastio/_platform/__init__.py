@@ -48,6 +48,7 @@ LINUX_ONLY_MODULES = frozenset(
         "mcastio._keepalive",  # the keeper: raw IGMP/MLD reports, /proc/net/igmp
         "mcastio._querywatch",  # the keeper's query capture: AF_PACKET
         "mcastio._cdrain",  # the compiled drain: recvmmsg(2)
+        "mcastio._mmsg",  # recvmmsg(2) through ctypes, with Linux's struct layouts
     }
 )
 
