@@ -232,6 +232,7 @@ PURE_TESTS = [
     "tests/test_keeper.py",
     "tests/test_procnet.py",
     "tests/test_groupinfo.py",
+    "tests/test_platform_hints.py",
 ]
 
 

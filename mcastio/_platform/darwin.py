@@ -15,6 +15,8 @@ from ._layouts import GroupLayout, sockaddr
 __all__ = [
     "AF_INET",
     "AF_INET6",
+    "EHOSTUNREACH",
+    "ETOOMANYREFS",
     "GROUP",
     "IN6_PKTINFO_SIZE",
     "IN_PKTINFO_SIZE",
@@ -29,6 +31,7 @@ __all__ = [
     "IP_PKTINFO",
     "IP_RECVIF",
     "IP_RECVTTL",
+    "LOCAL_NETWORK_PRIVACY_SINCE",
     "MCAST_JOIN_GROUP",
     "MCAST_JOIN_SOURCE_GROUP",
     "MCAST_LEAVE_GROUP",
@@ -53,6 +56,19 @@ MCAST_LEAVE_SOURCE_GROUP = 83
 # bsd/netinet/in.h: "#define IP_MAX_MEMBERSHIPS 4095", the vector of each socket
 # "dynamically allocated at run-time": no 20-group limit as on Linux.
 IP_MAX_MEMBERSHIPS = 4095
+
+# bsd/sys/errno.h (xnu at e3723e1f17661b24996789d8afc084c0c3303b26):
+# "#define EHOSTUNREACH 65 /* No route to host */" (Linux: 113), what a send
+# refused by Local Network Privacy fails with; "#define ETOOMANYREFS 59", what the
+# join past IP_MAX_MEMBERSHIPS fails with: imo_grow() in bsd/netinet/in_mcast.c
+# doubles the vector (31, 63, ... 4095) and refuses "newmax > IP_MAX_MEMBERSHIPS"
+# with ETOOMANYREFS (Linux refuses its limit with ENOBUFS). IPv6 alike
+# (in6_mcast.c, IPV6_MAX_MEMBERSHIPS).
+EHOSTUNREACH = 65
+ETOOMANYREFS = 59
+
+# Apple TN3179 "Understanding local network privacy": "macOS | yes | macOS 15".
+LOCAL_NETWORK_PRIVACY_SINCE = 15
 
 # bsd/netinet6/in6.h: the RFC 3542 names (declared under __APPLE_USE_RFC_3542).
 # Apple's IPV6_RECVPKTINFO is 61, not
