@@ -222,7 +222,10 @@ def unavailable(feature: str, caps: Capabilities | None = None) -> MulticastErro
             f"unset {PORTABLE_ENV} to use it"
         )
     where = _NAMES.get(caps.platform, caps.platform)
-    return MulticastError(f"{feature} is not available on {where}: mcastio has it on Linux only")
+    return MulticastError(
+        f"{feature} is not available on {where}: mcastio has it on Linux only "
+        "(see docs/explanation/platforms.md)"
+    )
 
 
 def describe(caps: Capabilities) -> str:
