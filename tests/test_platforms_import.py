@@ -233,6 +233,7 @@ PURE_TESTS = [
     "tests/test_procnet.py",
     "tests/test_groupinfo.py",
     "tests/test_platform_hints.py",
+    "tests/test_platform_portable.py",
 ]
 
 
