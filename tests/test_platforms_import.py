@@ -32,11 +32,12 @@ ROOT = Path(__file__).resolve().parent.parent
 # and AF_PACKET need linux/netlink.h and netpacket/packet.h, SO_BINDTODEVICE is
 # Linux's. macOS and Windows have no SOCK_NONBLOCK/SOCK_CLOEXEC either (FreeBSD
 # does); Windows has no CMSG_LEN/CMSG_SPACE (Modules/socketmodule.c defines them,
-# and recvmsg, under #ifdef CMSG_LEN; Winsock spells it WSA_CMSG_LEN) and no
-# MSG_DONTWAIT (Winsock defines none).
+# and recvmsg, under #ifdef CMSG_LEN; Winsock spells it WSA_CMSG_LEN), no
+# MSG_DONTWAIT (Winsock defines none) and no SO_REUSEPORT (mingw-w64's winsock2.h
+# has SO_REUSEADDR and SO_EXCLUSIVEADDRUSE only).
 LINUX_ONLY_NAMES = ("AF_NETLINK", "NETLINK_ROUTE", "AF_PACKET", "SO_BINDTODEVICE")
 NO_SOCK_FLAGS = ("SOCK_NONBLOCK", "SOCK_CLOEXEC")
-WINSOCK_LACKS = ("CMSG_LEN", "CMSG_SPACE", "MSG_DONTWAIT")
+WINSOCK_LACKS = ("CMSG_LEN", "CMSG_SPACE", "MSG_DONTWAIT", "SO_REUSEPORT")
 
 PLATFORMS = {
     # sys.platform: (platform name, socket names that platform's CPython lacks)
