@@ -13,6 +13,7 @@ from ._errors import (
 from ._hostmonitor import HostMonitorState
 from ._keeper import KeepaliveState
 from ._model import Datagram, Interface, SendResult
+from ._platform import Capabilities, capabilities
 from ._protocol import MulticastProtocol, MulticastTransport, create_multicast_endpoint
 from ._querier import Querier, QuerierState
 from ._relay import Relay, RelayStats
@@ -33,6 +34,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "BatchSendResult",
     "BatchSubscription",
+    "Capabilities",
     "Datagram",
     "DualSendResult",
     "DualStackEndpoint",
@@ -57,6 +59,7 @@ __all__ = [
     "Selection",
     "SendResult",
     "Subscription",
+    "capabilities",
     "create_multicast_endpoint",
     "default_route_links",
     "drain_path",

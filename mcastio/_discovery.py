@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import os
 import socket
+import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ import psutil
 from ._hostdump import Address, read_host
 from ._linkfacts import Link, LinkFacts, read_link_facts
 from ._model import Interface
+from ._platform import platform_name
 
 __all__ = [
     "default_route_interfaces",
@@ -92,6 +94,9 @@ def _sysfs_says(name: str, index: int, entries: tuple[str, ...]) -> bool:
 
 
 def _read_facts() -> dict[int, LinkFacts]:
+    if platform_name(sys.platform) != "linux":
+        # rtnetlink is Linux's: the selections fall back to names, as in a sandbox.
+        return {}
     try:
         return read_link_facts()
     except OSError as exc:

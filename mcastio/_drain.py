@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from types import ModuleType
 
-from . import _mmsg
+from ._platform.batch import mmsg as _mmsg
 
 __all__ = ["COMPILED", "cdrain", "describe", "drain_path"]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ._discovery import read_snapshot
 from ._enginegroups import EngineGroups
@@ -20,7 +21,6 @@ from ._errors import EndpointClosedError, MulticastError
 from ._groupset import GroupMemberships
 from ._hostmonitor import HostMonitor, HostMonitorState, monitor_for
 from ._hostread import read_off_loop
-from ._keepalive import Keepalive
 from ._links import Links
 from ._model import (
     Group,
@@ -40,6 +40,9 @@ from ._turns import take_turn, turn_due
 from ._txsocket import SendOptions
 from ._watch import InterfaceEvent
 from ._watcher import Watcher
+
+if TYPE_CHECKING:
+    from ._keepalive import Keepalive
 
 __all__ = ["Engine"]
 
@@ -86,7 +89,7 @@ class Engine(EngineGroups):
         # One keeper per group, each refreshing that group's memberships; none
         # for a send-only endpoint, which holds no membership to keep.
         self.keepalives: dict[Group, Keepalive] = {}
-        if opts.keepalive is not None and opts.join:
+        if self._keeps():
             for g in opts.groups:
                 self.keepalives[g] = self._keeper(g)
         # The loop's shared host monitor, from open() until close().

@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import socket
+from typing import TYPE_CHECKING
 
 from ._groupset import GroupMemberships
-from ._keepalive import Keepalive
 from ._keeper import KeepaliveState
 from ._links import Links
 from ._model import Group, Interface, is_eligible, parse_group, validate_sources
 from ._options import EndpointOptions
 from ._readers import Readers
 
+if TYPE_CHECKING:
+    from ._keepalive import Keepalive
+
 __all__ = ["EngineGroups"]
+
+_log = logging.getLogger("mcastio")
 
 
 class EngineGroups:
@@ -31,11 +37,33 @@ class EngineGroups:
     links: Links
     readers: Readers
     keepalives: dict[Group, Keepalive]
+    #: None until asked; then whether the platform refused the keeper.
+    _keeper_refused: bool | None = None
     loop: asyncio.AbstractEventLoop | None
     state: str
 
+    def _keeps(self) -> bool:
+        """Whether this endpoint runs a keeper per group: asked for, and available.
+
+        The keeper is on by default, so where the platform lacks it (raw IGMP/MLD
+        and /proc/net/igmp are Linux's) it is left out, once, with the reason logged.
+        """
+        if self.options.keepalive is None or not self.options.join:
+            return False
+        if self._keeper_refused is None:
+            from ._platform import capabilities, unavailable
+
+            caps = capabilities()
+            self._keeper_refused = not caps.keeper
+            if self._keeper_refused:
+                _log.info("%s; keepalive is off", unavailable("the membership keeper", caps))
+        return not self._keeper_refused
+
     def _keeper(self, group: Group) -> Keepalive:
         assert self.options.keepalive is not None
+        # Imported here: the keeper is Linux's (raw IGMP/MLD reports, /proc/net/igmp).
+        from ._keepalive import Keepalive
+
         return Keepalive(
             group,
             self.options.sources,
@@ -69,7 +97,7 @@ class EngineGroups:
     def add_group(self, group: Group) -> None:
         """Join ``group`` on every interface in use, or raise MulticastError having joined none."""
         self.links.add_group(group)
-        if self.options.keepalive is not None and self.options.join:
+        if self._keeps():
             keeper = self.keepalives[group] = self._keeper(group)
             if self.state == "open" and self.loop is not None:
                 keeper.start(self.loop)

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from ._errors import MembershipLimitError, MulticastError
 from ._model import Group, Interface
 from ._origin import NO_ORIGIN, Origin
+from ._platform.cmsg import cmsg_space
 
 __all__ = [
     "ANC_BUFSIZE",
@@ -59,7 +60,7 @@ MSG_TRUNC = int(socket.MSG_TRUNC)
 # Largest UDP payload plus one, so MSG_TRUNC can tell an oversize datagram apart.
 RECV_BUFSIZE = 65536
 # Room for pktinfo, a TTL or hop limit and the drop counter, with headroom.
-ANC_BUFSIZE = socket.CMSG_SPACE(64) + 2 * socket.CMSG_SPACE(4)
+ANC_BUFSIZE = cmsg_space(64) + 2 * cmsg_space(4)
 
 # struct ip_mreqn { in_addr multiaddr; in_addr address; int ifindex; }
 _IP_MREQN = struct.Struct("=4s4si")

@@ -28,6 +28,7 @@ from ._errors import MulticastError, RawAccessError
 from ._igmp import check_query, igmp_query, mld_query
 from ._keeper import beacon_name
 from ._model import Interface, InterfaceSelector, parse_group, select_interfaces
+from ._platform import capabilities, unavailable
 
 __all__ = ["Querier", "QuerierState"]
 
@@ -82,7 +83,8 @@ class Querier:
     and 2 queries are understood by older hosts too. ``on_change`` is called with
     a :class:`QuerierState` whenever the querier takes over or stands down.
     It queries on the interfaces present at :meth:`start`; restart it to pick up
-    new ones. Raises :class:`MulticastError` from :meth:`start` without CAP_NET_RAW.
+    new ones. Raises :class:`MulticastError` from :meth:`start` without CAP_NET_RAW,
+    or where the platform has no querier (:func:`mcastio.capabilities`).
     """
 
     def __init__(
@@ -133,6 +135,9 @@ class Querier:
             return
         if self._state == "closed":
             raise MulticastError("this querier was closed; create a new one")
+        caps = capabilities()
+        if not caps.querier:
+            raise unavailable("the querier (raw IGMP/MLD queries)", caps)
         self._loop = asyncio.get_running_loop()
         snapshot = self._snapshot_source()
         try:

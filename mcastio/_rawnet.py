@@ -25,6 +25,7 @@ from ._net import (
     IPV6_RECVPKTINFO,
     _closed_on_failure,
 )
+from ._platform.cmsg import cmsg_space
 
 __all__ = [
     "BPF_HOPOPTS",
@@ -42,7 +43,7 @@ __all__ = [
 IPV6_HOPOPTS = getattr(socket, "IPV6_HOPOPTS", 54)
 IPV6_RECVHOPOPTS = getattr(socket, "IPV6_RECVHOPOPTS", 53)
 # in6_pktinfo, the hop limit and a hop-by-hop header (MLD's is 8 bytes; room for more).
-_QUERY_ANC = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4) + socket.CMSG_SPACE(64)
+_QUERY_ANC = cmsg_space(20) + cmsg_space(4) + cmsg_space(64)
 SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD

@@ -22,9 +22,10 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import _drain, _mmsg
+from . import _drain
 from ._fastpath import DATAGRAM_SLOT_SETTERS
 from ._model import Datagram, Group
+from ._platform.batch import mmsg as _mmsg
 from ._recvmsg import DRAIN_BUDGET, KernelDrops, RecvmsgDrain, index_to_name
 
 if TYPE_CHECKING:

@@ -13,7 +13,6 @@ import logging
 import socket
 from collections.abc import Callable, Iterable
 
-from . import _netlink
 from ._errors import MulticastError
 from ._model import Interface
 from ._stream import BoundedStream
@@ -95,7 +94,18 @@ class Watcher:
             return
         # Once refused, poll: start() calls this again and must not retry and re-log.
         self._want_netlink = False
+        from ._platform import capabilities, unavailable
+
+        caps = capabilities()
+        if caps.watch != "netlink":
+            reason = unavailable("the netlink watch", caps)
+            _log.info("%s; polling every %gs", reason, self._poll_interval)
+            return
         try:
+            # Imported where used: rtnetlink exists on Linux only (AF_NETLINK). Inside
+            # the try: a first import opens the source file and can meet EMFILE too.
+            from . import _netlink
+
             self._sock = _netlink.open_listener()
             _netlink.request_links(self._sock)
         except OSError as exc:
@@ -143,6 +153,8 @@ class Watcher:
     def read_now(self) -> None:
         """Read what the netlink socket holds now, without waiting for the loop to."""
         if self._sock is not None:
+            from . import _netlink
+
             self._on_readable(_netlink.MAX_READS)
 
     async def catch_up(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -157,6 +169,8 @@ class Watcher:
         """
         if self._sock is None:
             return False  # Closed by the round before, in the same pass of the loop.
+        from . import _netlink  # imported already: the socket exists
+
         try:
             drained = _netlink.drain(self._sock, reads)
         except OSError as exc:

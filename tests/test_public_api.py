@@ -32,6 +32,7 @@ def test_values_are_frozen_slotted_dataclasses() -> None:
         mcastio.KeepaliveState,
         mcastio.QuerierState,
         mcastio.RelayStats,
+        mcastio.Capabilities,
     ):
         assert dataclasses.is_dataclass(cls)
         params = getattr(cls, "__dataclass_params__")  # noqa: B009

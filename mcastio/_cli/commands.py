@@ -181,6 +181,7 @@ def cmd_interfaces(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from .._platform import capabilities, unavailable
     from .doctor import diagnose
     from .hoststate import collect
 
@@ -190,6 +191,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             group = parse_doctor_group(args.group)
         except ValueError as exc:
             return _error(str(exc))
+    caps = capabilities()
+    if not caps.procfs:
+        return contract.failed(str(unavailable("mcastio doctor (it reads /proc and /sys)", caps)))
     if not args.json:
         print(
             f"watching the host for {args.duration:g} s"
@@ -209,7 +213,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             print(block)
             print()
         from .._drain import describe
+        from .._platform import describe as describe_platform
 
+        platform = describe_platform(caps)
+        print(textwrap.fill(f"platform: {platform}", WIDTH, subsequent_indent="  "))
         print(textwrap.fill(f"receive path: {describe()}", WIDTH, subsequent_indent="  "))
         counts = {s: sum(f.severity == s for f in findings) for s in ("error", "warning", "info")}
         print(", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items()))

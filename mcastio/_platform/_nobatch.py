@@ -1,0 +1,15 @@
+"""No batched receive: what the receive path finds off Linux instead of ``_mmsg``.
+
+See :mod:`.batch` for why. The receive path asks :func:`available` once, at
+import, and reads one datagram per call when it says no; nothing else of
+``_mmsg`` is reached then.
+"""
+
+from __future__ import annotations
+
+__all__ = ["available"]
+
+
+def available() -> bool:
+    """Whether ``recvmmsg`` can be used here: never, off Linux."""
+    return False

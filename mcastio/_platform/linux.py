@@ -1,0 +1,53 @@
+"""Linux's RFC 3678 join numbers and layout, for the portable path run on Linux.
+
+The Linux profile joins with ``ip_mreqn``/``ipv6_mreq`` (:mod:`mcastio._net`);
+the portable path joins the way every OS here can, with ``MCAST_JOIN_GROUP`` and
+a ``group_req``, so that ``MCASTIO_PORTABLE=1`` runs the same code the other
+OSes would. Values from the kernel's UAPI headers (include/uapi/linux/in.h and
+socket.h, as installed in /usr/include/linux on this machine, kernel 6.18).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+from ._layouts import GroupLayout, sockaddr
+
+__all__ = [
+    "AF_INET",
+    "AF_INET6",
+    "GROUP",
+    "IP_MULTICAST_ALL",
+    "MCAST_JOIN_GROUP",
+    "MCAST_JOIN_SOURCE_GROUP",
+    "MCAST_LEAVE_GROUP",
+    "MCAST_LEAVE_SOURCE_GROUP",
+    "group_sockaddr",
+]
+
+# include/linux/socket.h: "#define AF_INET 2", "#define AF_INET6 10".
+AF_INET = 2
+AF_INET6 = 10
+
+# include/uapi/linux/in.h: "#define MCAST_JOIN_GROUP 42", MCAST_LEAVE_GROUP 45,
+# MCAST_JOIN_SOURCE_GROUP 46, MCAST_LEAVE_SOURCE_GROUP 47 (43 and 44 are the
+# block and unblock of a source).
+MCAST_JOIN_GROUP = 42
+MCAST_LEAVE_GROUP = 45
+MCAST_JOIN_SOURCE_GROUP = 46
+MCAST_LEAVE_SOURCE_GROUP = 47
+# include/uapi/linux/in.h: "#define IP_MULTICAST_ALL 49" (CPython 3.11's socket
+# module does not name it).
+IP_MULTICAST_ALL = 49
+
+# include/uapi/linux/in.h: struct group_req { __u32 gr_interface; struct
+# __kernel_sockaddr_storage gr_group; }, and that storage (uapi/linux/socket.h)
+# is a union with "void *__align": the group at the alignment of a pointer.
+GROUP = GroupLayout(offset=struct.calcsize("P"))
+
+
+def group_sockaddr(address: ipaddress.IPv4Address | ipaddress.IPv6Address, scope: int = 0) -> bytes:
+    """The group as ``gr_group`` wants it: a 16-bit family, AF_INET/AF_INET6 (10)."""
+    family = AF_INET if address.version == 4 else AF_INET6
+    return sockaddr(family, address, 0, scope, length_byte=False)
