@@ -18,7 +18,9 @@ import asyncio
 import ipaddress
 import logging
 import os
+import platform
 import socket
+import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
@@ -27,6 +29,8 @@ from ._errors import EndpointClosedError, MulticastError
 from ._model import MAX_PAYLOAD_V4, MAX_PAYLOAD_V6, Group, Interface, SendResult, validate_payload
 from ._net import gone_error, is_link_refusal
 from ._onlink import UnicastRoute
+from ._platform import platform_name
+from ._platform.hints import local_network_hint
 from ._poolsends import PoolSends, Sender
 from ._txsocket import SendOptions, SharedSockets, TxSocket, shared_sockets
 
@@ -47,6 +51,28 @@ SocketHook = Callable[[socket.socket], None]
 
 def _ignore(sock: socket.socket) -> None:
     return None
+
+
+class _Said:
+    #: Whether this process gave the Local Network Privacy hint (once is enough).
+    privacy_hint = False
+
+
+def _local_network_refusal(exc: OSError, ifname: str, dest: tuple[str, int]) -> bool:
+    """Whether ``exc`` is macOS's Local Network Privacy refusing sends; hinted once."""
+    hint = local_network_hint(
+        platform_name(sys.platform), exc.errno, release=_mac_release(), hinted=False
+    )
+    if hint is None:
+        return False
+    if not _Said.privacy_hint:
+        _Said.privacy_hint = True
+        _log.warning("sends to %s:%d on %s fail (%s): %s", *dest, ifname, exc.strerror, hint)
+    return True
+
+
+def _mac_release() -> str:
+    return platform.mac_ver()[0] if sys.platform == "darwin" else ""
 
 
 class TransmitPool(PoolSends):
@@ -292,6 +318,9 @@ class TransmitPool(PoolSends):
         self._controls = None
         for sender, exc in self._to_park:
             index = sender.iface.index
+            if _local_network_refusal(exc, sender.iface.name, dest):
+                # Stays in send_all: the user's yes ends it, and no watcher sees that.
+                continue
             if self._senders.get(index) is sender:
                 del self._senders[index]
                 self._parked[index] = (sender, exc)
