@@ -278,6 +278,10 @@ def test_doctor_says_when_the_keeper_or_our_querier_runs() -> None:
     assert "239.255.0.1" in keeper.message
     [ours] = by_id(findings, "querier-active")
     assert "eth1" in ours.message
+    # One loop's beacon names what fits and counts the rest; two loops add up.
+    many = (("keepalive", "239.1.0.0,239.1.0.1+98"), ("keepalive", "239.2.0.0+1"))
+    [keeper] = by_id(diagnose(dataclasses.replace(BASE, helpers=many)), "keeper-active")
+    assert "239.1.0.0, 239.1.0.1, 239.2.0.0 and 99 more" in keeper.message
     # Our own queries leave the host, so the capture never sees them: no false alarm
     # on eth1, but still one on eth0, which our querier does not cover.
     assert [f.interface for f in by_id(findings, "no-querier")] == ["eth0"]

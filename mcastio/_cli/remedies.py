@@ -7,6 +7,7 @@ reads those from /proc/net/unix and says what runs. Pure.
 
 from __future__ import annotations
 
+from .._beacons import beacon_groups
 from .._model import Interface
 from .findings import Finding, HostState
 
@@ -30,13 +31,22 @@ def queried_here(state: HostState, iface: Interface) -> bool:
 def check_helpers(state: HostState) -> list[Finding]:
     """Say when mcastio's keeper or querier runs in this network namespace."""
     findings: list[Finding] = []
-    groups = sorted({detail for kind, detail in state.helpers if kind == "keepalive"})
+    # A beacon names the groups of one event loop's keepers, as many as fit, "+N" more.
+    named: set[str] = set()
+    unnamed = 0
+    for kind, detail in state.helpers:
+        if kind == "keepalive":
+            shown, more = beacon_groups(detail)
+            named.update(shown)
+            unnamed += more
+    groups = sorted(named)
     if groups:
+        listed = ", ".join(groups) + (f" and {unnamed} more" if unnamed else "")
         findings.append(
             Finding(
                 "keeper-active",
                 "info",
-                f"mcastio's membership keeper is active for {', '.join(groups)}: it makes "
+                f"mcastio's membership keeper is active for {listed}: it makes "
                 "this host report again when no query is answered, so a snooping switch "
                 "without a (reachable) querier keeps those memberships.",
                 None,
