@@ -35,11 +35,12 @@ KEEPALIVE = 0.4
 def lab() -> Iterator[Lab]:
     yield from module_lab(
         links=1,
-        ipv6=False,
+        ipv6=True,
         sysctls={
             # The join's repeated reports are over within 0.1 s, before the counting.
             "net.ipv4.conf.default.igmpv3_unsolicited_report_interval": "100",
             "net.ipv4.conf.default.igmpv2_unsolicited_report_interval": "100",
+            "net.ipv6.conf.default.mldv2_unsolicited_report_interval": "100",
         },
     )
 
@@ -54,12 +55,12 @@ def keeper_timers(loop: asyncio.AbstractEventLoop) -> int:
     )
 
 
-def current_state(packets: list[str]) -> list[list[str]]:
-    """The groups of each IGMPv3 current-state report (the kernel's joins and leaves
-    are state-change records, to_ex and to_in), in order."""
+def current_state(packets: list[str], kind: str = "igmp v3 report") -> list[list[str]]:
+    """The groups of each IGMPv3 (or MLDv2) current-state report (the kernel's joins
+    and leaves are state-change records, to_ex and to_in), in order."""
     found = []
     for p in packets:
-        if "igmp v3 report" in p and "is_ex" in p:
+        if kind in p and "is_ex" in p:
             found.append(re.findall(r"gaddr (\S+) is_ex", p))
     return found
 
@@ -68,9 +69,9 @@ def v2_reports(packets: list[str]) -> list[str]:
     return [m.group(1) for p in packets if (m := re.search(r"igmp v2 report (\S+)", p))]
 
 
-async def capture(lab: Lab, seconds: float) -> list[str]:
+async def capture(lab: Lab, seconds: float, bpf: str = "igmp") -> list[str]:
     link = lab.link[0]
-    dump = start_tcpdump(lab, link.peer_ns, link.peer_if, "igmp")
+    dump = start_tcpdump(lab, link.peer_ns, link.peer_if, bpf)
     await asyncio.sleep(seconds)
     return stop_tcpdump(dump)
 
@@ -164,3 +165,27 @@ def test_igmpv2_gets_one_report_per_group(lab: Lab) -> None:
     assert min(counts.values()) >= 2, packets
     assert max(counts.values()) <= 4, packets
     assert len(reports) == sum(counts.values()), packets
+
+
+def test_mldv2_one_report_per_refresh(lab: Lab) -> None:
+    groups = ["ff15::18:1", "ff15::18:2", "ff15::18:3"]
+
+    async def main() -> list[str]:
+        a, b = endpoint(lab, groups[:2]), endpoint(lab, groups[1:])
+        await a.start()
+        await b.start()
+        try:
+            await asyncio.sleep(2 * KEEPALIVE)
+            # MLD rides behind a hop-by-hop header (next header 0).
+            return await capture(lab, 3 * KEEPALIVE, "ip6 and ip6[6] == 0")
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+    with lab.inside():
+        packets = run(main())
+    reports = current_state(packets, "listener report v2")
+    print(f"MLDv2: {reports} in {3 * KEEPALIVE:g} s")
+    assert not [p for p in packets if "bad" in p], packets
+    assert 2 <= len(reports) <= 4, packets
+    assert all(sorted(r) == groups for r in reports), packets
