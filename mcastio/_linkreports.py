@@ -28,7 +28,7 @@ from ._hostreport import host_version, report_source
 from ._model import Interface
 from ._perloop import PerLoop
 from ._refreshpace import pace_for
-from ._reportplan import Record, Report, merge, plan
+from ._reportplan import Record, Report, gather, merge, plan
 
 __all__ = ["LinkReporter", "Member", "reporter_for", "reporters"]
 
@@ -130,10 +130,9 @@ class LinkReporter:
                 member.resync()
             if not self.members:
                 return  # every member left (and closed this reporter)
-            waits = {m: m.due_in(index) for m in self.members}
-            if any(w is not None and w <= 0 for w in waits.values()):
-                # One refresh for every group due before the next one would be.
-                chosen = [m for m, w in waits.items() if w is not None and w <= m.window]
+            members = tuple(self.members)
+            chosen = [members[i] for i in gather([(m.due_in(index), m.window) for m in members])]
+            if chosen:
                 error = self._send(merge(m.record for m in chosen))
                 for member in chosen:
                     member.reported(index, error)
@@ -167,7 +166,9 @@ def _planned(records: tuple[Record, ...], v6: bool, version: int, mtu: int) -> t
     return plan(records, v6=v6, version=version, mtu=mtu)
 
 
-#: Per loop: the reporters by (family, interface index).
+#: Per loop: the reporters by (family, interface index). A reporter holds its loop
+#: (as the raw socket's watch does) only while a keeper uses it: the last keeper's
+#: close, with its endpoint's, removes it from the table.
 reporters: PerLoop[dict[tuple[int, int], LinkReporter]] = PerLoop(lambda _loop: {})
 
 

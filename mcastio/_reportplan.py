@@ -23,7 +23,7 @@ from ._igmp import (
     mldv2_report,
 )
 
-__all__ = ["Record", "Report", "capacity", "merge", "plan"]
+__all__ = ["Record", "Report", "capacity", "gather", "merge", "plan"]
 
 #: A group and its sources; no sources: any source (MODE_IS_EXCLUDE {}).
 Record = tuple[IPAddress, tuple[IPAddress, ...]]
@@ -69,6 +69,19 @@ def merge(records: Iterable[tuple[IPAddress, Sequence[IPAddress]]]) -> tuple[Rec
         (group, tuple(sorted(sources or ())))
         for group, sources in sorted(combined.items(), key=lambda kv: int(kv[0]))
     )
+
+
+def gather(waits: Sequence[tuple[float | None, float]]) -> tuple[int, ...]:
+    """Which members one refresh of an interface carries: none unless one is due.
+
+    ``waits`` holds, per member, (seconds until it is due, ``None``: nothing held
+    there; how early it may come). Once one is due, every member due within its own
+    window comes along: refreshing early is harmless, and members phased apart fall
+    into step, so later refreshes carry them all at once.
+    """
+    if not any(wait is not None and wait <= 0 for wait, _ in waits):
+        return ()
+    return tuple(i for i, (wait, window) in enumerate(waits) if wait is not None and wait <= window)
 
 
 def capacity(v6: bool, mtu: int) -> int:

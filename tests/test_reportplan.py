@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mcastio._igmp import IGMPV3_REPORTS, MLDV2_REPORTS, IPAddress, igmpv3_report, mldv2_report
-from mcastio._reportplan import Record, capacity, merge, plan
+from mcastio._reportplan import Record, capacity, gather, merge, plan
 
 V4, V6 = ipaddress.IPv4Address, ipaddress.IPv6Address
 
@@ -170,3 +170,32 @@ def test_an_mtu_too_small_for_any_record_is_refused() -> None:
     sources = tuple(V4(f"10.0.0.{i}") for i in range(1, 16))
     reports = plan(((V4("232.1.1.1"), sources),), v6=False, version=3, mtu=68)
     assert [len(r.records[0][1]) for r in reports] == [7, 7, 1]
+
+
+waits = st.lists(
+    st.tuples(st.none() | st.floats(-10, 10, allow_nan=False), st.floats(0, 5, allow_nan=False)),
+    max_size=20,
+)
+
+
+@given(waits)
+def test_a_refresh_comes_only_when_one_is_due_and_takes_every_one_in_its_window(
+    given_waits: list[tuple[float | None, float]],
+) -> None:
+    chosen = gather(given_waits)
+    due = [i for i, (w, _) in enumerate(given_waits) if w is not None and w <= 0]
+    if not due:
+        assert chosen == ()
+        return
+    assert set(due) <= set(chosen)
+    near = [i for i, (w, win) in enumerate(given_waits) if w is not None and w <= win]
+    assert list(chosen) == near
+
+
+def test_a_member_phased_past_the_window_joins_the_next_refresh() -> None:
+    # Interval 1 s, window 0.5 s. At t = 0 two are due and the third only in 0.6 s:
+    # the refresh takes the two. At t = 0.6 the third is due and the two are 0.4 s
+    # from due: one refresh takes all three, and from then on they fall due together.
+    assert gather([(0.0, 0.5), (0.2, 0.5), (0.6, 0.5)]) == (0, 1)
+    assert gather([(0.4, 0.5), (0.4, 0.5), (0.0, 0.5)]) == (0, 1, 2)
+    assert gather([(None, 1.0), (0.1, 1.0)]) == ()
