@@ -82,7 +82,7 @@ class Keepalive:
         self._unsure: dict[str, str] = {}
         self._beacon: socket.socket | None = None
         #: With raw reports: the reporter of each interface held, by index.
-        self._links: dict[int, tuple[str, _linkreports.LinkReporter]] = {}
+        self._links: dict[int, tuple[str, _linkreports.LinkReporter, Interface]] = {}
         self._synced = -float("inf")
         self.record: Record = (group.address, tuple(map(ipaddress.ip_address, self._sources)))
 
@@ -120,7 +120,7 @@ class Keepalive:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for _name, reporter in self._links.values():
+        for _name, reporter, _iface in self._links.values():
             reporter.remove(self)
         self._links.clear()
         if self._watch is not None:
@@ -184,13 +184,20 @@ class Keepalive:
             if name not in self._tracks:
                 self._tracks[name] = Track(name, iface.index, joined=now - self._phase)
             if self._watch is not None and self._loop is not None:
-                # The interface's reporter refreshes it (and hears of a new address).
-                reporter = _linkreports.reporter_for(self._loop, self._group.family, iface)
-                self._links[iface.index] = (name, reporter)
-                reporter.add(self, iface)
+                self._link(name, iface)
         return current
 
     # -- refreshing with the interfaces' reporters (raw reports) ------------------
+
+    def _link(self, name: str, iface: Interface) -> None:
+        """The interface's reporter refreshes the group there (and hears of a new address)."""
+        assert self._loop is not None
+        held = self._links.get(iface.index)
+        if held is not None and held[2] is iface:
+            return  # nothing new: 16 links x 100 keepers look again every interval
+        reporter = _linkreports.reporter_for(self._loop, self._group.family, iface)
+        self._links[iface.index] = (name, reporter, iface)
+        reporter.add(self, iface)
 
     def due_in(self, index: int) -> float | None:
         entry = self._links.get(index)

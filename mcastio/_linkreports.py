@@ -76,6 +76,8 @@ class LinkReporter:
         #: In the order they came: the same groups always make the same reports.
         self.members: dict[Member, None] = {}
         self._timer: asyncio.TimerHandle | None = None
+        #: The members still to look again in a refresh spread over passes.
+        self._unsynced: list[Member] | None = None
         #: Reports sent, and refreshes (timer passes that sent), for tests and doctor.
         self.reports = 0
         self.refreshes = 0
@@ -109,6 +111,8 @@ class LinkReporter:
             _querywatch.release(self._watch)
 
     def _schedule(self) -> None:
+        if self._unsynced is not None:
+            return  # a refresh under way (deferred to a later pass) schedules when done
         if self._timer is not None:
             self._timer.cancel()
         waits = [w for m in self.members if (w := m.due_in(self.iface.index)) is not None]
@@ -124,10 +128,24 @@ class LinkReporter:
             pace.defer(self._tick)
             return
         began = time.perf_counter()
+        deferred = False
         index = self.iface.index
         try:
-            for member in tuple(self.members):
-                member.resync()
+            if self._unsynced is None:
+                self._unsynced = list(self.members)
+            # Each member looks again at where it is joined first (100 keepers on 16
+            # links are milliseconds of it): in slices of the loop's pace.
+            while self._unsynced:
+                member = self._unsynced.pop()
+                if member in self.members:
+                    member.resync()
+                pace.charge(began)
+                began = time.perf_counter()
+                if self._unsynced and not pace.allows():
+                    deferred = True
+                    pace.defer(self._tick)
+                    return
+            self._unsynced = None
             if not self.members:
                 return  # every member left (and closed this reporter)
             members = tuple(self.members)
@@ -138,7 +156,7 @@ class LinkReporter:
                     member.reported(index, error)
         finally:
             pace.charge(began)
-            if self.members and self._timer is None:
+            if not deferred and self.members and self._timer is None:
                 self._schedule()
 
     def _send(self, records: tuple[Record, ...]) -> str:
