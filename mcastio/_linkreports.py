@@ -20,6 +20,7 @@ import functools
 import logging
 import socket
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from . import _querywatch, _rawnet
@@ -27,7 +28,7 @@ from ._errors import MulticastError
 from ._hostreport import host_version, report_source
 from ._model import Interface
 from ._perloop import PerLoop
-from ._refreshpace import pace_for
+from ._refreshpace import RefreshPace, pace_for
 from ._reportplan import Record, Report, gather, merge, plan
 
 __all__ = ["LinkReporter", "Member", "reporter_for", "reporters"]
@@ -76,8 +77,10 @@ class LinkReporter:
         #: In the order they came: the same groups always make the same reports.
         self.members: dict[Member, None] = {}
         self._timer: asyncio.TimerHandle | None = None
-        #: The members still to look again in a refresh spread over passes.
+        #: A refresh spread over passes: the members still to look again, then
+        #: those still to tell that it carried them (with the send's error).
         self._unsynced: list[Member] | None = None
+        self._unreported: tuple[list[Member], str] | None = None
         #: Reports sent, and refreshes (timer passes that sent), for tests and doctor.
         self.reports = 0
         self.refreshes = 0
@@ -111,7 +114,7 @@ class LinkReporter:
             _querywatch.release(self._watch)
 
     def _schedule(self) -> None:
-        if self._unsynced is not None:
+        if self.busy:
             return  # a refresh under way (deferred to a later pass) schedules when done
         if self._timer is not None:
             self._timer.cancel()
@@ -128,36 +131,56 @@ class LinkReporter:
             pace.defer(self._tick)
             return
         began = time.perf_counter()
-        deferred = False
-        index = self.iface.index
         try:
-            if self._unsynced is None:
-                self._unsynced = list(self.members)
-            # Each member looks again at where it is joined first (100 keepers on 16
-            # links are milliseconds of it): in slices of the loop's pace.
-            while self._unsynced:
-                member = self._unsynced.pop()
-                if member in self.members:
-                    member.resync()
-                pace.charge(began)
-                began = time.perf_counter()
-                if self._unsynced and not pace.allows():
-                    deferred = True
-                    pace.defer(self._tick)
+            # 100 keepers on 16 links make milliseconds of looking again and of
+            # bookkeeping per interval: both go in slices of the loop's pace.
+            if self._unreported is None:
+                if self._unsynced is None:
+                    self._unsynced = list(self.members)
+                if not self._each(self._unsynced, lambda m: m.resync(), pace, began):
                     return
-            self._unsynced = None
-            if not self.members:
-                return  # every member left (and closed this reporter)
-            members = tuple(self.members)
-            chosen = [members[i] for i in gather([(m.due_in(index), m.window) for m in members])]
-            if chosen:
-                error = self._send(merge(m.record for m in chosen))
-                for member in chosen:
-                    member.reported(index, error)
+                began = time.perf_counter()
+                self._unsynced = None
+                self._refresh()
+            if self._unreported is not None:
+                chosen, error = self._unreported
+                index = self.iface.index
+                if not self._each(chosen, lambda m: m.reported(index, error), pace, began):
+                    return
+                began = time.perf_counter()
+                self._unreported = None
         finally:
             pace.charge(began)
-            if not deferred and self.members and self._timer is None:
+            if self.members and not self.busy and self._timer is None:
                 self._schedule()
+
+    @property
+    def busy(self) -> bool:
+        """Whether a refresh is under way, spread over passes of the loop."""
+        return self._unsynced is not None or self._unreported is not None
+
+    def _each(
+        self, todo: list[Member], step: Callable[[Member], None], pace: RefreshPace, began: float
+    ) -> bool:
+        """``step`` each member still here; False if the rest waits for a later pass."""
+        while todo:
+            member = todo.pop()
+            if member in self.members:
+                step(member)
+            pace.charge(began)
+            began = time.perf_counter()
+            if todo and not pace.allows():
+                pace.defer(self._tick)
+                return False
+        return True
+
+    def _refresh(self) -> None:
+        """Send the reports of every member due, or soon due, here."""
+        members = tuple(self.members)
+        index = self.iface.index
+        chosen = [members[i] for i in gather([(m.due_in(index), m.window) for m in members])]
+        if chosen:
+            self._unreported = (chosen, self._send(merge(m.record for m in chosen)))
 
     def _send(self, records: tuple[Record, ...]) -> str:
         """Send the reports for ``records``; the error, if one did not leave."""
