@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -77,10 +78,15 @@ class LinkReporter:
         #: In the order they came: the same groups always make the same reports.
         self.members: dict[Member, None] = {}
         self._timer: asyncio.TimerHandle | None = None
+        #: How early (a fraction of a member's window, up to a tenth of its interval)
+        #: this interface refreshes: the interfaces of one host spread their
+        #: refreshes, each a slice of bookkeeping per member, over the interval.
+        self._lead = random.uniform(0.0, 0.2)
         #: A refresh spread over passes: the members still to look again, then
         #: those still to tell that it carried them (with the send's error).
         self._unsynced: list[Member] | None = None
         self._unreported: tuple[list[Member], str] | None = None
+        self._merged: tuple[list[Member], tuple[Record, ...]] = ([], ())
         #: Reports sent, and refreshes (timer passes that sent), for tests and doctor.
         self.reports = 0
         self.refreshes = 0
@@ -100,6 +106,7 @@ class LinkReporter:
         """``member`` left; the last one closes the reporter. Idempotent."""
         if member in self.members:
             del self.members[member]
+            self._merged = ([], ())  # held no longer than its member
             if not self.members:
                 self.close()
 
@@ -118,7 +125,8 @@ class LinkReporter:
             return  # a refresh under way (deferred to a later pass) schedules when done
         if self._timer is not None:
             self._timer.cancel()
-        waits = [w for m in self.members if (w := m.due_in(self.iface.index)) is not None]
+        index, lead = self.iface.index, self._lead
+        waits = [w - lead * m.window for m in self.members if (w := m.due_in(index)) is not None]
         self._timer = self._loop.call_later(max(0.0, min(waits)), self._tick) if waits else None
 
     def _tick(self) -> None:
@@ -178,9 +186,13 @@ class LinkReporter:
         """Send the reports of every member due, or soon due, here."""
         members = tuple(self.members)
         index = self.iface.index
-        chosen = [members[i] for i in gather([(m.due_in(index), m.window) for m in members])]
+        waits = [(m.due_in(index), m.window) for m in members]
+        chosen = [members[i] for i in gather(waits, self._lead)]
         if chosen:
-            self._unreported = (chosen, self._send(merge(m.record for m in chosen)))
+            if chosen != self._merged[0]:
+                # The same members every interval: merged once, not per refresh.
+                self._merged = (chosen, merge(m.record for m in chosen))
+            self._unreported = (list(chosen), self._send(self._merged[1]))
 
     def _send(self, records: tuple[Record, ...]) -> str:
         """Send the reports for ``records``; the error, if one did not leave."""

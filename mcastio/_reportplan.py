@@ -71,17 +71,24 @@ def merge(records: Iterable[tuple[IPAddress, Sequence[IPAddress]]]) -> tuple[Rec
     )
 
 
-def gather(waits: Sequence[tuple[float | None, float]]) -> tuple[int, ...]:
+def gather(waits: Sequence[tuple[float | None, float]], lead: float = 0.0) -> tuple[int, ...]:
     """Which members one refresh of an interface carries: none unless one is due.
 
     ``waits`` holds, per member, (seconds until it is due, ``None``: nothing held
-    there; how early it may come). Once one is due, every member due within its own
-    window comes along: refreshing early is harmless, and members phased apart fall
-    into step, so later refreshes carry them all at once.
+    there; how early it may come, its window). A member counts as due ``lead`` of
+    its window early (a fraction, 0 to 1): interfaces with different leads refresh
+    at different moments, not all in one pass of the loop. Once one is due, every
+    member due within one window more comes along: refreshing early is harmless,
+    and members phased apart fall into step (the next refresh, for the first left
+    out, takes along those refreshed now), so later refreshes carry them all at once.
     """
-    if not any(wait is not None and wait <= 0 for wait, _ in waits):
+    if not any(wait is not None and wait <= lead * window for wait, window in waits):
         return ()
-    return tuple(i for i, (wait, window) in enumerate(waits) if wait is not None and wait <= window)
+    return tuple(
+        i
+        for i, (wait, window) in enumerate(waits)
+        if wait is not None and wait <= (1 + lead) * window
+    )
 
 
 def capacity(v6: bool, mtu: int) -> int:

@@ -178,17 +178,17 @@ waits = st.lists(
 )
 
 
-@given(waits)
+@given(waits, st.floats(0, 1))
 def test_a_refresh_comes_only_when_one_is_due_and_takes_every_one_in_its_window(
-    given_waits: list[tuple[float | None, float]],
+    given_waits: list[tuple[float | None, float]], lead: float
 ) -> None:
-    chosen = gather(given_waits)
-    due = [i for i, (w, _) in enumerate(given_waits) if w is not None and w <= 0]
+    chosen = gather(given_waits, lead)
+    due = [i for i, (w, win) in enumerate(given_waits) if w is not None and w <= lead * win]
     if not due:
         assert chosen == ()
         return
     assert set(due) <= set(chosen)
-    near = [i for i, (w, win) in enumerate(given_waits) if w is not None and w <= win]
+    near = [i for i, (w, win) in enumerate(given_waits) if w is not None and w <= (1 + lead) * win]
     assert list(chosen) == near
 
 
@@ -199,3 +199,7 @@ def test_a_member_phased_past_the_window_joins_the_next_refresh() -> None:
     assert gather([(0.0, 0.5), (0.2, 0.5), (0.6, 0.5)]) == (0, 1)
     assert gather([(0.4, 0.5), (0.4, 0.5), (0.0, 0.5)]) == (0, 1, 2)
     assert gather([(None, 1.0), (0.1, 1.0)]) == ()
+    # With a lead, a member counts as due that much of its window early.
+    assert gather([(0.1, 0.5), (0.6, 0.5)], lead=0.2) == (0, 1)
+    assert gather([(0.1, 0.5), (0.61, 0.5)], lead=0.2) == (0,)
+    assert gather([(0.11, 0.5), (0.4, 0.5)], lead=0.2) == ()
