@@ -18,11 +18,19 @@ import weakref
 
 from . import _rawnet
 from ._discovery import proc_net_path
+from ._errors import MulticastError
 from ._igmp import igmp_report, mld_report
 from ._model import Group, Interface
 from ._procnet import parse_igmp, parse_igmp6, parse_igmp_versions
 
-__all__ = ["SHARED", "holders", "host_version", "send_report", "stop_reading"]
+__all__ = [
+    "SHARED",
+    "holders",
+    "host_version",
+    "report_source",
+    "send_report",
+    "stop_reading",
+]
 
 
 def send_report(
@@ -39,13 +47,17 @@ def send_report(
     v6 = group.family == socket.AF_INET6
     version = host_version(v6, iface.name, fresh=fresh)
     payload, dest = _report(group.address, sources, version)
-    source: ipaddress.IPv4Address | ipaddress.IPv6Address
+    _rawnet.send_raw(sock, iface, report_source(iface, v6), payload, dest)
+
+
+def report_source(iface: Interface, v6: bool) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """Where the host's reports on ``iface`` come from; MulticastError if nowhere."""
     if v6:
         # MLD must come from the link-local address (RFC 3810 §5).
-        source = next((a.ip for a in iface.ipv6 if a.ip.is_link_local), ipaddress.IPv6Address(0))
-    else:
-        source = iface.ipv4[0].ip
-    _rawnet.send_raw(sock, iface, source, payload, dest)
+        return next((a.ip for a in iface.ipv6 if a.ip.is_link_local), ipaddress.IPv6Address(0))
+    if not iface.ipv4:
+        raise MulticastError(f"{iface.name} has no IPv4 address to report from")
+    return iface.ipv4[0].ip
 
 
 @functools.lru_cache(maxsize=1024)

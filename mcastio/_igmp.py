@@ -28,8 +28,10 @@ __all__ = [
     "has_router_alert",
     "igmp_query",
     "igmp_report",
+    "igmpv3_report",
     "mld_query",
     "mld_report",
+    "mldv2_report",
     "parse_igmp_query",
     "parse_mld_message",
     "parse_mld_query",
@@ -326,11 +328,34 @@ def igmp_report(
     """
     if version < 3:
         return _with_checksum(struct.pack("!BBH4s", _IGMPV2_REPORT, 0, 0, group.packed)), group
+    return igmpv3_report([(group, tuple(sources))]), IGMPV3_REPORTS
+
+
+def igmpv3_report(
+    records: Sequence[tuple[ipaddress.IPv4Address, Sequence[ipaddress.IPv4Address]]],
+) -> bytes:
+    """One IGMPv3 report (to :data:`IGMPV3_REPORTS`) of current-state records.
+
+    A record with sources is MODE_IS_INCLUDE them, one without MODE_IS_EXCLUDE {}.
+    Fitting the link's MTU is the caller's (see :mod:`._reportplan`).
+    """
+    body = b"".join(_record(group, sources) for group, sources in records)
+    return _with_checksum(struct.pack("!BBHHH", _IGMPV3_REPORT, 0, 0, 0, len(records)) + body)
+
+
+def mldv2_report(
+    records: Sequence[tuple[ipaddress.IPv6Address, Sequence[ipaddress.IPv6Address]]],
+) -> bytes:
+    """The MLDv2 counterpart of :func:`igmpv3_report` (checksum left to the kernel)."""
+    body = b"".join(_record(group, sources) for group, sources in records)
+    return struct.pack("!BBHHH", _MLDV2_REPORT, 0, 0, 0, len(records)) + body
+
+
+def _record(group: IPAddress, sources: Sequence[IPAddress]) -> bytes:
+    # The record layout is the same in both (RFC 3376 §4.2.4, RFC 3810 §5.2.4).
     kind = _IS_IN if sources else _IS_EX
-    record = struct.pack("!BBH4s", kind, 0, len(sources), group.packed)
-    record += b"".join(s.packed for s in sources)
-    message = struct.pack("!BBHHH", _IGMPV3_REPORT, 0, 0, 0, 1) + record
-    return _with_checksum(message), IGMPV3_REPORTS
+    head = struct.pack("!BBH", kind, 0, len(sources)) + group.packed
+    return head + b"".join(s.packed for s in sources)
 
 
 def mld_report(
@@ -339,10 +364,7 @@ def mld_report(
     """The MLD counterpart of :func:`igmp_report` (checksum left to the kernel)."""
     if version < 2:
         return struct.pack("!BBHHH16s", _MLDV1_REPORT, 0, 0, 0, 0, group.packed), group
-    kind = _IS_IN if sources else _IS_EX
-    record = struct.pack("!BBH16s", kind, 0, len(sources), group.packed)
-    record += b"".join(s.packed for s in sources)
-    return struct.pack("!BBHHH", _MLDV2_REPORT, 0, 0, 0, 1) + record, MLDV2_REPORTS
+    return mldv2_report([(group, tuple(sources))]), MLDV2_REPORTS
 
 
 def igmp_query(version: int, interval: float, response: float, robustness: int = 2) -> bytes:

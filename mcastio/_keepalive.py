@@ -1,34 +1,36 @@
 """The membership keeper at run time: watch queries and reports, refresh when due.
 
 The decisions are :mod:`._keeper`'s; the sockets are :mod:`._rawnet`'s and
-:func:`._net.refresh_by_source_filter`. Runs on the endpoint's event loop with
-one timer and, where CAP_NET_RAW allows, one raw IGMP or ICMPv6 socket that both
-hears the queries the host accepts and sends the reports. No task, so closing is
-synchronous (``MulticastTransport.close`` needs that); no packet socket, whose
-close waits for an RCU grace period (~12 ms).
+:func:`._net.refresh_by_source_filter`. One keeper per endpoint and group keeps
+that group's view (a Track per interface, its state). Where CAP_NET_RAW allows,
+the loop's one raw IGMP or ICMPv6 socket hears the queries the host accepts, and
+the refreshes are a :class:`._linkreports.LinkReporter`'s, one per interface for
+every keeper of the loop: one timer and one report per refresh for all the groups
+there. Without it, each keeper changes its group's source filter on its own
+timer. No task, so closing is synchronous (``MulticastTransport.close`` needs
+that); no packet socket, whose close waits for an RCU grace period (~12 ms).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
+import ipaddress
 import logging
-import os
 import random
 import socket
 import time
 from collections.abc import Callable, Sequence
 
-from . import _net, _querywatch, _rawnet
+from . import _linkreports, _net, _querywatch
+from ._beacons import Beacon, keepalive_beacon
 from ._errors import MulticastError, RawAccessError
-from ._hostreport import SHARED, holders, host_version, send_report, stop_reading
+from ._hostreport import SHARED, holders, host_version, stop_reading
 from ._igmp import QuerySeen
 from ._keeper import (
     Heard,
     KeepaliveState,
     Mechanism,
     Track,
-    beacon_name,
     choose_mechanism,
     due,
     heard_query,
@@ -38,6 +40,7 @@ from ._keeper import (
 )
 from ._model import Group, Interface
 from ._refreshpace import pace_for
+from ._reportplan import Record
 
 __all__ = ["JoinedSource", "Keepalive"]
 
@@ -45,8 +48,6 @@ _log = logging.getLogger("mcastio")
 
 #: The interfaces joined now, each with the receive socket holding the membership.
 JoinedSource = Callable[[], Sequence[tuple[Interface, socket.socket]]]
-
-_serial = itertools.count()
 
 
 class Keepalive:
@@ -75,11 +76,21 @@ class Keepalive:
         self._watch: _querywatch.QueryWatch | None = None
         #: Per interface: why the last refresh may not have reached the wire.
         self._unsure: dict[str, str] = {}
-        self._beacon: socket.socket | None = None
+        self._beacon: Beacon | None = None
+        #: With raw reports: the reporter of each interface held, by index.
+        self._links: dict[int, tuple[str, _linkreports.LinkReporter, Interface]] = {}
+        self._synced = -float("inf")
+        self.record: Record = (group.address, tuple(map(ipaddress.ip_address, self._sources)))
 
     @property
     def interval(self) -> float:
         return self._interval
+
+    @property
+    def window(self) -> float:
+        # Keepers started together are phased over half an interval (see _phase):
+        # one refresh takes them all, and from then on they fall due together.
+        return 0.5 * self._interval
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -93,10 +104,9 @@ class Keepalive:
             _log.debug("keepalive for %s without raw reports: %s", self._group, exc)
         except MulticastError as exc:
             _log.warning("keepalive for %s without raw reports: %s", self._group, exc)
-        try:
-            self._beacon = _net_beacon(self._group)
-        except MulticastError as exc:
-            _log.debug("no keepalive beacon for doctor: %s", exc)
+        # Doctor's sign that this group is kept: one beacon per loop names them all.
+        self._beacon = keepalive_beacon(loop)
+        self._beacon.add(str(self._group))
         self._sync(self._clock())
         self._schedule()
 
@@ -105,11 +115,14 @@ class Keepalive:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        for _name, reporter, _iface in self._links.values():
+            reporter.remove(self)
+        self._links.clear()
         if self._watch is not None:
             _querywatch.release(self._watch, self._on_query)
             self._watch = None
         if self._beacon is not None:
-            self._beacon.close()
+            self._beacon.remove(str(self._group))
             self._beacon = None
         self._tracks.clear()
         # A background read of /proc/net/igmp must not outlive the loop: the next
@@ -153,20 +166,89 @@ class Keepalive:
     # -- refreshing ----------------------------------------------------------------
 
     def _sync(self, now: float) -> dict[str, tuple[Interface, socket.socket]]:
+        self._synced = now
         current = {iface.name: (iface, sock) for iface, sock in self._joined()}
         for name in list(self._tracks):
             if name not in current or current[name][0].index != self._tracks[name].index:
-                del self._tracks[name]
+                index = self._tracks.pop(name).index
                 self._mechanisms.pop(name, None)
                 self._unsure.pop(name, None)
+                if index in self._links:
+                    self._links.pop(index)[1].remove(self)
         for name, (iface, _sock) in current.items():
             if name not in self._tracks:
                 self._tracks[name] = Track(name, iface.index, joined=now - self._phase)
+            if self._watch is not None and self._loop is not None:
+                self._link(name, iface)
         return current
+
+    # -- refreshing with the interfaces' reporters (raw reports) ------------------
+
+    def _link(self, name: str, iface: Interface) -> None:
+        """The interface's reporter refreshes the group there (and hears of a new address)."""
+        assert self._loop is not None
+        held = self._links.get(iface.index)
+        if held is not None and held[2] is iface:
+            return  # nothing new: 16 links x 100 keepers look again every interval
+        reporter = _linkreports.reporter_for(self._loop, self._group.family, iface)
+        self._links[iface.index] = (name, reporter, iface)
+        reporter.add(self, iface)
+
+    def due_in(self, index: int) -> float | None:
+        entry = self._links.get(index)
+        track = self._tracks.get(entry[0]) if entry is not None else None
+        if track is None:
+            return None
+        when = next_due((track,), self._interval)
+        return None if when is None else when - self._clock()
+
+    def resync(self) -> None:
+        """Look again at the joined interfaces, at most four times an interval.
+
+        Every reporter the keeper uses asks before it refreshes: sixteen links
+        must not make sixteen looks per interval.
+        """
+        now = self._clock()
+        if self._loop is not None and now - self._synced >= 0.25 * self._interval:
+            self._sync(now)
+            if not self._links:
+                self._schedule()  # nothing joined: look again later on its own
+
+    def reported(self, index: int, error: str) -> None:
+        entry = self._links.get(index)
+        track = self._tracks.get(entry[0]) if entry is not None else None
+        if track is None:
+            return
+        now = self._clock()
+        self._mechanisms[track.interface] = ("report", "")
+        if error:
+            self._tracks[track.interface] = refreshed(track, now, counted=False)
+            return
+        if not track.announced:
+            self._announce(track.interface, "raw report")
+        self._tracks[track.interface] = refreshed(track, now, announce=True)
+
+    def _announce(self, name: str, how: str) -> None:
+        _log.info(
+            "keepalive: no answered query for %s on %s in %g s; refreshing the "
+            "membership every %g s (%s)",
+            self._group,
+            name,
+            self._interval,
+            self._interval,
+            how,
+        )
+
+    # -- refreshing on its own (no raw socket: the source filter) -----------------
 
     def _schedule(self) -> None:
         if self._loop is None:
             return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._links:
+            return  # the reporters' timers serve it
         when = next_due(self._tracks.values(), self._interval)
         now = self._clock()
         # With nothing joined yet, look again in one interval: a watcher may add one.
@@ -187,7 +269,8 @@ class Keepalive:
         try:
             current = self._sync(now)
             for name, track in list(self._tracks.items()):
-                if due(track, now, self._interval):
+                # With a raw socket every track is a reporter's to refresh.
+                if self._watch is None and due(track, now, self._interval):
                     pace.charge(began)
                     began = time.perf_counter()
                     if not pace.allows():
@@ -209,9 +292,7 @@ class Keepalive:
     def _refresh(self, track: Track, iface: Interface, sock: socket.socket, now: float) -> None:
         mechanism, reason = self._mechanisms[track.interface] = self._mechanism_for(iface.name)
         try:
-            if mechanism == "report":
-                self._send_report(iface)
-            elif mechanism == "source-filter":
+            if mechanism == "source-filter":
                 _net.refresh_by_source_filter(sock, self._group, iface, self._sources)
                 shared = holders(self._v6, iface.name, self._group) > 1
                 self._unsure[iface.name] = SHARED.format(self._group, iface.name) if shared else ""
@@ -230,20 +311,8 @@ class Keepalive:
             self._tracks[track.interface] = refreshed(track, now, counted=False, announce=True)
             return
         if not track.announced:
-            _log.info(
-                "keepalive: no answered query for %s on %s in %g s; refreshing the "
-                "membership every %g s (%s)",
-                self._group,
-                iface.name,
-                self._interval,
-                self._interval,
-                "raw report" if mechanism == "report" else "source-filter change",
-            )
+            self._announce(iface.name, "source-filter change")
         self._tracks[track.interface] = refreshed(track, now, announce=True)
-
-    def _send_report(self, iface: Interface) -> None:
-        assert self._watch is not None
-        send_report(self._watch.sock, iface, self._group, self._sources)
 
 
 def _phase(interval: float) -> float:
@@ -255,7 +324,3 @@ def _phase(interval: float) -> float:
     stay spread. (A phase per interface costs more: 16 timer callbacks per keeper.)
     """
     return random.uniform(0.0, 0.5 * interval)
-
-
-def _net_beacon(group: Group) -> socket.socket:
-    return _rawnet.open_beacon(beacon_name("keepalive", str(group), os.getpid(), next(_serial)))

@@ -187,8 +187,8 @@ def state_of(
     )
 
 
-# Abstract AF_UNIX names, one per running keeper or querier: per network
-# namespace, gone with the process, and listed in /proc/net/unix for doctor.
+# Abstract AF_UNIX names, one per event loop with keepers (_beacons) and one per
+# querier: per network namespace, gone with the process, in /proc/net/unix for doctor.
 BEACON_PREFIX = "mcastio/"
 
 

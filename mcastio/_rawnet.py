@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import ipaddress
 import socket
 import struct
@@ -31,6 +32,7 @@ __all__ = [
     "BPF_HOPOPTS",
     "BPF_IGMP",
     "RawQuery",
+    "link_mtu",
     "open_beacon",
     "open_raw",
     "open_watch",
@@ -249,3 +251,18 @@ def open_beacon(name: str) -> socket.socket:
         # Abstract names live in the network namespace and vanish with the socket.
         sock.bind("\0" + name)
     return sock
+
+
+_SIOCGIFMTU = 0x8921
+
+
+def link_mtu(sock: socket.socket, ifname: str) -> int | None:
+    """The MTU of ``ifname`` (SIOCGIFMTU on any socket), or ``None`` if the kernel will not say."""
+    # struct ifreq: the name in 16 bytes, then a union whose ifr_mtu is an int.
+    request = struct.pack("16si20x", ifname.encode()[:15], 0)
+    try:
+        reply = fcntl.ioctl(sock.fileno(), _SIOCGIFMTU, request)
+    except OSError:
+        return None  # the device went away; the send that follows says so
+    mtu: int = struct.unpack_from("16xi", reply)[0]
+    return mtu
