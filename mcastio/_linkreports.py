@@ -100,7 +100,7 @@ class LinkReporter:
         self.iface = iface
         if member not in self.members:
             self.members[member] = None
-            self._schedule()
+            self._schedule_for(member)
 
     def remove(self, member: Member) -> None:
         """``member`` left; the last one closes the reporter. Idempotent."""
@@ -128,6 +128,24 @@ class LinkReporter:
         index, lead = self.iface.index, self._lead
         waits = [w - lead * m.window for m in self.members if (w := m.due_in(index)) is not None]
         self._timer = self._loop.call_later(max(0.0, min(waits)), self._tick) if waits else None
+
+    def _schedule_for(self, member: Member) -> None:
+        """Bring the timer forward for a new member, if it is due first.
+
+        Not :meth:`_schedule`: that looks at every member, and 100 keepers starting
+        on 8 links made 40,400 looks (0.2 s) where 800 do.
+        """
+        if self.busy:
+            return
+        wait = member.due_in(self.iface.index)
+        if wait is None:
+            return
+        at = self._loop.time() + max(0.0, wait - self._lead * member.window)
+        if self._timer is not None:
+            if self._timer.when() <= at:
+                return
+            self._timer.cancel()
+        self._timer = self._loop.call_at(at, self._tick)
 
     def _tick(self) -> None:
         if self._timer is not None:
