@@ -31,6 +31,7 @@ from ._model import (
     select_for_groups,
 )
 from ._options import EndpointOptions, SnapshotSource
+from ._platform import capabilities
 from ._readers import Readers
 from ._receive import ReceivePath
 from ._replies import Replies
@@ -74,6 +75,7 @@ class Engine(EngineGroups):
             on_close=self.watching.forget,
         )
         self.tx.set_groups(opts.groups)
+        caps = capabilities()
         self.memberships = GroupMemberships(
             opts.groups,
             opts.port,
@@ -84,6 +86,8 @@ class Engine(EngineGroups):
             on_open=self.watching.receiver,
             on_close=self.watching.forget,
             holds=self.receive.holds,
+            # No arrival interface per datagram: a socket per interface says it.
+            portable=None if caps.datagram_interface else (caps.platform, self.receive.portable),
         )
         self.links = Links(group.family, self.memberships, self.tx, self.receive)
         # One keeper per group, each refreshing that group's memberships; none

@@ -9,6 +9,9 @@ An interface in use holds every group, or none (all-or-nothing per interface); a
 group added at run time is joined on every interface in use, or on none. A
 send-only endpoint (``join=False``) keeps the groups as destinations only and never
 touches a membership.
+
+Where the kernel names no arrival interface per datagram (the portable path), the
+sockets are :mod:`._portablejoins`' instead: per interface, as the platform plans.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 from ._membership import Memberships
 from ._model import Group, Interface
+from ._platform.portable import ReceiveSocket
+from ._portablejoins import PortableJoins
 
 __all__ = ["GroupMemberships"]
 
@@ -39,7 +44,10 @@ class GroupMemberships:
         on_open: SocketHook,
         on_close: SocketHook,
         holds: dict[socket.socket, set[int]] | None = None,
+        portable: tuple[str, dict[socket.socket, ReceiveSocket]] | None = None,
     ) -> None:
+        """``portable``: (platform name, the receive path's socket -> plan item), for
+        the portable path's sockets."""
         self._holds = holds
         self._port = port
         self._sources = tuple(sources)
@@ -48,9 +56,16 @@ class GroupMemberships:
         self.joining = join
         self._on_open = on_open
         self._on_close = on_close
+        self._portable: PortableJoins | None = None
+        if portable is not None and join:
+            platform, items = portable
+            self._portable = PortableJoins(
+                port, sources, platform=platform, on_open=on_open, on_close=on_close, items=items
+            )
+        per_group = join and self._portable is None
         # Insertion-ordered: the order the groups were given, then added.
         self._groups: dict[Group, Memberships | None] = {
-            g: self._memberships(g) if join else None for g in groups
+            g: self._memberships(g) if per_group else None for g in groups
         }
 
     def _memberships(self, group: Group) -> Memberships:
@@ -72,6 +87,8 @@ class GroupMemberships:
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
         """Every group's receive sockets."""
+        if self._portable is not None:
+            return self._portable.sockets
         return tuple(s for held in self._groups.values() if held is not None for s in held.sockets)
 
     def __contains__(self, group: Group) -> bool:
@@ -79,6 +96,8 @@ class GroupMemberships:
 
     def socket_of(self, group: Group, index: int) -> socket.socket | None:
         """The receive socket holding ``group`` on interface ``index``."""
+        if self._portable is not None:
+            return self._portable.socket_of(group, index)
         held = self._groups.get(group)
         return held.socket_of(index) if held is not None else None
 
@@ -86,6 +105,9 @@ class GroupMemberships:
 
     def join(self, iface: Interface) -> None:
         """Join every group on ``iface``, or (raising) none of them."""
+        if self._portable is not None:
+            self._portable.join(iface, self.groups)
+            return
         done: list[Memberships] = []
         try:
             for held in self._groups.values():
@@ -99,6 +121,8 @@ class GroupMemberships:
 
     def leave(self, iface: Interface) -> None:
         """Leave every group on ``iface``; failures are logged by each membership."""
+        if self._portable is not None:
+            self._portable.leave(iface)
         for held in self._groups.values():
             if held is not None:
                 held.leave(iface)
@@ -108,7 +132,10 @@ class GroupMemberships:
 
         How, per group (see :meth:`Memberships.reannounce`): ``"report"``,
         ``"source-filter"`` or ``"none"``. The memberships stay whatever happens.
+        The portable path sends no raw report: ``"none"`` for each group held.
         """
+        if self._portable is not None:
+            return ["none"] * len(self._groups) if self._portable.holds(iface.index) else []
         return [
             held.reannounce(iface)
             for held in self._groups.values()
@@ -122,6 +149,10 @@ class GroupMemberships:
         if group in self._groups:
             raise ValueError(f"group {group} is already one of this endpoint's groups")
         if not self.joining:
+            self._groups[group] = None
+            return
+        if self._portable is not None:
+            self._portable.regroup((*self._groups, group), interfaces)
             self._groups[group] = None
             return
         held = self._memberships(group)
@@ -139,11 +170,15 @@ class GroupMemberships:
 
         Whatever the kernel still queued on those sockets is discarded with them.
         """
+        if self._portable is not None:
+            self._portable.regroup(tuple(g for g in self._groups if g != group))
         held = self._groups.pop(group)
         if held is not None:
             held.close()
 
     def close(self) -> None:
+        if self._portable is not None:
+            self._portable.close()
         for held in self._groups.values():
             if held is not None:
                 held.close()

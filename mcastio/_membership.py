@@ -14,9 +14,8 @@ import logging
 import socket
 from collections.abc import Callable, Sequence
 
-from . import _net, _rawnet
+from . import _net
 from ._errors import MembershipLimitError, MulticastError, RawAccessError
-from ._hostreport import host_version, send_report
 from ._model import Group, Interface
 
 __all__ = ["Memberships"]
@@ -140,6 +139,11 @@ class Memberships:
         without it, nothing (``"none"``: the keeper or a querier must do it).
         The membership stays in place whatever happens.
         """
+        # Linux only (raw IGMP/MLD, /proc): imported where the report is sent, so
+        # that importing mcastio elsewhere never loads them (mcastio._platform).
+        from . import _rawnet
+        from ._hostreport import host_version, send_report
+
         receiver = self._where[iface.index]
         v6 = self._group.family == socket.AF_INET6
         try:

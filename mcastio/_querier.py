@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
 
-from . import _rawnet
 from ._discovery import read_snapshot
 from ._election import Election, Timing, heard, tick, validate_interval, wake_at
 from ._errors import MulticastError, RawAccessError
@@ -138,6 +137,8 @@ class Querier:
         caps = capabilities()
         if not caps.querier:
             raise unavailable("the querier (raw IGMP/MLD queries)", caps)
+        from . import _rawnet  # Linux only: imported once the platform said yes.
+
         self._loop = asyncio.get_running_loop()
         snapshot = self._snapshot_source()
         try:
@@ -253,6 +254,8 @@ class Querier:
 
     def _on_watch(self, family: socket.AddressFamily) -> None:
         assert self._loop is not None
+        from . import _rawnet  # Loaded by start() already.
+
         try:
             packets = _rawnet.read_watch(self._watch[family])
         except MulticastError as exc:
@@ -304,6 +307,8 @@ class Querier:
         version = self._versions[link.family]
         build = igmp_query if link.family == socket.AF_INET else mld_query
         payload = build(version, self._timing.interval, self._timing.response)
+        from . import _rawnet  # Loaded by start() already.
+
         try:
             _rawnet.send_raw(
                 self._raw[link.family],

@@ -9,7 +9,9 @@ and the ``Datagram`` values built there) where it was built; ``recvmmsg`` throug
 :mod:`._mmsg` reads up to 32 datagrams per system call where libc has it (and with
 ``MCASTIO_PURE=1``); plain ``recvmsg`` otherwise (and with ``MCASTIO_RECVMMSG=0``).
 Both ``recvmmsg`` drains check the destination against every group of the
-endpoint. :class:`._pacing.SocketReader`
+endpoint. The portable path (no arrival interface per datagram) reads each of its
+sockets with ``recvfrom`` (:meth:`ReceivePath.drain_portable`): the socket names
+the interface and group, the TTL is None. :class:`._pacing.SocketReader`
 decides when a drain runs.
 """
 
@@ -26,6 +28,8 @@ from . import _drain
 from ._fastpath import DATAGRAM_SLOT_SETTERS
 from ._model import Datagram, Group
 from ._platform.batch import mmsg as _mmsg
+from ._platform.portable import ReceiveSocket
+from ._platform.portable_sockets import read_datagrams
 from ._recvmsg import DRAIN_BUDGET, KernelDrops, RecvmsgDrain, index_to_name
 
 if TYPE_CHECKING:
@@ -114,6 +118,9 @@ class ReceivePath(RecvmsgDrain):
         self.holds: dict[socket.socket, set[int]] | None = (
             {} if group.family == socket.AF_INET6 else None
         )
+        #: The portable path's sockets (:mod:`._portablejoins`): what each one reads,
+        #: since no control message names the interface there.
+        self.portable: dict[socket.socket, ReceiveSocket] = {}
 
     @property
     def groups(self) -> tuple[str, ...]:
@@ -191,6 +198,15 @@ class ReceivePath(RecvmsgDrain):
         if self._buffers is not None:
             return self._drain_recvmmsg(sock)
         return self._drain_recvmsg(sock)
+
+    def drain_portable(self, sock: socket.socket) -> int:
+        """Read a portable path socket: interface and group are the socket's, TTL None."""
+        item = self.portable.get(sock)
+        if item is None:
+            return 0
+        batch, read = read_datagrams(sock, item, DRAIN_BUDGET)
+        self._hand_on(batch)
+        return read
 
     def _drain_recvmmsg(self, sock: socket.socket) -> int:
         batch, read = self._read_fast(sock, "")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import socket
 
 from ._net import SO_RXQ_OVFL
-from ._rawnet import _attach_filter
 
 __all__ = ["REPLY_BUFFER", "prepare_reply_socket", "refuse_replies"]
 
@@ -39,6 +38,14 @@ def prepare_reply_socket(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, REPLY_BUFFER)
     sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
     _attach_filter(sock, _HOST_ONLY)
+
+
+def _attach_filter(sock: socket.socket, program: tuple[tuple[int, int, int, int], ...]) -> None:
+    # Linux's socket filters: _rawnet is imported where one is attached, never by
+    # ``import mcastio`` (mcastio._platform.LINUX_ONLY_MODULES).
+    from ._rawnet import _attach_filter as attach
+
+    attach(sock, program)
 
 
 def refuse_replies(sock: socket.socket) -> None:

@@ -38,7 +38,9 @@ class SocketWatch:
         self.readers: dict[socket.socket, SocketReader] = {}
 
     def receiver(self, sock: socket.socket) -> None:
-        self._add(sock, self._receive.drain, "a receive socket")
+        portable = sock in self._receive.portable
+        drain = self._receive.drain_portable if portable else self._receive.drain
+        self._add(sock, drain, "a receive socket")
         self._receive.drops.watch(sock)
 
     def replies(self, sock: socket.socket) -> None:

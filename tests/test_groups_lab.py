@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from mcastio import Datagram, MulticastEndpoint, MulticastError
+from mcastio._platform import capabilities
 from mcastio.testing import Lab, Link
 from tests.conftest import require, run, wait_for
 
@@ -128,7 +129,9 @@ def test_fifty_groups_each_datagram_once_with_its_group_and_interface(groups_lab
             for d in sub._queue:
                 got[_key(d)] += 1
             keepers = len(ep.keepalive_state)
-            assert {s.group for s in ep.keepalive_state} == set(GROUPS)
+            # The portable profile runs no keeper (its reason is logged instead).
+            kept = set(GROUPS) if capabilities().keeper else set()
+            assert {s.group for s in ep.keepalive_state} == kept
             return got, len(ep._engine.memberships.sockets), keepers, ep.stats.not_for_group
 
     try:
@@ -160,7 +163,7 @@ def test_fifty_groups_each_datagram_once_with_its_group_and_interface(groups_lab
     assert unicast_got == b"eth0|unicast|0"
     # Cap 1 per socket: each group holds one socket per interface.
     assert sockets == len(GROUPS) * len(names)
-    assert keepers == len(GROUPS) * len(names)
+    assert keepers == (len(GROUPS) * len(names) if capabilities().keeper else 0)
     assert not_for_group == 0
 
 
@@ -296,6 +299,9 @@ def test_add_group_is_all_or_nothing(groups_lab: Lab) -> None:
 GROUPS6 = ["ff02::17:1", "ff02::17:2", "ff05::17:1", "ff05::17:2"]
 
 
+@pytest.mark.linux_profile(
+    reason="the Linux profile's socket spreading, with IPv6 groups wider than the link"
+)
 def test_ipv6_groups_link_and_site_scope_spread_past_optmem(
     make_lab: Callable[..., Lab],
 ) -> None:

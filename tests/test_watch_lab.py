@@ -131,6 +131,9 @@ def no_warnings(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 # -- the cases of issue 3 ------------------------------------------------------------------
 
 
+@pytest.mark.linux_profile(
+    reason="asserts the netlink watch (the poll's new link: test_portable_lab.py)"
+)
 def test_new_link_is_joined_and_sent_on(lab: Lab, no_warnings: None) -> None:
     async def main() -> None:
         async with MulticastEndpoint(GROUP, PORT) as ep:
@@ -269,6 +272,7 @@ def test_carrier_return_reannounces_within_one_second(lab: Lab, need_tcpdump: No
     assert delay < 1.0, f"first IGMP report {delay:.3f}s after carrier returned"
 
 
+@pytest.mark.linux_profile(reason="a raw MLD report, and an IPv6 group wider than the link")
 def test_carrier_return_sends_an_mld_report_for_ipv6(lab: Lab, need_tcpdump: None) -> None:
     # Unlike IGMP, the kernel itself re-reports IPv6 groups here (carrier return
     # restarts DAD, and MLD sends its initial report after it), so this checks the
@@ -298,6 +302,7 @@ def test_carrier_return_sends_an_mld_report_for_ipv6(lab: Lab, need_tcpdump: Non
     assert min(times) - t_up < 1.0, text
 
 
+@pytest.mark.linux_profile(reason="a flap too short for a poll is seen by netlink only")
 def test_carrier_flap_too_short_to_notice_still_reannounces(lab: Lab, need_tcpdump: None) -> None:
     link = lab.link[1]
     control = "239.255.42.99"
@@ -350,6 +355,9 @@ def test_recreated_interface_gets_its_new_index(lab: Lab, no_warnings: None) -> 
     in_lab(lab, main)
 
 
+@pytest.mark.linux_profile(
+    reason="an IPv6 group wider than the link: refused on Linux's portable path"
+)
 def test_tentative_ipv6_address_waits_for_dad(lab: Lab) -> None:
     link = lab.link[1]
 
@@ -410,6 +418,7 @@ def ip_batch(lab: Lab, commands: str) -> None:
     )
 
 
+@pytest.mark.linux_profile(reason="netlink itself")
 def test_lost_netlink_events_lead_to_a_full_reread(
     lab: Lab, caplog: pytest.LogCaptureFixture
 ) -> None:

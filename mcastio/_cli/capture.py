@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 
 from .._errors import RawAccessError
-from .._rawnet import open_watch, read_watch
 
 __all__ = ["CaptureUnavailable", "capture_igmp", "capture_queries"]
 
@@ -32,6 +31,9 @@ def capture_queries(
     ``packet`` starts at the IP header. Runs for ``duration`` seconds, blocking.
     Raises ``CaptureUnavailable`` with the reason when packet sockets cannot be used.
     """
+    # Linux only (AF_PACKET): imported when a capture runs, never by the CLI's import.
+    from .._rawnet import open_watch, read_watch
+
     families = [socket.AF_INET] + ([socket.AF_INET6] if ipv6 else [])
     socks: list[socket.socket] = []
     try:

@@ -49,6 +49,8 @@ LINUX_ONLY_MODULES = frozenset(
         "mcastio._querywatch",  # the keeper's query capture: AF_PACKET
         "mcastio._cdrain",  # the compiled drain: recvmmsg(2)
         "mcastio._mmsg",  # recvmmsg(2) through ctypes, with Linux's struct layouts
+        "mcastio._rawnet",  # raw IGMP/MLD sockets and Linux's ancillary layouts
+        "mcastio._hostreport",  # the host's own report: raw sockets, /proc/net/igmp
     }
 )
 
