@@ -18,7 +18,6 @@ import socket
 from collections import Counter
 from collections.abc import Iterable
 
-from . import _rawnet
 from ._errors import MulticastError
 from ._keeper import beacon_name
 from ._perloop import PerLoop
@@ -92,6 +91,9 @@ class Beacon:
             return
         self._serial += 1
         name = beacon_name("keepalive", beacon_detail(self._groups), os.getpid(), self._serial)
+        # Linux-only, imported where used: doctor reads beacon_groups on any platform.
+        from . import _rawnet
+
         try:
             self._sock = _rawnet.open_beacon(name)
         except MulticastError as exc:
