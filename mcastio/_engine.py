@@ -26,8 +26,8 @@ from ._model import (
     Group,
     Interface,
     InterfaceSelector,
+    Plan,
     ineligibility,
-    plan_changes,
     select_for_groups,
 )
 from ._options import EndpointOptions, SnapshotSource
@@ -243,10 +243,10 @@ class Engine(EngineGroups):
 
     async def _join_at_start(self, desired: Sequence[Interface]) -> list[MulticastError]:
         failures: list[MulticastError] = []
-        family = self.options.group.family
         assert self.loop is not None
         for iface in desired:
-            failures += self.links.apply(plan_changes({}, (iface,), family), derive=False)
+            # New at start: nothing to diff against (plan_changes would, 4,096 times).
+            failures += self.links.apply(Plan(add=(iface,)), derive=False)
             if not turn_due(self.loop):
                 continue
             # Whole before the loop runs: a datagram read meanwhile finds its link's name.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import ipaddress
 import logging
 import socket
@@ -214,20 +215,27 @@ def _no_other_groups_v6(sock: socket.socket) -> None:
 
 
 def _membership(group: Group, iface: Interface, source: str | None) -> tuple[int, int, bytes]:
+    return _membership_at(group, iface.index, source)
+
+
+# The same (group, interface) is joined by every endpoint of the group, and again
+# after a re-join: the request is packed once (4,096 joins at N = 1,024, G = 4).
+@functools.lru_cache(maxsize=8192)
+def _membership_at(group: Group, index: int, source: str | None) -> tuple[int, int, bytes]:
     if source is not None:
         g = _sockaddr(group.address)
         s = _sockaddr(ipaddress.ip_address(source))
         level = socket.IPPROTO_IP if group.family == socket.AF_INET else socket.IPPROTO_IPV6
-        return level, MCAST_JOIN_SOURCE_GROUP, _GROUP_SOURCE_REQ.pack(iface.index, g, s)
+        return level, MCAST_JOIN_SOURCE_GROUP, _GROUP_SOURCE_REQ.pack(index, g, s)
     if group.family == socket.AF_INET:
         # ip_mreqn by index: a join by address fails with EADDRINUSE on a second
         # address of the same interface and would join the same device twice.
-        mreq = _IP_MREQN.pack(group.address.packed, b"\0\0\0\0", iface.index)
+        mreq = _IP_MREQN.pack(group.address.packed, b"\0\0\0\0", index)
         return socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq
     return (
         socket.IPPROTO_IPV6,
         socket.IPV6_JOIN_GROUP,
-        _IPV6_MREQ.pack(group.address.packed, iface.index),
+        _IPV6_MREQ.pack(group.address.packed, index),
     )
 
 

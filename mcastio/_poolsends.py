@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from . import _sendmany
 from ._errors import MulticastError
-from ._fastpath import OkResults
+from ._fastpath import ok_results
 from ._model import MAX_PAYLOAD_V4, MAX_PAYLOAD_V6, Interface, SendResult
 from ._onlink import UnicastRoute
 from ._sendmany import BatchSendResult, GsoState, Payload
@@ -51,7 +51,7 @@ class Sender:
         # Bound once here, not looked up on every send: send_all is measured
         # against bare sendto calls.
         self.send = self.tx.sock.sendto if pin is None else _pinned_send(self.tx.sock, pin)
-        self.ok = OkResults(iface.name)
+        self.ok = ok_results(iface.name)
 
 
 def _pinned_send(
