@@ -7,6 +7,7 @@ possible without building one.
 from __future__ import annotations
 
 import atexit
+import fcntl
 import functools
 import os
 import shutil
@@ -198,18 +199,31 @@ def read_capture(path: str, *options: str) -> str:
     return proc.stdout
 
 
+def _run_is_ours() -> bool:
+    """Whether /run is already the private tmpfs mounted below (by another worker)."""
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        return any(line.split()[:2] == ["mcastio-netns", "/run"] for line in mounts)
+
+
 def prepare_netns_dir() -> None:
     if os.access("/run/netns", os.W_OK) or os.access("/run", os.W_OK):
         return
     if _in_user_namespace():
         # In 'unshare -rnm' /run belongs to the real root; a private tmpfs lets
-        # 'ip netns add' create its mount points.
-        proc = subprocess.run(
-            [tool("mount"), "-t", "tmpfs", "mcastio-netns", "/run"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        # 'ip netns add' create its mount points. The test workers share one mount
+        # namespace: two that both mounted would hide the first one's /run/netns
+        # under the second tmpfs, so one mounts, under a lock, and the rest see it.
+        lock = os.path.join(tempfile.gettempdir(), f"mcastio-run-{os.getuid()}.lock")
+        with open(lock, "a") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            if _run_is_ours():
+                return
+            proc = subprocess.run(
+                [tool("mount"), "-t", "tmpfs", "mcastio-netns", "/run"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
         if proc.returncode == 0:
             return
         raise LabError(
