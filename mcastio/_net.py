@@ -17,7 +17,6 @@ from collections.abc import Iterator, Sequence
 
 from ._errors import MembershipLimitError, MulticastError
 from ._model import Group, Interface
-from ._origin import NO_ORIGIN, Origin
 from ._platform.cmsg import cmsg_space
 
 __all__ = [
@@ -31,7 +30,6 @@ __all__ = [
     "join",
     "leave",
     "open_receiver",
-    "open_sender",
     "open_unicast",
     "refresh_by_source_filter",
     "still_full_error",
@@ -349,98 +347,6 @@ _LINK_REFUSALS |= {errno.ENETDOWN, errno.EADDRNOTAVAIL}
 def is_link_refusal(exc: OSError) -> bool:
     """A send failed because of the link, not the moment: retrying before it changes is futile."""
     return exc.errno in _LINK_REFUSALS
-
-
-def open_sender(
-    group: Group,
-    iface: Interface,
-    ttl: int,
-    loopback: bool,
-    *,
-    group_port: int | None = None,
-    origin: Origin = NO_ORIGIN,
-) -> socket.socket:
-    """A non-blocking socket whose multicast leaves by ``iface`` only.
-
-    By default it is bound to an ephemeral port and reads the unicast replies to
-    what it sends, with the arrival interface in the pktinfo. With ``group_port``
-    it is bound to (group, group_port), so copies leave from the group's port, and
-    it receives nothing at all: no unicast (the group is never a unicast destination)
-    and no multicast (it joins nothing and takes no other socket's groups).
-    ``origin`` sets the TOS byte, the source address and a fixed source port.
-    """
-    sock = _new_socket(group.family, f"a transmit socket on {iface.name}")
-    with _closed_on_failure(sock, f"a transmit socket on {iface.name}"):
-        if group.family == socket.AF_INET:
-            # Default 1 would hand this socket groups other sockets joined on its port.
-            sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
-            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-        else:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            _no_other_groups_v6(sock)
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
-        _bind_to_device(sock, iface.name)
-        if group_port is not None:
-            scope = iface.index if bind_needs_scope(group) else 0
-            _bind_shared(sock, _group_sockaddr(group, group_port, scope))
-        else:
-            _bind_own_port(sock, group, iface, origin)
-        if origin.tos is not None:
-            # Every datagram's DSCP/ECN byte; the kernel's default is 0 (best effort).
-            v4 = group.family == socket.AF_INET
-            tos = (socket.IPPROTO_IP, socket.IP_TOS) if v4 else (socket.IPPROTO_IPV6, IPV6_TCLASS)
-            sock.setsockopt(*tos, origin.tos)
-        if group.family == socket.AF_INET:
-            _multicast_if_v4(sock, iface, origin)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, int(loopback))
-        else:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, iface.index)
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ttl)
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, int(loopback))
-        sock.setblocking(False)
-    return sock
-
-
-def _multicast_if_v4(sock: socket.socket, iface: Interface, origin: Origin) -> None:
-    src = iface.ipv4[0].ip.packed if iface.ipv4 else b"\0\0\0\0"
-    src = ipaddress.IPv4Address(origin.address).packed if origin.address else src
-    # ip_mreqn with an index and an address: the index picks the device even
-    # when two interfaces share an address, the address becomes the source.
-    sock.setsockopt(
-        socket.IPPROTO_IP, socket.IP_MULTICAST_IF, _IP_MREQN.pack(b"\0\0\0\0", src, iface.index)
-    )
-
-
-def _bind_own_port(sock: socket.socket, group: Group, iface: Interface, origin: Origin) -> None:
-    """Bind a transmit socket to a port of its own: ephemeral, or the fixed one asked for."""
-    port, v6 = origin.port or 0, group.family == socket.AF_INET6
-    # IPv4 takes a multicast source from IP_MULTICAST_IF's address, so the wildcard
-    # still takes replies to any address; IPv6 takes it from the bind (or the route) only.
-    source = origin.address if v6 else None
-    scope = iface.index if source and ipaddress.IPv6Address(source).is_link_local else 0
-    try:
-        sock.bind((source, port, 0, scope) if source else ("::" if v6 else "0.0.0.0", port))
-    except OSError as exc:
-        if exc.errno != errno.EADDRINUSE or not port:
-            raise
-        # No SO_REUSEADDR: sharing a port, a device-bound socket takes its owner's unicast.
-        raise MulticastError(f"source port {port} is in use (EADDRINUSE); choose another") from exc
-
-
-def _bind_to_device(sock: socket.socket, ifname: str) -> None:
-    """Tie a transmit socket to the interface its copies leave by.
-
-    On an ephemeral port: unicast to that port from any other link finds no socket,
-    so a flood on an excluded link never wakes the endpoint. On the group's port: a
-    device-bound socket never shares a reuseport group with the receive socket.
-    """
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
-    except OSError as exc:
-        # Linux < 5.7 wants CAP_NET_RAW; the receive side then drops other links' replies.
-        if exc.errno != errno.EPERM:
-            raise
 
 
 def open_unicast(address: str, port: int, scope_id: int = 0) -> socket.socket:

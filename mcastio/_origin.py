@@ -2,7 +2,7 @@
 
 The ``tos``, ``source_address`` and numeric ``source_port`` options of
 :class:`MulticastEndpoint` are checked here and kept as one :class:`Origin`, which
-the transmit sockets apply (:func:`._net.open_sender`). A source address also
+the transmit sockets apply (:func:`._txnet.open_sender`). A source address also
 narrows the endpoint to the interfaces that hold it (:meth:`Origin.narrow`).
 """
 

@@ -14,7 +14,7 @@ import logging
 import socket
 from collections.abc import Callable
 
-from . import _net
+from . import _net, _txnet
 from ._errors import MulticastError
 from ._model import Group, Interface
 
@@ -67,7 +67,7 @@ class AnswerSocket:
         self.iface = iface
         self._loop = loop
         self._on_answer = on_answer
-        self.sock = _net.open_sender(group, iface, ttl, False)
+        self.sock = _txnet.open_sender(group, iface, ttl, False)
         try:
             loop.add_reader(self.sock.fileno(), self._read)
         except OSError as exc:

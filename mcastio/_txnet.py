@@ -1,20 +1,23 @@
-"""The transmit socket that reads replies: one per endpoint, its interface named per datagram.
+"""Transmit sockets: one for every interface of an endpoint, or one per interface.
 
-Kernel knowledge of that one socket, beside :mod:`._net`'s. ``IP_MULTICAST_IF``
-fixes one interface per socket, so a socket per interface was the way to send out
-of several. But a socket on a port of its own is also where the unicast replies to
-what it sent arrive, and a reply names only that port: each endpoint needs a port
-of its own, and one socket per interface per endpoint cost N descriptors per
-endpoint (800 for 100 endpoints on 8 links). ``IP_PKTINFO`` / ``IPV6_PKTINFO`` on
-``sendmsg`` name the outgoing interface (and the IPv4 source) per datagram, and
-for a multicast destination the kernel takes that index before the socket's
-``IP_MULTICAST_IF`` (udp_sendmsg: ``ipc.oif`` wins over ``inet->mc_index``;
-ip6_datagram_send_ctl: ``fl6->flowi6_oif``), through the same route lookup. So one
-socket per endpoint sends out of every interface, and reads every reply.
+Kernel knowledge of the transmit sockets, beside :mod:`._net`'s of the receive
+side. ``IP_MULTICAST_IF`` fixes one interface per socket, so a socket per
+interface was the way to send out of several. But a socket on a port of its own
+is also where the unicast replies to what it sent arrive, and a reply names only
+that port: each endpoint needs a port of its own, and one socket per interface
+per endpoint cost N descriptors per endpoint (800 for 100 endpoints on 8 links).
+``IP_PKTINFO`` / ``IPV6_PKTINFO`` on ``sendmsg`` name the outgoing interface (and
+the IPv4 source) per datagram, and for a multicast destination the kernel takes
+that index before the socket's ``IP_MULTICAST_IF`` (udp_sendmsg: ``ipc.oif`` wins
+over ``inet->mc_index``; ip6_datagram_send_ctl: ``fl6->flowi6_oif``), through the
+same route lookup. So one socket per endpoint sends out of every interface, and
+reads every reply (:func:`open_pinned_sender`). A socket bound to the group's port
+reads nothing and is shared in the loop, one per interface (:func:`open_sender`).
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import ipaddress
 import socket
@@ -23,10 +26,11 @@ from dataclasses import dataclass
 
 from . import _net
 from ._ancillary import IN6_PKTINFO, IN_PKTINFO
+from ._errors import MulticastError
 from ._model import Group, Interface
-from ._origin import Origin
+from ._origin import NO_ORIGIN, Origin
 
-__all__ = ["Pin", "open_pinned_sender", "pin"]
+__all__ = ["Pin", "open_pinned_sender", "open_sender", "pin", "send_options", "sender_options"]
 
 #: Bytes of send buffer asked for: about 1,800 full-size datagrams queued on slow links.
 SEND_BUFFER = 4 * 1024 * 1024
@@ -91,15 +95,8 @@ def open_pinned_sender(
     what = "a transmit socket"
     sock = _net._new_socket(group.family, what)
     with _net._closed_on_failure(sock, what):
-        if group.family == socket.AF_INET:
-            # Default 1 would hand this socket groups other sockets joined on its port.
-            sock.setsockopt(socket.IPPROTO_IP, _net.IP_MULTICAST_ALL, 0)
-            sock.setsockopt(socket.IPPROTO_IP, _net.IP_PKTINFO, 1)
-        else:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            _net._no_other_groups_v6(sock)
-            sock.setsockopt(socket.IPPROTO_IPV6, _net.IPV6_RECVPKTINFO, 1)
-        _net._bind_own_port(sock, group, iface, origin)
+        sender_options(sock, group.family)
+        _bind_own_port(sock, group, iface, origin)
         # One buffer for every interface's copies: a link whose queue holds its
         # datagrams (charged to the socket until sent) must not fill it for the rest.
         try:
@@ -107,20 +104,121 @@ def open_pinned_sender(
         except PermissionError:
             # Without CAP_NET_ADMIN: as much as net.core.wmem_max allows.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-        if origin.tos is not None:
-            # Every datagram's DSCP/ECN byte; the kernel's default is 0 (best effort).
-            v4 = group.family == socket.AF_INET
-            level, name = (
+        send_options(sock, group.family, ttl, loopback, origin.tos)
+    return sock
+
+
+# -- a socket per interface (the group's port; the relay) ---------------------------
+
+
+def open_sender(
+    group: Group,
+    iface: Interface,
+    ttl: int,
+    loopback: bool,
+    *,
+    group_port: int | None = None,
+    origin: Origin = NO_ORIGIN,
+) -> socket.socket:
+    """A non-blocking socket whose multicast leaves by ``iface`` only.
+
+    By default it is bound to an ephemeral port and reads the unicast replies to
+    what it sends, with the arrival interface in the pktinfo. With ``group_port``
+    it is bound to (group, group_port), so copies leave from the group's port, and
+    it receives nothing at all: no unicast (the group is never a unicast destination)
+    and no multicast (it joins nothing and takes no other socket's groups).
+    ``origin`` sets the TOS byte, the source address and a fixed source port.
+    """
+    sock = _net._new_socket(group.family, f"a transmit socket on {iface.name}")
+    with _net._closed_on_failure(sock, f"a transmit socket on {iface.name}"):
+        sender_options(sock, group.family)
+        _bind_to_device(sock, iface.name)
+        if group_port is not None:
+            scope = iface.index if _net.bind_needs_scope(group) else 0
+            _net._bind_shared(sock, _net._group_sockaddr(group, group_port, scope))
+        else:
+            _bind_own_port(sock, group, iface, origin)
+        if group.family == socket.AF_INET:
+            _multicast_if_v4(sock, iface, origin)
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, iface.index)
+        send_options(sock, group.family, ttl, loopback, origin.tos)
+    return sock
+
+
+def sender_options(sock: socket.socket, family: socket.AddressFamily) -> None:
+    """What every transmit socket reads: replies with their pktinfo, no group's datagrams."""
+    if family == socket.AF_INET:
+        # Default 1 would hand this socket groups other sockets joined on its port.
+        sock.setsockopt(socket.IPPROTO_IP, _net.IP_MULTICAST_ALL, 0)
+        sock.setsockopt(socket.IPPROTO_IP, _net.IP_PKTINFO, 1)
+    else:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        _net._no_other_groups_v6(sock)
+        sock.setsockopt(socket.IPPROTO_IPV6, _net.IPV6_RECVPKTINFO, 1)
+
+
+def send_options(
+    sock: socket.socket, family: socket.AddressFamily, ttl: int, loopback: bool, tos: int | None
+) -> None:
+    """TTL, loopback and the TOS byte of every copy; then non-blocking."""
+    v4 = family == socket.AF_INET
+    if tos is not None:
+        # Every datagram's DSCP/ECN byte; the kernel's default is 0 (best effort).
+        sock.setsockopt(
+            *(
                 (socket.IPPROTO_IP, socket.IP_TOS)
                 if v4
                 else (socket.IPPROTO_IPV6, _net.IPV6_TCLASS)
-            )
-            sock.setsockopt(level, name, origin.tos)
-        if group.family == socket.AF_INET:
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, int(loopback))
-        else:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ttl)
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, int(loopback))
-        sock.setblocking(False)
-    return sock
+            ),
+            tos,
+        )
+    level = socket.IPPROTO_IP if v4 else socket.IPPROTO_IPV6
+    sock.setsockopt(level, socket.IP_MULTICAST_TTL if v4 else socket.IPV6_MULTICAST_HOPS, ttl)
+    sock.setsockopt(
+        level, socket.IP_MULTICAST_LOOP if v4 else socket.IPV6_MULTICAST_LOOP, int(loopback)
+    )
+    sock.setblocking(False)
+
+
+def _multicast_if_v4(sock: socket.socket, iface: Interface, origin: Origin) -> None:
+    src = iface.ipv4[0].ip.packed if iface.ipv4 else b"\0\0\0\0"
+    src = ipaddress.IPv4Address(origin.address).packed if origin.address else src
+    # ip_mreqn with an index and an address: the index picks the device even
+    # when two interfaces share an address, the address becomes the source.
+    sock.setsockopt(
+        socket.IPPROTO_IP,
+        socket.IP_MULTICAST_IF,
+        _net._IP_MREQN.pack(b"\0\0\0\0", src, iface.index),
+    )
+
+
+def _bind_own_port(sock: socket.socket, group: Group, iface: Interface, origin: Origin) -> None:
+    """Bind a transmit socket to a port of its own: ephemeral, or the fixed one asked for."""
+    port, v6 = origin.port or 0, group.family == socket.AF_INET6
+    # IPv4 takes a multicast source from IP_MULTICAST_IF's address, so the wildcard
+    # still takes replies to any address; IPv6 takes it from the bind (or the route) only.
+    source = origin.address if v6 else None
+    scope = iface.index if source and ipaddress.IPv6Address(source).is_link_local else 0
+    try:
+        sock.bind((source, port, 0, scope) if source else ("::" if v6 else "0.0.0.0", port))
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE or not port:
+            raise
+        # No SO_REUSEADDR: sharing a port, a device-bound socket takes its owner's unicast.
+        raise MulticastError(f"source port {port} is in use (EADDRINUSE); choose another") from exc
+
+
+def _bind_to_device(sock: socket.socket, ifname: str) -> None:
+    """Tie a transmit socket to the interface its copies leave by.
+
+    On an ephemeral port: unicast to that port from any other link finds no socket,
+    so a flood on an excluded link never wakes the endpoint. On the group's port: a
+    device-bound socket never shares a reuseport group with the receive socket.
+    """
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+    except OSError as exc:
+        # Linux < 5.7 wants CAP_NET_RAW; the receive side then drops other links' replies.
+        if exc.errno != errno.EPERM:
+            raise

@@ -12,7 +12,7 @@ it sent, and a reply names only that port, never the endpoint that asked. Such a
 socket stays private to its endpoint, and is one socket for all of the endpoint's
 interfaces, each send naming its interface by pktinfo (:mod:`._txnet`). A socket
 bound to the group's port
-("group" mode) receives nothing at all (see :func:`._net.open_sender`), so any
+("group" mode) receives nothing at all (see :func:`._txnet.open_sender`), so any
 number of endpoints, and groups, can send through it: the registry of the loop
 hands out one per (interface, :class:`SendOptions`), counts its users, and closes
 it with the last.
@@ -80,7 +80,7 @@ class SendOptions:
             )
         # Every field but the family (the group's) is passed: a test holds the two
         # lists equal, so an option cannot reach the socket without joining the key.
-        return _net.open_sender(
+        return _txnet.open_sender(
             group, iface, self.ttl, self.loopback, group_port=self.group_port, origin=self.origin
         )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
-from mcastio import _net
+from mcastio import _txnet
 from mcastio._options import EndpointOptions
 from mcastio._txsocket import SendOptions
 
@@ -13,7 +13,7 @@ from mcastio._txsocket import SendOptions
 def test_every_socket_option_is_a_field_of_the_key() -> None:
     # open_sender(group, iface, <options>): each option must be a SendOptions field,
     # so no new option reaches the socket without becoming part of the sharing key.
-    params = list(inspect.signature(_net.open_sender).parameters)[2:]
+    params = list(inspect.signature(_txnet.open_sender).parameters)[2:]
     fields = [f.name for f in dataclasses.fields(SendOptions) if f.name != "family"]
     assert sorted(params) == sorted(fields)
 
