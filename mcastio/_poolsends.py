@@ -9,13 +9,16 @@ takes it (:mod:`._sendmany`).
 from __future__ import annotations
 
 import errno
+import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, ValuesView
+from types import ModuleType
 
 from . import _sendmany
 from ._errors import MulticastError
 from ._fastpath import ok_results
 from ._model import MAX_PAYLOAD_V4, MAX_PAYLOAD_V6, Interface, SendResult
+from ._net import is_link_refusal
 from ._onlink import UnicastRoute
 from ._sendmany import BatchSendResult, GsoState, Payload
 from ._sendto import send_unicast
@@ -69,6 +72,10 @@ class PoolSends:
     """Unicast and batched sends over the pool's senders (see TransmitPool)."""
 
     _addresses: dict[tuple[str, int], bytes]
+    _view: ValuesView[Sender]
+    _pinned: TxSocket | None
+    _controls: tuple[bytes, ...] | None
+    _to_park: list[tuple[Sender, OSError]]
     _until_yield: int
     state: str
 
@@ -84,6 +91,9 @@ class PoolSends:
     def _all(self) -> list[Sender]:
         raise NotImplementedError
 
+    def _park(self, dest: tuple[str, int]) -> None:
+        raise NotImplementedError
+
     async def _writable(self, sender: Sender) -> OSError | None:
         raise NotImplementedError
 
@@ -97,6 +107,35 @@ class PoolSends:
 
     async def _yield(self) -> None:
         raise NotImplementedError
+
+    # -- send_all's round in one compiled call ------------------------------------
+
+    def _send_each(
+        self, cdrain: ModuleType, data: bytes | bytearray | memoryview, dest: tuple[str, int]
+    ) -> tuple[SendResult, ...]:
+        """send_all_nowait's round in one compiled call: a sendmsg per interface."""
+        pinned = self._pinned
+        assert pinned is not None
+        controls = self._controls
+        if controls is None:
+            controls = self._controls = tuple(s.pin.packed for s in self._view if s.pin)
+        outcomes = cdrain.send_each(pinned.sock.fileno(), data, self._addresses[dest], controls)
+        results: list[SendResult] = []
+        for sender, sent in zip(self._view, outcomes, strict=True):
+            if sent >= 0:
+                results.append(sender.ok[sent])
+                continue
+            # OSError(errno, text) is the subclass the errno maps to (BlockingIOError).
+            self._failed(results, sender, OSError(-sent, os.strerror(-sent)))
+        if self._to_park:
+            self._park(dest)
+        return tuple(results)
+
+    def _failed(self, results: list[SendResult], sender: Sender, exc: OSError) -> None:
+        """A copy the kernel refused: its result, and the link parked if it refuses sends."""
+        results.append(SendResult(sender.iface.name, exc))
+        if is_link_refusal(exc):
+            self._to_park.append((sender, exc))
 
     # -- waiting for room ----------------------------------------------------------
 

@@ -17,17 +17,15 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import os
 import platform
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from types import ModuleType
 
 from . import _drain, _sendmany
 from ._errors import EndpointClosedError, MulticastError
 from ._model import MAX_PAYLOAD_V4, MAX_PAYLOAD_V6, Group, Interface, SendResult, validate_payload
-from ._net import gone_error, is_link_refusal
+from ._net import gone_error
 from ._onlink import UnicastRoute
 from ._platform import platform_name
 from ._platform.hints import local_network_hint
@@ -281,34 +279,7 @@ class TransmitPool(PoolSends):
             try:
                 results.append(sender.ok[sender.send(data, dest)])
             except OSError as exc:
-                results.append(SendResult(sender.iface.name, exc))
-                if is_link_refusal(exc):
-                    self._to_park.append((sender, exc))
-        if self._to_park:
-            self._park(dest)
-        return tuple(results)
-
-    def _send_each(
-        self, cdrain: ModuleType, data: bytes | bytearray | memoryview, dest: tuple[str, int]
-    ) -> tuple[SendResult, ...]:
-        """send_all_nowait's round in one compiled call: a sendmsg per interface."""
-        assert self._pinned is not None
-        controls = self._controls
-        if controls is None:
-            controls = self._controls = tuple(s.pin.packed for s in self._view if s.pin)
-        outcomes = cdrain.send_each(
-            self._pinned.sock.fileno(), data, self._addresses[dest], controls
-        )
-        results: list[SendResult] = []
-        for sender, sent in zip(self._view, outcomes, strict=True):
-            if sent >= 0:
-                results.append(sender.ok[sent])
-                continue
-            # OSError(errno, text) is the subclass the errno maps to (BlockingIOError).
-            exc = OSError(-sent, os.strerror(-sent))
-            results.append(SendResult(sender.iface.name, exc))
-            if is_link_refusal(exc):
-                self._to_park.append((sender, exc))
+                self._failed(results, sender, exc)
         if self._to_park:
             self._park(dest)
         return tuple(results)
