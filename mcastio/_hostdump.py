@@ -14,6 +14,8 @@ import struct
 from dataclasses import dataclass
 
 from ._linkfacts import (
+    _RTATTR,
+    NLMSG_DONE,
     RTM_GETLINK,
     Link,
     dump,
@@ -25,7 +27,6 @@ from ._linkfacts import (
 
 __all__ = ["Address", "parse_addr_dump", "read_host"]
 
-NLMSG_DONE = 3
 RTM_NEWADDR = 20
 RTM_GETADDR = 22
 # include/uapi/linux/if_addr.h
@@ -35,7 +36,6 @@ IFA_LABEL = 3
 IFA_FLAGS = 8
 
 _IFADDRMSG = struct.Struct("=BBBBi")
-_RTATTR = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
 _SIZES = {socket.AF_INET: 4, socket.AF_INET6: 16}
 
