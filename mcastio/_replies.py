@@ -54,6 +54,7 @@ class Replies:
         self.off_link = 0
         # (interface name, source address) -> on that link; cleared when it grows.
         self._on_link: dict[tuple[str, str], bool] = {}
+        self._links_seen: Sequence[Interface] = ()
         # The kernel's drops on sockets whose replies are refused: each one a reply.
         self._refused = KernelDrops()
 
@@ -108,6 +109,13 @@ class Replies:
 
     def _on_link_only(self, batch: list[Datagram]) -> list[Datagram]:
         kept: list[Datagram] = []
+        links = self._interfaces()
+        if links != self._links_seen:
+            # The verdicts hold for the interfaces as they were: one transmit socket
+            # now serves every interface and outlives their changes (an address that
+            # finished DAD, a new subnet), so a change of them is what clears them.
+            self._links_seen = links
+            self._on_link.clear()
         known = self._on_link
         for dgram in batch:
             key = (dgram.interface, dgram.source[0])
@@ -130,7 +138,7 @@ class Replies:
             return False
         if addr.is_link_local or addr.is_loopback:
             return True
-        for iface in self._interfaces():
+        for iface in self._links_seen:
             if iface.name == ifname:
                 nets = [a.network for a in (iface.ipv4 if addr.version == 4 else iface.ipv6)]
                 return any(addr in net for net in nets)
