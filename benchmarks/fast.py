@@ -179,6 +179,7 @@ def run_cpu(lab: Lab, rounds: int, seconds: float, rate: int, only: set[str] | N
             per_read(row),
         ],
     )
+    print_against_other(rows)
     dropped = [
         f"{row.label}: {', '.join(str(int(r['kernel_dropped'])) for r in row.runs)}"
         for row in rows
@@ -187,6 +188,28 @@ def run_cpu(lab: Lab, rounds: int, seconds: float, rate: int, only: set[str] | N
     # A socket that overflowed once pays for the drop count on every later datagram
     # where the kernel stamps it (SO_RXQ_OVFL): benchmarks/dropcost.py.
     print("kernel drops per round: " + ("; ".join(dropped) or "none in any mcastio row"))
+
+
+def print_against_other(rows: list[Row]) -> None:
+    """Each mcastio row's CPU per datagram over the same row of the --compare-with tree,
+    round by round (the two ran in the same round, under the same load), median."""
+    by_variant = {row.variant: row for row in rows}
+    lines = []
+    for row in rows:
+        other = by_variant.get(f"other:{row.variant}")
+        if other is None:
+            continue
+        pairs = [
+            a["cpu_us"] / b["cpu_us"]
+            for a, b in zip(row.runs, other.runs, strict=False)
+            if a.get("cpu_us") and b.get("cpu_us")
+        ]
+        if pairs:
+            spread = f"{min(pairs):.2f}-{max(pairs):.2f}"
+            lines.append(f"  {row.label}: {median(pairs):.2f} (rounds {spread})")
+    if lines:
+        print("CPU per datagram, this tree / the other, paired by round:")
+        print("\n".join(lines))
 
 
 def stamped(lab: Lab, rate: int, seconds: float, burst: int = 1) -> int:

@@ -28,20 +28,30 @@ def plain_senders(names: Sequence[str]) -> list[socket.socket]:
     return socks
 
 
-def _time(send: Callable[[bytes], object], calls: int) -> float:
+def _time(send: Callable[[bytes], object], calls: int) -> tuple[float, float]:
     # Both sides are one call with the payload as its argument, so neither pays
-    # for an extra wrapper (functools.partial) the other does not.
-    start = time.perf_counter()
+    # for an extra wrapper (functools.partial) the other does not. The CPU time
+    # (user + system, this thread) is what a busy machine does not inflate: a
+    # preempted sender loses wall time, not CPU.
+    start, cpu = time.perf_counter(), time.thread_time()
     for _ in range(calls):
         send(PAYLOAD)
-    return (time.perf_counter() - start) / calls * 1e6
+    return (
+        (time.perf_counter() - start) / calls * 1e6,
+        (time.thread_time() - cpu) / calls * 1e6,
+    )
 
 
-async def _time_async(send: Callable[[bytes], Awaitable[object]], calls: int) -> float:
-    start = time.perf_counter()
+async def _time_async(
+    send: Callable[[bytes], Awaitable[object]], calls: int
+) -> tuple[float, float]:
+    start, cpu = time.perf_counter(), time.thread_time()
     for _ in range(calls):
         await send(PAYLOAD)
-    return (time.perf_counter() - start) / calls * 1e6
+    return (
+        (time.perf_counter() - start) / calls * 1e6,
+        (time.thread_time() - cpu) / calls * 1e6,
+    )
 
 
 async def measure(
@@ -62,17 +72,23 @@ async def measure(
         for sock in socks:
             sock.sendto(payload, dest)
 
-    samples: dict[str, list[float]] = {"plain": [], "plain_async": [], "nowait": [], "async": []}
+    kinds = ("plain", "plain_async", "nowait", "async")
+    samples: dict[str, list[float]] = {k: [] for k in kinds}
+    cpu: dict[str, list[float]] = {k: [] for k in kinds}
     try:
         async with mcastio.MulticastEndpoint(group, port, interfaces=list(names)) as ep:
             if len(ep.interfaces) != len(names):
                 raise RuntimeError(f"joined {len(ep.interfaces)} of {len(names)} interfaces")
             for _ in range(rounds):
                 # Interleaved so that drift on a shared machine hits all three alike.
-                samples["plain"].append(_time(plain, calls))
-                samples["nowait"].append(_time(ep.send_all_nowait, calls))
-                samples["plain_async"].append(await _time_async(plain_async, calls))
-                samples["async"].append(await _time_async(ep.send_all, calls))
+                for kind, (wall, used) in (
+                    ("plain", _time(plain, calls)),
+                    ("nowait", _time(ep.send_all_nowait, calls)),
+                    ("plain_async", await _time_async(plain_async, calls)),
+                    ("async", await _time_async(ep.send_all, calls)),
+                ):
+                    samples[kind].append(wall)
+                    cpu[kind].append(used)
     finally:
         for sock in socks:
             sock.close()
@@ -86,8 +102,16 @@ async def measure(
     ratio_vs_async = statistics.median(
         a / p for a, p in zip(samples["async"], samples["plain_async"], strict=True)
     )
+    cpu_ratio_nowait = statistics.median(
+        n / p for n, p in zip(cpu["nowait"], cpu["plain"], strict=True)
+    )
+    cpu_ratio_async = statistics.median(
+        a / p for a, p in zip(cpu["async"], cpu["plain"], strict=True)
+    )
     return {
         **med,
+        "cpu_ratio_nowait": cpu_ratio_nowait,
+        "cpu_ratio_async": cpu_ratio_async,
         "ratio_nowait": ratio_nowait,
         "ratio_async": ratio_async,
         "ratio_async_vs_async": ratio_vs_async,
