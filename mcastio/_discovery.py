@@ -18,10 +18,10 @@ from typing import Any
 import netifaces
 import psutil
 
-from ._hostdump import Address, read_host
-from ._linkfacts import Link, LinkFacts, read_link_facts
 from ._model import Interface
 from ._platform import platform_name
+from ._platform.linux.hostdump import Address, read_host
+from ._platform.linux.linkfacts import Link, LinkFacts, read_link_facts
 
 __all__ = [
     "default_route_interfaces",

@@ -16,12 +16,12 @@ import socket
 import time
 import weakref
 
-from . import _rawnet
 from ._discovery import proc_net_path
 from ._errors import MulticastError
 from ._igmp import igmp_report, mld_report
 from ._model import Group, Interface
-from ._procnet import parse_igmp, parse_igmp6, parse_igmp_versions
+from ._platform.linux import rawnet as _rawnet
+from ._platform.linux.procnet import parse_igmp, parse_igmp6, parse_igmp_versions
 
 __all__ = [
     "SHARED",

@@ -11,9 +11,10 @@ import socket
 import struct
 from collections.abc import Callable
 
-from . import _ancillary, _net
+from . import _net
 from ._fastpath import DATAGRAM_SLOT_SETTERS
 from ._model import Datagram
+from ._platform.linux import ancillary as _ancillary
 
 __all__ = ["DRAIN_BUDGET", "KernelDrops", "RecvmsgDrain", "index_to_name", "socket_drops"]
 

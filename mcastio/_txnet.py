@@ -25,10 +25,10 @@ import struct
 from dataclasses import dataclass
 
 from . import _net
-from ._ancillary import IN6_PKTINFO, IN_PKTINFO
 from ._errors import MulticastError
 from ._model import Group, Interface
 from ._origin import NO_ORIGIN, Origin
+from ._platform.linux.ancillary import IN6_PKTINFO, IN_PKTINFO
 
 __all__ = ["Pin", "open_pinned_sender", "open_sender", "pin", "send_options", "sender_options"]
 

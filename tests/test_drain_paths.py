@@ -16,8 +16,9 @@ from collections.abc import Iterator
 import pytest
 
 import mcastio
-from mcastio import _mmsg, _net, _receive
+from mcastio import _net, _receive
 from mcastio._model import parse_group
+from mcastio._platform.linux import mmsg as _mmsg
 from mcastio.testing import Lab, lab_support
 from tests.conftest import receive_drains, require, run, skip_or_fail
 from tests.test_receive_lab import peer_socket

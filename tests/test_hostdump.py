@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mcastio._discovery import _kernel_names_parent_devices, snapshot_from_dump
-from mcastio._hostdump import Address, parse_addr_dump
-from mcastio._linkfacts import Link, LinkFacts, parse_links
 from mcastio._model import Interface
+from mcastio._platform.linux.hostdump import Address, parse_addr_dump
+from mcastio._platform.linux.linkfacts import Link, LinkFacts, parse_links
 
 DONE = struct.pack("=IHHII", 20, 3, 2, 1, 0) + b"\0" * 4
 

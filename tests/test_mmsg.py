@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from mcastio import _mmsg, _net
+from mcastio import _net
 from mcastio._fastpath import Coalescing
 from mcastio._options import validate_coalesce_delay
 from mcastio._pacing import SocketReader
+from mcastio._platform.linux import mmsg as _mmsg
 from tests.conftest import run, skip_or_fail
 
 SO_TIMESTAMP = getattr(socket, "SO_TIMESTAMP", 29)

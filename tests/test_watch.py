@@ -10,7 +10,7 @@ import pytest
 from mcastio import InterfaceEvent
 from mcastio._discovery import parse_if_inet6
 from mcastio._model import Interface, parse_group, plan_changes
-from mcastio._netlink import (
+from mcastio._platform.linux.netlink import (
     IFF_LOWER_UP,
     IFF_RUNNING,
     IFF_UP,

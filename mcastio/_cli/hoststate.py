@@ -11,11 +11,11 @@ import signal
 import time
 from collections.abc import Iterator, Sequence
 
-from .. import _procnet as procnet
 from .._discovery import proc_net_path, read_snapshot
 from .._igmp import QuerySeen, parse_query
 from .._keeper import parse_beacons
 from .._model import Interface
+from .._platform.linux import procnet
 from .capture import CaptureUnavailable, capture_queries
 from .doctor import HostState
 

@@ -18,7 +18,7 @@ import socket
 import struct
 from collections.abc import Iterator
 
-from . import _net
+from ... import _net
 
 __all__ = ["Buffers", "Control", "available", "parse_control", "parse_sockaddr", "split_drops"]
 

@@ -1,5 +1,9 @@
 """Linux's RFC 3678 join numbers and layout, for the portable path run on Linux.
 
+This package holds all that knows it runs on Linux (docs/explanation/design.md's
+module map): :mod:`.netlink`, :mod:`.hostdump`, :mod:`.linkfacts`, :mod:`.procnet`,
+:mod:`.rawnet`, :mod:`.mmsg` and ``_cdrain``, :mod:`.ancillary`.
+
 The Linux profile joins with ``ip_mreqn``/``ipv6_mreq`` (:mod:`mcastio._net`);
 the portable path joins the way every OS here can, with ``MCAST_JOIN_GROUP`` and
 a ``group_req``, so that ``MCASTIO_PORTABLE=1`` runs the same code the other
@@ -12,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 
-from ._layouts import GroupLayout, sockaddr
+from .._layouts import GroupLayout, sockaddr
 
 __all__ = [
     "AF_INET",
