@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import socket
 
-from ._net import SO_RXQ_OVFL
+from ._platform.linux import SO_RXQ_OVFL
 
 __all__ = ["REPLY_BUFFER", "prepare_reply_socket", "refuse_replies"]
 

@@ -10,7 +10,8 @@ import socket
 import struct
 import sys
 
-from ..._net import IP_PKTINFO, IP_TTL, IPV6_HOPLIMIT, IPV6_PKTINFO, SO_RXQ_OVFL
+from ..._net import IP_PKTINFO, IP_TTL, IPV6_HOPLIMIT, IPV6_PKTINFO
+from . import SO_RXQ_OVFL
 
 __all__ = ["IN6_PKTINFO", "IN_PKTINFO", "is_pktinfo", "parse_extras", "parse_pktinfo"]
 
