@@ -22,13 +22,13 @@ from ._model import Interface
 from ._platform import platform_name
 from ._platform.linux.hostdump import Address, read_host
 from ._platform.linux.linkfacts import Link, LinkFacts, read_link_facts
+from ._platform.linux.procfs import read_proc_net, sysfs_says
 
 __all__ = [
     "default_route_interfaces",
     "fold_labels",
     "parse_if_inet6",
     "parse_wireless",
-    "proc_net_path",
     "read_snapshot",
     "read_snapshot_psutil",
     "snapshot_from_dump",
@@ -68,29 +68,8 @@ def parse_wireless(text: str) -> set[str]:
 
 
 def _read_wireless() -> set[str]:
-    try:
-        with open(proc_net_path("wireless"), encoding="ascii", errors="replace") as f:
-            return parse_wireless(f.read())
-    except OSError:
-        # No wireless extensions in this kernel: the sysfs check below still applies.
-        return set()
-
-
-def _sysfs_says(name: str, index: int, entries: tuple[str, ...]) -> bool:
-    """Whether /sys/class/net/NAME has one of ``entries``, if that sysfs is this namespace's.
-
-    sysfs shows the namespace of whoever mounted it, not of a thread moved with
-    setns(), so the device's ifindex there must match before it is believed.
-    """
-    base = f"/sys/class/net/{name}"
-    # The entries first: on most devices none exists, and the ifindex is not read.
-    if not any(os.path.exists(f"{base}/{entry}") for entry in entries):
-        return False
-    try:
-        with open(f"{base}/ifindex", encoding="ascii") as f:
-            return int(f.read().strip()) == index
-    except (OSError, ValueError):
-        return False
+    # None: no wireless extensions in this kernel; the sysfs check still applies.
+    return parse_wireless(read_proc_net("wireless") or "")
 
 
 def _read_facts() -> dict[int, LinkFacts]:
@@ -105,21 +84,9 @@ def _read_facts() -> dict[int, LinkFacts]:
         return {}
 
 
-def proc_net_path(name: str) -> str:
-    """``/proc/net/<name>`` as seen by the calling thread's network namespace."""
-    # /proc/net follows the thread-group leader; a thread moved by setns() (the
-    # test lab, a per-namespace worker) needs /proc/thread-self/net instead.
-    thread = f"/proc/thread-self/net/{name}"
-    return thread if os.path.exists(thread) else f"/proc/net/{name}"
-
-
 def _read_unusable_v6() -> dict[str, set[ipaddress.IPv6Address]]:
-    try:
-        with open(proc_net_path("if_inet6"), encoding="ascii") as f:
-            return parse_if_inet6(f.read())
-    except OSError:
-        # No IPv6 in this kernel or namespace: nothing can be tentative.
-        return {}
+    # None: no IPv6 in this kernel or namespace, so nothing can be tentative.
+    return parse_if_inet6(read_proc_net("if_inet6") or "")
 
 
 def default_route_interfaces() -> set[str]:
@@ -187,7 +154,7 @@ def _fact_fields(
     index: int,
     fact: LinkFacts | None,
     wireless: Collection[str],
-    sysfs_says: Callable[[str, int, tuple[str, ...]], bool] = _sysfs_says,
+    sysfs_says: Callable[[str, int, tuple[str, ...]], bool] = sysfs_says,
     bus_known: bool = False,
 ) -> dict[str, Any]:
     if fact is None:
@@ -218,7 +185,7 @@ def read_snapshot() -> tuple[Interface, ...]:
         addresses,
         default_route_interfaces(),
         _read_wireless(),
-        _sysfs_says,
+        sysfs_says,
         bus_known=_kernel_names_parent_devices(),
     )
 

@@ -186,10 +186,11 @@ def choose(
 
 
 def _linux_memberships() -> int:
+    from .linux.procfs import sysctl
+
     try:
-        with open("/proc/sys/net/ipv4/igmp_max_memberships", encoding="ascii") as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
+        return int(sysctl("net/ipv4/igmp_max_memberships") or "")
+    except ValueError:
         # No /proc (a container without it): the kernel's default.
         return LINUX_DEFAULT_MEMBERSHIPS
 

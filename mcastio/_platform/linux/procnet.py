@@ -1,8 +1,8 @@
 """Parsers for the kernel's multicast bookkeeping in /proc: pure, text in, values out.
 
-The readers that open the files live in ``_cli.hoststate`` (doctor) and
-``_keepalive`` (the membership keeper reads the IGMP version per interface);
-everything here takes the file contents as a string so it can be tested with fixtures.
+The files are read with :mod:`.procfs` (by ``_cli.hoststate`` for doctor, by
+``_hostreport`` for the IGMP version per interface); everything here takes their
+contents as a string so it can be tested with fixtures.
 """
 
 from __future__ import annotations
