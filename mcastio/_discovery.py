@@ -23,48 +23,17 @@ from ._platform import platform_name
 from ._platform.linux.hostdump import Address, read_host
 from ._platform.linux.linkfacts import Link, LinkFacts, read_link_facts
 from ._platform.linux.procfs import read_proc_net, sysfs_says
+from ._platform.linux.procnet import parse_if_inet6, parse_wireless, usable_v6
 
 __all__ = [
     "default_route_interfaces",
     "fold_labels",
-    "parse_if_inet6",
-    "parse_wireless",
     "read_snapshot",
     "read_snapshot_psutil",
     "snapshot_from_dump",
 ]
 
 _log = logging.getLogger("mcastio")
-
-# /proc/net/if_inet6 flag bits (include/uapi/linux/if_addr.h).
-_IFA_F_OPTIMISTIC = 0x04
-_IFA_F_DADFAILED = 0x08
-_IFA_F_TENTATIVE = 0x40
-
-
-def parse_if_inet6(text: str) -> dict[str, set[ipaddress.IPv6Address]]:
-    """Addresses per interface that are *not* usable (tentative or failed DAD)."""
-    unusable: dict[str, set[ipaddress.IPv6Address]] = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) != 6:
-            continue
-        hexaddr, _idx, _plen, _scope, flags, name = parts
-        try:
-            bits = int(flags, 16)
-            address = ipaddress.IPv6Address(bytes.fromhex(hexaddr))
-        except ValueError:
-            continue  # not what the kernel prints: skipped, like a short line
-        # An optimistic address (RFC 4429) is still tentative but already usable.
-        waiting = bits & _IFA_F_TENTATIVE and not bits & _IFA_F_OPTIMISTIC
-        if waiting or bits & _IFA_F_DADFAILED:
-            unusable.setdefault(name, set()).add(address)
-    return unusable
-
-
-def parse_wireless(text: str) -> set[str]:
-    """The interface names /proc/net/wireless lists (two header lines, then ``name: ...``)."""
-    return {line.split(":", 1)[0].strip() for line in text.splitlines()[2:] if ":" in line}
 
 
 def _read_wireless() -> set[str]:
@@ -223,12 +192,6 @@ def _v6_of(packed: bytes, prefixlen: int) -> ipaddress.IPv6Interface:
     return ipaddress.IPv6Interface((packed, prefixlen))
 
 
-def _usable_v6(flags: int) -> bool:
-    # As parse_if_inet6: an optimistic address (RFC 4429) is tentative but usable.
-    waiting = flags & _IFA_F_TENTATIVE and not flags & _IFA_F_OPTIMISTIC
-    return not (waiting or flags & _IFA_F_DADFAILED)
-
-
 def snapshot_from_dump(
     links: Sequence[Link],
     addresses: Sequence[Address],
@@ -256,7 +219,7 @@ def snapshot_from_dump(
         if a.family == socket.AF_INET:
             label = a.label or name
             v4.setdefault(a.index, {}).setdefault(label, []).append(_v4_of(a.packed, a.prefixlen))
-        elif _usable_v6(a.flags):
+        elif usable_v6(a.flags):
             v6.setdefault(a.index, []).append(_v6_of(a.packed, a.prefixlen))
     result: list[Interface] = []
     for link in links:

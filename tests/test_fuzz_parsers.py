@@ -15,7 +15,7 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mcastio import _discovery, _igmp, _keeper
+from mcastio import _igmp, _keeper
 from mcastio._cli import pingstats, seqheader
 from mcastio._platform.linux import mmsg as _mmsg
 from mcastio._platform.linux import netlink as _netlink
@@ -176,7 +176,7 @@ def test_proc_parsers_never_raise(text: str) -> None:
     _procnet.parse_igmp6(text)
     _procnet.parse_netstat(text)
     _procnet.parse_route(text)
-    _discovery.parse_if_inet6(text)
+    _procnet.parse_if_inet6(text)
     _keeper.parse_beacons(text)
 
 
