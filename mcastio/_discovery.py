@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
-import os
 import socket
 import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -21,7 +20,7 @@ import psutil
 from ._model import Interface
 from ._platform import platform_name
 from ._platform.linux.hostdump import Address, read_host
-from ._platform.linux.linkfacts import Link, LinkFacts, read_link_facts
+from ._platform.linux.linkfacts import Link, LinkFacts, names_parent_devices, read_link_facts
 from ._platform.linux.procfs import read_proc_net, sysfs_says
 from ._platform.linux.procnet import parse_if_inet6, parse_wireless, usable_v6
 
@@ -155,22 +154,8 @@ def read_snapshot() -> tuple[Interface, ...]:
         default_route_interfaces(),
         _read_wireless(),
         sysfs_says,
-        bus_known=_kernel_names_parent_devices(),
+        bus_known=names_parent_devices(),
     )
-
-
-def _kernel_names_parent_devices(release: str | None = None) -> bool:
-    """Whether the link dump names every device's parent (IFLA_PARENT_DEV_NAME, Linux 5.15).
-
-    The kernel sends it exactly when the device has a parent, which is when sysfs
-    shows the ``device`` link: from 5.15 on, asking sysfs adds nothing.
-    """
-    text = release if release is not None else os.uname().release
-    try:
-        major, minor = (int(part) for part in text.split("-", 1)[0].split(".")[:2])
-    except ValueError:
-        return False  # Not a Linux version string: ask sysfs, as before.
-    return (major, minor) >= (5, 15)
 
 
 # IFF_* (include/uapi/linux/if.h): the same bits psutil's flags name.
@@ -204,7 +189,7 @@ def snapshot_from_dump(
     """The snapshot :func:`read_snapshot_psutil` would give, from the rtnetlink dumps.
 
     ``bus_known``: the dump's bus facts are the whole truth (see
-    :func:`_kernel_names_parent_devices`), so sysfs is asked only about wifi.
+    :func:`._platform.linux.linkfacts.names_parent_devices`), so sysfs is asked only about wifi.
 
     IPv4 addresses are listed by label as getifaddrs does: the device's own
     first, then its labels (``eth0:1``) in name order; each list in dump order.
