@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mcastio import _net, _receive
 from mcastio._model import parse_group
+from mcastio._platform import linux
 from mcastio._receive import ReceivePath
 
 BURST = 256
@@ -33,7 +34,7 @@ def receiver(ask: bool, dropped: bool) -> socket.socket:
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.setsockopt(socket.IPPROTO_IP, _net.IP_PKTINFO, 1)
     if ask:
-        rx.setsockopt(socket.SOL_SOCKET, _net.SO_RXQ_OVFL, 1)
+        rx.setsockopt(socket.SOL_SOCKET, linux.SO_RXQ_OVFL, 1)
     rx.bind(("127.0.0.1", 0))
     rx.setblocking(False)
     if dropped:

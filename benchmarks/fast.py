@@ -25,7 +25,7 @@ PLAIN = "plain"
 UVLOOP = "uvloop:stdlib"
 
 #: (label, variant) of the CPU table; the first two are the baselines. "compiled"
-#: rows use mcastio._cdrain; "pure" rows run with MCASTIO_PURE=1.
+#: rows use mcastio._platform.linux._cdrain; "pure" rows run with MCASTIO_PURE=1.
 CPU_ROWS: tuple[tuple[str, str], ...] = (
     ("plain recvmsg loop, IP_PKTINFO -> (data, source, ifindex)", PLAIN),
     ("uvloop DatagramProtocol (no metadata)", UVLOOP),
@@ -308,7 +308,7 @@ def _resident_kib() -> int:
 
 def run_buffers(sizes: Sequence[int] = (64, 1400, 8000, 65000), floods: int = 20) -> None:
     """Resident memory of one endpoint's recvmmsg buffers, read full of each size (loopback)."""
-    from mcastio import _mmsg
+    from mcastio._platform.linux import mmsg as _mmsg
 
     print(
         f"\n## recvmmsg buffers: resident memory after reading {floods} x {_mmsg.BATCH}"

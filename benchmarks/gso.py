@@ -1,7 +1,7 @@
 """Does UDP GSO (UDP_SEGMENT) work for multicast here? ``python benchmarks/gso.py``.
 
 Builds its own lab (root or ``unshare -rnm``): the host sends bursts of
-same-size datagrams to a group as one GSO message (``mcastio._cdrain.send_many``
+same-size datagrams to a group as one GSO message (``mcastio._platform.linux._cdrain.send_many``
 with a segment size) out of ``eth0``; two sockets in the peer behind ``eth0``
 and, with ``IP_MULTICAST_LOOP``, two sockets on the host itself count what
 arrives. Every receiver must get every datagram, each whole. Then the same
@@ -58,7 +58,7 @@ def count(sock: socket.socket) -> tuple[int, int]:
 
 
 def case(lab: Lab, family: socket.AddressFamily, out_if: str, peers: list[tuple[str, str]]) -> str:
-    from mcastio import _cdrain
+    from mcastio._platform.linux import _cdrain
 
     group = "239.255.79.1" if family == socket.AF_INET else "ff05::79:1"
     socks: list[tuple[str, socket.socket]] = []

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 
 from mcastio import MulticastEndpoint
-from mcastio._netlink import RTM_NEWADDR, open_listener
+from mcastio._platform.linux.netlink import RTM_NEWADDR, open_listener
 from mcastio.testing import Lab
 
 GROUP = "239.255.77.1"

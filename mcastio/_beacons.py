@@ -92,7 +92,7 @@ class Beacon:
         self._serial += 1
         name = beacon_name("keepalive", beacon_detail(self._groups), os.getpid(), self._serial)
         # Linux-only, imported where used: doctor reads beacon_groups on any platform.
-        from . import _rawnet
+        from ._platform.linux import rawnet as _rawnet
 
         try:
             self._sock = _rawnet.open_beacon(name)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
-import os
 import socket
 import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -18,17 +17,16 @@ from typing import Any
 import netifaces
 import psutil
 
-from ._hostdump import Address, read_host
-from ._linkfacts import Link, LinkFacts, read_link_facts
 from ._model import Interface
 from ._platform import platform_name
+from ._platform.linux.hostdump import Address, read_host
+from ._platform.linux.linkfacts import Link, LinkFacts, names_parent_devices, read_link_facts
+from ._platform.linux.procfs import read_proc_net, sysfs_says
+from ._platform.linux.procnet import parse_if_inet6, parse_wireless, usable_v6
 
 __all__ = [
     "default_route_interfaces",
     "fold_labels",
-    "parse_if_inet6",
-    "parse_wireless",
-    "proc_net_path",
     "read_snapshot",
     "read_snapshot_psutil",
     "snapshot_from_dump",
@@ -36,61 +34,10 @@ __all__ = [
 
 _log = logging.getLogger("mcastio")
 
-# /proc/net/if_inet6 flag bits (include/uapi/linux/if_addr.h).
-_IFA_F_OPTIMISTIC = 0x04
-_IFA_F_DADFAILED = 0x08
-_IFA_F_TENTATIVE = 0x40
-
-
-def parse_if_inet6(text: str) -> dict[str, set[ipaddress.IPv6Address]]:
-    """Addresses per interface that are *not* usable (tentative or failed DAD)."""
-    unusable: dict[str, set[ipaddress.IPv6Address]] = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) != 6:
-            continue
-        hexaddr, _idx, _plen, _scope, flags, name = parts
-        try:
-            bits = int(flags, 16)
-            address = ipaddress.IPv6Address(bytes.fromhex(hexaddr))
-        except ValueError:
-            continue  # not what the kernel prints: skipped, like a short line
-        # An optimistic address (RFC 4429) is still tentative but already usable.
-        waiting = bits & _IFA_F_TENTATIVE and not bits & _IFA_F_OPTIMISTIC
-        if waiting or bits & _IFA_F_DADFAILED:
-            unusable.setdefault(name, set()).add(address)
-    return unusable
-
-
-def parse_wireless(text: str) -> set[str]:
-    """The interface names /proc/net/wireless lists (two header lines, then ``name: ...``)."""
-    return {line.split(":", 1)[0].strip() for line in text.splitlines()[2:] if ":" in line}
-
 
 def _read_wireless() -> set[str]:
-    try:
-        with open(proc_net_path("wireless"), encoding="ascii", errors="replace") as f:
-            return parse_wireless(f.read())
-    except OSError:
-        # No wireless extensions in this kernel: the sysfs check below still applies.
-        return set()
-
-
-def _sysfs_says(name: str, index: int, entries: tuple[str, ...]) -> bool:
-    """Whether /sys/class/net/NAME has one of ``entries``, if that sysfs is this namespace's.
-
-    sysfs shows the namespace of whoever mounted it, not of a thread moved with
-    setns(), so the device's ifindex there must match before it is believed.
-    """
-    base = f"/sys/class/net/{name}"
-    # The entries first: on most devices none exists, and the ifindex is not read.
-    if not any(os.path.exists(f"{base}/{entry}") for entry in entries):
-        return False
-    try:
-        with open(f"{base}/ifindex", encoding="ascii") as f:
-            return int(f.read().strip()) == index
-    except (OSError, ValueError):
-        return False
+    # None: no wireless extensions in this kernel; the sysfs check still applies.
+    return parse_wireless(read_proc_net("wireless") or "")
 
 
 def _read_facts() -> dict[int, LinkFacts]:
@@ -105,21 +52,9 @@ def _read_facts() -> dict[int, LinkFacts]:
         return {}
 
 
-def proc_net_path(name: str) -> str:
-    """``/proc/net/<name>`` as seen by the calling thread's network namespace."""
-    # /proc/net follows the thread-group leader; a thread moved by setns() (the
-    # test lab, a per-namespace worker) needs /proc/thread-self/net instead.
-    thread = f"/proc/thread-self/net/{name}"
-    return thread if os.path.exists(thread) else f"/proc/net/{name}"
-
-
 def _read_unusable_v6() -> dict[str, set[ipaddress.IPv6Address]]:
-    try:
-        with open(proc_net_path("if_inet6"), encoding="ascii") as f:
-            return parse_if_inet6(f.read())
-    except OSError:
-        # No IPv6 in this kernel or namespace: nothing can be tentative.
-        return {}
+    # None: no IPv6 in this kernel or namespace, so nothing can be tentative.
+    return parse_if_inet6(read_proc_net("if_inet6") or "")
 
 
 def default_route_interfaces() -> set[str]:
@@ -187,7 +122,7 @@ def _fact_fields(
     index: int,
     fact: LinkFacts | None,
     wireless: Collection[str],
-    sysfs_says: Callable[[str, int, tuple[str, ...]], bool] = _sysfs_says,
+    sysfs_says: Callable[[str, int, tuple[str, ...]], bool] = sysfs_says,
     bus_known: bool = False,
 ) -> dict[str, Any]:
     if fact is None:
@@ -218,23 +153,9 @@ def read_snapshot() -> tuple[Interface, ...]:
         addresses,
         default_route_interfaces(),
         _read_wireless(),
-        _sysfs_says,
-        bus_known=_kernel_names_parent_devices(),
+        sysfs_says,
+        bus_known=names_parent_devices(),
     )
-
-
-def _kernel_names_parent_devices(release: str | None = None) -> bool:
-    """Whether the link dump names every device's parent (IFLA_PARENT_DEV_NAME, Linux 5.15).
-
-    The kernel sends it exactly when the device has a parent, which is when sysfs
-    shows the ``device`` link: from 5.15 on, asking sysfs adds nothing.
-    """
-    text = release if release is not None else os.uname().release
-    try:
-        major, minor = (int(part) for part in text.split("-", 1)[0].split(".")[:2])
-    except ValueError:
-        return False  # Not a Linux version string: ask sysfs, as before.
-    return (major, minor) >= (5, 15)
 
 
 # IFF_* (include/uapi/linux/if.h): the same bits psutil's flags name.
@@ -256,12 +177,6 @@ def _v6_of(packed: bytes, prefixlen: int) -> ipaddress.IPv6Interface:
     return ipaddress.IPv6Interface((packed, prefixlen))
 
 
-def _usable_v6(flags: int) -> bool:
-    # As parse_if_inet6: an optimistic address (RFC 4429) is tentative but usable.
-    waiting = flags & _IFA_F_TENTATIVE and not flags & _IFA_F_OPTIMISTIC
-    return not (waiting or flags & _IFA_F_DADFAILED)
-
-
 def snapshot_from_dump(
     links: Sequence[Link],
     addresses: Sequence[Address],
@@ -274,7 +189,7 @@ def snapshot_from_dump(
     """The snapshot :func:`read_snapshot_psutil` would give, from the rtnetlink dumps.
 
     ``bus_known``: the dump's bus facts are the whole truth (see
-    :func:`_kernel_names_parent_devices`), so sysfs is asked only about wifi.
+    :func:`._platform.linux.linkfacts.names_parent_devices`), so sysfs is asked only about wifi.
 
     IPv4 addresses are listed by label as getifaddrs does: the device's own
     first, then its labels (``eth0:1``) in name order; each list in dump order.
@@ -289,7 +204,7 @@ def snapshot_from_dump(
         if a.family == socket.AF_INET:
             label = a.label or name
             v4.setdefault(a.index, {}).setdefault(label, []).append(_v4_of(a.packed, a.prefixlen))
-        elif _usable_v6(a.flags):
+        elif usable_v6(a.flags):
             v6.setdefault(a.index, []).append(_v6_of(a.packed, a.prefixlen))
     result: list[Interface] = []
     for link in links:

@@ -1,10 +1,11 @@
 """Which receive drain runs: the compiled one, or the pure-Python one.
 
-``mcastio._cdrain`` (C, built from ``_cdrain.c`` where a compiler was present at
-install) reads with ``recvmmsg`` and builds the ``Datagram`` values itself; the
-pure path (:mod:`._receive` with :mod:`._mmsg`, or plain ``recvmsg``) does the
-same in Python. Both give identical values and counts. ``MCASTIO_PURE=1`` in the
-environment forces the pure path; :data:`COMPILED` says which one new endpoints use.
+``mcastio._platform.linux._cdrain`` (C, built from ``_cdrain.c`` where a compiler
+was present at install) reads with ``recvmmsg`` and builds the ``Datagram`` values
+itself; the pure path (:mod:`._receive` with :mod:`._platform.linux.mmsg`, or plain
+``recvmsg``) does the same in Python. Both give identical values and counts.
+``MCASTIO_PURE=1`` in the environment forces the pure path; :data:`COMPILED` says
+which one new endpoints use.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def _load() -> ModuleType | None:
     if os.environ.get("MCASTIO_PURE", "") not in ("", "0"):
         return None
     try:
-        from . import _cdrain
+        from ._platform.linux import _cdrain
     except ImportError:
         # Installed without a compiler (or not on Linux): the pure path.
         return None

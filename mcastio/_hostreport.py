@@ -16,12 +16,12 @@ import socket
 import time
 import weakref
 
-from . import _rawnet
-from ._discovery import proc_net_path
 from ._errors import MulticastError
 from ._igmp import igmp_report, mld_report
 from ._model import Group, Interface
-from ._procnet import parse_igmp, parse_igmp6, parse_igmp_versions
+from ._platform.linux import rawnet as _rawnet
+from ._platform.linux.procfs import netns, proc_net_path, read_text, sysctl
+from ._platform.linux.procnet import parse_igmp, parse_igmp6, parse_igmp_versions
 
 __all__ = [
     "SHARED",
@@ -81,11 +81,7 @@ SHARED = (
 
 
 def _read(path: str) -> str:
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
+    return read_text(path) or ""
 
 
 # /proc/net/igmp lists every membership on the host: read it at most once per
@@ -137,13 +133,13 @@ class _SlicedVersions:
             else:
                 # Stale is served while the fresh copy is read, but never another
                 # network namespace's table (a process may move between them).
-                if _netns() == self._netns:
+                if netns() == self._netns:
                     self._begin(loop)
                 else:
                     self.table = None
         if self.table is None:
             self.table = parse_igmp_versions(_read(proc_net_path("igmp")))
-            self.read_at, self._netns = now, _netns()
+            self.read_at, self._netns = now, netns()
         return self.table
 
     def _begin(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -170,7 +166,7 @@ class _SlicedVersions:
             return
         self._partial.update(parse_igmp_versions(self._tail))
         self.stop()
-        self.table, self.read_at, self._netns = self._partial, time.monotonic(), _netns()
+        self.table, self.read_at, self._netns = self._partial, time.monotonic(), netns()
 
     def stop(self) -> None:
         """Close a read under way (a keeper closes: its loop may end before the read)."""
@@ -180,17 +176,6 @@ class _SlicedVersions:
 
 
 _CHUNK = 4096
-
-
-def _netns() -> int:
-    # The calling thread's namespace: /proc/self names the main thread's, and a
-    # thread moved by setns() (a per-namespace worker, the lab) reads its own.
-    for path in ("/proc/thread-self/ns/net", "/proc/self/ns/net"):
-        try:
-            return os.stat(path).st_ino
-        except OSError:
-            continue
-    return 0
 
 
 _sliced = _SlicedVersions()
@@ -215,10 +200,7 @@ def host_version(v6: bool, ifname: str, *, fresh: bool = False) -> int:
     """
     if v6:
         # The kernel does not show its MLD compatibility mode; the forced one is a sysctl.
-        forced = {
-            _read(f"/proc/sys/net/ipv6/conf/{name}/force_mld_version").strip()
-            for name in ("all", ifname)
-        }
+        forced = {sysctl(f"net/ipv6/conf/{name}/force_mld_version") for name in ("all", ifname)}
         return 1 if "1" in forced else 2
     if fresh:
         return _fresh_versions().get(ifname, 3)
@@ -234,11 +216,11 @@ _fresh: tuple[float, int, dict[str, int]] = (-_FRESH_BURST - 1, 0, {})  # never 
 
 def _fresh_versions() -> dict[str, int]:
     global _fresh
-    now, netns = time.monotonic(), _netns()
+    now, ns = time.monotonic(), netns()
     read_at, read_in, table = _fresh
-    if now - read_at > _FRESH_BURST or read_in != netns:
+    if now - read_at > _FRESH_BURST or read_in != ns:
         table = parse_igmp_versions(_read(proc_net_path("igmp")))
-        _fresh = (now, netns, table)
+        _fresh = (now, ns, table)
     return table
 
 

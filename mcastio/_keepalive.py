@@ -1,6 +1,6 @@
 """The membership keeper at run time: watch queries and reports, refresh when due.
 
-The decisions are :mod:`._keeper`'s; the sockets are :mod:`._rawnet`'s and
+The decisions are :mod:`._keeper`'s; the sockets are :mod:`._platform.linux.rawnet`'s and
 :func:`._net.refresh_by_source_filter`. One keeper per endpoint and group keeps
 that group's view (a Track per interface, its state). Where CAP_NET_RAW allows,
 the loop's one raw IGMP or ICMPv6 socket hears the queries the host accepts, and

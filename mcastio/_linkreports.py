@@ -24,11 +24,12 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from . import _querywatch, _rawnet
+from . import _querywatch
 from ._errors import MulticastError
 from ._hostreport import host_version, report_source
 from ._model import Interface
 from ._perloop import PerLoop
+from ._platform.linux import rawnet as _rawnet
 from ._refreshpace import RefreshPace, pace_for
 from ._reportplan import Record, Report, gather, merge, plan
 

@@ -141,8 +141,8 @@ class Memberships:
         """
         # Linux only (raw IGMP/MLD, /proc): imported where the report is sent, so
         # that importing mcastio elsewhere never loads them (mcastio._platform).
-        from . import _rawnet
         from ._hostreport import host_version, send_report
+        from ._platform.linux import rawnet as _rawnet
 
         receiver = self._where[iface.index]
         v6 = self._group.family == socket.AF_INET6

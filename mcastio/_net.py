@@ -1,4 +1,7 @@
-"""Every setsockopt, ancillary-data layout and errno decision lives here.
+"""Every setsockopt and errno decision of the UDP sockets lives here.
+
+Linux's own option numbers (``IP_MULTICAST_ALL``, ``SO_RXQ_OVFL``...) and its
+control-message layouts are :mod:`._platform.linux`'s.
 
 Each kernel quirk carries a one-line note saying why. Nothing here knows about
 asyncio: these are blocking-free helpers over non-blocking sockets.
@@ -18,6 +21,9 @@ from collections.abc import Iterator, Sequence
 from ._errors import MembershipLimitError, MulticastError
 from ._model import Group, Interface
 from ._platform.cmsg import cmsg_space
+
+# Options only Linux has: the Linux profile's receive sockets set them.
+from ._platform.linux import IP_MULTICAST_ALL, IPV6_MULTICAST_ALL, SO_MEMINFO, SO_RXQ_OVFL
 
 __all__ = [
     "ANC_BUFSIZE",
@@ -39,14 +45,10 @@ _log = logging.getLogger("mcastio")
 
 # Python's socket module lacks several Linux constants; values from the uapi headers.
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
-IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
-IPV6_MULTICAST_ALL = getattr(socket, "IPV6_MULTICAST_ALL", 29)
 IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
 IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
 MCAST_JOIN_SOURCE_GROUP = getattr(socket, "MCAST_JOIN_SOURCE_GROUP", 46)
 MCAST_LEAVE_SOURCE_GROUP = getattr(socket, "MCAST_LEAVE_SOURCE_GROUP", 47)
-SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
-SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
 IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
 IP_TTL = getattr(socket, "IP_TTL", 2)
 IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)

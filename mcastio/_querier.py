@@ -137,7 +137,9 @@ class Querier:
         caps = capabilities()
         if not caps.querier:
             raise unavailable("the querier (raw IGMP/MLD queries)", caps)
-        from . import _rawnet  # Linux only: imported once the platform said yes.
+        from ._platform.linux import (
+            rawnet as _rawnet,
+        )  # Linux only: imported once the platform said yes.
 
         self._loop = asyncio.get_running_loop()
         snapshot = self._snapshot_source()
@@ -254,7 +256,7 @@ class Querier:
 
     def _on_watch(self, family: socket.AddressFamily) -> None:
         assert self._loop is not None
-        from . import _rawnet  # Loaded by start() already.
+        from ._platform.linux import rawnet as _rawnet  # Loaded by start() already.
 
         try:
             packets = _rawnet.read_watch(self._watch[family])
@@ -307,7 +309,7 @@ class Querier:
         version = self._versions[link.family]
         build = igmp_query if link.family == socket.AF_INET else mld_query
         payload = build(version, self._timing.interval, self._timing.response)
-        from . import _rawnet  # Loaded by start() already.
+        from ._platform.linux import rawnet as _rawnet  # Loaded by start() already.
 
         try:
             _rawnet.send_raw(

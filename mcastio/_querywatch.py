@@ -18,9 +18,9 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import _rawnet
 from ._errors import MulticastError
 from ._igmp import QueryCheck, QuerySeen, check_igmp, check_mld, has_router_alert
+from ._platform.linux import rawnet as _rawnet
 
 __all__ = ["RATE", "QueryWatch", "acquire", "judge", "release"]
 

@@ -6,7 +6,7 @@ port but were not sent to the group are counted, never delivered.
 
 Three drains do the same thing: the compiled one (:mod:`._drain`, C: ``recvmmsg``
 and the ``Datagram`` values built there) where it was built; ``recvmmsg`` through
-:mod:`._mmsg` reads up to 32 datagrams per system call where libc has it (and with
+:mod:`._platform.linux.mmsg` reads up to 32 datagrams per system call where libc has it (and with
 ``MCASTIO_PURE=1``); plain ``recvmsg`` otherwise (and with ``MCASTIO_RECVMMSG=0``).
 Both ``recvmmsg`` drains check the destination against every group of the
 endpoint. The portable path (no arrival interface per datagram) reads each of its
@@ -33,7 +33,7 @@ from ._platform.portable_sockets import read_datagrams
 from ._recvmsg import DRAIN_BUDGET, KernelDrops, RecvmsgDrain, index_to_name
 
 if TYPE_CHECKING:
-    from ._cdrain import Drain as _Compiled
+    from ._platform.linux._cdrain import Drain as _Compiled
 
 __all__ = ["DRAIN_BUDGET", "USE_COMPILED", "USE_RECVMMSG", "ReceivePath", "Sink"]
 
@@ -57,7 +57,9 @@ USE_COMPILED = _drain.COMPILED
 
 
 def _new_compiled(family: int) -> _Compiled:
-    from ._cdrain import Drain  # imported already: only called when _drain.cdrain is set
+    from ._platform.linux._cdrain import (
+        Drain,
+    )  # imported already: only called when _drain.cdrain is set
 
     # The payload room of the pure path's buffers, so both truncate alike.
     return Drain(family, Datagram, index_to_name, _mmsg.SLOT)

@@ -11,9 +11,11 @@ import socket
 import struct
 from collections.abc import Callable
 
-from . import _ancillary, _net
+from . import _net
 from ._fastpath import DATAGRAM_SLOT_SETTERS
 from ._model import Datagram
+from ._platform.linux import SO_MEMINFO
+from ._platform.linux import ancillary as _ancillary
 
 __all__ = ["DRAIN_BUDGET", "KernelDrops", "RecvmsgDrain", "index_to_name", "socket_drops"]
 
@@ -48,7 +50,7 @@ def socket_drops(sock: socket.socket) -> int | None:
     a final burst would stay unseen; SO_MEMINFO reads the same counter on demand.
     """
     try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, _net.SO_MEMINFO, _MEMINFO.size)
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO.size)
     except OSError:
         # Linux < 4.6 lacks SO_MEMINFO; the SO_RXQ_OVFL reports remain.
         return None

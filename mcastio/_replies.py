@@ -26,8 +26,9 @@ import logging
 import socket
 from collections.abc import Callable, Sequence
 
-from . import _ancillary, _net
+from . import _net
 from ._model import Datagram, Interface
+from ._platform.linux import ancillary as _ancillary
 from ._receive import DRAIN_BUDGET, ReceivePath
 from ._recvmsg import KernelDrops
 from ._replynet import prepare_reply_socket, refuse_replies

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import socket
 
-from ._net import SO_RXQ_OVFL
+from ._platform.linux import SO_RXQ_OVFL
 
 __all__ = ["REPLY_BUFFER", "prepare_reply_socket", "refuse_replies"]
 
@@ -41,9 +41,9 @@ def prepare_reply_socket(sock: socket.socket) -> None:
 
 
 def _attach_filter(sock: socket.socket, program: tuple[tuple[int, int, int, int], ...]) -> None:
-    # Linux's socket filters: _rawnet is imported where one is attached, never by
+    # Linux's socket filters: rawnet is imported where one is attached, never by
     # ``import mcastio`` (mcastio._platform.LINUX_ONLY_MODULES).
-    from ._rawnet import _attach_filter as attach
+    from ._platform.linux.rawnet import _attach_filter as attach
 
     attach(sock, program)
 

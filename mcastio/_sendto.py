@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import socket
 
-from ._ancillary import IN6_PKTINFO, IN_PKTINFO
 from ._net import IP_PKTINFO, IPV6_PKTINFO
+from ._platform.linux.ancillary import IN6_PKTINFO, IN_PKTINFO
 
 __all__ = ["send_unicast"]
 

@@ -25,10 +25,11 @@ import struct
 from dataclasses import dataclass
 
 from . import _net
-from ._ancillary import IN6_PKTINFO, IN_PKTINFO
 from ._errors import MulticastError
 from ._model import Group, Interface
 from ._origin import NO_ORIGIN, Origin
+from ._platform import linux
+from ._platform.linux.ancillary import IN6_PKTINFO, IN_PKTINFO
 
 __all__ = ["Pin", "open_pinned_sender", "open_sender", "pin", "send_options", "sender_options"]
 
@@ -150,7 +151,7 @@ def sender_options(sock: socket.socket, family: socket.AddressFamily) -> None:
     """What every transmit socket reads: replies with their pktinfo, no group's datagrams."""
     if family == socket.AF_INET:
         # Default 1 would hand this socket groups other sockets joined on its port.
-        sock.setsockopt(socket.IPPROTO_IP, _net.IP_MULTICAST_ALL, 0)
+        sock.setsockopt(socket.IPPROTO_IP, linux.IP_MULTICAST_ALL, 0)
         sock.setsockopt(socket.IPPROTO_IP, _net.IP_PKTINFO, 1)
     else:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

@@ -104,7 +104,7 @@ class Watcher:
         try:
             # Imported where used: rtnetlink exists on Linux only (AF_NETLINK). Inside
             # the try: a first import opens the source file and can meet EMFILE too.
-            from . import _netlink
+            from ._platform.linux import netlink as _netlink
 
             self._sock = _netlink.open_listener()
             _netlink.request_links(self._sock)
@@ -153,7 +153,7 @@ class Watcher:
     def read_now(self) -> None:
         """Read what the netlink socket holds now, without waiting for the loop to."""
         if self._sock is not None:
-            from . import _netlink
+            from ._platform.linux import netlink as _netlink
 
             self._on_readable(_netlink.MAX_READS)
 
@@ -169,7 +169,7 @@ class Watcher:
         """
         if self._sock is None:
             return False  # Closed by the round before, in the same pass of the loop.
-        from . import _netlink  # imported already: the socket exists
+        from ._platform.linux import netlink as _netlink  # imported already: the socket exists
 
         try:
             drained = _netlink.drain(self._sock, reads)

@@ -229,7 +229,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _use_drain(drain: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    from mcastio import _mmsg, _receive
+    from mcastio import _receive
+    from mcastio._platform.linux import mmsg as _mmsg
 
     if drain != "recvmsg" and not _mmsg.available():
         skip_or_fail("this libc has no recvmmsg")

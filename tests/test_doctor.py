@@ -10,7 +10,7 @@ import struct
 from mcastio._cli.doctor import FINDING_IDS, Finding, HostState, diagnose
 from mcastio._igmp import QuerySeen, parse_igmp_query, parse_mld_query, parse_query
 from mcastio._model import Interface, parse_group
-from mcastio._procnet import IgmpDevice, Membership, parse_route
+from mcastio._platform.linux.procnet import IgmpDevice, Membership, parse_route
 
 V4 = ipaddress.IPv4Address
 

@@ -43,9 +43,9 @@ def test_the_compiled_drain_is_built_where_a_compiler_is() -> None:
     receive tests then run on it); elsewhere the package runs on the pure path."""
     cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
     headers = os.path.join(sysconfig.get_paths()["include"], "Python.h")
-    built = importlib.util.find_spec("mcastio._cdrain") is not None
+    built = importlib.util.find_spec("mcastio._platform.linux._cdrain") is not None
     if shutil.which(cc) is not None and os.path.exists(headers) and sys.platform == "linux":
-        assert built, f"{cc} and {headers} exist but mcastio._cdrain was not built"
+        assert built, f"{cc} and {headers} exist but mcastio._platform.linux._cdrain was not built"
     else:
         assert mcastio.drain_path == "pure"
 
@@ -65,7 +65,7 @@ def test_describe_says_which_path_and_why(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_an_uninitialised_compiled_drain_refuses_to_read() -> None:
     if _drain.cdrain is None:
-        pytest.skip("mcastio._cdrain is not built (or MCASTIO_PURE is set)")
+        pytest.skip("mcastio._platform.linux._cdrain is not built (or MCASTIO_PURE is set)")
     drain = _drain.cdrain.Drain.__new__(_drain.cdrain.Drain)
     with pytest.raises(RuntimeError, match="__init__"):
         drain.read(0, False, 1)

@@ -16,8 +16,10 @@ from collections.abc import Iterator
 import pytest
 
 import mcastio
-from mcastio import _mmsg, _net, _receive
+from mcastio import _net, _receive
 from mcastio._model import parse_group
+from mcastio._platform import linux
+from mcastio._platform.linux import mmsg as _mmsg
 from mcastio.testing import Lab, lab_support
 from tests.conftest import receive_drains, require, run, skip_or_fail
 from tests.test_receive_lab import peer_socket
@@ -220,7 +222,7 @@ def test_every_drain_reads_the_same_kernel_drop_counts(
             socks = [s for ep in eps for s in ep._engine.receive.drops._by_socket]
             socks = [s for s in socks if s.getsockname()[0] == group]
             assert len(socks) == len(eps)
-            asked = [s.getsockopt(socket.SOL_SOCKET, _net.SO_RXQ_OVFL) for s in socks]
+            asked = [s.getsockopt(socket.SOL_SOCKET, linux.SO_RXQ_OVFL) for s in socks]
             subs = [ep.subscribe(queue_size=burst + 10) for ep in eps]
             with peer_socket(lab, link, socket.AF_INET, 1) as sock:
                 # No await between the sends: no endpoint reads, every buffer overflows.

@@ -9,7 +9,8 @@ import socket
 import pytest
 
 import mcastio
-from mcastio import _mmsg, _net, _receive
+from mcastio import _net, _receive
+from mcastio._platform.linux import mmsg as _mmsg
 from mcastio.testing import Lab
 from tests.conftest import run
 from tests.test_receive_lab import peer_socket, take

@@ -15,8 +15,11 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mcastio import _discovery, _igmp, _keeper, _mmsg, _netlink, _procnet
+from mcastio import _igmp, _keeper
 from mcastio._cli import pingstats, seqheader
+from mcastio._platform.linux import mmsg as _mmsg
+from mcastio._platform.linux import netlink as _netlink
+from mcastio._platform.linux import procnet as _procnet
 
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ADDR6 = st.builds(ipaddress.IPv6Address, st.binary(min_size=16, max_size=16))
@@ -135,7 +138,7 @@ def test_control_messages_never_raise(block: bytes, start: int) -> None:
     )
 )
 def test_ancillary_data_from_recvmsg_never_raises(anc: list[tuple[int, int, bytes]]) -> None:
-    from mcastio import _ancillary
+    from mcastio._platform.linux import ancillary as _ancillary
 
     _ancillary.parse_pktinfo(anc)
     _ancillary.parse_extras(anc)
@@ -173,7 +176,7 @@ def test_proc_parsers_never_raise(text: str) -> None:
     _procnet.parse_igmp6(text)
     _procnet.parse_netstat(text)
     _procnet.parse_route(text)
-    _discovery.parse_if_inet6(text)
+    _procnet.parse_if_inet6(text)
     _keeper.parse_beacons(text)
 
 

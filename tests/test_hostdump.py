@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcastio._discovery import _kernel_names_parent_devices, snapshot_from_dump
-from mcastio._hostdump import Address, parse_addr_dump
-from mcastio._linkfacts import Link, LinkFacts, parse_links
+from mcastio._discovery import snapshot_from_dump
 from mcastio._model import Interface
+from mcastio._platform.linux.hostdump import Address, parse_addr_dump
+from mcastio._platform.linux.linkfacts import Link, LinkFacts, names_parent_devices, parse_links
 
 DONE = struct.pack("=IHHII", 20, 3, 2, 1, 0) + b"\0" * 4
 
@@ -191,4 +191,4 @@ def test_snapshot_from_dump_labels_flags_and_dad_states(bus_known: bool) -> None
      ("4.19.0", False), ("6", False), ("x.y", False), ("10.0", True)],
 )  # fmt: skip
 def test_kernels_that_name_parent_devices(release: str, known: bool) -> None:
-    assert _kernel_names_parent_devices(release) is known
+    assert names_parent_devices(release) is known

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from mcastio._discovery import read_snapshot, read_snapshot_psutil
-from mcastio._hostdump import read_host
+from mcastio._platform.linux.hostdump import read_host
 from mcastio.testing import Lab
 from tests.conftest import require
 

@@ -9,7 +9,6 @@ import struct
 import pytest
 
 from mcastio import _net
-from mcastio._discovery import parse_if_inet6
 from mcastio._model import (
     Interface,
     is_eligible,
@@ -19,6 +18,7 @@ from mcastio._model import (
     select_interfaces,
     validate_sources,
 )
+from mcastio._platform.linux.procnet import parse_if_inet6
 
 # Lines captured from /proc/net/if_inet6 of a lab host (kernel 6.18): index,
 # prefix length, scope, flags in hex, then the device.

@@ -12,10 +12,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from mcastio import _mmsg, _net
+from mcastio import _net
 from mcastio._fastpath import Coalescing
 from mcastio._options import validate_coalesce_delay
 from mcastio._pacing import SocketReader
+from mcastio._platform import linux
+from mcastio._platform.linux import mmsg as _mmsg
 from tests.conftest import run, skip_or_fail
 
 SO_TIMESTAMP = getattr(socket, "SO_TIMESTAMP", 29)
@@ -47,7 +49,7 @@ def in6_pktinfo(ifindex: int, dst: str) -> bytes:
 
 
 def ovfl(count: int) -> bytes:
-    return cmsg(socket.SOL_SOCKET, _net.SO_RXQ_OVFL, struct.pack("@I", count))
+    return cmsg(socket.SOL_SOCKET, linux.SO_RXQ_OVFL, struct.pack("@I", count))
 
 
 # -- pure parsing ------------------------------------------------------------------
@@ -129,7 +131,7 @@ def loopback_pair(request: pytest.FixtureRequest) -> Iterator[tuple[socket.socke
             rx.setsockopt(socket.IPPROTO_IPV6, _net.IPV6_RECVPKTINFO, 1)
             rx.setsockopt(socket.IPPROTO_IPV6, _net.IPV6_RECVHOPLIMIT, 1)
             rx.bind(("::1", 0))
-        rx.setsockopt(socket.SOL_SOCKET, _net.SO_RXQ_OVFL, 1)
+        rx.setsockopt(socket.SOL_SOCKET, linux.SO_RXQ_OVFL, 1)
         rx.setblocking(False)
         yield rx, tx
     finally:

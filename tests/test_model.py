@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from mcastio._discovery import _prefixlen, parse_if_inet6
+from mcastio._discovery import _prefixlen
 from mcastio._model import Interface, parse_group, plan_changes, select_interfaces, validate_payload
 from mcastio._options import validate_port, validate_queue_size, validate_ttl
+from mcastio._platform.linux.procnet import parse_if_inet6
 
 
 def iface(name: str, index: int, *addrs: str, **kw: Any) -> Interface:

@@ -161,10 +161,10 @@ def test_windows_import_reads_no_linux_batch_and_no_cmsg() -> None:
 
 def test_linux_batch_module_is_linux_only() -> None:
     # The simulation above blocks it: proof that it is blocked for a reason.
-    assert "mcastio._mmsg" in LINUX_ONLY_MODULES
+    assert "mcastio._platform.linux.mmsg" in LINUX_ONLY_MODULES
     from mcastio._platform.batch import mmsg
 
-    assert mmsg.__name__ == "mcastio._mmsg"
+    assert mmsg.__name__ == "mcastio._platform.linux.mmsg"
 
 
 @pytest.mark.parametrize("platform", sorted(PLATFORMS))

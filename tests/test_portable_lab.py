@@ -18,7 +18,7 @@ import pytest
 import mcastio
 from mcastio import MulticastEndpoint
 from mcastio._platform import PORTABLE_ENV
-from mcastio._procnet import parse_igmp6
+from mcastio._platform.linux.procnet import parse_igmp6
 from mcastio.testing import Lab
 from tests.conftest import run, wait_for
 

@@ -21,9 +21,9 @@ import pytest
 from mcastio import MulticastError
 from mcastio._discovery import read_snapshot
 from mcastio._model import Datagram, Interface, parse_group
+from mcastio._platform.linux.procnet import parse_igmp
 from mcastio._platform.portable import ReceiveSocket, plan_receive
 from mcastio._platform.portable_sockets import open_receive, read_datagrams
-from mcastio._procnet import parse_igmp
 from mcastio.testing import Lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.one_path]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from mcastio._procnet import (
+from mcastio._platform.linux.procnet import (
     counter,
     effective_rp_filter,
     lookup_route,

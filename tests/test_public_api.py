@@ -66,7 +66,7 @@ def test_core_does_not_import_the_command_line() -> None:
 def test_core_modules_never_import_upwards() -> None:
     # The library core sits below the command line and the test lab, never above.
     root = pathlib.Path(mcastio.__file__).parent
-    for path in root.glob("_*.py"):
+    for path in [*root.glob("_*.py"), *(root / "_platform").rglob("*.py")]:
         if path.name == "__main__.py":  # `python -m mcastio` is the command line
             continue
         tree = ast.parse(path.read_text())

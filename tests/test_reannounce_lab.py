@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from mcastio import MulticastEndpoint, _hostreport
+from mcastio._platform.linux.procfs import netns
 from mcastio.testing import Lab, Link, lab_support
 from tests.conftest import require, run
 from tests.switchlab import start_tcpdump, stop_tcpdump
@@ -87,7 +88,7 @@ def test_carrier_return_reports_without_a_leave_on_v2_v3_mldv1_mldv2(
             # must read the version afresh, or eth0's IGMPv2 switch gets a v3 report.
             stale = _hostreport._sliced
             stale.table = dict.fromkeys(names, 3)
-            stale.read_at, stale._netns = time.monotonic(), _hostreport._netns()
+            stale.read_at, stale._netns = time.monotonic(), netns()
             dump = start_tcpdump(lab, lab.host, "any", BPF)
             try:
                 for link in lab.link:

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 import mcastio
 from mcastio import link_with_vlans, no_virtual_links, physical_links
-from mcastio._discovery import parse_wireless
-from mcastio._linkfacts import LinkFacts, parse_link_dump
 from mcastio._model import Interface, parse_group, parse_groups, select_for_groups
+from mcastio._platform.linux.linkfacts import LinkFacts, parse_link_dump
+from mcastio._platform.linux.procnet import parse_wireless
 from mcastio._selection import CONTAINER_VM_VPN_KINDS, Selection, default_route_links
 
 

@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mcastio import _net
-from mcastio._ancillary import IN6_PKTINFO, IN_PKTINFO
 from mcastio._model import Interface
 from mcastio._origin import NO_ORIGIN, Origin
+from mcastio._platform.linux.ancillary import IN6_PKTINFO, IN_PKTINFO
 from mcastio._txnet import pin
 
 HEADER = struct.Struct("@Nii")

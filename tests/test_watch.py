@@ -8,9 +8,8 @@ import struct
 import pytest
 
 from mcastio import InterfaceEvent
-from mcastio._discovery import parse_if_inet6
 from mcastio._model import Interface, parse_group, plan_changes
-from mcastio._netlink import (
+from mcastio._platform.linux.netlink import (
     IFF_LOWER_UP,
     IFF_RUNNING,
     IFF_UP,
@@ -21,6 +20,7 @@ from mcastio._netlink import (
     RTM_NEWLINK,
     parse_messages,
 )
+from mcastio._platform.linux.procnet import parse_if_inet6
 from mcastio._watch import Backoff, CarrierTracker, desired_interfaces, interface_events
 
 G4 = parse_group("239.255.1.1")

@@ -32,7 +32,7 @@ def capture_queries(
     Raises ``CaptureUnavailable`` with the reason when packet sockets cannot be used.
     """
     # Linux only (AF_PACKET): imported when a capture runs, never by the CLI's import.
-    from .._rawnet import open_watch, read_watch
+    from .._platform.linux.rawnet import open_watch, read_watch
 
     families = [socket.AF_INET] + ([socket.AF_INET6] if ipv6 else [])
     socks: list[socket.socket] = []

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from .._igmp import IPAddress, QuerySeen
 from .._model import Group, Interface
-from .._procnet import (
+from .._platform.linux.procnet import (
     effective_rp_filter,
     lookup_route,
     rp_filter_name,

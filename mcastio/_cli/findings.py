@@ -13,7 +13,7 @@ from typing import Literal
 
 from .._igmp import QuerySeen
 from .._model import Group, Interface, is_eligible, parse_group
-from .._procnet import (
+from .._platform.linux.procnet import (
     IgmpDevice,
     Membership,
     Route,

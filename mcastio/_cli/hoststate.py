@@ -11,27 +11,20 @@ import signal
 import time
 from collections.abc import Iterator, Sequence
 
-from .. import _procnet as procnet
-from .._discovery import proc_net_path, read_snapshot
+from .._discovery import read_snapshot
 from .._igmp import QuerySeen, parse_query
 from .._keeper import parse_beacons
 from .._model import Interface
+from .._platform.linux import procnet
+from .._platform.linux.procfs import proc_net_path, read_text, sysctl
 from .capture import CaptureUnavailable, capture_queries
 from .doctor import HostState
 
 __all__ = ["collect", "read_igmp", "read_igmp6", "read_text"]
 
 
-def read_text(path: str) -> str | None:
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return None
-
-
 def _sysctl_int(path: str) -> int | None:
-    text = read_text(f"/proc/sys/{path}")
+    text = sysctl(path)
     try:
         return int(text.strip()) if text is not None else None
     except ValueError:

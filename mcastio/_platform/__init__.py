@@ -44,12 +44,13 @@ PORTABLE_ENV = "MCASTIO_PORTABLE"
 #: mcastio as macOS, FreeBSD and Windows.
 LINUX_ONLY_MODULES = frozenset(
     {
-        "mcastio._netlink",  # rtnetlink: AF_NETLINK
+        "mcastio._platform.linux.netlink",  # rtnetlink: AF_NETLINK
+        "mcastio._platform.linux._cdrain",  # the compiled drain: recvmmsg(2)
+        "mcastio._platform.linux.mmsg",  # recvmmsg(2) through ctypes, Linux's layouts
+        "mcastio._platform.linux.rawnet",  # raw IGMP/MLD sockets, AF_PACKET, BPF
+        # mcastio's own features built on them, Linux-only for that reason:
         "mcastio._keepalive",  # the keeper: raw IGMP/MLD reports, /proc/net/igmp
-        "mcastio._querywatch",  # the keeper's query capture: AF_PACKET
-        "mcastio._cdrain",  # the compiled drain: recvmmsg(2)
-        "mcastio._mmsg",  # recvmmsg(2) through ctypes, with Linux's struct layouts
-        "mcastio._rawnet",  # raw IGMP/MLD sockets and Linux's ancillary layouts
+        "mcastio._querywatch",  # the keeper's query capture: raw sockets
         "mcastio._hostreport",  # the host's own report: raw sockets, /proc/net/igmp
     }
 )
@@ -185,10 +186,11 @@ def choose(
 
 
 def _linux_memberships() -> int:
+    from .linux.procfs import sysctl
+
     try:
-        with open("/proc/sys/net/ipv4/igmp_max_memberships", encoding="ascii") as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
+        return int(sysctl("net/ipv4/igmp_max_memberships") or "")
+    except ValueError:
         # No /proc (a container without it): the kernel's default.
         return LINUX_DEFAULT_MEMBERSHIPS
 
@@ -201,7 +203,8 @@ def capabilities() -> Capabilities:
     if platform_name(sys.platform) != "linux":
         return choose(sys.platform, os.environ, compiled=False, batched=False, memberships=None)
     # Imported here: both exist on Linux only (the drain loads libc's recvmmsg).
-    from .. import _drain, _mmsg
+    from .. import _drain
+    from .linux import mmsg as _mmsg
 
     return choose(
         sys.platform,

@@ -1,8 +1,8 @@
-"""No batched receive: what the receive path finds off Linux instead of ``_mmsg``.
+"""No batched receive: what the receive path finds off Linux instead of ``linux.mmsg``.
 
 See :mod:`.batch` for why. The receive path asks :func:`available` once, at
 import, and reads one datagram per call when it says no; nothing else of
-``_mmsg`` is reached then.
+``linux.mmsg`` is reached then.
 """
 
 from __future__ import annotations

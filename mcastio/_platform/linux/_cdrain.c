@@ -1,7 +1,7 @@
 /* The compiled receive drain: recvmmsg, control messages and Datagram values in C.
  *
  * Optional: mcastio/_drain.py picks this module where it was built, the pure path
- * (mcastio/_receive.py with mcastio/_mmsg.py) otherwise; tests/test_drain_paths.py
+ * (mcastio/_receive.py with mcastio/_platform/linux/mmsg.py) otherwise; tests/test_drain_paths.py
  * checks both give identical values and counts. Drain owns the buffers of BATCH
  * messages (payload slots in one anonymous mapping: untouched pages cost no memory)
  * and a cache of (source address, destination, interface, TTL) -> their Python
@@ -499,7 +499,7 @@ static PyMethodDef Drain_methods[] = {
 };
 
 static PyTypeObject DrainType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mcastio._cdrain.Drain",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mcastio._platform.linux._cdrain.Drain",
     .tp_basicsize = sizeof(Drain),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "recvmmsg buffers for BATCH datagrams, and the Datagrams built from them.",
@@ -522,7 +522,7 @@ static PyMethodDef module_methods[] = {
 
 static struct PyModuleDef cdrain_module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "mcastio._cdrain",
+    .m_name = "mcastio._platform.linux._cdrain",
     .m_doc = "The optional compiled receive drain (recvmmsg) and batched send (sendmmsg).",
     .m_size = -1,
     .m_methods = module_methods,

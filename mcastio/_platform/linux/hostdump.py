@@ -13,7 +13,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from ._linkfacts import (
+from .linkfacts import (
     _RTATTR,
     NLMSG_DONE,
     RTM_GETLINK,

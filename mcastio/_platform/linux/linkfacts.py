@@ -9,6 +9,7 @@ Only this module and :mod:`._discovery` read them; the parser is pure.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import struct
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ __all__ = [
     "dump",
     "dump_request",
     "messages",
+    "names_parent_devices",
     "open_route_socket",
     "parse_link_dump",
     "parse_links",
@@ -225,3 +227,17 @@ def read_link_facts(timeout: float = 1.0) -> dict[int, LinkFacts]:
     with open_route_socket(timeout) as sock:
         facts = dump(sock, dump_request(RTM_GETLINK, 1), parse_link_dump)
     return {fact.index: fact for fact in facts}
+
+
+def names_parent_devices(release: str | None = None) -> bool:
+    """Whether the link dump names every device's parent (IFLA_PARENT_DEV_NAME, Linux 5.15).
+
+    The kernel sends it exactly when the device has a parent, which is when sysfs
+    shows the ``device`` link: from 5.15 on, asking sysfs adds nothing.
+    """
+    text = release if release is not None else os.uname().release
+    try:
+        major, minor = (int(part) for part in text.split("-", 1)[0].split(".")[:2])
+    except ValueError:
+        return False  # Not a Linux version string: ask sysfs, as before.
+    return (major, minor) >= (5, 15)

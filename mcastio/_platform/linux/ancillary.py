@@ -1,7 +1,7 @@
 """The control messages that come with a received datagram: what each one says.
 
 Pure parsing of ``recvmsg`` ancillary data (the ``recvmmsg`` drains parse theirs in
-:mod:`._mmsg` and C); the option numbers are :mod:`._net`'s.
+:mod:`.mmsg` and C); the option numbers are :mod:`mcastio._net`'s.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import socket
 import struct
 import sys
 
-from ._net import IP_PKTINFO, IP_TTL, IPV6_HOPLIMIT, IPV6_PKTINFO, SO_RXQ_OVFL
+from ..._net import IP_PKTINFO, IP_TTL, IPV6_HOPLIMIT, IPV6_PKTINFO
+from . import SO_RXQ_OVFL
 
 __all__ = ["IN6_PKTINFO", "IN_PKTINFO", "is_pktinfo", "parse_extras", "parse_pktinfo"]
 

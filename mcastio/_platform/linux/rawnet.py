@@ -16,17 +16,17 @@ import socket
 import struct
 from collections.abc import Sequence
 
-from ._ancillary import IN6_PKTINFO, IN_PKTINFO, parse_extras, parse_pktinfo
-from ._errors import MulticastError, RawAccessError
-from ._model import Interface
-from ._net import (
+from ..._errors import MulticastError, RawAccessError
+from ..._model import Interface
+from ..._net import (
     IP_PKTINFO,
     IPV6_PKTINFO,
     IPV6_RECVHOPLIMIT,
     IPV6_RECVPKTINFO,
     _closed_on_failure,
 )
-from ._platform.cmsg import cmsg_space
+from ..cmsg import cmsg_space
+from .ancillary import IN6_PKTINFO, IN_PKTINFO, parse_extras, parse_pktinfo
 
 __all__ = [
     "BPF_HOPOPTS",

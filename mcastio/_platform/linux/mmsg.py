@@ -18,7 +18,8 @@ import socket
 import struct
 from collections.abc import Iterator
 
-from . import _net
+from ... import _net
+from . import SO_RXQ_OVFL
 
 __all__ = ["Buffers", "Control", "available", "parse_control", "parse_sockaddr", "split_drops"]
 
@@ -199,7 +200,7 @@ def parse_control(block: bytes, start: int = 0) -> Control:
                 info.destination = block[data + _IN6_ADDR : data + _IN6_ADDR + 16]
             elif kind == _net.IPV6_HOPLIMIT and size >= _INT.size:
                 info.ttl = _INT.unpack_from(block, data)[0]
-        elif level == socket.SOL_SOCKET and kind == _net.SO_RXQ_OVFL and size >= 4:
+        elif level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and size >= 4:
             info.drops = struct.unpack_from("@I", block, data)[0]
     return info
 
@@ -211,7 +212,7 @@ def split_drops(block: bytes, start: int) -> tuple[int | None, bytes]:
     datagram after datagram: without it the block is worth remembering.
     """
     for offset, space, level, kind, size in _cmsgs(block, start):
-        if level == socket.SOL_SOCKET and kind == _net.SO_RXQ_OVFL and size >= 4:
+        if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and size >= 4:
             drops: int = struct.unpack_from("@I", block, offset + _CMSG_DATA)[0]
             return drops, block[:offset] + block[offset + space :]
     return None, block

@@ -1,4 +1,4 @@
-/* Shared between the two source files of mcastio._cdrain. */
+/* Shared between the two source files of mcastio._platform.linux._cdrain. */
 #ifndef MCASTIO_CDRAIN_H
 #define MCASTIO_CDRAIN_H
 

@@ -1,8 +1,12 @@
-"""Parsers for the kernel's multicast bookkeeping in /proc: pure, text in, values out.
+"""Parsers for what the kernel's files in /proc say: pure, text in, values out.
 
-The readers that open the files live in ``_cli.hoststate`` (doctor) and
-``_keepalive`` (the membership keeper reads the IGMP version per interface);
-everything here takes the file contents as a string so it can be tested with fixtures.
+The multicast bookkeeping (igmp, igmp6, snmp, route) and the interface facts
+(if_inet6's DAD state, wireless).
+
+The files are read with :mod:`.procfs` (by ``_cli.hoststate`` for doctor,
+``_hostreport`` for the IGMP version per interface, ``_discovery`` for the
+interface facts); everything here takes their contents as a string so it can be
+tested with fixtures.
 """
 
 from __future__ import annotations
@@ -21,13 +25,53 @@ __all__ = [
     "counter",
     "effective_rp_filter",
     "lookup_route",
+    "parse_if_inet6",
     "parse_igmp",
     "parse_igmp6",
     "parse_igmp_versions",
     "parse_netstat",
     "parse_route",
+    "parse_wireless",
     "rp_filter_name",
+    "usable_v6",
 ]
+
+# /proc/net/if_inet6's flags column and an RTM_NEWADDR's IFA_FLAGS are the same
+# IFA_F_* bits (include/uapi/linux/if_addr.h).
+_IFA_F_OPTIMISTIC = 0x04
+_IFA_F_DADFAILED = 0x08
+_IFA_F_TENTATIVE = 0x40
+
+
+def usable_v6(flags: int) -> bool:
+    """Whether an IPv6 address with these IFA_F_* flags is usable (no DAD pending or failed)."""
+    # An optimistic address (RFC 4429) is still tentative but already usable.
+    waiting = flags & _IFA_F_TENTATIVE and not flags & _IFA_F_OPTIMISTIC
+    return not (waiting or flags & _IFA_F_DADFAILED)
+
+
+def parse_if_inet6(text: str) -> dict[str, set[ipaddress.IPv6Address]]:
+    """Addresses per interface that are *not* usable (tentative or failed DAD)."""
+    unusable: dict[str, set[ipaddress.IPv6Address]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) != 6:
+            continue
+        hexaddr, _idx, _plen, _scope, flags, name = parts
+        try:
+            bits = int(flags, 16)
+            address = ipaddress.IPv6Address(bytes.fromhex(hexaddr))
+        except ValueError:
+            continue  # not what the kernel prints: skipped, like a short line
+        if not usable_v6(bits):
+            unusable.setdefault(name, set()).add(address)
+    return unusable
+
+
+def parse_wireless(text: str) -> set[str]:
+    """The interface names /proc/net/wireless lists (two header lines, then ``name: ...``)."""
+    return {line.split(":", 1)[0].strip() for line in text.splitlines()[2:] if ":" in line}
+
 
 ByteOrder = Literal["little", "big"]
 

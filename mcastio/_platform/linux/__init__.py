@@ -1,5 +1,9 @@
 """Linux's RFC 3678 join numbers and layout, for the portable path run on Linux.
 
+This package holds all that knows it runs on Linux (docs/explanation/design.md's
+module map): :mod:`.netlink`, :mod:`.hostdump`, :mod:`.linkfacts`, :mod:`.procnet`,
+:mod:`.rawnet`, :mod:`.mmsg` and ``_cdrain``, :mod:`.ancillary`.
+
 The Linux profile joins with ``ip_mreqn``/``ipv6_mreq`` (:mod:`mcastio._net`);
 the portable path joins the way every OS here can, with ``MCAST_JOIN_GROUP`` and
 a ``group_req``, so that ``MCASTIO_PORTABLE=1`` runs the same code the other
@@ -10,19 +14,23 @@ socket.h, as installed in /usr/include/linux on this machine, kernel 6.18).
 from __future__ import annotations
 
 import ipaddress
+import socket
 import struct
 
-from ._layouts import GroupLayout, sockaddr
+from .._layouts import GroupLayout, sockaddr
 
 __all__ = [
     "AF_INET",
     "AF_INET6",
     "GROUP",
+    "IPV6_MULTICAST_ALL",
     "IP_MULTICAST_ALL",
     "MCAST_JOIN_GROUP",
     "MCAST_JOIN_SOURCE_GROUP",
     "MCAST_LEAVE_GROUP",
     "MCAST_LEAVE_SOURCE_GROUP",
+    "SO_MEMINFO",
+    "SO_RXQ_OVFL",
     "group_sockaddr",
 ]
 
@@ -40,6 +48,13 @@ MCAST_LEAVE_SOURCE_GROUP = 47
 # include/uapi/linux/in.h: "#define IP_MULTICAST_ALL 49" (CPython 3.11's socket
 # module does not name it).
 IP_MULTICAST_ALL = 49
+# include/uapi/linux/in6.h: "#define IPV6_MULTICAST_ALL 29".
+IPV6_MULTICAST_ALL = 29
+# include/uapi/asm-generic/socket.h: "#define SO_RXQ_OVFL 40", "#define SO_MEMINFO 55".
+# Alpha, MIPS, PA-RISC and SPARC number them in their own asm/socket.h: CPython's
+# names, where its socket module has them, are that machine's.
+SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
+SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
 
 # include/uapi/linux/in.h: struct group_req { __u32 gr_interface; struct
 # __kernel_sockaddr_storage gr_group; }, and that storage (uapi/linux/socket.h)

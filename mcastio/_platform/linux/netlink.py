@@ -12,7 +12,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from ._linkfacts import dump_request
+from .linkfacts import dump_request
 
 __all__ = [
     "IFF_LOWER_UP",

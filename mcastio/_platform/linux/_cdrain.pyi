@@ -2,7 +2,7 @@
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._model import Datagram
+from ..._model import Datagram
 
 BATCH: int
 SLOT: int

@@ -1,4 +1,4 @@
-/* The batched send of mcastio._cdrain: sendmmsg, or one UDP GSO message.
+/* The batched send of mcastio._platform.linux._cdrain: sendmmsg, or one UDP GSO message.
  *
  * Part of the optional extension built from _cdrain.c (see there); used by
  * mcastio/_sendmany.py, which falls back to one sendto per datagram without it.
