@@ -157,7 +157,15 @@ def open_sender(
             _bind_to_device(sock, iface.name)
         if group_port is not None:
             scope = iface.index if _net.bind_needs_scope(group) else 0
-            _net._bind_shared(sock, _net._group_sockaddr(group, group_port, scope))
+            addr = _net._group_sockaddr(group, group_port, scope)
+            if portable:
+                # As the portable receive sockets bind: SO_REUSEADDR on a group address
+                # is SO_REUSEPORT too on the BSDs (xnu in_pcbbind()); no SO_REUSEPORT,
+                # which CPython lacks on Windows.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(addr)
+            else:
+                _net._bind_shared(sock, addr)
         else:
             _bind_own_port(sock, group, iface, origin, portable=portable)
         if group.family == socket.AF_INET:

@@ -27,6 +27,7 @@ import socket
 from dataclasses import dataclass
 
 from . import _net, _txnet
+from ._errors import MulticastError
 from ._model import Group, Interface, tx_source
 from ._options import EndpointOptions
 from ._origin import NO_ORIGIN, Origin
@@ -52,13 +53,24 @@ class SendOptions:
 
     @classmethod
     def of(cls, options: EndpointOptions) -> SendOptions:
+        """The send options of an endpoint; MulticastError where the platform has none such."""
+        caps = capabilities()
+        group_port = options.port if options.source_port == "group" else None
+        if group_port is not None and caps.platform == "windows":
+            # Winsock's bind() takes only a local address (WSAEADDRNOTAVAIL otherwise:
+            # Microsoft's "bind function (winsock.h)"); never run here.
+            raise MulticastError(
+                "source_port='group' is not available on Windows: it binds each transmit "
+                "socket to the group's address, and Winsock binds only local addresses "
+                "(docs/explanation/platforms.md)"
+            )
         return cls(
             family=options.group.family,
             ttl=options.ttl,
             loopback=options.loopback,
-            group_port=options.port if options.source_port == "group" else None,
+            group_port=group_port,
             origin=options.origin,
-            portable=not capabilities().pinned_send,
+            portable=not caps.pinned_send,
         )
 
     @property
