@@ -24,7 +24,12 @@ def _probe(loop: asyncio.AbstractEventLoop) -> str:
     """ "" when ``loop`` takes readers; else why not (the error's text)."""
     # A socket of our own: add_reader needs a descriptor, and the loop may refuse
     # (Proactor) or accept it; either way nothing else is watched or touched.
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    except OSError as exc:
+        # Out of descriptors, say: not cached (PerLoop keeps only what this returns).
+        raise MulticastError(f"cannot open a socket to check the event loop: {exc}") from exc
+    with sock:
         try:
             loop.add_reader(sock.fileno(), _nothing)
         except NotImplementedError:
