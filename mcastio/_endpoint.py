@@ -28,6 +28,7 @@ from ._options import (
     validate_max_batch,
     validate_queue_size,
 )
+from ._platform.loops import require_readers
 from ._receive import Sink
 from ._subscription import BatchSubscription, Subscription
 from ._watch import InterfaceEvent
@@ -208,7 +209,10 @@ class MulticastEndpoint(EndpointGroups, EndpointSends):
             # Another start() is under way: this one returns when that one does.
             await self._engine.wait_open()
             return
-        await self._engine.open(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        # Before anything opens: a loop without add_reader (Windows' Proactor) cannot run it.
+        require_readers(loop)
+        await self._engine.open(loop)
 
     async def aclose(self) -> None:
         """Leave the group, close every socket and end every iterator. Idempotent."""

@@ -73,6 +73,7 @@ class Engine(EngineGroups):
             SendOptions.of(opts),
             on_open=self.watching.replies,
             on_close=self.watching.forget,
+            owners=self.replies.owners,
         )
         self.tx.set_groups(opts.groups)
         caps = capabilities()

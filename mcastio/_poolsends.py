@@ -23,7 +23,7 @@ from ._onlink import UnicastRoute
 from ._sendmany import BatchSendResult, GsoState, Payload
 from ._sendto import send_unicast
 from ._txnet import Pin
-from ._txsocket import TxSocket
+from ._txsocket import SendOptions, TxSocket
 
 __all__ = ["PoolSends", "Sender"]
 
@@ -71,6 +71,7 @@ def _pinned_send(
 class PoolSends:
     """Unicast and batched sends over the pool's senders (see TransmitPool)."""
 
+    _options: SendOptions
     _addresses: dict[tuple[str, int], bytes]
     _view: ValuesView[Sender]
     _pinned: TxSocket | None
@@ -183,9 +184,14 @@ class PoolSends:
         self, sender: Sender, payload: bytes | bytearray | memoryview, route: UnicastRoute
     ) -> SendResult:
         try:
-            sent = send_unicast(
-                sender.tx.sock, payload, route.destination, route.ifindex, route.source
-            )
+            if self._options.portable:
+                # A socket per interface, its multicast interface set: the route picks the
+                # device and source of a unicast datagram (no pktinfo to pin them).
+                sent = sender.tx.sock.sendto(payload, route.destination)
+            else:
+                sent = send_unicast(
+                    sender.tx.sock, payload, route.destination, route.ifindex, route.source
+                )
         except OSError as exc:
             return SendResult(sender.iface.name, exc)
         return SendResult(sender.iface.name, None, sent)
@@ -225,7 +231,16 @@ class PoolSends:
         address = self._addresses[dest]
         tx = sender.tx
         try:
-            at = _sendmany.push(tx.sock, payloads, start, address, dest, sender.gso, sender.pin)
+            at = _sendmany.push(
+                tx.sock,
+                payloads,
+                start,
+                address,
+                dest,
+                sender.gso,
+                sender.pin,
+                batched=not self._options.portable,
+            )
         except OSError as exc:
             return start, exc
         if at < len(payloads):

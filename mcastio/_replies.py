@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from . import _net
 from ._model import Datagram, Interface
 from ._platform.linux import ancillary as _ancillary
+from ._platform.portable_sockets import read_replies
 from ._receive import DRAIN_BUDGET, ReceivePath
 from ._recvmsg import KernelDrops
 from ._replynet import prepare_reply_socket, refuse_replies
@@ -58,6 +59,8 @@ class Replies:
         self._links_seen: Sequence[Interface] = ()
         # The kernel's drops on sockets whose replies are refused: each one a reply.
         self._refused = KernelDrops()
+        #: Portable profile: each transmit socket's interface, read without pktinfo.
+        self.owners: dict[socket.socket, str] = {}
 
     @property
     def refused(self) -> int:
@@ -94,9 +97,12 @@ class Replies:
         receive = self._receive
         batch: list[Datagram] = []
         read = 0
-        if receive.fast:
+        owner = self.owners.get(sock)
+        if owner is not None:
+            batch, read = read_replies(sock, owner, DRAIN_BUDGET)
+        elif receive.fast:
             batch, read = receive.read_replies(sock)
-        if not receive.fast:
+        if owner is None and not receive.fast:
             more, more_read = self._read_recvmsg(sock)
             batch += more
             read += more_read

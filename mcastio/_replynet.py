@@ -13,7 +13,9 @@ copies learns. The settings here bound what that port lets in:
 
 from __future__ import annotations
 
+import errno
 import socket
+import sys
 
 from ._platform.linux import SO_RXQ_OVFL
 
@@ -43,6 +45,10 @@ def prepare_reply_socket(sock: socket.socket) -> None:
 def _attach_filter(sock: socket.socket, program: tuple[tuple[int, int, int, int], ...]) -> None:
     # Linux's socket filters: rawnet is imported where one is attached, never by
     # ``import mcastio`` (mcastio._platform.LINUX_ONLY_MODULES).
+    if not sys.platform.startswith("linux"):
+        # No SO_ATTACH_FILTER elsewhere (and no fcntl for _rawnet on Windows): the
+        # callers report an OSError and go on without the filter.
+        raise OSError(errno.ENOPROTOOPT, "socket filters are Linux's (SO_ATTACH_FILTER)")
     from ._platform.linux.rawnet import _attach_filter as attach
 
     attach(sock, program)

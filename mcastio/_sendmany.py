@@ -91,15 +91,18 @@ def push(
     dest: tuple[str, int],
     gso: GsoState,
     pin: Pin | None = None,
+    *,
+    batched: bool = True,
 ) -> int:
     """Send ``payloads[start:]`` until done or the socket refuses; the index reached.
 
     ``pin`` names the interface per datagram, for a socket that names none (:mod:`._txnet`).
+    ``batched`` False (the portable profile): one ``sendto`` each, never sendmmsg or GSO.
 
     Raises the OSError that stopped it when nothing more could be sent (a full
     buffer is ``BlockingIOError``); what was sent before that is in the index.
     """
-    cdrain = _drain.cdrain
+    cdrain = _drain.cdrain if batched else None
     at = start
     total = len(payloads)
     cmsgs = [pin.cmsg] if pin is not None else []

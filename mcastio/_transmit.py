@@ -6,7 +6,9 @@ every group of the endpoint and every endpoint of the loop with the same send
 options (:mod:`._txsocket`). Where replies come back, to a port of the endpoint's
 own, one socket serves all its interfaces, each send naming its interface by
 pktinfo (:mod:`._txnet`), and ``send_all`` is one call into the compiled
-extension where it is built. A copy that meets a full socket buffer is retried once the
+extension where it is built. The portable profile (``capabilities().pinned_send``
+False) holds a private socket per interface instead, each reading its replies,
+and sends with one ``sendto`` per copy. A copy that meets a full socket buffer is retried once the
 socket drains, after every other interface already has its copy. A link that
 refuses sends (:func:`._net.is_link_refusal`) is reported once, then left out of
 ``send_all`` until it changes. Unicast and batched sends are in :mod:`._poolsends`.
@@ -90,6 +92,7 @@ class TransmitPool(PoolSends):
         *,
         on_open: SocketHook = _ignore,
         on_close: SocketHook = _ignore,
+        owners: dict[socket.socket, str] | None = None,
     ) -> None:
         self._group = group
         self._port = port
@@ -98,6 +101,9 @@ class TransmitPool(PoolSends):
         self._on_open = _ignore if options.shareable else on_open
         self._on_close = _ignore if options.shareable else on_close
         self._shared: SharedSockets | None = None
+        #: The interface of each private socket per interface (portable profile): the
+        #: replies read there arrive on it, as far as anyone can tell without pktinfo.
+        self.owners: dict[socket.socket, str] = {} if owners is None else owners
         self._dest: tuple[str, int] | None = (str(group), port)
         self._dests: dict[str, tuple[str, int]] = {str(group): self._dest}
         # The packed sockaddr of each group, as sendmmsg takes it (send_many).
@@ -184,13 +190,22 @@ class TransmitPool(PoolSends):
             # responders may have learnt): only the pktinfo of each send changes.
             sender.update(iface, pin=self._options.pin(iface))
             return
+        if self._options.per_interface:
+            # Its own socket, on its own (maybe fixed) port: pointed at the new address.
+            self._options.repoint(sender.tx.sock, iface)
+            sender.update(iface)
+            self.owners[sender.tx.sock] = iface.name
+            return
         tx = self._acquire(iface)
         self._release(sender.tx)
         sender.update(iface, tx)
 
     def refresh(self, iface: Interface) -> None:
         """New details for an interface whose socket stays valid."""
-        self._sender(iface.index).update(iface, pin=self._options.pin(iface))
+        sender = self._sender(iface.index)
+        sender.update(iface, pin=self._options.pin(iface))
+        if sender.tx.sock in self.owners:
+            self.owners[sender.tx.sock] = iface.name
         self._controls = None
 
     def _sender(self, index: int) -> Sender:
@@ -225,17 +240,22 @@ class TransmitPool(PoolSends):
     def _acquire(self, iface: Interface) -> TxSocket:
         if self._shared is not None:
             return self._shared.acquire(self._options, self._group, iface)
+        pinned = self._options.pinned
         tx = self._pinned
-        if tx is not None:
+        if tx is not None and pinned:
             tx.users += 1
             return tx
         tx = TxSocket(self._options.open(self._group, iface))
+        if not pinned:
+            self.owners[tx.sock] = iface.name
         try:
             self._on_open(tx.sock)
         except BaseException:
+            self.owners.pop(tx.sock, None)
             tx.close()
             raise
-        self._pinned = tx
+        if pinned:
+            self._pinned = tx
         return tx
 
     def _release(self, tx: TxSocket) -> None:
@@ -249,6 +269,7 @@ class TransmitPool(PoolSends):
         if self._pinned is tx:
             self._pinned = None
         self._on_close(tx.sock)
+        self.owners.pop(tx.sock, None)
         tx.close()
 
     # -- sending -------------------------------------------------------------------

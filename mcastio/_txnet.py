@@ -13,6 +13,11 @@ over ``inet->mc_index``; ip6_datagram_send_ctl: ``fl6->flowi6_oif``), through th
 same route lookup. So one socket per endpoint sends out of every interface, and
 reads every reply (:func:`open_pinned_sender`). A socket bound to the group's port
 reads nothing and is shared in the loop, one per interface (:func:`open_sender`).
+
+The portable profile (``capabilities().pinned_send`` False) uses only what every
+OS has: a socket per interface (:func:`open_sender` with ``portable``), picked
+with ``IP_MULTICAST_IF``, no ``SO_BINDTODEVICE``, no pktinfo; each such socket
+on a port of its own reads the replies to what it sent, with ``recvfrom``.
 """
 
 from __future__ import annotations
@@ -22,16 +27,25 @@ import functools
 import ipaddress
 import socket
 import struct
+import sys
 from dataclasses import dataclass
 
 from . import _net
 from ._errors import MulticastError
 from ._model import Group, Interface
 from ._origin import NO_ORIGIN, Origin
-from ._platform import linux
+from ._platform import linux, platform_name
 from ._platform.linux.ancillary import IN6_PKTINFO, IN_PKTINFO
 
-__all__ = ["Pin", "open_pinned_sender", "open_sender", "pin", "send_options", "sender_options"]
+__all__ = [
+    "Pin",
+    "open_pinned_sender",
+    "open_sender",
+    "pin",
+    "repoint",
+    "send_options",
+    "sender_options",
+]
 
 #: Bytes of send buffer asked for: about 1,800 full-size datagrams queued on slow links.
 SEND_BUFFER = 4 * 1024 * 1024
@@ -120,6 +134,7 @@ def open_sender(
     *,
     group_port: int | None = None,
     origin: Origin = NO_ORIGIN,
+    portable: bool = False,
 ) -> socket.socket:
     """A non-blocking socket whose multicast leaves by ``iface`` only.
 
@@ -129,18 +144,35 @@ def open_sender(
     it receives nothing at all: no unicast (the group is never a unicast destination)
     and no multicast (it joins nothing and takes no other socket's groups).
     ``origin`` sets the TOS byte, the source address and a fixed source port.
+    ``portable``: only options every OS has (no device binding, no pktinfo, the
+    IPv4 interface named by its address); replies are then read with ``recvfrom``
+    and belong to this socket's interface.
     """
     sock = _net._new_socket(group.family, f"a transmit socket on {iface.name}")
     with _net._closed_on_failure(sock, f"a transmit socket on {iface.name}"):
-        sender_options(sock, group.family)
-        _bind_to_device(sock, iface.name)
+        if portable:
+            _portable_options(sock, group.family)
+        else:
+            sender_options(sock, group.family)
+            _bind_to_device(sock, iface.name)
         if group_port is not None:
             scope = iface.index if _net.bind_needs_scope(group) else 0
-            _net._bind_shared(sock, _net._group_sockaddr(group, group_port, scope))
+            addr = _net._group_sockaddr(group, group_port, scope)
+            if portable:
+                # As the portable receive sockets bind: SO_REUSEADDR on a group address
+                # is SO_REUSEPORT too on the BSDs (xnu in_pcbbind()); no SO_REUSEPORT,
+                # which CPython lacks on Windows.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(addr)
+            else:
+                _net._bind_shared(sock, addr)
         else:
-            _bind_own_port(sock, group, iface, origin)
+            _bind_own_port(sock, group, iface, origin, portable=portable)
         if group.family == socket.AF_INET:
-            _multicast_if_v4(sock, iface, origin)
+            if portable:
+                _multicast_if_by_address(sock, iface, origin)
+            else:
+                _multicast_if_v4(sock, iface, origin)
         else:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, iface.index)
         send_options(sock, group.family, ttl, loopback, origin.tos)
@@ -157,6 +189,35 @@ def sender_options(sock: socket.socket, family: socket.AddressFamily) -> None:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         _net._no_other_groups_v6(sock)
         sock.setsockopt(socket.IPPROTO_IPV6, _net.IPV6_RECVPKTINFO, 1)
+
+
+def repoint(sock: socket.socket, iface: Interface, origin: Origin) -> None:
+    """Point a portable socket's multicast at ``iface`` as it is now (a new address).
+
+    The socket keeps its port, which responders may have learnt, and a fixed source
+    port, which a second socket could not bind: only ``IP_MULTICAST_IF`` changes.
+    """
+    try:
+        if sock.family == socket.AF_INET:
+            _multicast_if_by_address(sock, iface, origin)
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, iface.index)
+    except OSError as exc:
+        raise MulticastError(f"cannot point the transmit socket at {iface.name}: {exc}") from exc
+
+
+def _portable_options(sock: socket.socket, family: socket.AddressFamily) -> None:
+    """The portable profile's reading options: no pktinfo, other groups kept out."""
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    # Linux's kernel (portable profile forced there) hands a socket every group any
+    # socket joined on its port unless told not to; macOS, the BSDs and Windows filter
+    # by the socket's own memberships (docs/explanation/platforms.md).
+    if platform_name(sys.platform) == "linux":
+        if family == socket.AF_INET:
+            sock.setsockopt(socket.IPPROTO_IP, linux.IP_MULTICAST_ALL, 0)
+        else:
+            _net._no_other_groups_v6(sock)
 
 
 def send_options(
@@ -194,7 +255,27 @@ def _multicast_if_v4(sock: socket.socket, iface: Interface, origin: Origin) -> N
     )
 
 
-def _bind_own_port(sock: socket.socket, group: Group, iface: Interface, origin: Origin) -> None:
+def _multicast_if_by_address(sock: socket.socket, iface: Interface, origin: Origin) -> None:
+    """IPv4 ``IP_MULTICAST_IF`` as every OS takes it: a 4-byte interface address.
+
+    Linux (net/ipv4/ip_sockglue.c), macOS and FreeBSD (netinet/ip_output.c,
+    ``ip_setmoptions``: ``struct in_addr``) and Windows (ws2ipdef.h; Microsoft's
+    "IPPROTO_IP socket options": an IPv4 address in network byte order) all take it.
+    The address is also the copies' source. Two interfaces sharing one address
+    cannot be told apart this way: the kernel takes the first with it.
+    """
+    if origin.address:
+        src = ipaddress.IPv4Address(origin.address).packed
+    elif iface.ipv4:
+        src = iface.ipv4[0].ip.packed
+    else:
+        raise MulticastError(f"{iface.name} has no IPv4 address to send IPv4 multicast from")
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, src)
+
+
+def _bind_own_port(
+    sock: socket.socket, group: Group, iface: Interface, origin: Origin, *, portable: bool = False
+) -> None:
     """Bind a transmit socket to a port of its own: ephemeral, or the fixed one asked for."""
     port, v6 = origin.port or 0, group.family == socket.AF_INET6
     # IPv4 takes a multicast source from IP_MULTICAST_IF's address, so the wildcard
@@ -206,6 +287,13 @@ def _bind_own_port(sock: socket.socket, group: Group, iface: Interface, origin: 
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE or not port:
             raise
+        if portable:
+            # No device binding here: one socket per interface, so one interface per fixed port.
+            raise MulticastError(
+                f"source port {port} is in use (EADDRINUSE): on the portable profile "
+                "every interface's transmit socket needs the port of its own, so a fixed "
+                "source port serves one interface (select one, or a source address)"
+            ) from exc
         # No SO_REUSEADDR: sharing a port, a device-bound socket takes its owner's unicast.
         raise MulticastError(f"source port {port} is in use (EADDRINUSE); choose another") from exc
 

@@ -15,7 +15,9 @@ bound to the group's port
 ("group" mode) receives nothing at all (see :func:`._txnet.open_sender`), so any
 number of endpoints, and groups, can send through it: the registry of the loop
 hands out one per (interface, :class:`SendOptions`), counts its users, and closes
-it with the last.
+it with the last. The portable profile has no per-datagram interface
+(``capabilities().pinned_send`` False): its endpoints hold a private socket per
+interface instead, each reading the replies to what it sent.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ import socket
 from dataclasses import dataclass
 
 from . import _net, _txnet
+from ._errors import MulticastError
 from ._model import Group, Interface, tx_source
 from ._options import EndpointOptions
 from ._origin import NO_ORIGIN, Origin
 from ._perloop import PerLoop
+from ._platform import capabilities
 
 __all__ = ["SendOptions", "SharedSockets", "TxSocket", "shared_sockets"]
 
@@ -44,15 +48,29 @@ class SendOptions:
     group_port: int | None
     #: The TOS byte, source address and fixed port of its own (:class:`._origin.Origin`).
     origin: Origin = NO_ORIGIN
+    #: Only the options every OS has, a socket per interface (the portable profile).
+    portable: bool = False
 
     @classmethod
     def of(cls, options: EndpointOptions) -> SendOptions:
+        """The send options of an endpoint; MulticastError where the platform has none such."""
+        caps = capabilities()
+        group_port = options.port if options.source_port == "group" else None
+        if group_port is not None and caps.platform == "windows":
+            # Winsock's bind() takes only a local address (WSAEADDRNOTAVAIL otherwise:
+            # Microsoft's "bind function (winsock.h)"); never run here.
+            raise MulticastError(
+                "source_port='group' is not available on Windows: it binds each transmit "
+                "socket to the group's address, and Winsock binds only local addresses "
+                "(docs/explanation/platforms.md)"
+            )
         return cls(
             family=options.group.family,
             ttl=options.ttl,
             loopback=options.loopback,
-            group_port=options.port if options.source_port == "group" else None,
+            group_port=group_port,
             origin=options.origin,
+            portable=not caps.pinned_send,
         )
 
     @property
@@ -63,11 +81,20 @@ class SendOptions:
     @property
     def pinned(self) -> bool:
         """One socket serves every interface, each send naming its own (it reads replies)."""
-        return self.group_port is None
+        return self.group_port is None and not self.portable
 
     def pin(self, iface: Interface) -> _txnet.Pin | None:
         """What each send out of ``iface`` carries: its pktinfo, or None (the socket's own)."""
         return _txnet.pin(self.family, iface, self.origin) if self.pinned else None
+
+    @property
+    def per_interface(self) -> bool:
+        """A private socket per interface, reading its replies (the portable profile)."""
+        return self.portable and self.group_port is None
+
+    def repoint(self, sock: socket.socket, iface: Interface) -> None:
+        """Point a socket of :attr:`per_interface` at ``iface``'s new address."""
+        _txnet.repoint(sock, iface, self.origin)
 
     def open(self, group: Group, iface: Interface) -> socket.socket:
         """A new socket with these options; MulticastError if it cannot be made.
@@ -81,7 +108,13 @@ class SendOptions:
         # Every field but the family (the group's) is passed: a test holds the two
         # lists equal, so an option cannot reach the socket without joining the key.
         return _txnet.open_sender(
-            group, iface, self.ttl, self.loopback, group_port=self.group_port, origin=self.origin
+            group,
+            iface,
+            self.ttl,
+            self.loopback,
+            group_port=self.group_port,
+            origin=self.origin,
+            portable=self.portable,
         )
 
 

@@ -59,6 +59,7 @@ def test_linux_runs_the_linux_profile() -> None:
     assert (caps.keeper, caps.querier, caps.procfs) == (True, True, True)
     assert (caps.datagram_interface, caps.datagram_ttl, caps.datagram_group) == (True, True, True)
     assert (caps.batched_receive, caps.compiled_drain) == (True, True)
+    assert (caps.pinned_send, caps.batched_send) == (True, True)
     assert caps.multicast_all_needed
     assert caps.memberships_per_socket == 20
 
@@ -70,6 +71,8 @@ def test_linux_reports_what_the_host_offers() -> None:
         False,
         7,
     )
+    # The pktinfo on sendmsg is the kernel's; the batched sends are the extension's.
+    assert (caps.pinned_send, caps.batched_send) == (True, False)
 
 
 @pytest.mark.parametrize("value", ["1", "yes"])
@@ -80,7 +83,10 @@ def test_portable_env_forces_the_portable_profile_on_linux(value: str) -> None:
     assert caps.watch == "poll"
     assert (caps.keeper, caps.querier) == (False, False)
     assert (caps.compiled_drain, caps.batched_receive) == (False, False)
-    assert (caps.datagram_interface, caps.datagram_ttl, caps.datagram_group) == (False,) * 3
+    # The receive socket holds one group, so it names the datagram's group.
+    assert (caps.datagram_interface, caps.datagram_ttl, caps.datagram_group) == (False, False, True)
+    # A socket per interface, one sendto per copy.
+    assert (caps.pinned_send, caps.batched_send) == (False, False)
     # Still the Linux kernel: its rules and its /proc stay.
     assert (caps.multicast_all_needed, caps.procfs) == (True, True)
     assert caps.memberships_per_socket == 20
@@ -104,7 +110,10 @@ def test_other_platforms_run_the_portable_profile(raw: str, memberships: int | N
     assert (caps.keeper, caps.querier, caps.procfs) == (False, False, False)
     assert not caps.multicast_all_needed
     assert (caps.compiled_drain, caps.batched_receive) == (False, False)
+    assert (caps.pinned_send, caps.batched_send) == (False, False)
     assert caps.memberships_per_socket == memberships
+    # Unix: a receive socket per (interface, group). Windows: per interface, every group.
+    assert caps.datagram_group == (raw != "win32")
 
 
 def test_capabilities_here_match_the_drain_in_use() -> None:
@@ -153,6 +162,11 @@ def test_doctor_line_says_what_is_missing(raw: str, env: dict[str, str]) -> None
     assert ("no keeper" in line) == (not caps.keeper)
     assert ("polled watch" in line) == (caps.watch == "poll")
     assert ("recvmmsg" in line) == caps.batched_receive
+    assert ("interface and group from the receiving socket" in line) == (
+        caps.profile == "portable" and caps.datagram_group
+    )
+    assert ("no group" in line) == (not caps.datagram_group)
+    assert ("a transmit socket per interface" in line) == (not caps.pinned_send)
 
 
 # -- the other OSes' structures ----------------------------------------------------------

@@ -45,7 +45,7 @@ def test_the_hint_is_given_exactly_when_it_applies(
 ) -> None:
     hint = local_network_hint(platform, error, release=release, hinted=hinted)
     head = release.split(".", 1)[0]
-    old = head.isdigit() and int(head) < 15
+    old = head.isascii() and head.isdigit() and int(head) < 15
     applies = platform == "darwin" and error == 65 and not hinted and not old
     assert hint == (LOCAL_NETWORK_HINT if applies else None)
 

@@ -113,6 +113,7 @@ def test_one_named_interface_and_a_burst_past_the_buffer(lab: Lab, send_way: str
         mine.close()
 
 
+@pytest.mark.linux_profile(reason="UDP GSO: the portable profile sends one sendto per datagram")
 def test_gso_state_is_per_interface_and_refusal_falls_back(
     lab: Lab, monkeypatch: pytest.MonkeyPatch
 ) -> None:

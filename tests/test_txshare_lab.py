@@ -200,6 +200,10 @@ def test_a_send_waiting_on_a_shared_socket_ends_when_its_endpoint_closes(lab: La
     assert refused, "a closed endpoint's copy went out through the shared socket"
 
 
+@pytest.mark.linux_profile(
+    reason="one pinned socket for every link; the portable profile's socket per interface "
+    "is tested in tests/test_portable_send_lab.py"
+)
 def test_a_port_of_its_own_is_one_socket_for_every_link_and_replies_find_their_asker(
     lab: Lab,
 ) -> None:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import sys
 
-from mcastio import _txnet
+import pytest
+
+from mcastio import MulticastError, _txnet
 from mcastio._options import EndpointOptions
+from mcastio._platform import PORTABLE_ENV
 from mcastio._txsocket import SendOptions
 
 
@@ -48,3 +52,35 @@ def test_the_origin_is_part_of_the_key() -> None:
     fixed = SendOptions.of(EndpointOptions.build("239.1.2.3", 5000, source_port=40000))
     assert fixed.origin.port == 40000
     assert not fixed.shareable
+
+
+def test_the_portable_profile_sends_from_a_socket_per_interface(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "platform", "darwin")
+    own = SendOptions.of(EndpointOptions.build("239.1.2.3", 5000))
+    assert (own.portable, own.pinned, own.per_interface, own.shareable) == (
+        True,
+        False,
+        True,
+        False,
+    )
+    # Group mode reads nothing: still shared in the loop, a socket per interface.
+    group = SendOptions.of(EndpointOptions.build("239.1.2.3", 5000, source_port="group"))
+    assert (group.portable, group.pinned, group.per_interface, group.shareable) == (
+        True,
+        False,
+        False,
+        True,
+    )
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.delenv(PORTABLE_ENV, raising=False)
+    linux = SendOptions.of(EndpointOptions.build("239.1.2.3", 5000))
+    assert (linux.portable, linux.pinned, linux.per_interface) == (False, True, False)
+
+
+def test_group_mode_is_refused_on_windows_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "platform", "win32")
+    with pytest.raises(MulticastError, match="not available on Windows"):
+        SendOptions.of(EndpointOptions.build("239.1.2.3", 5000, source_port="group"))
+    assert SendOptions.of(EndpointOptions.build("239.1.2.3", 5000)).per_interface

@@ -84,8 +84,19 @@ class Capabilities:
     datagram_interface: bool
     #: Each datagram's TTL or hop limit can be read (``Datagram.ttl``); else None.
     datagram_ttl: bool
-    #: Each datagram's destination group is given by the kernel, not by the socket.
+    #: Each datagram's group is given (``Datagram.group``): by the kernel per
+    #: datagram (Linux profile), or by the receive socket, which holds one group on
+    #: Unix. False on Windows, whose socket per interface holds every group, so a
+    #: datagram's group there is known only while the endpoint has one.
     datagram_group: bool
+    #: One transmit socket sends out of every interface of an endpoint, each
+    #: datagram naming its interface (``IP_PKTINFO``/``IPV6_PKTINFO`` on sendmsg),
+    #: and reads every reply. False: a transmit socket per interface, picked with
+    #: ``IP_MULTICAST_IF``, each reading the replies to what it sent.
+    pinned_send: bool
+    #: Batched sends: sendmmsg, UDP GSO and the compiled send_all. False: one
+    #: ``sendto`` per datagram, with the same results.
+    batched_send: bool
     #: The membership keeper (``keepalive=``): raw IGMP/MLD and /proc/net/igmp.
     keeper: bool
     #: :class:`mcastio.Querier`: raw IGMP/MLD queries.
@@ -155,6 +166,8 @@ def choose(
             datagram_interface=True,
             datagram_ttl=True,
             datagram_group=True,
+            pinned_send=True,
+            batched_send=compiled,
             keeper=True,
             querier=True,
             watch="netlink",
@@ -170,7 +183,11 @@ def choose(
         why=f"{PORTABLE_ENV}=1" if linux else "not Linux",
         datagram_interface=False,
         datagram_ttl=False,
-        datagram_group=False,
+        # The receive socket's group: one per socket on Unix (portable.plan_receive);
+        # Windows' one socket per interface holds them all.
+        datagram_group=name != "windows",
+        pinned_send=False,
+        batched_send=False,
         keeper=False,
         querier=False,
         watch="poll",
@@ -243,8 +260,11 @@ def describe(caps: Capabilities) -> str:
     else:
         parts = [
             "polled watch",
-            "interface from the receiving socket",
-            "no TTL or group per datagram",
+            "interface and group from the receiving socket"
+            if caps.datagram_group
+            else "interface from the receiving socket, no group",
+            "no TTL",
+            "a transmit socket per interface",
             "no keeper",
             "no querier",
         ]

@@ -33,7 +33,8 @@ LOCAL_NETWORK_HINT = (
 
 def _major(release: str) -> int | None:
     head = release.split(".", 1)[0]
-    return int(head) if head.isdigit() else None
+    # str.isdigit is true for "²", which int() refuses: only ASCII digits are a release.
+    return int(head) if head.isascii() and head.isdigit() else None
 
 
 def local_network_hint(

@@ -21,7 +21,7 @@ from . import linux
 from .joins import join_request
 from .portable import ReceiveSocket
 
-__all__ = ["open_receive", "read_datagrams"]
+__all__ = ["open_receive", "read_datagrams", "read_replies"]
 
 _log = logging.getLogger("mcastio")
 
@@ -79,6 +79,23 @@ def read_datagrams(
     is logged and ends the read: an unconnected UDP socket has no peer whose
     error could be waiting, so there is nothing to report to a caller.
     """
+    return _read(sock, item.group, item.interface, _where(item), budget)
+
+
+def read_replies(
+    sock: socket.socket, interface: str, budget: int = 64
+) -> tuple[list[Datagram], int]:
+    """The replies waiting on the transmit socket of ``interface``: (datagrams, reads).
+
+    No control message names where each arrived: the socket's interface is the
+    best answer (a reply answers what this socket sent out of it).
+    """
+    return _read(sock, None, interface, f"the transmit socket on {interface}", budget)
+
+
+def _read(
+    sock: socket.socket, group: str | None, interface: str, where: str, budget: int
+) -> tuple[list[Datagram], int]:
     batch: list[Datagram] = []
     reads = 0
     while reads < budget:
@@ -88,8 +105,8 @@ def read_datagrams(
             break
         except OSError as exc:
             if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
-                _log.warning("receive error on %s: %s", _where(item), exc)
+                _log.warning("receive error on %s: %s", where, exc)
             break
         reads += 1
-        batch.append(Datagram(data, source, item.group, item.interface, None))
+        batch.append(Datagram(data, source, group, interface, None))
     return batch, reads
