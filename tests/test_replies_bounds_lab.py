@@ -1,5 +1,5 @@
 """Replies are bounded and counted: a discovery burst fits, broadcast is no reply,
-a spoofed off-link source is dropped and counted.
+a spoofed off-link source is dropped and counted, by the addresses as they are now.
 
 The peer acts as a responder: it waits for the endpoint's request on the group,
 learns the transmit socket's port from it, and answers as the case says.
@@ -8,6 +8,8 @@ learns the transmit socket's port from it, and answers as the case says.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +19,7 @@ import pytest
 
 from mcastio import EndpointStats, MulticastEndpoint
 from mcastio.testing import Lab, lab_support
-from tests.conftest import require, run
+from tests.conftest import require, run, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -138,3 +140,76 @@ def test_replies_the_kernel_drops_are_counted(replies_lab: Lab) -> None:
     assert stats.kernel_dropped > 0
     # Every reply is delivered or counted (a few may also die in the veth backlog).
     assert len(got) + stats.kernel_dropped >= 19_000
+
+
+def test_the_on_link_verdict_follows_an_address_change_under_a_live_socket(
+    replies_lab: Lab,
+) -> None:
+    """The host renumbers its link from 10.98.0.0/24 to 10.99.0.0/24 while the
+    endpoint runs: its one transmit socket stays open (and keeps its port), and an
+    answer is judged by the addresses as they are when it arrives. A verdict made
+    before the change (cached per source) must not outlive it."""
+    lab, link = replies_lab, replies_lab.link[0]
+    old, new = ipaddress.ip_interface("10.98.0.1/24"), ipaddress.ip_interface("10.99.0.1/24")
+    # The peer answers from one address in each subnet (strict rp_filter lets both
+    # in: the host's default route is on this link).
+    sources = {"old": "10.98.0.2", "new": "10.99.0.2"}
+    lab.sh(lab.host, f"ip addr add {old} dev {link.host_if}")
+    for addr in sources.values():
+        lab.sh(link.peer_ns, f"ip addr add {addr}/24 dev {link.peer_if}")
+    answerers: dict[str, socket.socket] = {}
+
+    async def answer(ep: MulticastEndpoint, name: str, dest: tuple[str, int]) -> bool:
+        """One answer from ``name``'s source: True if delivered, False if counted off link."""
+        before = ep.stats
+        answerers[name].sendto(name.encode(), dest)
+        await wait_for(
+            lambda: (
+                ep.stats.replies + ep.stats.replies_off_link
+                > before.replies + before.replies_off_link
+            ),
+            timeout=10.0,
+            what=f"the answer from {sources[name]} judged",
+        )
+        return ep.stats.replies > before.replies
+
+    def ipv4_now(ep: MulticastEndpoint) -> set[object]:
+        return {a for iface in ep.interfaces if iface.name == link.host_if for a in iface.ipv4}
+
+    async def main() -> list[tuple[str, bool]]:
+        async with MulticastEndpoint(GROUP, PORT, interfaces=[link.host_if], keepalive=False) as ep:
+            (tx,) = ep._engine.tx.sockets
+            dest = (link.host_addr, tx.sock.getsockname()[1])
+            verdicts = [(f"{name} before", await answer(ep, name, dest)) for name in sources]
+            lab.sh(lab.host, f"ip addr add {new} dev {link.host_if}")
+            lab.sh(lab.host, f"ip addr del {old} dev {link.host_if}")
+            await wait_for(
+                lambda: new in ipv4_now(ep) and old not in ipv4_now(ep),
+                timeout=10.0,
+                what="the endpoint sees the new address",
+            )
+            # The same socket: nothing was re-opened that could have cleared a verdict.
+            assert ep._engine.tx.sockets == (tx,)
+            verdicts += [(f"{name} after", await answer(ep, name, dest)) for name in sources]
+            return verdicts
+
+    try:
+        for name, addr in sources.items():
+            with lab.inside(link.peer_ns):
+                sock = answerers[name] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind((addr, 0))
+        with lab.inside():
+            verdicts = run(main())
+    finally:
+        for sock in answerers.values():
+            sock.close()
+        for addr in sources.values():
+            lab.sh(link.peer_ns, f"ip addr del {addr}/24 dev {link.peer_if}", check=False)
+        for iface in (old, new):
+            lab.sh(lab.host, f"ip addr del {iface} dev {link.host_if}", check=False)
+    assert verdicts == [
+        ("old before", True),
+        ("new before", False),
+        ("old after", False),
+        ("new after", True),
+    ]
