@@ -116,6 +116,8 @@ class LabPeers:
         )
         listener = PeerListener(proc)
         self.wait_for_membership(link.peer_ns, link.peer_if, group, proc)
+        # socat joins before it binds: a membership alone does not mean it hears the port.
+        _wait_bound(proc, port)
         return listener
 
     def tcpdump(
@@ -222,6 +224,31 @@ class PeerListener:
     def lines(self) -> list[bytes]:
         """Stop and split the received bytes on newlines (one datagram per line)."""
         return self.stop().splitlines()
+
+
+def _wait_bound(proc: subprocess.Popen[bytes], port: int, timeout: float = 5.0) -> None:
+    """Block until ``proc`` holds a UDP socket bound to ``port`` (in its namespace)."""
+    deadline = time.monotonic() + timeout
+    local = f":{port:04X}"
+    while True:
+        try:
+            # Its own sockets, by inode: another program's on the port says nothing.
+            fd_dir = f"/proc/{proc.pid}/fd"
+            inodes = {os.readlink(f"{fd_dir}/{fd}") for fd in os.listdir(fd_dir)}
+            for table in ("udp", "udp6"):
+                with open(f"/proc/{proc.pid}/net/{table}", encoding="ascii") as f:
+                    for row in f.read().splitlines()[1:]:
+                        cols = row.split()
+                        if cols[1].endswith(local) and f"socket:[{cols[9]}]" in inodes:
+                            return
+        except OSError:
+            pass  # between exec and bind, or exited: looked at below
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            raise LabError(f"peer listener exited {proc.returncode}: {err.strip()}")
+        if time.monotonic() > deadline:
+            raise LabError(f"peer listener did not bind port {port} within {timeout}s")
+        time.sleep(0.01)
 
 
 def _same_address(token: str, address: str) -> bool:
