@@ -211,6 +211,7 @@ class PeerListener:
                 self._buffer += chunk
 
     def stop(self) -> bytes:
+        _settle(self._proc)
         self._proc.kill()
         self._proc.wait(timeout=5)
         assert self._proc.stdout is not None
@@ -226,21 +227,29 @@ class PeerListener:
         return self.stop().splitlines()
 
 
+def _udp_sockets(pid: int) -> list[tuple[int, int]]:
+    """(local port, bytes queued unread) of each UDP socket ``pid`` holds, in its namespace."""
+    fd_dir = f"/proc/{pid}/fd"
+    # Its own sockets, by inode: another program's on the port says nothing.
+    inodes = {os.readlink(f"{fd_dir}/{fd}") for fd in os.listdir(fd_dir)}
+    found = []
+    for table in ("udp", "udp6"):
+        with open(f"/proc/{pid}/net/{table}", encoding="ascii") as f:
+            for row in f.read().splitlines()[1:]:
+                cols = row.split()
+                if f"socket:[{cols[9]}]" in inodes:
+                    port, queued = cols[1].rpartition(":")[2], cols[4].partition(":")[2]
+                    found.append((int(port, 16), int(queued, 16)))
+    return found
+
+
 def _wait_bound(proc: subprocess.Popen[bytes], port: int, timeout: float = 5.0) -> None:
-    """Block until ``proc`` holds a UDP socket bound to ``port`` (in its namespace)."""
+    """Block until ``proc`` holds a UDP socket bound to ``port``."""
     deadline = time.monotonic() + timeout
-    local = f":{port:04X}"
     while True:
         try:
-            # Its own sockets, by inode: another program's on the port says nothing.
-            fd_dir = f"/proc/{proc.pid}/fd"
-            inodes = {os.readlink(f"{fd_dir}/{fd}") for fd in os.listdir(fd_dir)}
-            for table in ("udp", "udp6"):
-                with open(f"/proc/{proc.pid}/net/{table}", encoding="ascii") as f:
-                    for row in f.read().splitlines()[1:]:
-                        cols = row.split()
-                        if cols[1].endswith(local) and f"socket:[{cols[9]}]" in inodes:
-                            return
+            if any(local == port for local, _ in _udp_sockets(proc.pid)):
+                return
         except OSError:
             pass  # between exec and bind, or exited: looked at below
         if proc.poll() is not None:
@@ -249,6 +258,24 @@ def _wait_bound(proc: subprocess.Popen[bytes], port: int, timeout: float = 5.0) 
         if time.monotonic() > deadline:
             raise LabError(f"peer listener did not bind port {port} within {timeout}s")
         time.sleep(0.01)
+
+
+def _settle(proc: subprocess.Popen[bytes], timeout: float = 2.0) -> None:
+    """Wait (at most ``timeout``) until ``proc`` has read what its sockets hold and sleeps.
+
+    Killed at once, a socat that a busy machine has not run since the datagrams
+    arrived would lose them; asleep with nothing queued, it has written them out.
+    """
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{proc.pid}/stat", encoding="ascii") as f:
+                state = f.read().rpartition(")")[2].split()[0]
+            if state == "S" and not any(queued for _, queued in _udp_sockets(proc.pid)):
+                return
+        except OSError:
+            return  # gone meanwhile: nothing more to read from it
+        time.sleep(0.005)
 
 
 def _same_address(token: str, address: str) -> bool:
