@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from ._errors import MulticastError
+from ._errors import EndpointClosedError, MulticastError
 from ._hostread import read_off_loop
 from ._model import Interface
 from ._watcher import Watcher
@@ -77,6 +77,13 @@ def monitor_for(
     if monitor is None:
         monitor = per_loop[key] = HostMonitor(loop, key)
     return monitor
+
+
+def _cancel_requested() -> bool:
+    """Whether the running task is being cancelled (Python 3.11+ can tell; 3.10 not)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return bool(cancelling()) if cancelling is not None else False
 
 
 class HostMonitor:
@@ -137,7 +144,15 @@ class HostMonitor:
             )
             # Retrieved even when every start that waited on it was cancelled.
             pending.add_done_callback(lambda t: t.cancelled() or t.exception())
-        return await asyncio.shield(pending)
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            if pending.cancelled() and not _cancel_requested():
+                # Not this task's cancellation: detach() stopped the reading when the
+                # last endpoint waiting for it (this one) was closed. Its start says
+                # so, as every start closed under way does; the reading has ended.
+                raise EndpointClosedError("the endpoint was closed while it started") from None
+            raise
 
     async def _read_off_loop(self, source: Callable[[], Snapshot]) -> Snapshot:
         w = self.watcher

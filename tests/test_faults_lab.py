@@ -203,6 +203,8 @@ def test_labelled_addresses_belong_to_their_device(lab: Lab) -> None:
     assert names == ["eth0", "eth1", "eth2"]
     assert seen == ["eth1"]
     # The peer's listener also hears its own peer's send (loopback inside the peer).
+    for line in (b"labelled", b"to-eth1"):  # read before the stop kills socat
+        listener.wait_for(line)
     assert listener.lines() == [b"labelled", b"to-eth1"]
 
 
@@ -247,6 +249,9 @@ def test_any_contiguous_buffer_is_sent_and_strided_views_are_refused(lab: Lab) -
 
     with lab.inside():
         run(main())
+    # Sent is not yet read: on a busy machine socat may not have run since (and a
+    # stop kills it). The link keeps the order, so "wid" comes last.
+    listener.wait_for(b"wid")
     assert listener.lines() == [b"array", b"wid"]
 
 

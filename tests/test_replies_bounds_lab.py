@@ -1,5 +1,5 @@
 """Replies are bounded and counted: a discovery burst fits, broadcast is no reply,
-a spoofed off-link source is dropped and counted.
+a spoofed off-link source is dropped and counted, by the addresses as they are now.
 
 The peer acts as a responder: it waits for the endpoint's request on the group,
 learns the transmit socket's port from it, and answers as the case says.
@@ -8,6 +8,8 @@ learns the transmit socket's port from it, and answers as the case says.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +19,7 @@ import pytest
 
 from mcastio import EndpointStats, MulticastEndpoint
 from mcastio.testing import Lab, lab_support
-from tests.conftest import require, run
+from tests.conftest import module_lab, require, run, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -138,3 +140,88 @@ def test_replies_the_kernel_drops_are_counted(replies_lab: Lab) -> None:
     assert stats.kernel_dropped > 0
     # Every reply is delivered or counted (a few may also die in the veth backlog).
     assert len(got) + stats.kernel_dropped >= 19_000
+
+
+@pytest.fixture(scope="module")
+def replies_lab6() -> Iterator[Lab]:
+    yield from module_lab(links=1)
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_the_on_link_verdict_follows_an_address_change_under_a_live_socket(
+    request: pytest.FixtureRequest, v6: bool
+) -> None:
+    """The host renumbers its link (10.98.0.0/24 to 10.99.0.0/24, fd98::/64 to
+    fd99::/64) while the endpoint runs: its one transmit socket stays open (and keeps
+    its port), and an answer is judged by the addresses as they are when it arrives.
+    A verdict made before the change (cached per source) must not outlive it."""
+    lab: Lab = request.getfixturevalue("replies_lab6" if v6 else "replies_lab")
+    link = lab.link[0]
+    family, group = (socket.AF_INET6, "ff02::2311") if v6 else (socket.AF_INET, GROUP)
+    net = "fd9{}::{}/64" if v6 else "10.9{}.0.{}/24"
+    old, new = (ipaddress.ip_interface(net.format(n, 1)) for n in (8, 9))
+    # The peer answers from one address in each subnet (IPv4's strict rp_filter lets
+    # both in: the host's default route is on this link).
+    sources = {
+        name: ipaddress.ip_interface(net.format(n, 2)) for name, n in (("old", 8), ("new", 9))
+    }
+    nodad = " nodad" if v6 else ""
+    lab.sh(lab.host, f"ip addr add {old} dev {link.host_if}{nodad}")
+    for addr in sources.values():
+        lab.sh(link.peer_ns, f"ip addr add {addr} dev {link.peer_if}{nodad}")
+    answerers: dict[str, socket.socket] = {}
+
+    async def answer(ep: MulticastEndpoint, name: str, dest: tuple[str, int]) -> bool:
+        """One answer from ``name``'s source: True if delivered, False if counted off link."""
+        before = ep.stats
+        answerers[name].sendto(name.encode(), dest)
+        await wait_for(
+            lambda: (
+                ep.stats.replies + ep.stats.replies_off_link
+                > before.replies + before.replies_off_link
+            ),
+            timeout=10.0,
+            what=f"the answer from {sources[name].ip} judged",
+        )
+        return ep.stats.replies > before.replies
+
+    def addresses_now(ep: MulticastEndpoint) -> set[object]:
+        return {a for i in ep.interfaces if i.name == link.host_if for a in (*i.ipv4, *i.ipv6)}
+
+    async def main() -> list[tuple[str, bool]]:
+        async with MulticastEndpoint(group, PORT, interfaces=[link.host_if], keepalive=False) as ep:
+            (tx,) = ep._engine.tx.sockets
+            dest = ((link.host_addr6 if v6 else link.host_addr) or "", tx.sock.getsockname()[1])
+            verdicts = [(f"{name} before", await answer(ep, name, dest)) for name in sources]
+            lab.sh(lab.host, f"ip addr add {new} dev {link.host_if}{nodad}")
+            lab.sh(lab.host, f"ip addr del {old} dev {link.host_if}")
+            await wait_for(
+                lambda: new in addresses_now(ep) and old not in addresses_now(ep),
+                timeout=10.0,
+                what="the endpoint sees the new address",
+            )
+            # The same socket: nothing was re-opened that could have cleared a verdict.
+            assert ep._engine.tx.sockets == (tx,)
+            verdicts += [(f"{name} after", await answer(ep, name, dest)) for name in sources]
+            return verdicts
+
+    try:
+        for name, addr in sources.items():
+            with lab.inside(link.peer_ns):
+                sock = answerers[name] = socket.socket(family, socket.SOCK_DGRAM)
+            sock.bind((str(addr.ip), 0))
+        with lab.inside():
+            verdicts = run(main())
+    finally:
+        for sock in answerers.values():
+            sock.close()
+        for addr in sources.values():
+            lab.sh(link.peer_ns, f"ip addr del {addr} dev {link.peer_if}", check=False)
+        for iface in (old, new):
+            lab.sh(lab.host, f"ip addr del {iface} dev {link.host_if}", check=False)
+    assert verdicts == [
+        ("old before", True),
+        ("new before", False),
+        ("old after", False),
+        ("new after", True),
+    ]

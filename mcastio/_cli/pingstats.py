@@ -193,7 +193,10 @@ class PingStats:
     def _merge(self, heard: Peer, named: Peer) -> None:
         named.first_seq = heard.first_seq
         named.interfaces += [i for i in heard.interfaces if i not in named.interfaces]
-        named.unicast_sent += heard.unicast_sent
+        # Probed at both addresses while it seemed two peers: one peer had one probe
+        # of each number per interface (its answers count once per number too).
+        sent = dict.fromkeys(named.unicast_sent + heard.unicast_sent)
+        named.unicast_sent = sorted(sent, key=lambda probe: probe[1])
         self.peers.remove(heard)
 
     # -- probes and answers --------------------------------------------------------

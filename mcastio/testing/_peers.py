@@ -116,6 +116,8 @@ class LabPeers:
         )
         listener = PeerListener(proc)
         self.wait_for_membership(link.peer_ns, link.peer_if, group, proc)
+        # socat joins before it binds: a membership alone does not mean it hears the port.
+        _wait_bound(proc, port)
         return listener
 
     def tcpdump(
@@ -209,6 +211,7 @@ class PeerListener:
                 self._buffer += chunk
 
     def stop(self) -> bytes:
+        _settle(self._proc)
         self._proc.kill()
         self._proc.wait(timeout=5)
         assert self._proc.stdout is not None
@@ -222,6 +225,57 @@ class PeerListener:
     def lines(self) -> list[bytes]:
         """Stop and split the received bytes on newlines (one datagram per line)."""
         return self.stop().splitlines()
+
+
+def _udp_sockets(pid: int) -> list[tuple[int, int]]:
+    """(local port, bytes queued unread) of each UDP socket ``pid`` holds, in its namespace."""
+    fd_dir = f"/proc/{pid}/fd"
+    # Its own sockets, by inode: another program's on the port says nothing.
+    inodes = {os.readlink(f"{fd_dir}/{fd}") for fd in os.listdir(fd_dir)}
+    found = []
+    for table in ("udp", "udp6"):
+        with open(f"/proc/{pid}/net/{table}", encoding="ascii") as f:
+            for row in f.read().splitlines()[1:]:
+                cols = row.split()
+                if f"socket:[{cols[9]}]" in inodes:
+                    port, queued = cols[1].rpartition(":")[2], cols[4].partition(":")[2]
+                    found.append((int(port, 16), int(queued, 16)))
+    return found
+
+
+def _wait_bound(proc: subprocess.Popen[bytes], port: int, timeout: float = 5.0) -> None:
+    """Block until ``proc`` holds a UDP socket bound to ``port``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if any(local == port for local, _ in _udp_sockets(proc.pid)):
+                return
+        except OSError:
+            pass  # between exec and bind, or exited: looked at below
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            raise LabError(f"peer listener exited {proc.returncode}: {err.strip()}")
+        if time.monotonic() > deadline:
+            raise LabError(f"peer listener did not bind port {port} within {timeout}s")
+        time.sleep(0.01)
+
+
+def _settle(proc: subprocess.Popen[bytes], timeout: float = 2.0) -> None:
+    """Wait (at most ``timeout``) until ``proc`` has read what its sockets hold and sleeps.
+
+    Killed at once, a socat that a busy machine has not run since the datagrams
+    arrived would lose them; asleep with nothing queued, it has written them out.
+    """
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{proc.pid}/stat", encoding="ascii") as f:
+                state = f.read().rpartition(")")[2].split()[0]
+            if state == "S" and not any(queued for _, queued in _udp_sockets(proc.pid)):
+                return
+        except OSError:
+            return  # gone meanwhile: nothing more to read from it
+        time.sleep(0.005)
 
 
 def _same_address(token: str, address: str) -> bool:
