@@ -306,7 +306,7 @@ def _bind_to_device(sock: socket.socket, ifname: str) -> None:
     device-bound socket never shares a reuseport group with the receive socket.
     """
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+        linux.bind_to_device(sock, ifname)
     except OSError as exc:
         # Linux < 5.7 wants CAP_NET_RAW; the receive side then drops other links' replies.
         if exc.errno != errno.EPERM:

@@ -28,11 +28,7 @@ LINUX = PACKAGE / "_platform" / "linux"
 LINUX_SOCKET_NAMES = {"AF_NETLINK", "NETLINK_ROUTE", "AF_PACKET", "SOCK_RAW", "SO_BINDTODEVICE"}
 
 #: Known places outside the package, each with its reason (path relative to mcastio/).
-ALLOWED = {
-    # The transmit socket's device pin, on the Linux profile only: the transmit
-    # side is being made portable separately (docs/explanation/platforms.md).
-    ("_txnet.py", "SO_BINDTODEVICE"),
-}
+ALLOWED: set[tuple[str, str]] = set()
 
 
 def _core_modules() -> list[Path]:

@@ -31,6 +31,7 @@ __all__ = [
     "MCAST_LEAVE_SOURCE_GROUP",
     "SO_MEMINFO",
     "SO_RXQ_OVFL",
+    "bind_to_device",
     "group_sockaddr",
 ]
 
@@ -66,3 +67,14 @@ def group_sockaddr(address: ipaddress.IPv4Address | ipaddress.IPv6Address, scope
     """The group as ``gr_group`` wants it: a 16-bit family, AF_INET/AF_INET6 (10)."""
     family = AF_INET if address.version == 4 else AF_INET6
     return sockaddr(family, address, 0, scope, length_byte=False)
+
+
+def bind_to_device(sock: socket.socket, ifname: str) -> None:
+    """SO_BINDTODEVICE: the socket sends and receives on ``ifname`` only.
+
+    Raises the kernel's OSError: EPERM without CAP_NET_RAW before Linux 5.7, ENODEV
+    for a name that is gone.
+    """
+    # include/uapi/asm-generic/socket.h: "#define SO_BINDTODEVICE 25".
+    option = getattr(socket, "SO_BINDTODEVICE", 25)
+    sock.setsockopt(socket.SOL_SOCKET, option, ifname.encode())
