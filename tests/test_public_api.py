@@ -52,6 +52,24 @@ def test_package_ships_py_typed() -> None:
     assert importlib.resources.files("mcastio").joinpath("py.typed").is_file()
 
 
+def test_every_stub_is_package_data() -> None:
+    # A stub left out of package-data is missing from the wheel, and users' type
+    # checkers then see the compiled extension as Any.
+    import tomllib
+    from fnmatch import fnmatch
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    shipped = data["package-data"]
+    stubs = sorted((root / "mcastio").rglob("*.pyi"))
+    assert stubs, "no stub found: the check would prove nothing"
+    for stub in stubs:
+        package = ".".join(stub.parent.relative_to(root).parts)
+        patterns = shipped.get(package, [])
+        assert any(fnmatch(stub.name, pattern) for pattern in patterns), (package, stub.name)
+
+
 def test_core_does_not_import_the_command_line() -> None:
     # A fresh interpreter: this test process may already have imported the CLI.
     code = (
