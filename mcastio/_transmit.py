@@ -17,20 +17,17 @@ refuses sends (:func:`._net.is_link_refusal`) is reported once, then left out of
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-import platform
 import socket
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-from . import _drain, _sendmany
+from . import _drain
 from ._errors import EndpointClosedError, MulticastError
 from ._model import MAX_PAYLOAD_V4, MAX_PAYLOAD_V6, Group, Interface, SendResult, validate_payload
 from ._net import gone_error
 from ._onlink import UnicastRoute
-from ._platform import platform_name
-from ._platform.hints import local_network_hint
+from ._pooldests import PoolDestinations
+from ._poolrefusals import PoolRefusals
 from ._poolsends import PoolSends, Sender
 from ._txsocket import SendOptions, SharedSockets, TxSocket, shared_sockets
 
@@ -53,29 +50,7 @@ def _ignore(sock: socket.socket) -> None:
     return None
 
 
-class _Said:
-    #: Whether this process gave the Local Network Privacy hint (once is enough).
-    privacy_hint = False
-
-
-def _local_network_refusal(exc: OSError, ifname: str, dest: tuple[str, int]) -> bool:
-    """Whether ``exc`` is macOS's Local Network Privacy refusing sends; hinted once."""
-    hint = local_network_hint(
-        platform_name(sys.platform), exc.errno, release=_mac_release(), hinted=False
-    )
-    if hint is None:
-        return False
-    if not _Said.privacy_hint:
-        _Said.privacy_hint = True
-        _log.warning("sends to %s:%d on %s fail (%s): %s", *dest, ifname, exc.strerror, hint)
-    return True
-
-
-def _mac_release() -> str:
-    return platform.mac_ver()[0] if sys.platform == "darwin" else ""
-
-
-class TransmitPool(PoolSends):
+class TransmitPool(PoolDestinations, PoolRefusals, PoolSends):
     """The transmit sockets of one endpoint, by interface index.
 
     With ``group_port`` set in the options every copy leaves from the group's port,
@@ -95,7 +70,6 @@ class TransmitPool(PoolSends):
         owners: dict[socket.socket, str] | None = None,
     ) -> None:
         self._group = group
-        self._port = port
         self._options = options
         # Sockets bound to the group's port receive nothing: no replies to read.
         self._on_open = _ignore if options.shareable else on_open
@@ -104,12 +78,7 @@ class TransmitPool(PoolSends):
         #: The interface of each private socket per interface (portable profile): the
         #: replies read there arrive on it, as far as anyone can tell without pktinfo.
         self.owners: dict[socket.socket, str] = {} if owners is None else owners
-        self._dest: tuple[str, int] | None = (str(group), port)
-        self._dests: dict[str, tuple[str, int]] = {str(group): self._dest}
-        # The packed sockaddr of each group, as sendmmsg takes it (send_many).
-        self._addresses: dict[tuple[str, int], bytes] = {
-            self._dest: _sendmany.sockaddr(group, port)
-        }
+        self._init_destinations(group, port)
         self._senders: dict[int, Sender] = {}
         # The one socket of every interface where replies come back (options.pinned).
         self._pinned: TxSocket | None = None
@@ -142,37 +111,6 @@ class TransmitPool(PoolSends):
         """The sockets in use, refused links' included (for tests and the benchmark)."""
         senders = [*self._view, *(p[0] for p in self._parked.values())]
         return tuple(dict.fromkeys(s.tx for s in senders))
-
-    @property
-    def refused(self) -> dict[str, OSError]:
-        """Interfaces left out of ``send_all`` because their sends were refused, and why."""
-        return {sender.iface.name: error for sender, error in self._parked.values()}
-
-    def set_groups(self, groups: Sequence[Group]) -> None:
-        """The groups sends may name; a call that names none needs exactly one."""
-        self._dests = {str(g): (str(g), self._port) for g in groups}
-        self._dest = next(iter(self._dests.values())) if len(self._dests) == 1 else None
-        self._addresses = {(str(g), self._port): _sendmany.sockaddr(g, self._port) for g in groups}
-
-    def _dest_for(self, group: str | None) -> tuple[str, int]:
-        if group is None:
-            if self._dest is None:
-                raise ValueError(
-                    f"this endpoint has {len(self._dests)} groups "
-                    f"({', '.join(self._dests)}): name one with group="
-                )
-            return self._dest
-        dest = self._dests.get(group)
-        if dest is None:
-            try:
-                dest = self._dests.get(str(ipaddress.ip_address(group)))
-            except ValueError:
-                dest = None
-        if dest is None:
-            raise ValueError(
-                f"{group!r} is not one of this endpoint's groups ({', '.join(self._dests)})"
-            )
-        return dest
 
     # -- the pool ------------------------------------------------------------------
 
@@ -211,14 +149,6 @@ class TransmitPool(PoolSends):
     def _sender(self, index: int) -> Sender:
         parked = self._parked.get(index)
         return parked[0] if parked is not None else self._senders[index]
-
-    def retry(self, index: int) -> None:
-        """The interface changed: send on it again if its sends were refused."""
-        parked = self._parked.pop(index, None)
-        if parked is not None:
-            self._senders[index] = parked[0]
-            self._controls = None
-            _log.info("trying %s again: it changed", parked[0].iface.name)
 
     def close(self, index: int) -> None:
         sender = self._senders.pop(index, None)
@@ -304,27 +234,6 @@ class TransmitPool(PoolSends):
         if self._to_park:
             self._park(dest)
         return tuple(results)
-
-    def _park(self, dest: tuple[str, int]) -> None:
-        """Leave out the links just refused, each reported once (here and in its result)."""
-        self._controls = None
-        for sender, exc in self._to_park:
-            index = sender.iface.index
-            if _local_network_refusal(exc, sender.iface.name, dest):
-                # Stays in send_all: the user's yes ends it, and no watcher sees that.
-                continue
-            if self._senders.get(index) is sender:
-                del self._senders[index]
-                self._parked[index] = (sender, exc)
-                _log.warning(
-                    "sends to %s:%d on %s fail (%s); leaving %s out until it changes",
-                    dest[0],
-                    dest[1],
-                    sender.iface.name,
-                    exc.strerror or exc,
-                    sender.iface.name,
-                )
-        self._to_park.clear()
 
     async def send_all(
         self, data: bytes | bytearray | memoryview, group: str | None = None

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from mcastio import _transmit
+from mcastio import _poolrefusals, _transmit
 from mcastio._model import Interface
 from mcastio._options import EndpointOptions
 from mcastio._poolsends import Sender
@@ -44,8 +44,8 @@ def test_refusals_park_unless_local_network_privacy(
     parked: bool,
 ) -> None:
     monkeypatch.setattr(sys, "platform", platform)
-    monkeypatch.setattr(_transmit, "_mac_release", lambda: release)
-    monkeypatch.setattr(_transmit._Said, "privacy_hint", False)
+    monkeypatch.setattr(_poolrefusals, "_mac_release", lambda: release)
+    monkeypatch.setattr(_poolrefusals._Said, "privacy_hint", False)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock, caplog.at_level(logging.WARNING):
         pool, sender = pool_with_one_sender(sock)
         for _ in range(2):
