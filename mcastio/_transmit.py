@@ -29,6 +29,7 @@ from ._onlink import UnicastRoute
 from ._pooldests import PoolDestinations
 from ._poolrefusals import PoolRefusals
 from ._poolsends import PoolSends, Sender
+from ._txnet import bound_to
 from ._txsocket import SendOptions, SharedSockets, TxSocket, shared_sockets
 
 __all__ = ["TransmitPool"]
@@ -119,6 +120,25 @@ class TransmitPool(PoolDestinations, PoolRefusals, PoolSends):
         self._senders[iface.index] = Sender(iface, self._acquire(iface), self._options.pin(iface))
         self._controls = None
 
+    def _check_own_address(self, iface: Interface) -> None:
+        """MulticastError if another interface's socket holds the address ``iface``'s would bind.
+
+        The portable profile's fixed source port binds each interface's socket to its own
+        address (:func:`._txnet.fixed_port_sockaddr`): two interfaces sharing an IPv4
+        address would need one (address, port) twice, which no OS gives out.
+        """
+        want = self._options.bind_address(self._group, iface)
+        if want is None:
+            return
+        for sender in [*self._view, *(p[0] for p in self._parked.values())]:
+            if sender.iface.index != iface.index and bound_to(sender.tx.sock, want):
+                raise MulticastError(
+                    f"{iface.name} has the address {want[0]} of {sender.iface.name}, whose "
+                    f"transmit socket holds source port {want[1]} on it: a fixed source port "
+                    "binds each interface's own address on this platform, so one of two "
+                    "interfaces sharing an address can send from it (select one)"
+                )
+
     def replace(self, iface: Interface) -> None:
         """A fresh socket for a changed interface; the old one stays if that fails."""
         sender = self._sender(iface.index)
@@ -128,19 +148,31 @@ class TransmitPool(PoolDestinations, PoolRefusals, PoolSends):
             # responders may have learnt): only the pktinfo of each send changes.
             sender.update(iface, pin=self._options.pin(iface))
             return
-        if self._options.per_interface:
-            # Its own socket, on its own (maybe fixed) port: pointed at the new address.
+        if self._options.per_interface and not self._options.moved(
+            self._group, sender.tx.sock, iface
+        ):
+            # Its own socket, on its own port, bound to the wildcard: pointed at the
+            # new address, so the port responders may have learnt stays.
             self._options.repoint(sender.tx.sock, iface)
             sender.update(iface)
             self.owners[sender.tx.sock] = iface.name
             return
+        # Shared, or bound to the old address with a fixed port: the new socket binds
+        # the new address (and that port) before the old one lets go.
         tx = self._acquire(iface)
         self._release(sender.tx)
         sender.update(iface, tx)
 
     def refresh(self, iface: Interface) -> None:
-        """New details for an interface whose socket stays valid."""
+        """New details for an interface whose socket stays valid.
+
+        Except a socket bound to an IPv6 address the interface lost (a fixed port on
+        the portable profile): re-opened as :meth:`replace` does, or MulticastError.
+        """
         sender = self._sender(iface.index)
+        if self._options.moved(self._group, sender.tx.sock, iface):
+            self.replace(iface)
+            return
         sender.update(iface, pin=self._options.pin(iface))
         if sender.tx.sock in self.owners:
             self.owners[sender.tx.sock] = iface.name
@@ -175,6 +207,7 @@ class TransmitPool(PoolDestinations, PoolRefusals, PoolSends):
         if tx is not None and pinned:
             tx.users += 1
             return tx
+        self._check_own_address(iface)
         tx = TxSocket(self._options.open(self._group, iface))
         if not pinned:
             self.owners[tx.sock] = iface.name

@@ -96,6 +96,24 @@ class SendOptions:
         """Point a socket of :attr:`per_interface` at ``iface``'s new address."""
         _txnet.repoint(sock, iface, self.origin)
 
+    def moved(self, group: Group, sock: socket.socket, iface: Interface) -> bool:
+        """Whether a socket of :attr:`per_interface` with a fixed port must be re-opened.
+
+        It is bound to its interface's address (:func:`._txnet.fixed_port_sockaddr`):
+        once that address is gone it neither sends from the interface nor reads the
+        replies to it. MulticastError when the interface has no address left.
+        """
+        want = self.bind_address(group, iface)
+        return want is not None and not _txnet.bound_to(sock, want)
+
+    def bind_address(
+        self, group: Group, iface: Interface
+    ) -> tuple[str, int] | tuple[str, int, int, int] | None:
+        """Where a socket for ``iface`` binds, when that is its own address (else None)."""
+        if not self.per_interface:
+            return None
+        return _txnet.fixed_port_sockaddr(group, iface, self.origin)
+
     def open(self, group: Group, iface: Interface) -> socket.socket:
         """A new socket with these options; MulticastError if it cannot be made.
 
