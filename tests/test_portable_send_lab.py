@@ -348,3 +348,42 @@ def test_two_links_sharing_the_source_address_are_a_clear_error(lab: Lab) -> Non
     finally:
         for link in sharing:
             lab.sh(lab.host, f"ip addr del {shared}/32 dev {link.host_if}", check=False)
+
+
+def test_a_fixed_source_port_moves_to_a_new_link_local_address(lab: Lab) -> None:
+    # IPv6 names no source at the interface level (the index alone): the address
+    # change reaches the pool as a refresh, which must re-open the socket all the same.
+    moved = lab.link[0]
+    new = "fe80::77"
+    names = [link.host_if for link in lab.link]
+
+    async def main() -> None:
+        async with MulticastEndpoint(
+            GROUP6, PORT, interfaces=names, join=False, poll_interval=0.05, source_port=SPORT
+        ) as ep:
+            old = _link_local(ep, moved.host_if)
+            before = _bound(ep)
+            assert before[moved.host_if] == (old, SPORT)
+            lab.sh(lab.host, f"ip -6 addr add {new}/64 dev {moved.host_if} nodad")
+            lab.sh(lab.host, f"ip -6 addr del {old}/64 dev {moved.host_if}")
+            try:
+                await wait_for(
+                    lambda: _bound(ep).get(moved.host_if) == (new, SPORT),
+                    timeout=10,
+                    what=f"{moved.host_if}'s socket re-bound to {new}",
+                )
+                assert _bound(ep) == {**before, moved.host_if: (new, SPORT)}
+                peers = [Peer(lab, link, GROUP6) for link in lab.link]
+                try:
+                    replies = await _send_and_answer(ep, peers, b"moved6", sport=SPORT)
+                finally:
+                    for peer in peers:
+                        peer.close()
+                assert set(replies) == set(names)
+                assert (ep.stats.replies, ep.stats.replies_off_link) == (3, 0)
+            finally:
+                lab.sh(lab.host, f"ip -6 addr add {old}/64 dev {moved.host_if} nodad")
+                lab.sh(lab.host, f"ip -6 addr del {new}/64 dev {moved.host_if}")
+
+    with lab.inside():
+        run(main())
