@@ -7,9 +7,11 @@ options (:mod:`._txsocket`). Where replies come back, to a port of the endpoint'
 own, one socket serves all its interfaces, each send naming its interface by
 pktinfo (:mod:`._txnet`), and ``send_all`` is one call into the compiled
 extension where it is built. The portable profile (``capabilities().pinned_send``
-False) holds a private socket per interface instead, each reading its replies,
-and sends with one ``sendto`` per copy. A copy that meets a full socket buffer is retried once the
-socket drains, after every other interface already has its copy. A link that
+False) holds a private socket per interface instead, each reading its replies
+(with a fixed source port, each bound to its interface's own address and that
+port), and sends with one ``sendto`` per copy. A copy that meets a full socket
+buffer is retried once the socket drains, after every other interface already
+has its copy. A link that
 refuses sends (:func:`._net.is_link_refusal`) is reported once, then left out of
 ``send_all`` until it changes. Unicast and batched sends are in :mod:`._poolsends`.
 """
@@ -29,7 +31,6 @@ from ._onlink import UnicastRoute
 from ._pooldests import PoolDestinations
 from ._poolrefusals import PoolRefusals
 from ._poolsends import PoolSends, Sender
-from ._txnet import bound_to
 from ._txsocket import SendOptions, SharedSockets, TxSocket, shared_sockets
 
 __all__ = ["TransmitPool"]
@@ -120,25 +121,6 @@ class TransmitPool(PoolDestinations, PoolRefusals, PoolSends):
         self._senders[iface.index] = Sender(iface, self._acquire(iface), self._options.pin(iface))
         self._controls = None
 
-    def _check_own_address(self, iface: Interface) -> None:
-        """MulticastError if another interface's socket holds the address ``iface``'s would bind.
-
-        The portable profile's fixed source port binds each interface's socket to its own
-        address (:func:`._txnet.fixed_port_sockaddr`): two interfaces sharing an IPv4
-        address would need one (address, port) twice, which no OS gives out.
-        """
-        want = self._options.bind_address(self._group, iface)
-        if want is None:
-            return
-        for sender in [*self._view, *(p[0] for p in self._parked.values())]:
-            if sender.iface.index != iface.index and bound_to(sender.tx.sock, want):
-                raise MulticastError(
-                    f"{iface.name} has the address {want[0]} of {sender.iface.name}, whose "
-                    f"transmit socket holds source port {want[1]} on it: a fixed source port "
-                    "binds each interface's own address on this platform, so one of two "
-                    "interfaces sharing an address can send from it (select one)"
-                )
-
     def replace(self, iface: Interface) -> None:
         """A fresh socket for a changed interface; the old one stays if that fails."""
         sender = self._sender(iface.index)
@@ -207,8 +189,15 @@ class TransmitPool(PoolDestinations, PoolRefusals, PoolSends):
         if tx is not None and pinned:
             tx.users += 1
             return tx
-        self._check_own_address(iface)
-        tx = TxSocket(self._options.open(self._group, iface))
+        try:
+            tx = TxSocket(self._options.open(self._group, iface))
+        except MulticastError as exc:
+            senders = [*self._view, *(p[0] for p in self._parked.values())]
+            held = ((s.iface.name, s.tx.sock) for s in senders if s.iface.index != iface.index)
+            clearer = self._options.held_elsewhere(self._group, iface, held)
+            if clearer is None:
+                raise
+            raise clearer from exc
         if not pinned:
             self.owners[tx.sock] = iface.name
         try:

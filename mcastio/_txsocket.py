@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from . import _net, _txnet
@@ -113,6 +114,31 @@ class SendOptions:
         if not self.per_interface:
             return None
         return _txnet.fixed_port_sockaddr(group, iface, self.origin)
+
+    def held_elsewhere(
+        self, group: Group, iface: Interface, held: Iterable[tuple[str, socket.socket]]
+    ) -> MulticastError | None:
+        """Why ``iface``'s socket could not bind, when another interface's holds its address.
+
+        A fixed port binds each interface's own address (:meth:`bind_address`): two
+        interfaces sharing an address would need one (address, port) twice, which no
+        OS gives out. Looked up only once a bind failed, among ``held``: (name, socket).
+        """
+        try:
+            want = self.bind_address(group, iface)
+        except MulticastError:
+            return None
+        if want is None:
+            return None
+        for name, sock in held:
+            if _txnet.bound_to(sock, want):
+                return MulticastError(
+                    f"{iface.name} has the address {want[0]} of {name}, whose transmit "
+                    f"socket holds source port {want[1]} on it: a fixed source port binds "
+                    "each interface's own address on this platform, so of two interfaces "
+                    "sharing an address one can send from it (select one)"
+                )
+        return None
 
     def open(self, group: Group, iface: Interface) -> socket.socket:
         """A new socket with these options; MulticastError if it cannot be made.
