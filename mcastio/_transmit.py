@@ -11,9 +11,9 @@ False) holds a private socket per interface instead, each reading its replies
 (with a fixed source port, each bound to its interface's own address and that
 port), and sends with one ``sendto`` per copy. A copy that meets a full socket
 buffer is retried once the socket drains, after every other interface already
-has its copy. A link that
-refuses sends (:func:`._net.is_link_refusal`) is reported once, then left out of
-``send_all`` until it changes. Unicast and batched sends are in :mod:`._poolsends`.
+has its copy. A link that refuses sends (:func:`._net.is_link_refusal`) is
+reported once, then left out of ``send_all`` until it changes. Unicast and
+batched sends are in :mod:`._poolsends`.
 """
 
 from __future__ import annotations

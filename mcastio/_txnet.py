@@ -315,17 +315,19 @@ def fixed_port_sockaddr(
 
     Without a device binding, sockets on one port are told apart by their local
     address alone, as every OS's bind allows: a UDP port is taken per local address
-    (FreeBSD bind(2) and ``in_pcbbind_setup()``, xnu ``in_pcbbind()``, Linux
-    ``udp_lib_lport_inuse()``; Winsock's "Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE"
-    page), so each interface's socket binds its own address: IPv4 the interface's
-    first address, IPv6 a link-local one (scoped to the interface: the same fe80::
-    address on two links is two addresses) for a link-scope group, else one that may
-    leave the link; or ``origin.address`` where asked. The bound address is also
-    every copy's source (Linux ``udp_sendmsg()`` takes ``inet_saddr`` before
-    ``IP_MULTICAST_IF``'s; FreeBSD/xnu ``udp_output()`` take ``inp_laddr``; IPv6 the
-    bound address on every OS), which agrees with ``IP_MULTICAST_IF``'s here.
-    Replies to (that address, port) reach this socket. Raises MulticastError when the
-    interface has no address of the family.
+    (FreeBSD ``in_pcbbind_setup()``, sys/netinet/in_pcb.c: ``in_pcblookup_local()``
+    on the address asked for; xnu ``in_pcbbind()``; Linux ``udp_lib_lport_inuse()``;
+    Winsock's "Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE" page), so each
+    interface's socket binds its own address: IPv4 the interface's first address,
+    IPv6 a link-local one (scoped to the interface: the same fe80:: address on two
+    links is two addresses; Linux then also ties the socket to that device) for a
+    link-scope group, else one that may leave the link; or ``origin.address`` where
+    asked. The bound address is also every copy's source: Linux ``udp_sendmsg()``
+    takes ``inet_saddr`` before ``IP_MULTICAST_IF``'s, FreeBSD's
+    ``in_pcbconnect_setup()`` looks at the multicast interface only for an unbound
+    ``inp_laddr``, IPv6 takes the bound address on every OS; here it agrees with
+    ``IP_MULTICAST_IF``'s anyway. Replies to (that address, port) reach this socket.
+    Raises MulticastError when the interface has no address of the family.
     """
     port = origin.port
     if not port:
