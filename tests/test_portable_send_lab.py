@@ -120,6 +120,18 @@ async def _send_and_answer(
     return replies
 
 
+async def _answered(
+    lab: Lab, ep: MulticastEndpoint, payload: bytes, sport: int | None = None
+) -> dict[str, mcastio.Datagram]:
+    """:func:`_send_and_answer` with a peer on every link, closed after."""
+    peers = [Peer(lab, link, ep.group) for link in lab.link]
+    try:
+        return await _send_and_answer(ep, peers, payload, sport)
+    finally:
+        for peer in peers:
+            peer.close()
+
+
 @pytest.mark.parametrize("group", [GROUP4, GROUP6])
 def test_send_all_reaches_every_link_once_and_replies_reach_the_asker(lab: Lab, group: str) -> None:
     peers = [Peer(lab, link, group) for link in lab.link]
@@ -214,12 +226,7 @@ def test_a_link_removed_and_added_again_is_sent_on_and_answered(lab: Lab) -> Non
             await wait_for(lambda: gone.host_if in tx.names, what=f"{gone.host_if} back by polling")
             assert len(tx.sockets) == 3
             assert sorted(tx.owners.values()) == sorted(names)
-            peers = [Peer(lab, link, GROUP4) for link in lab.link]
-            try:
-                replies = await _send_and_answer(ep, peers, b"three")
-            finally:
-                for peer in peers:
-                    peer.close()
+            replies = await _answered(lab, ep, b"three")
             assert replies[gone.host_if].source[0] == gone.peer_addr
         # Every socket closed with the endpoint.
         assert tx.owners == {}
@@ -247,7 +254,6 @@ def test_one_fixed_source_port_serves_every_link(lab: Lab, group: str) -> None:
     # Each interface's socket binds (its own address, SPORT): no device binding is
     # needed for three sockets to hold one port. On main the second link's bind
     # failed (EADDRINUSE) and the endpoint sent out of one link only.
-    peers = [Peer(lab, link, group) for link in lab.link]
     names = [link.host_if for link in lab.link]
 
     async def main() -> None:
@@ -262,20 +268,16 @@ def test_one_fixed_source_port_serves_every_link(lab: Lab, group: str) -> None:
                 for link in lab.link
             }
             assert _bound(ep) == want
-            replies = await _send_and_answer(ep, peers, b"fixed", sport=SPORT)
+            replies = await _answered(lab, ep, b"fixed", sport=SPORT)
             assert set(replies) == set(names)
-            for peer in peers:
-                assert replies[peer.link.host_if].data == b"re:" + peer.link.host_if.encode()
+            for link in lab.link:
+                assert replies[link.host_if].data == b"re:" + link.host_if.encode()
                 if group == GROUP4:
-                    assert replies[peer.link.host_if].source[0] == peer.link.peer_addr
+                    assert replies[link.host_if].source[0] == link.peer_addr
             assert (ep.stats.replies, ep.stats.replies_off_link) == (3, 0)
 
-    try:
-        with lab.inside():
-            run(main())
-    finally:
-        for peer in peers:
-            peer.close()
+    with lab.inside():
+        run(main())
 
 
 def test_a_fixed_source_port_moves_to_a_new_address_on_its_link(lab: Lab) -> None:
@@ -303,12 +305,7 @@ def test_a_fixed_source_port_moves_to_a_new_address_on_its_link(lab: Lab) -> Non
             # The same port on the new address; the other links' sockets untouched.
             assert _bound(ep) == {**before, moved.host_if: (new, SPORT)}
             assert len(ep._engine.tx.sockets) == 3
-            peers = [Peer(lab, link, GROUP4) for link in lab.link]
-            try:
-                replies = await _send_and_answer(ep, peers, b"moved", sport=SPORT)
-            finally:
-                for peer in peers:
-                    peer.close()
+            replies = await _answered(lab, ep, b"moved", sport=SPORT)
             assert replies[moved.host_if].source[0] == moved.peer_addr
             assert (ep.stats.replies, ep.stats.replies_off_link) == (3, 0)
 
@@ -373,12 +370,7 @@ def test_a_fixed_source_port_moves_to_a_new_link_local_address(lab: Lab) -> None
                     what=f"{moved.host_if}'s socket re-bound to {new}",
                 )
                 assert _bound(ep) == {**before, moved.host_if: (new, SPORT)}
-                peers = [Peer(lab, link, GROUP6) for link in lab.link]
-                try:
-                    replies = await _send_and_answer(ep, peers, b"moved6", sport=SPORT)
-                finally:
-                    for peer in peers:
-                        peer.close()
+                replies = await _answered(lab, ep, b"moved6", sport=SPORT)
                 assert set(replies) == set(names)
                 assert (ep.stats.replies, ep.stats.replies_off_link) == (3, 0)
             finally:
