@@ -137,7 +137,12 @@ class Links:
             self._set(new)
             _log.info("updated %s (index %d) for %s", new.name, new.index, self._group)
         for iface in plan.refresh:
-            self._pool.refresh(iface)
+            try:
+                self._pool.refresh(iface)
+            except MulticastError as exc:  # A socket bound to an address now gone.
+                _log.warning("keeping the old transmit socket on %s: %s", iface.name, exc)
+                failures.append(exc)
+                continue
             self._set(iface)
         for _old, iface in plan.change:
             # The interface changed: a link whose sends failed is tried again.

@@ -7,11 +7,13 @@ options (:mod:`._txsocket`). Where replies come back, to a port of the endpoint'
 own, one socket serves all its interfaces, each send naming its interface by
 pktinfo (:mod:`._txnet`), and ``send_all`` is one call into the compiled
 extension where it is built. The portable profile (``capabilities().pinned_send``
-False) holds a private socket per interface instead, each reading its replies,
-and sends with one ``sendto`` per copy. A copy that meets a full socket buffer is retried once the
-socket drains, after every other interface already has its copy. A link that
-refuses sends (:func:`._net.is_link_refusal`) is reported once, then left out of
-``send_all`` until it changes. Unicast and batched sends are in :mod:`._poolsends`.
+False) holds a private socket per interface instead, each reading its replies
+(with a fixed source port, each bound to its interface's own address and that
+port), and sends with one ``sendto`` per copy. A copy that meets a full socket
+buffer is retried once the socket drains, after every other interface already
+has its copy. A link that refuses sends (:func:`._net.is_link_refusal`) is
+reported once, then left out of ``send_all`` until it changes. Unicast and
+batched sends are in :mod:`._poolsends`.
 """
 
 from __future__ import annotations
@@ -128,19 +130,31 @@ class TransmitPool(PoolDestinations, PoolRefusals, PoolSends):
             # responders may have learnt): only the pktinfo of each send changes.
             sender.update(iface, pin=self._options.pin(iface))
             return
-        if self._options.per_interface:
-            # Its own socket, on its own (maybe fixed) port: pointed at the new address.
+        if self._options.per_interface and not self._options.moved(
+            self._group, sender.tx.sock, iface
+        ):
+            # Its own socket, on its own port, bound to the wildcard: pointed at the
+            # new address, so the port responders may have learnt stays.
             self._options.repoint(sender.tx.sock, iface)
             sender.update(iface)
             self.owners[sender.tx.sock] = iface.name
             return
+        # Shared, or bound to the old address with a fixed port: the new socket binds
+        # the new address (and that port) before the old one lets go.
         tx = self._acquire(iface)
         self._release(sender.tx)
         sender.update(iface, tx)
 
     def refresh(self, iface: Interface) -> None:
-        """New details for an interface whose socket stays valid."""
+        """New details for an interface whose socket stays valid.
+
+        Except a socket bound to an IPv6 address the interface lost (a fixed port on
+        the portable profile): re-opened as :meth:`replace` does, or MulticastError.
+        """
         sender = self._sender(iface.index)
+        if self._options.moved(self._group, sender.tx.sock, iface):
+            self.replace(iface)
+            return
         sender.update(iface, pin=self._options.pin(iface))
         if sender.tx.sock in self.owners:
             self.owners[sender.tx.sock] = iface.name
@@ -175,7 +189,15 @@ class TransmitPool(PoolDestinations, PoolRefusals, PoolSends):
         if tx is not None and pinned:
             tx.users += 1
             return tx
-        tx = TxSocket(self._options.open(self._group, iface))
+        try:
+            tx = TxSocket(self._options.open(self._group, iface))
+        except MulticastError as exc:
+            senders = [*self._view, *(p[0] for p in self._parked.values())]
+            held = ((s.iface.name, s.tx.sock) for s in senders if s.iface.index != iface.index)
+            clearer = self._options.held_elsewhere(self._group, iface, held)
+            if clearer is None:
+                raise
+            raise clearer from exc
         if not pinned:
             self.owners[tx.sock] = iface.name
         try:

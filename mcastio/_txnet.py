@@ -17,7 +17,9 @@ reads nothing and is shared in the loop, one per interface (:func:`open_sender`)
 The portable profile (``capabilities().pinned_send`` False) uses only what every
 OS has: a socket per interface (:func:`open_sender` with ``portable``), picked
 with ``IP_MULTICAST_IF``, no ``SO_BINDTODEVICE``, no pktinfo; each such socket
-on a port of its own reads the replies to what it sent, with ``recvfrom``.
+on a port of its own reads the replies to what it sent, with ``recvfrom``. With a
+fixed source port each is bound to its interface's own address and that port
+(:func:`fixed_port_sockaddr`), so one port serves every interface.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from ._platform.linux.ancillary import IN6_PKTINFO, IN_PKTINFO
 
 __all__ = [
     "Pin",
+    "bound_to",
+    "fixed_port_sockaddr",
     "open_pinned_sender",
     "open_sender",
     "pin",
@@ -194,8 +198,9 @@ def sender_options(sock: socket.socket, family: socket.AddressFamily) -> None:
 def repoint(sock: socket.socket, iface: Interface, origin: Origin) -> None:
     """Point a portable socket's multicast at ``iface`` as it is now (a new address).
 
-    The socket keeps its port, which responders may have learnt, and a fixed source
-    port, which a second socket could not bind: only ``IP_MULTICAST_IF`` changes.
+    For a socket bound to the wildcard (an ephemeral port): it keeps its port, which
+    responders may have learnt, and only ``IP_MULTICAST_IF`` changes. A socket bound
+    to the old address with a fixed port is re-opened instead (:func:`bound_to`).
     """
     try:
         if sock.family == socket.AF_INET:
@@ -278,24 +283,80 @@ def _bind_own_port(
 ) -> None:
     """Bind a transmit socket to a port of its own: ephemeral, or the fixed one asked for."""
     port, v6 = origin.port or 0, group.family == socket.AF_INET6
-    # IPv4 takes a multicast source from IP_MULTICAST_IF's address, so the wildcard
-    # still takes replies to any address; IPv6 takes it from the bind (or the route) only.
-    source = origin.address if v6 else None
-    scope = iface.index if source and ipaddress.IPv6Address(source).is_link_local else 0
+    fixed = fixed_port_sockaddr(group, iface, origin) if portable else None
+    if fixed is not None:
+        addr: tuple[str, int] | tuple[str, int, int, int] = fixed
+    else:
+        # IPv4 takes a multicast source from IP_MULTICAST_IF's address, so the wildcard
+        # still takes replies to any address; IPv6 takes it from the bind (or the route) only.
+        source = origin.address if v6 else None
+        scope = iface.index if source and ipaddress.IPv6Address(source).is_link_local else 0
+        addr = (source, port, 0, scope) if source else ("::" if v6 else "0.0.0.0", port)
     try:
-        sock.bind((source, port, 0, scope) if source else ("::" if v6 else "0.0.0.0", port))
+        sock.bind(addr)
     except OSError as exc:
+        if fixed is not None and exc.errno != errno.EADDRINUSE:
+            raise MulticastError(
+                f"cannot bind the transmit socket on {iface.name} to {addr[0]} port {port}: {exc}"
+            ) from exc
         if exc.errno != errno.EADDRINUSE or not port:
             raise
-        if portable:
-            # No device binding here: one socket per interface, so one interface per fixed port.
-            raise MulticastError(
-                f"source port {port} is in use (EADDRINUSE): on the portable profile "
-                "every interface's transmit socket needs the port of its own, so a fixed "
-                "source port serves one interface (select one, or a source address)"
-            ) from exc
         # No SO_REUSEADDR: sharing a port, a device-bound socket takes its owner's unicast.
-        raise MulticastError(f"source port {port} is in use (EADDRINUSE); choose another") from exc
+        where = f" on {addr[0]} ({iface.name})" if fixed is not None else ""
+        raise MulticastError(
+            f"source port {port} is in use{where} (EADDRINUSE); choose another"
+        ) from exc
+
+
+def fixed_port_sockaddr(
+    group: Group, iface: Interface, origin: Origin
+) -> tuple[str, int] | tuple[str, int, int, int] | None:
+    """Where a portable socket with a fixed source port binds; None for an ephemeral port.
+
+    Without a device binding, sockets on one port are told apart by their local
+    address alone, as every OS's bind allows: a UDP port is taken per local address
+    (FreeBSD ``in_pcbbind_setup()``, sys/netinet/in_pcb.c: ``in_pcblookup_local()``
+    on the address asked for; xnu ``in_pcbbind()``; Linux ``udp_lib_lport_inuse()``;
+    Winsock's "Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE" page), so each
+    interface's socket binds its own address: IPv4 the interface's first address,
+    IPv6 a link-local one (scoped to the interface: the same fe80:: address on two
+    links is two addresses; Linux then also ties the socket to that device) for a
+    link-scope group, else one that may leave the link; or ``origin.address`` where
+    asked. The bound address is also every copy's source: Linux ``udp_sendmsg()``
+    takes ``inet_saddr`` before ``IP_MULTICAST_IF``'s, FreeBSD's
+    ``in_pcbconnect_setup()`` looks at the multicast interface only for an unbound
+    ``inp_laddr``, IPv6 takes the bound address on every OS; here it agrees with
+    ``IP_MULTICAST_IF``'s anyway. Replies to (that address, port) reach this socket.
+    Raises MulticastError when the interface has no address of the family.
+    """
+    port = origin.port
+    if not port:
+        return None
+    if group.family == socket.AF_INET:
+        if origin.address:
+            return (origin.address, port)
+        if not iface.ipv4:
+            raise MulticastError(f"{iface.name} has no IPv4 address to bind source port {port} to")
+        return (str(iface.ipv4[0].ip), port)
+    if origin.address:
+        chosen = ipaddress.IPv6Address(origin.address)
+    else:
+        local = [a.ip for a in iface.ipv6 if a.ip.is_link_local]
+        wide = [a.ip for a in iface.ipv6 if not a.ip.is_link_local]
+        # A link-local source never leaves the link (RFC 4291 2.5.6): wider groups
+        # take a wider address where the interface has one, as source selection would.
+        ordered = local + wide if group.link_scoped else wide + local
+        if not ordered:
+            raise MulticastError(f"{iface.name} has no IPv6 address to bind source port {port} to")
+        chosen = ordered[0]
+    return (chosen.compressed, port, 0, iface.index if chosen.is_link_local else 0)
+
+
+def bound_to(sock: socket.socket, sockaddr: tuple[str, int] | tuple[str, int, int, int]) -> bool:
+    """Whether ``sock`` is bound to ``sockaddr`` (address, port and IPv6 scope)."""
+    here = sock.getsockname()
+    same_ip = ipaddress.ip_address(here[0]) == ipaddress.ip_address(sockaddr[0])
+    return same_ip and tuple(here[1:]) == tuple(sockaddr[1:])
 
 
 def _bind_to_device(sock: socket.socket, ifname: str) -> None:

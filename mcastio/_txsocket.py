@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from . import _net, _txnet
@@ -95,6 +96,49 @@ class SendOptions:
     def repoint(self, sock: socket.socket, iface: Interface) -> None:
         """Point a socket of :attr:`per_interface` at ``iface``'s new address."""
         _txnet.repoint(sock, iface, self.origin)
+
+    def moved(self, group: Group, sock: socket.socket, iface: Interface) -> bool:
+        """Whether a socket of :attr:`per_interface` with a fixed port must be re-opened.
+
+        It is bound to its interface's address (:func:`._txnet.fixed_port_sockaddr`):
+        once that address is gone it neither sends from the interface nor reads the
+        replies to it. MulticastError when the interface has no address left.
+        """
+        want = self.bind_address(group, iface)
+        return want is not None and not _txnet.bound_to(sock, want)
+
+    def bind_address(
+        self, group: Group, iface: Interface
+    ) -> tuple[str, int] | tuple[str, int, int, int] | None:
+        """Where a socket for ``iface`` binds, when that is its own address (else None)."""
+        if not self.per_interface:
+            return None
+        return _txnet.fixed_port_sockaddr(group, iface, self.origin)
+
+    def held_elsewhere(
+        self, group: Group, iface: Interface, held: Iterable[tuple[str, socket.socket]]
+    ) -> MulticastError | None:
+        """Why ``iface``'s socket could not bind, when another interface's holds its address.
+
+        A fixed port binds each interface's own address (:meth:`bind_address`): two
+        interfaces sharing an address would need one (address, port) twice, which no
+        OS gives out. Looked up only once a bind failed, among ``held``: (name, socket).
+        """
+        try:
+            want = self.bind_address(group, iface)
+        except MulticastError:
+            return None
+        if want is None:
+            return None
+        for name, sock in held:
+            if _txnet.bound_to(sock, want):
+                return MulticastError(
+                    f"{iface.name} has the address {want[0]} of {name}, whose transmit "
+                    f"socket holds source port {want[1]} on it: a fixed source port binds "
+                    "each interface's own address on this platform, so of two interfaces "
+                    "sharing an address one can send from it (select one)"
+                )
+        return None
 
     def open(self, group: Group, iface: Interface) -> socket.socket:
         """A new socket with these options; MulticastError if it cannot be made.

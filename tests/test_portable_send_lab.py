@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 
 import mcastio
-from mcastio import MulticastEndpoint
+from mcastio import MulticastEndpoint, MulticastError
 from mcastio._platform import PORTABLE_ENV
 from mcastio.testing import Lab, Link
 from tests.conftest import module_lab, run, wait_for
@@ -29,7 +29,10 @@ pytestmark = [pytest.mark.lab, pytest.mark.one_path]
 
 GROUP4 = "239.255.44.1"
 GROUP6 = "ff02::44:1"
+GROUP6_SITE = "ff05::44:1"
 PORT = 5044
+# The fixed source port of the tests that ask for one.
+SPORT = 5045
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 
@@ -90,9 +93,12 @@ def _sources(ep: MulticastEndpoint, name: str, family: socket.AddressFamily) -> 
 
 
 async def _send_and_answer(
-    ep: MulticastEndpoint, peers: list[Peer], payload: bytes
+    ep: MulticastEndpoint, peers: list[Peer], payload: bytes, sport: int | None = None
 ) -> dict[str, mcastio.Datagram]:
-    """send_all once; each peer answers its copy by unicast; the replies by interface."""
+    """send_all once; each peer answers its copy by unicast; the replies by interface.
+
+    ``sport``: the source port every copy must come from.
+    """
     sub = ep.subscribe()
     results = await ep.send_all(payload, group=ep.group)
     assert {r.interface: r.error for r in results} == {p.link.host_if: None for p in peers}
@@ -103,6 +109,8 @@ async def _send_and_answer(
         assert [data for data, _ in got] == [payload], peer.link.host_if
         source = got[0][1]
         assert source[0].partition("%")[0] in _sources(ep, peer.link.host_if, family)
+        if sport is not None:
+            assert source[1] == sport, peer.link.host_if
         # The reply goes back where the copy came from: that socket's own port.
         peer.sock.sendto(b"re:" + peer.link.host_if.encode(), source)
     replies: dict[str, mcastio.Datagram] = {}
@@ -111,6 +119,18 @@ async def _send_and_answer(
         if dgram.group is None:
             replies[dgram.interface] = dgram
     return replies
+
+
+async def _answered(
+    lab: Lab, ep: MulticastEndpoint, payload: bytes, sport: int | None = None
+) -> dict[str, mcastio.Datagram]:
+    """:func:`_send_and_answer` with a peer on every link, closed after."""
+    peers = [Peer(lab, link, ep.group) for link in lab.link]
+    try:
+        return await _send_and_answer(ep, peers, payload, sport)
+    finally:
+        for peer in peers:
+            peer.close()
 
 
 @pytest.mark.parametrize("group", [GROUP4, GROUP6])
@@ -186,6 +206,157 @@ def test_a_reply_from_another_link_is_counted_off_link(lab: Lab) -> None:
     assert (stats.replies, stats.replies_off_link) == (0, flood)
 
 
+# -- a fixed source port (source_port=N) --------------------------------------------
+
+
+def _bound(ep: MulticastEndpoint) -> dict[str, tuple[str, int]]:
+    """Each interface's transmit socket: (its bound address, port)."""
+    return {name: sock.getsockname()[:2] for sock, name in ep._engine.tx.owners.items()}
+
+
+def _link_local(ep: MulticastEndpoint, name: str) -> str:
+    (iface,) = (i for i in ep.interfaces if i.name == name)
+    return next(str(a.ip) for a in iface.ipv6 if a.ip.is_link_local)
+
+
+@pytest.mark.parametrize("group", [GROUP4, GROUP6, GROUP6_SITE])
+def test_one_fixed_source_port_serves_every_link(lab: Lab, group: str) -> None:
+    # Each interface's socket binds (its own address, SPORT): no device binding is
+    # needed for three sockets to hold one port. On main the second link's bind
+    # failed (EADDRINUSE) and the endpoint sent out of one link only.
+    names = [link.host_if for link in lab.link]
+
+    async def main() -> None:
+        async with MulticastEndpoint(
+            group, PORT, interfaces=names, join=False, watch=False, source_port=SPORT
+        ) as ep:
+            # IPv6: a link-local source for a link-scope group; a wider group's
+            # copies take an address that may leave the link (the lab's fd00:).
+            def bound(link: Link) -> str:
+                if group == GROUP4:
+                    return link.host_addr
+                if group == GROUP6:
+                    return _link_local(ep, link.host_if)
+                return ipaddress.ip_address(str(link.host_addr6)).compressed
+
+            want = {link.host_if: (bound(link), SPORT) for link in lab.link}
+            assert _bound(ep) == want
+            replies = await _answered(lab, ep, b"fixed", sport=SPORT)
+            assert set(replies) == set(names)
+            for link in lab.link:
+                assert replies[link.host_if].data == b"re:" + link.host_if.encode()
+                if group != GROUP6:
+                    peer_addr = link.peer_addr if group == GROUP4 else str(link.peer_addr6)
+                    source = ipaddress.ip_address(replies[link.host_if].source[0])
+                    assert source == ipaddress.ip_address(peer_addr)
+            assert (ep.stats.replies, ep.stats.replies_off_link) == (3, 0)
+
+    with lab.inside():
+        run(main())
+
+
+def test_a_fixed_source_port_moves_to_a_new_address_on_its_link(lab: Lab) -> None:
+    moved = lab.link[2]
+    old = moved.host_addr
+    new = old.rsplit(".", 1)[0] + ".77"
+    names = [link.host_if for link in lab.link]
+    # The new address becomes the primary when the old one goes (Linux would
+    # otherwise delete the secondaries with it): the interface stays, changed.
+    lab.sh(lab.host, f"sysctl -qw net.ipv4.conf.{moved.host_if}.promote_secondaries=1")
+
+    async def main() -> None:
+        async with MulticastEndpoint(
+            GROUP4, PORT, interfaces=names, join=False, poll_interval=0.05, source_port=SPORT
+        ) as ep:
+            before = _bound(ep)
+            assert before[moved.host_if] == (old, SPORT)
+            lab.sh(lab.host, f"ip addr add {new}/24 dev {moved.host_if}")
+            lab.sh(lab.host, f"ip addr del {old}/24 dev {moved.host_if}")
+            await wait_for(
+                lambda: _bound(ep).get(moved.host_if) == (new, SPORT),
+                timeout=10,
+                what=f"{moved.host_if}'s socket re-bound to {new}",
+            )
+            # The same port on the new address; the other links' sockets untouched.
+            assert _bound(ep) == {**before, moved.host_if: (new, SPORT)}
+            assert len(ep._engine.tx.sockets) == 3
+            replies = await _answered(lab, ep, b"moved", sport=SPORT)
+            assert replies[moved.host_if].source[0] == moved.peer_addr
+            assert (ep.stats.replies, ep.stats.replies_off_link) == (3, 0)
+
+    try:
+        with lab.inside():
+            run(main())
+    finally:
+        lab.sh(lab.host, f"ip addr add {old}/24 dev {moved.host_if}", check=False)
+        lab.sh(lab.host, f"ip addr del {new}/24 dev {moved.host_if}", check=False)
+
+
+def test_two_links_sharing_the_source_address_are_a_clear_error(lab: Lab) -> None:
+    # One (address, port) cannot be bound twice: the second link is refused, named.
+    shared = "10.200.9.9"
+    sharing = lab.link[1:]
+    for link in sharing:
+        lab.sh(lab.host, f"ip addr add {shared}/32 dev {link.host_if}")
+
+    async def main() -> None:
+        ep = MulticastEndpoint(
+            GROUP4, PORT, join=False, watch=False, source_address=shared, source_port=SPORT
+        )
+        with pytest.raises(MulticastError) as caught:
+            await ep.start()
+        await ep.aclose()
+        text = str(caught.value)
+        assert "could not use 1 of 2 interfaces" in text
+        first, second = sorted((link.host_if for link in sharing), key=socket.if_nametoindex)
+        assert (
+            f"{second} has the address {shared} of {first}, whose transmit socket holds "
+            f"source port {SPORT} on it"
+        ) in text
+
+    try:
+        with lab.inside():
+            run(main())
+    finally:
+        for link in sharing:
+            lab.sh(lab.host, f"ip addr del {shared}/32 dev {link.host_if}", check=False)
+
+
+def test_a_fixed_source_port_moves_to_a_new_link_local_address(lab: Lab) -> None:
+    # IPv6 names no source at the interface level (the index alone): the address
+    # change reaches the pool as a refresh, which must re-open the socket all the same.
+    moved = lab.link[0]
+    new = "fe80::77"
+    names = [link.host_if for link in lab.link]
+
+    async def main() -> None:
+        async with MulticastEndpoint(
+            GROUP6, PORT, interfaces=names, join=False, poll_interval=0.05, source_port=SPORT
+        ) as ep:
+            old = _link_local(ep, moved.host_if)
+            before = _bound(ep)
+            assert before[moved.host_if] == (old, SPORT)
+            lab.sh(lab.host, f"ip -6 addr add {new}/64 dev {moved.host_if} nodad")
+            lab.sh(lab.host, f"ip -6 addr del {old}/64 dev {moved.host_if}")
+            try:
+                await wait_for(
+                    lambda: _bound(ep).get(moved.host_if) == (new, SPORT),
+                    timeout=10,
+                    what=f"{moved.host_if}'s socket re-bound to {new}",
+                )
+                assert _bound(ep) == {**before, moved.host_if: (new, SPORT)}
+                replies = await _answered(lab, ep, b"moved6", sport=SPORT)
+                assert set(replies) == set(names)
+                assert (ep.stats.replies, ep.stats.replies_off_link) == (3, 0)
+            finally:
+                lab.sh(lab.host, f"ip -6 addr add {old}/64 dev {moved.host_if} nodad")
+                lab.sh(lab.host, f"ip -6 addr del {new}/64 dev {moved.host_if}")
+
+    with lab.inside():
+        run(main())
+
+
+# Last: the link it re-creates has a new index and none of the lab's IPv6 setup.
 def test_a_link_removed_and_added_again_is_sent_on_and_answered(lab: Lab) -> None:
     gone = lab.link[1]
     names = [link.host_if for link in lab.link]
@@ -207,12 +378,7 @@ def test_a_link_removed_and_added_again_is_sent_on_and_answered(lab: Lab) -> Non
             await wait_for(lambda: gone.host_if in tx.names, what=f"{gone.host_if} back by polling")
             assert len(tx.sockets) == 3
             assert sorted(tx.owners.values()) == sorted(names)
-            peers = [Peer(lab, link, GROUP4) for link in lab.link]
-            try:
-                replies = await _send_and_answer(ep, peers, b"three")
-            finally:
-                for peer in peers:
-                    peer.close()
+            replies = await _answered(lab, ep, b"three")
             assert replies[gone.host_if].source[0] == gone.peer_addr
         # Every socket closed with the endpoint.
         assert tx.owners == {}
