@@ -147,7 +147,12 @@ def cpu_rows(only: set[str] | None = None) -> list[tuple[str, str]]:
             rows.append((f"{label} [{OTHER_TREES['other'].name}]", f"other:{variant}"))
     # Variants of --only that are no row here, e.g. mcastio-protocol+delay=2.
     known = {variant for _label, variant in CPU_ROWS}
-    rows += [(f"mcastio {v}", v) for v in sorted(only or ()) if v not in known]
+    for variant in sorted(only or ()):
+        if variant not in known:
+            rows.append((f"mcastio {variant}", variant))
+            if "other" in OTHER_TREES:
+                other = OTHER_TREES["other"].name
+                rows.append((f"mcastio {variant} [{other}]", f"other:{variant}"))
     return rows
 
 
@@ -233,14 +238,32 @@ def deferred(row: Row) -> str:
     return f"{max(counts):.0f}" if counts else "-"
 
 
-def run_latency(lab: Lab, rounds: int, seconds: float, rate: int = 1000, burst: int = 1) -> None:
+def latency_rows(only: set[str] | None = None) -> list[tuple[str, str]]:
+    """The latency table's rows: both baselines, then the mcastio rows in ``only`` (all
+    when None), then variants of ``only`` that are no row here (e.g. ``+delay=4``)."""
+    if only is None:
+        return list(LATENCY_ROWS)
+    rows = [*LATENCY_ROWS[:2], *(row for row in LATENCY_ROWS[2:] if row[1] in only)]
+    known = {variant for _label, variant in LATENCY_ROWS}
+    rows += [(f"mcastio {v}", v) for v in sorted(only) if v not in known]
+    return rows
+
+
+def run_latency(
+    lab: Lab,
+    rounds: int,
+    seconds: float,
+    rate: int = 1000,
+    burst: int = 1,
+    only: set[str] | None = None,
+) -> None:
     spacing = "evenly spaced" if burst == 1 else f"in bursts of {burst} back to back"
     print(
         f"\n## latency: {rounds} rounds x {seconds:g} s at {rate} datagrams/s, {spacing},"
         " from sendto in the peer to the consumer (µs)",
         flush=True,
     )
-    rows = [Row(label, variant) for label, variant in LATENCY_ROWS]
+    rows = [Row(label, variant) for label, variant in latency_rows(only)]
 
     def measure(lab: Lab, variant: str) -> dict[str, float]:
         send = lambda: stamped(lab, rate, seconds, burst)  # noqa: E731
@@ -353,8 +376,8 @@ def run_all(
     if "cpu" in sections:
         run_cpu(lab, rounds, seconds, rate, only)
     if "latency" in sections:
-        run_latency(lab, max(3, rounds - 2), seconds)
-        run_latency(lab, max(3, rounds - 2), seconds, burst=100)
+        run_latency(lab, max(3, rounds - 2), seconds, only=only)
+        run_latency(lab, max(3, rounds - 2), seconds, burst=100, only=only)
     if "saturation" in sections:
         run_saturation(lab, max(3, rounds - 2), seconds, 250_000)
     if "buffers" in sections:

@@ -433,8 +433,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default=None,
-        help="comma-separated receiver variants (CPU table: e.g. mcastio-batch,mcastio-batch+pure;"
-        " its two baselines always run)",
+        help="comma-separated receiver variants (CPU and latency tables: e.g."
+        " mcastio-batch,mcastio-batch+pure,mcastio-protocol+delay=4; their two baselines"
+        " always run)",
     )
     parser.add_argument(
         "--sections",

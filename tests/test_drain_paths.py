@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
 import time
 from collections.abc import Iterator
@@ -68,6 +69,10 @@ async def collect(ep: mcastio.MulticastEndpoint, sub: mcastio.Subscription) -> l
             dgram = await asyncio.wait_for(sub.__anext__(), 0.3)
         except asyncio.TimeoutError:
             return got
+        # The same kind of value from every drain: the compiled one builds it
+        # untracked and must hand it to the garbage collector, as object.__new__ does.
+        assert type(dgram) is mcastio.Datagram
+        assert gc.is_tracked(dgram)
         got.append(fields(dgram))
 
 
