@@ -17,7 +17,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from run import GROUP, HERE, OTHER_TREES, PORT, Child, flood, median, missing_module
+from run import (
+    GROUP,
+    HERE,
+    OTHER_TREES,
+    PORT,
+    Child,
+    flood,
+    median,
+    missing_module,
+    paired_ratios,
+)
 
 from mcastio.testing import Lab
 
@@ -102,11 +112,7 @@ def rounds_of(lab: Lab, rows: list[Row], rounds: int, measure: Measure) -> None:
 
 def ratio(row: Row, base: Row, key: str) -> str:
     """Median of per-round ratios of ``key`` (rounds pair up in order)."""
-    pairs = [
-        a[key] / b[key]
-        for a, b in zip(row.runs, base.runs, strict=False)
-        if key in a and key in b and b[key] > 0
-    ]
+    pairs = paired_ratios(row.runs, base.runs, key)
     return f"{median(pairs):.2f}" if pairs and not base.skipped else "-"
 
 
@@ -204,11 +210,7 @@ def print_against_other(rows: list[Row]) -> None:
         other = by_variant.get(f"other:{row.variant}")
         if other is None:
             continue
-        pairs = [
-            a["cpu_us"] / b["cpu_us"]
-            for a, b in zip(row.runs, other.runs, strict=False)
-            if a.get("cpu_us") and b.get("cpu_us")
-        ]
+        pairs = paired_ratios(row.runs, other.runs, "cpu_us")
         if pairs:
             spread = f"{min(pairs):.2f}-{max(pairs):.2f}"
             lines.append(f"  {row.label}: {median(pairs):.2f} (rounds {spread})")

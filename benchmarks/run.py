@@ -26,7 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,6 +210,22 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def paired_ratios(
+    mine: Sequence[Mapping[str, float]], theirs: Sequence[Mapping[str, float]], key: str
+) -> list[float]:
+    """``key``'s ratio in each round, this row over the other (rounds pair up in order).
+
+    Paired, not a ratio of medians: both ran in the same round, under the same load,
+    so the load cancels out of each pair. A round where either lacks ``key``, or
+    where the other's value is zero, is left out.
+    """
+    return [
+        a[key] / b[key]
+        for a, b in zip(mine, theirs, strict=False)
+        if key in a and key in b and b[key] > 0
+    ]
+
+
 def receive_table(all_series: list[Series]) -> list[str]:
     by_label = {s.label: s for s in all_series}
     rows = [
@@ -370,7 +386,7 @@ def run_send_compared(rounds: int, sends: int) -> None:
                 cells += [median([r[key] for r in mine]), median([r[key] for r in theirs])]
             for key in ("cpu_ratio_nowait", "cpu_ratio_async"):
                 # Paired by round: both trees ran back to back, under the same load.
-                pairs = [a[key] / b[key] for a, b in zip(mine, theirs, strict=True)]
+                pairs = paired_ratios(mine, theirs, key)
                 cells += [
                     median([r[key] for r in mine]),
                     median([r[key] for r in theirs]),
