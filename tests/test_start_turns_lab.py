@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -43,7 +45,20 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         batch = tmp_path_factory.mktemp("links") / "batch"
         batch.write_text("\n".join(lines) + "\n")
         built.sh(built.host, f"ip -batch {batch}")
+        # A veth's carrier comes up a moment after `link set up`, later on a busy
+        # machine; an endpoint started before then leaves those links out.
+        deadline = time.monotonic() + 15
+        while (up := _carriers(built)) < 2 * PAIRS and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert up == 2 * PAIRS, f"{up} of {2 * PAIRS} veth ends have a carrier"
         yield built
+
+
+def _carriers(lab: Lab) -> int:
+    out = lab.sh(lab.host, "ip -o link show").stdout
+    return sum(
+        1 for line in out.splitlines() if re.match(r"\d+: m\d+[ab]@", line) and "LOWER_UP" in line
+    )
 
 
 def fds() -> set[str]:
