@@ -1,7 +1,7 @@
 """The membership keeper at run time: watch queries and reports, refresh when due.
 
 The decisions are :mod:`._keeper`'s; the sockets are :mod:`._platform.linux.rawnet`'s and
-:func:`._net.refresh_by_source_filter`. One keeper per endpoint and group keeps
+:func:`._platform.linux.receiver.refresh_by_source_filter`. One keeper per endpoint and group keeps
 that group's view (a Track per interface, its state). Where CAP_NET_RAW allows,
 the loop's one raw IGMP or ICMPv6 socket hears the queries the host accepts, and
 the refreshes are a :class:`._linkreports.LinkReporter`'s, one per interface for
@@ -21,7 +21,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 
-from . import _linkreports, _net, _querywatch
+from . import _linkreports, _querywatch
 from ._beacons import Beacon, keepalive_beacon
 from ._errors import MulticastError, RawAccessError
 from ._hostreport import SHARED, holders, host_version, stop_reading
@@ -39,6 +39,7 @@ from ._keeper import (
     state_of,
 )
 from ._model import Group, Interface
+from ._platform.linux import receiver as _linuxnet
 from ._refreshpace import pace_for
 from ._reportplan import Record
 
@@ -318,7 +319,7 @@ class Keepalive:
         mechanism, reason = self._mechanisms[track.interface] = self._mechanism_for(iface.name)
         try:
             if mechanism == "source-filter":
-                _net.refresh_by_source_filter(sock, self._group, iface, self._sources)
+                _linuxnet.refresh_by_source_filter(sock, self._group, iface, self._sources)
                 shared = holders(self._v6, iface.name, self._group) > 1
                 self._unsure[iface.name] = SHARED.format(self._group, iface.name) if shared else ""
                 if shared:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from . import _net
 from ._errors import MembershipLimitError, MulticastError, RawAccessError
 from ._model import Group, Interface
+from ._platform.linux import receiver as _linuxnet
 
 __all__ = ["Memberships"]
 
@@ -90,7 +91,7 @@ class Memberships:
         while self._room:
             receiver = self._room[0]
             try:
-                _net.join(receiver.sock, self._group, iface, self._sources)
+                _linuxnet.join(receiver.sock, self._group, iface, self._sources)
             except MembershipLimitError:
                 receiver.full = True
                 self._room.pop(0)
@@ -104,7 +105,7 @@ class Memberships:
     def _join_new(self, iface: Interface, scope: int = 0) -> None:
         receiver = self._open(scope)
         try:
-            _net.join(receiver.sock, self._group, iface, self._sources)
+            _linuxnet.join(receiver.sock, self._group, iface, self._sources)
         except MembershipLimitError as exc:
             self._close_if_empty(receiver)
             # Spreading cannot help when an empty socket is refused too.
@@ -121,7 +122,7 @@ class Memberships:
             return
         receiver.joined.discard(iface.index)
         try:
-            _net.leave(receiver.sock, self._group, iface, self._sources)
+            _linuxnet.leave(receiver.sock, self._group, iface, self._sources)
         except MulticastError as exc:
             _log.warning("%s", exc)
         self._has_room(receiver)
@@ -157,7 +158,7 @@ class Memberships:
                 send_report(raw, iface, self._group, self._sources, fresh=True)
             return "report"
         if host_version(v6, iface.name, fresh=True) >= (2 if v6 else 3):
-            _net.refresh_by_source_filter(receiver.sock, self._group, iface, self._sources)
+            _linuxnet.refresh_by_source_filter(receiver.sock, self._group, iface, self._sources)
             return "source-filter"
         return "none"
 
@@ -181,7 +182,7 @@ class Memberships:
 
     def _open(self, scope: int) -> _ReceiveSocket:
         receiver = _ReceiveSocket(
-            _net.open_receiver(
+            _linuxnet.open_receiver(
                 self._group,
                 self._port,
                 self._receive_buffer,

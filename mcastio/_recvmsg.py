@@ -16,6 +16,7 @@ from ._fastpath import DATAGRAM_SLOT_SETTERS
 from ._model import Datagram
 from ._platform.linux import SO_MEMINFO
 from ._platform.linux import ancillary as _ancillary
+from ._platform.linux.receiver import MEMINFO_SIZE
 
 __all__ = ["DRAIN_BUDGET", "KernelDrops", "RecvmsgDrain", "index_to_name", "socket_drops"]
 
@@ -40,7 +41,7 @@ def index_to_name(index: int) -> str:
 
 # Read here and only here: the drop counter behind EndpointStats.kernel_dropped.
 # SK_MEMINFO_DROPS: the ninth u32 of the SO_MEMINFO array (linux/sock_diag.h).
-_MEMINFO = struct.Struct(f"={_net.MEMINFO_SIZE // 4}I")
+_MEMINFO = struct.Struct(f"={MEMINFO_SIZE // 4}I")
 
 
 def socket_drops(sock: socket.socket) -> int | None:
@@ -64,7 +65,8 @@ class KernelDrops:
 
     Read with SO_MEMINFO when asked (:attr:`total`, and as a socket closes), so the
     drains pay nothing per datagram; SO_RXQ_OVFL reports (:meth:`report`) count
-    only where a socket asked for them (:data:`._net.STAMP_DROPS`, or Linux < 4.6).
+    only where a socket asked for them (:data:`._platform.linux.receiver.STAMP_DROPS`,
+    or Linux < 4.6).
     """
 
     __slots__ = ("_by_socket", "_retired")

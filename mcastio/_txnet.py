@@ -37,6 +37,7 @@ from ._errors import MulticastError
 from ._model import Group, Interface
 from ._origin import NO_ORIGIN, Origin
 from ._platform import linux, platform_name
+from ._platform.linux import receiver as _linuxnet
 from ._platform.linux.ancillary import IN6_PKTINFO, IN_PKTINFO
 
 __all__ = [
@@ -191,7 +192,7 @@ def sender_options(sock: socket.socket, family: socket.AddressFamily) -> None:
         sock.setsockopt(socket.IPPROTO_IP, _net.IP_PKTINFO, 1)
     else:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        _net._no_other_groups_v6(sock)
+        _linuxnet._no_other_groups_v6(sock)
         sock.setsockopt(socket.IPPROTO_IPV6, _net.IPV6_RECVPKTINFO, 1)
 
 
@@ -222,7 +223,7 @@ def _portable_options(sock: socket.socket, family: socket.AddressFamily) -> None
         if family == socket.AF_INET:
             sock.setsockopt(socket.IPPROTO_IP, linux.IP_MULTICAST_ALL, 0)
         else:
-            _net._no_other_groups_v6(sock)
+            _linuxnet._no_other_groups_v6(sock)
 
 
 def send_options(
@@ -256,7 +257,7 @@ def _multicast_if_v4(sock: socket.socket, iface: Interface, origin: Origin) -> N
     sock.setsockopt(
         socket.IPPROTO_IP,
         socket.IP_MULTICAST_IF,
-        _net._IP_MREQN.pack(b"\0\0\0\0", src, iface.index),
+        _linuxnet._IP_MREQN.pack(b"\0\0\0\0", src, iface.index),
     )
 
 

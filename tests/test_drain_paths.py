@@ -21,6 +21,7 @@ from mcastio import _net, _receive
 from mcastio._model import parse_group
 from mcastio._platform import linux
 from mcastio._platform.linux import mmsg as _mmsg
+from mcastio._platform.linux import receiver
 from mcastio.testing import Lab, lab_support
 from tests.conftest import receive_drains, require, run, skip_or_fail
 from tests.test_receive_lab import peer_socket
@@ -213,7 +214,7 @@ def test_every_drain_reads_the_same_kernel_drop_counts(
 ) -> None:
     """Drops read with SO_MEMINFO (the default: no control message per datagram), and
     with SO_RXQ_OVFL stamped on every datagram (kept where SO_MEMINFO is missing)."""
-    monkeypatch.setattr(_net, "STAMP_DROPS", stamped)
+    monkeypatch.setattr(receiver, "STAMP_DROPS", stamped)
     group = "239.255.21.3"
     link = lab.link[0]
     burst = 300

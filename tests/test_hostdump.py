@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcastio._discovery import snapshot_from_dump
 from mcastio._model import Interface
 from mcastio._platform.linux.hostdump import Address, parse_addr_dump
 from mcastio._platform.linux.linkfacts import Link, LinkFacts, names_parent_devices, parse_links
+from mcastio._platform.linux.snapshot import snapshot_from_dump
 
 DONE = struct.pack("=IHHII", 20, 3, 2, 1, 0) + b"\0" * 4
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from mcastio import MulticastEndpoint, _net
+from mcastio import MulticastEndpoint
+from mcastio._platform.linux import receiver
 from mcastio.testing import Lab
 from tests.conftest import module_lab, run, wait_for
 
@@ -34,13 +35,13 @@ def test_joins_past_the_cap_try_only_a_socket_with_room(
     lab: Lab, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     attempts: list[int] = []
-    real_join = _net.join
+    real_join = receiver.join
 
     def counted(sock: Any, *args: Any) -> None:
         attempts.append(sock.fileno())
         real_join(sock, *args)
 
-    monkeypatch.setattr(_net, "join", counted)
+    monkeypatch.setattr(receiver, "join", counted)
     eth0 = lab.link[0]
 
     async def main() -> tuple[int, int, int, int]:

@@ -22,7 +22,11 @@ from mcastio import (
     create_multicast_endpoint,
 )
 from mcastio._model import Plan
-from mcastio._net import _GROUP_SOURCE_REQ, MCAST_JOIN_SOURCE_GROUP, _sockaddr
+from mcastio._platform.linux.receiver import (
+    _GROUP_SOURCE_REQ,
+    MCAST_JOIN_SOURCE_GROUP,
+    _sockaddr,
+)
 from mcastio.testing import Lab, tcpdump_argv
 from tests.conftest import run
 

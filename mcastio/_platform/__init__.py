@@ -41,7 +41,11 @@ PORTABLE_ENV = "MCASTIO_PORTABLE"
 #: Modules that work on Linux only and that ``import mcastio`` does not import:
 #: each is imported where its feature is used, after :func:`capabilities` said
 #: yes. tests/test_platforms_import.py makes them unimportable and imports
-#: mcastio as macOS, FreeBSD and Windows.
+#: mcastio as macOS, FreeBSD and Windows. The package's other modules (the
+#: receive socket ``linux.receiver``, the snapshot ``linux.snapshot``, ``hostdump``,
+#: ``linkfacts``, ``procfs``, ``procnet``, ``ancillary``) import on every OS, as
+#: ``import mcastio`` needs; what they do is Linux's (elsewhere the snapshot's
+#: readers find nothing, and the Linux profile's sockets are never opened).
 LINUX_ONLY_MODULES = frozenset(
     {
         "mcastio._platform.linux.netlink",  # rtnetlink: AF_NETLINK

@@ -1,10 +1,12 @@
-"""Linux's RFC 3678 join numbers and layout, for the portable path run on Linux.
+"""Linux's option numbers and RFC 3678 join layout; the package of all that knows Linux.
 
 This package holds all that knows it runs on Linux (docs/explanation/design.md's
 module map): :mod:`.netlink`, :mod:`.hostdump`, :mod:`.linkfacts`, :mod:`.procnet`,
-:mod:`.rawnet`, :mod:`.mmsg` and ``_cdrain``, :mod:`.ancillary`.
+:mod:`.rawnet`, :mod:`.mmsg` and ``_cdrain``, :mod:`.ancillary`, :mod:`.receiver` (the
+Linux profile's receive socket and its joins), :mod:`.snapshot` (the interface
+snapshot from the rtnetlink dumps, /proc and /sys).
 
-The Linux profile joins with ``ip_mreqn``/``ipv6_mreq`` (:mod:`mcastio._net`);
+The Linux profile joins with ``ip_mreqn``/``ipv6_mreq`` (:mod:`.receiver`);
 the portable path joins the way every OS here can, with ``MCAST_JOIN_GROUP`` and
 a ``group_req``, so that ``MCASTIO_PORTABLE=1`` runs the same code the other
 OSes would. Values from the kernel's UAPI headers (include/uapi/linux/in.h and
@@ -23,8 +25,16 @@ __all__ = [
     "AF_INET",
     "AF_INET6",
     "GROUP",
+    "IPV6_HOPLIMIT",
     "IPV6_MULTICAST_ALL",
+    "IPV6_PKTINFO",
+    "IPV6_RECVHOPLIMIT",
+    "IPV6_RECVPKTINFO",
+    "IPV6_TCLASS",
     "IP_MULTICAST_ALL",
+    "IP_PKTINFO",
+    "IP_RECVTTL",
+    "IP_TTL",
     "MCAST_JOIN_GROUP",
     "MCAST_JOIN_SOURCE_GROUP",
     "MCAST_LEAVE_GROUP",
@@ -51,6 +61,19 @@ MCAST_LEAVE_SOURCE_GROUP = 47
 IP_MULTICAST_ALL = 49
 # include/uapi/linux/in6.h: "#define IPV6_MULTICAST_ALL 29".
 IPV6_MULTICAST_ALL = 29
+# Where CPython's socket module lacks these names (:mod:`mcastio._net` takes its own
+# first): include/uapi/linux/in.h "#define IP_TTL 2", "#define IP_PKTINFO 8",
+# "#define IP_RECVTTL 12"; include/uapi/linux/in6.h "#define IPV6_RECVPKTINFO 49",
+# "#define IPV6_PKTINFO 50", "#define IPV6_RECVHOPLIMIT 51", "#define IPV6_HOPLIMIT
+# 52", "#define IPV6_TCLASS 67".
+IP_TTL = 2
+IP_PKTINFO = 8
+IP_RECVTTL = 12
+IPV6_RECVPKTINFO = 49
+IPV6_PKTINFO = 50
+IPV6_RECVHOPLIMIT = 51
+IPV6_HOPLIMIT = 52
+IPV6_TCLASS = 67
 # include/uapi/asm-generic/socket.h: "#define SO_RXQ_OVFL 40", "#define SO_MEMINFO 55".
 # Alpha, MIPS, PA-RISC and SPARC number them in their own asm/socket.h: CPython's
 # names, where its socket module has them, are that machine's.
