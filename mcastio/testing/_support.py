@@ -213,8 +213,11 @@ def prepare_netns_dir() -> None:
         # 'ip netns add' create its mount points. The test workers share one mount
         # namespace: two that both mounted would hide the first one's /run/netns
         # under the second tmpfs, so one mounts, under a lock, and the rest see it.
-        lock = os.path.join(tempfile.gettempdir(), f"mcastio-run-{os.getuid()}.lock")
-        with open(lock, "a") as held:
+        # The lock is the old /run directory itself, not a file in /tmp: a file
+        # there outlives the run, and another user's copy (uid 0 in every user
+        # namespace) cannot be opened.
+        held = os.open("/run", os.O_RDONLY | os.O_DIRECTORY)
+        try:
             fcntl.flock(held, fcntl.LOCK_EX)
             if _run_is_ours():
                 return
@@ -224,6 +227,8 @@ def prepare_netns_dir() -> None:
                 text=True,
                 check=False,
             )
+        finally:
+            os.close(held)
         if proc.returncode == 0:
             return
         raise LabError(
