@@ -32,8 +32,6 @@ from mcastio.testing import Lab, find_tool
 from tests.conftest import module_lab, require, run, wait_ready_line
 from tests.test_peers_lab import ask_mdns, check_attribution, every_link
 
-pytestmark = pytest.mark.lab
-
 NODE_DIR = Path(__file__).resolve().parent / "peers" / "node"
 SSDP, SSDP_PORT = "239.255.255.250", 1900
 # A search target of the tests' own, so nothing else on a link answers it.
@@ -107,6 +105,7 @@ def headers(data: bytes) -> dict[str, str]:
     return out
 
 
+@pytest.mark.lab
 def test_one_m_search_gets_every_links_node_ssdp_answer(npm_lab: Lab) -> None:
     lab = npm_lab
 
@@ -125,7 +124,7 @@ def test_one_m_search_gets_every_links_node_ssdp_answer(npm_lab: Lab) -> None:
                             return
 
             # node-ssdp answers at once (it ignores MX): the wait is for a busy machine.
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(collect(), 5)
             # A second answer from any link would show up here.
             await asyncio.sleep(0.2)
@@ -157,6 +156,7 @@ def test_one_m_search_gets_every_links_node_ssdp_answer(npm_lab: Lab) -> None:
         assert got["LOCATION"] == f"http://{link.peer_addr}:8080/{link.peer_if}.xml"
 
 
+@pytest.mark.lab
 def test_node_ssdp_clients_on_every_link_get_our_answer_from_their_link(npm_lab: Lab) -> None:
     lab = npm_lab
     heard: list[tuple[str, str]] = []
@@ -228,6 +228,7 @@ def test_node_ssdp_clients_on_every_link_get_our_answer_from_their_link(npm_lab:
         assert (got["address"], got["port"]) == (link.host_addr, SSDP_PORT)
 
 
+@pytest.mark.lab
 @pytest.mark.parametrize("source_port", ["ephemeral", "group"])
 def test_multicast_dns_answers_every_link_on_both_families(npm_lab: Lab, source_port: str) -> None:
     lab = npm_lab
