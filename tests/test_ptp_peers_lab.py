@@ -16,9 +16,9 @@ ptp4l sent one. The tests:
 ptp4l runs with software time stamps (``-S``) on the veths and its control socket
 in the test's directory. Its clock is CLOCK_REALTIME, which in a lab run as root is
 the machine's: ``free_running`` keeps it from steering that clock, and it runs
-without CAP_SYS_TIME as well, so a ptp4l that touches the clock anyway (some releases set its frequency and
-leap bits when they start, free_running or not) only fails to.
-Readiness is read from its log (``-m``), never waited for with a sleep.
+without CAP_SYS_TIME as well, so a ptp4l that touches the clock anyway (some
+releases set its frequency and leap bits when they start, free_running or not)
+only fails to. Readiness is read from its log (``-m``), never a sleep.
 """
 
 from __future__ import annotations
