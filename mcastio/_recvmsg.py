@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import logging
 import socket
-import struct
+import sys
 from collections.abc import Callable
 
 from . import _net
 from ._fastpath import DATAGRAM_SLOT_SETTERS
 from ._model import Datagram
-from ._platform.linux import SO_MEMINFO
 from ._platform.linux import ancillary as _ancillary
-from ._platform.linux.receiver import MEMINFO_SIZE
+from ._platform.linux import receiver as _receiver
 
 __all__ = ["DRAIN_BUDGET", "KernelDrops", "RecvmsgDrain", "index_to_name", "socket_drops"]
 
@@ -30,6 +29,7 @@ DRAIN_BUDGET = 256
 _ARRIVALS_LIMIT = 1024
 # What the recvmsg drain remembers for an arrival not sent to one of the groups.
 _NOT_ARRIVED = (-1, "")
+_ON_LINUX = sys.platform.startswith("linux")
 
 
 def index_to_name(index: int) -> str:
@@ -39,25 +39,13 @@ def index_to_name(index: int) -> str:
         return f"if{index}"
 
 
-# Read here and only here: the drop counter behind EndpointStats.kernel_dropped.
-# SK_MEMINFO_DROPS: the ninth u32 of the SO_MEMINFO array (linux/sock_diag.h).
-_MEMINFO = struct.Struct(f"={MEMINFO_SIZE // 4}I")
-
-
 def socket_drops(sock: socket.socket) -> int | None:
-    """Datagrams the kernel has dropped on ``sock`` so far, or None where it cannot say.
-
-    SO_RXQ_OVFL only reports the count on the next datagram delivered, so drops in
-    a final burst would stay unseen; SO_MEMINFO reads the same counter on demand.
-    """
-    try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO.size)
-    except OSError:
-        # Linux < 4.6 lacks SO_MEMINFO; the SO_RXQ_OVFL reports remain.
+    """Datagrams the kernel has dropped on ``sock`` so far, or None where it cannot say."""
+    # The counter behind EndpointStats.kernel_dropped is Linux's (SO_MEMINFO); another
+    # OS would read a different option under that number.
+    if not _ON_LINUX:
         return None
-    if len(raw) < _MEMINFO.size:
-        return None
-    return int(_MEMINFO.unpack(raw)[8])
+    return _receiver.socket_drops(sock)
 
 
 class KernelDrops:

@@ -5,7 +5,8 @@ copies learns. The settings here bound what that port lets in:
 
 - a receive buffer sized for a discovery burst (1,000 answers of 360 bytes lost
   834 with the kernel's default 208 KiB);
-- SO_RXQ_OVFL, so the kernel's drops are counted (``EndpointStats.kernel_dropped``);
+- on Linux, SO_RXQ_OVFL, so the kernel's drops are counted
+  (``EndpointStats.kernel_dropped``);
 - a socket filter that takes only datagrams addressed to this host
   (``PACKET_HOST``): broadcast, to 255.255.255.255 or the subnet's broadcast
   address, and multicast are no reply and never queue here.
@@ -17,7 +18,7 @@ import errno
 import socket
 import sys
 
-from ._platform.linux import SO_RXQ_OVFL
+from ._platform.linux import sender as _linux_sender
 
 __all__ = ["REPLY_BUFFER", "prepare_reply_socket", "refuse_replies"]
 
@@ -38,7 +39,9 @@ def prepare_reply_socket(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, REPLY_BUFFER)
     except PermissionError:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, REPLY_BUFFER)
-    sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+    if sys.platform.startswith("linux"):
+        # Linux's option; elsewhere its number names another option, or none.
+        _linux_sender.stamp_drops(sock)
     _attach_filter(sock, _HOST_ONLY)
 
 

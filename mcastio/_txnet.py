@@ -37,7 +37,7 @@ from ._errors import MulticastError
 from ._model import Group, Interface
 from ._origin import NO_ORIGIN, Origin
 from ._platform import linux, platform_name
-from ._platform.linux import receiver as _linuxnet
+from ._platform.linux import sender as _linux_sender
 from ._platform.linux.ancillary import IN6_PKTINFO, IN_PKTINFO
 
 __all__ = [
@@ -188,11 +188,11 @@ def sender_options(sock: socket.socket, family: socket.AddressFamily) -> None:
     """What every transmit socket reads: replies with their pktinfo, no group's datagrams."""
     if family == socket.AF_INET:
         # Default 1 would hand this socket groups other sockets joined on its port.
-        sock.setsockopt(socket.IPPROTO_IP, linux.IP_MULTICAST_ALL, 0)
+        _linux_sender.no_other_groups(sock, family)
         sock.setsockopt(socket.IPPROTO_IP, _net.IP_PKTINFO, 1)
     else:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        _linuxnet._no_other_groups_v6(sock)
+        _linux_sender.no_other_groups(sock, family)
         sock.setsockopt(socket.IPPROTO_IPV6, _net.IPV6_RECVPKTINFO, 1)
 
 
@@ -220,10 +220,7 @@ def _portable_options(sock: socket.socket, family: socket.AddressFamily) -> None
     # socket joined on its port unless told not to; macOS, the BSDs and Windows filter
     # by the socket's own memberships (docs/explanation/platforms.md).
     if platform_name(sys.platform) == "linux":
-        if family == socket.AF_INET:
-            sock.setsockopt(socket.IPPROTO_IP, linux.IP_MULTICAST_ALL, 0)
-        else:
-            _linuxnet._no_other_groups_v6(sock)
+        _linux_sender.no_other_groups(sock, family)
 
 
 def send_options(
@@ -252,13 +249,9 @@ def send_options(
 def _multicast_if_v4(sock: socket.socket, iface: Interface, origin: Origin) -> None:
     src = iface.ipv4[0].ip.packed if iface.ipv4 else b"\0\0\0\0"
     src = ipaddress.IPv4Address(origin.address).packed if origin.address else src
-    # ip_mreqn with an index and an address: the index picks the device even
+    # By index and address (Linux's ip_mreqn): the index picks the device even
     # when two interfaces share an address, the address becomes the source.
-    sock.setsockopt(
-        socket.IPPROTO_IP,
-        socket.IP_MULTICAST_IF,
-        _linuxnet._IP_MREQN.pack(b"\0\0\0\0", src, iface.index),
-    )
+    _linux_sender.multicast_if(sock, iface.index, src)
 
 
 def _multicast_if_by_address(sock: socket.socket, iface: Interface, origin: Origin) -> None:

@@ -40,20 +40,9 @@ LINUX_FLAG_PREFIX = "IFF_"
 
 #: Known places outside the package, each with its reason (path relative to mcastio/).
 ALLOWED: set[tuple[str, str]] = {
-    # The portable profile forced on Linux (MCASTIO_PORTABLE=1) must keep other
-    # groups out as Linux's kernel needs; it reads the number from the package, and
-    # sets it only where the platform is Linux.
-    ("_platform/portable_sockets.py", "IP_MULTICAST_ALL"),
     # The demo's naive peers join by index inside the network-namespace labs it
     # builds: Linux by nature, as testing/ is.
     ("_cli/demo.py", "mreqn"),
-    # Not yet moved (issue 22, a later part): the transmit sockets (IP_MULTICAST_ALL
-    # off on the Linux profile's senders, IP_MULTICAST_IF by ip_mreqn), the reply
-    # sockets' drop stamp, and the drop count read on demand.
-    ("_txnet.py", "IP_MULTICAST_ALL"),
-    ("_txnet.py", "_IP_MREQN"),
-    ("_replynet.py", "SO_RXQ_OVFL"),
-    ("_recvmsg.py", "SO_MEMINFO"),
 }
 
 
@@ -138,7 +127,7 @@ def test_the_checks_see_what_the_package_holds() -> None:
     # Proof the reader finds such facts at all: the package itself is full of them.
     facts = set().union(*(_linux_facts(path) for path in LINUX.glob("*.py")))
     assert {"AF_NETLINK", "AF_PACKET", "SOCK_RAW", "ctypes"} <= facts
-    assert LINUX_OPTION_NAMES | {"_IP_MREQN", "_IFF_MULTICAST"} <= facts
+    assert LINUX_OPTION_NAMES | {"IP_MREQN", "_IFF_MULTICAST"} <= facts
     assert any(fact.startswith("/proc/") for fact in facts)
     assert any(fact.startswith("/sys/") for fact in facts)
 

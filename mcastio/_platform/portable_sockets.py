@@ -52,7 +52,7 @@ def open_receive(
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if platform == "linux" and item.family == socket.AF_INET:
             # Else Linux delivers every group joined by any socket on the host.
-            sock.setsockopt(socket.IPPROTO_IP, linux.IP_MULTICAST_ALL, 0)
+            linux.no_other_groups(sock, item.family)
         if item.family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((item.bind_address, port, 0, item.scope))

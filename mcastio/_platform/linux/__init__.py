@@ -15,6 +15,7 @@ socket.h, as installed in /usr/include/linux on this machine, kernel 6.18).
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 import struct
@@ -31,28 +32,34 @@ __all__ = [
     "IPV6_RECVHOPLIMIT",
     "IPV6_RECVPKTINFO",
     "IPV6_TCLASS",
+    "IP_MREQN",
     "IP_MULTICAST_ALL",
     "IP_PKTINFO",
     "IP_RECVTTL",
     "IP_TTL",
+    "MCAST_BLOCK_SOURCE",
     "MCAST_JOIN_GROUP",
     "MCAST_JOIN_SOURCE_GROUP",
     "MCAST_LEAVE_GROUP",
     "MCAST_LEAVE_SOURCE_GROUP",
+    "MCAST_UNBLOCK_SOURCE",
     "SO_MEMINFO",
     "SO_RXQ_OVFL",
     "bind_to_device",
     "group_sockaddr",
+    "no_other_groups",
 ]
 
 # include/linux/socket.h: "#define AF_INET 2", "#define AF_INET6 10".
 AF_INET = 2
 AF_INET6 = 10
 
-# include/uapi/linux/in.h: "#define MCAST_JOIN_GROUP 42", MCAST_LEAVE_GROUP 45,
-# MCAST_JOIN_SOURCE_GROUP 46, MCAST_LEAVE_SOURCE_GROUP 47 (43 and 44 are the
-# block and unblock of a source).
+# include/uapi/linux/in.h: "#define MCAST_JOIN_GROUP 42", MCAST_BLOCK_SOURCE 43,
+# MCAST_UNBLOCK_SOURCE 44, MCAST_LEAVE_GROUP 45, MCAST_JOIN_SOURCE_GROUP 46,
+# MCAST_LEAVE_SOURCE_GROUP 47.
 MCAST_JOIN_GROUP = 42
+MCAST_BLOCK_SOURCE = 43
+MCAST_UNBLOCK_SOURCE = 44
 MCAST_LEAVE_GROUP = 45
 MCAST_JOIN_SOURCE_GROUP = 46
 MCAST_LEAVE_SOURCE_GROUP = 47
@@ -84,6 +91,9 @@ SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
 # __kernel_sockaddr_storage gr_group; }, and that storage (uapi/linux/socket.h)
 # is a union with "void *__align": the group at the alignment of a pointer.
 GROUP = GroupLayout(offset=struct.calcsize("P"))
+# include/uapi/linux/in.h: struct ip_mreqn { struct in_addr imr_multiaddr;
+# struct in_addr imr_address; int imr_ifindex; }, for the joins and IP_MULTICAST_IF.
+IP_MREQN = struct.Struct("=4s4si")
 
 
 def group_sockaddr(address: ipaddress.IPv4Address | ipaddress.IPv6Address, scope: int = 0) -> bytes:
@@ -101,3 +111,21 @@ def bind_to_device(sock: socket.socket, ifname: str) -> None:
     # include/uapi/asm-generic/socket.h: "#define SO_BINDTODEVICE 25".
     option = getattr(socket, "SO_BINDTODEVICE", 25)
     sock.setsockopt(socket.SOL_SOCKET, option, ifname.encode())
+
+
+def no_other_groups(sock: socket.socket, family: int) -> None:
+    """Keep out of ``sock`` the groups other sockets joined on its port.
+
+    Linux hands a socket bound to a port every group any socket on the host joined
+    there (the default 1 of IP_MULTICAST_ALL, IPV6_MULTICAST_ALL); macOS, the BSDs
+    and Windows filter by the socket's own memberships. Raises the kernel's OSError.
+    """
+    if family == socket.AF_INET:
+        sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+    except OSError as exc:
+        # Linux < 4.20 lacks the IPv6 option; other groups may then leak in.
+        if exc.errno not in (errno.ENOPROTOOPT, errno.EINVAL):
+            raise

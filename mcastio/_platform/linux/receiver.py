@@ -35,7 +35,16 @@ from ..._net import (
     _new_socket,
     is_gone_error,
 )
-from . import IP_MULTICAST_ALL, IPV6_MULTICAST_ALL, SO_MEMINFO, SO_RXQ_OVFL
+from . import (
+    IP_MREQN,
+    MCAST_BLOCK_SOURCE,
+    MCAST_JOIN_SOURCE_GROUP,
+    MCAST_LEAVE_SOURCE_GROUP,
+    MCAST_UNBLOCK_SOURCE,
+    SO_MEMINFO,
+    SO_RXQ_OVFL,
+    no_other_groups,
+)
 
 __all__ = [
     "MEMINFO_SIZE",
@@ -44,16 +53,11 @@ __all__ = [
     "leave",
     "open_receiver",
     "refresh_by_source_filter",
+    "socket_drops",
 ]
 
 _log = logging.getLogger("mcastio")
 
-# Python's socket module lacks several Linux constants; values from the uapi headers.
-MCAST_JOIN_SOURCE_GROUP = getattr(socket, "MCAST_JOIN_SOURCE_GROUP", 46)
-MCAST_LEAVE_SOURCE_GROUP = getattr(socket, "MCAST_LEAVE_SOURCE_GROUP", 47)
-
-# struct ip_mreqn { in_addr multiaddr; in_addr address; int ifindex; }
-_IP_MREQN = struct.Struct("=4s4si")
 # struct ipv6_mreq { in6_addr multiaddr; unsigned int ifindex; }
 _IPV6_MREQ = struct.Struct("=16sI")
 # struct group_source_req { u32 interface; sockaddr_storage group, source; }: the
@@ -65,6 +69,26 @@ _GROUP_SOURCE_REQ = struct.Struct(f"=I{struct.calcsize('P') - 4}x128s128s")
 STAMP_DROPS = False
 # struct sk_meminfo is SK_MEMINFO_VARS u32s; the drop count is the ninth (linux/sock_diag.h).
 MEMINFO_SIZE = 9 * 4
+
+
+# SK_MEMINFO_DROPS: the ninth u32 of the SO_MEMINFO array (linux/sock_diag.h).
+_MEMINFO = struct.Struct(f"={MEMINFO_SIZE // 4}I")
+
+
+def socket_drops(sock: socket.socket) -> int | None:
+    """Datagrams the kernel has dropped on ``sock`` so far, or None where it cannot say.
+
+    SO_RXQ_OVFL only reports the count on the next datagram delivered, so drops in
+    a final burst would stay unseen; SO_MEMINFO reads the same counter on demand.
+    """
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO.size)
+    except OSError:
+        # Linux < 4.6 lacks SO_MEMINFO; the SO_RXQ_OVFL reports remain.
+        return None
+    if len(raw) < _MEMINFO.size:
+        return None
+    return int(_MEMINFO.unpack(raw)[8])
 
 
 def _drops_on_demand(sock: socket.socket) -> bool:
@@ -101,29 +125,20 @@ def open_receiver(
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         if group.family == socket.AF_INET:
             # Default 1 delivers every group any socket on the host joined on this port.
-            sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+            no_other_groups(sock, group.family)
             # The only way to learn the arrival interface and the destination address.
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
             if receive_ttl:
                 sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
         else:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            _no_other_groups_v6(sock)
+            no_other_groups(sock, group.family)
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
             if receive_ttl:
                 sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
         _bind_shared(sock, _group_sockaddr(group, port, scope))
         sock.setblocking(False)
     return sock
-
-
-def _no_other_groups_v6(sock: socket.socket) -> None:
-    try:
-        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
-    except OSError as exc:
-        # Linux < 4.20 lacks the option; other groups may then leak in.
-        if exc.errno not in (errno.ENOPROTOOPT, errno.EINVAL):
-            raise
 
 
 def _membership(group: Group, iface: Interface, source: str | None) -> tuple[int, int, bytes]:
@@ -142,7 +157,7 @@ def _membership_at(group: Group, index: int, source: str | None) -> tuple[int, i
     if group.family == socket.AF_INET:
         # ip_mreqn by index: a join by address fails with EADDRINUSE on a second
         # address of the same interface and would join the same device twice.
-        mreq = _IP_MREQN.pack(group.address.packed, b"\0\0\0\0", index)
+        mreq = IP_MREQN.pack(group.address.packed, b"\0\0\0\0", index)
         return socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq
     return (
         socket.IPPROTO_IPV6,
@@ -239,8 +254,6 @@ def leave(sock: socket.socket, group: Group, iface: Interface, sources: Sequence
 
 # -- the membership keeper's unprivileged refresh ---------------------------------------
 
-MCAST_BLOCK_SOURCE = getattr(socket, "MCAST_BLOCK_SOURCE", 43)
-MCAST_UNBLOCK_SOURCE = getattr(socket, "MCAST_UNBLOCK_SOURCE", 44)
 # Documentation prefixes (RFC 5737, RFC 3849): no real sender ever uses them.
 _DUMMY_SOURCES = {
     socket.AF_INET: ("192.0.2.1", "192.0.2.2"),
