@@ -17,7 +17,7 @@ from mcastio._model import (
     select_interfaces,
     validate_sources,
 )
-from mcastio._platform.linux import receiver
+from mcastio._platform.linux import MCAST_JOIN_SOURCE_GROUP, receiver
 from mcastio._platform.linux.procnet import parse_if_inet6
 
 # Lines captured from /proc/net/if_inet6 of a lab host (kernel 6.18): index,
@@ -175,7 +175,7 @@ def test_endpoint_validates_sources_before_touching_the_network() -> None:
 def test_group_source_req_layout(group: str, source: str, family: int) -> None:
     g = parse_group(group)
     level, opt, raw = receiver._membership(g, Interface("eth1", 7), source)
-    assert opt == receiver.MCAST_JOIN_SOURCE_GROUP
+    assert opt == MCAST_JOIN_SOURCE_GROUP
     assert level == (socket.IPPROTO_IP if family == socket.AF_INET else socket.IPPROTO_IPV6)
     # u32 index, then two sockaddr_storage (128 bytes each) aligned like a pointer.
     align = struct.calcsize("P")

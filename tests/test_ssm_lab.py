@@ -22,11 +22,8 @@ from mcastio import (
     create_multicast_endpoint,
 )
 from mcastio._model import Plan
-from mcastio._platform.linux.receiver import (
-    _GROUP_SOURCE_REQ,
-    MCAST_JOIN_SOURCE_GROUP,
-    _sockaddr,
-)
+from mcastio._platform.linux import MCAST_JOIN_SOURCE_GROUP
+from mcastio._platform.linux.receiver import _GROUP_SOURCE_REQ, _sockaddr
 from mcastio.testing import Lab, tcpdump_argv
 from tests.conftest import run
 
