@@ -29,7 +29,6 @@ DRAIN_BUDGET = 256
 _ARRIVALS_LIMIT = 1024
 # What the recvmsg drain remembers for an arrival not sent to one of the groups.
 _NOT_ARRIVED = (-1, "")
-_ON_LINUX = sys.platform.startswith("linux")
 
 
 def index_to_name(index: int) -> str:
@@ -43,7 +42,7 @@ def socket_drops(sock: socket.socket) -> int | None:
     """Datagrams the kernel has dropped on ``sock`` so far, or None where it cannot say."""
     # The counter behind EndpointStats.kernel_dropped is Linux's (SO_MEMINFO); another
     # OS would read a different option under that number.
-    if not _ON_LINUX:
+    if not sys.platform.startswith("linux"):
         return None
     return _receiver.socket_drops(sock)
 

@@ -38,7 +38,6 @@ def test_off_linux_no_linux_drop_options_are_used(
     from mcastio._platform.linux import SO_RXQ_OVFL
 
     monkeypatch.setattr(sys, "platform", platform)
-    monkeypatch.setattr(_recvmsg, "_ON_LINUX", False)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         with pytest.raises(OSError, match="socket filters"):
             _replynet.prepare_reply_socket(sock)
