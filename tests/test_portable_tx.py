@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-from mcastio import _replynet
+from mcastio import _recvmsg, _replynet
 from mcastio._model import parse_group
+from mcastio._platform.linux import SO_RXQ_OVFL
 from mcastio._receive import ReceivePath
 from mcastio._replies import Replies
 
@@ -34,9 +35,6 @@ def test_off_linux_no_linux_drop_options_are_used(
     platform: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Linux's SO_RXQ_OVFL (40) and SO_MEMINFO (55) are other options, or none, there.
-    from mcastio import _recvmsg
-    from mcastio._platform.linux import SO_RXQ_OVFL
-
     monkeypatch.setattr(sys, "platform", platform)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         with pytest.raises(OSError, match="socket filters"):
@@ -47,9 +45,6 @@ def test_off_linux_no_linux_drop_options_are_used(
 
 
 def test_on_linux_the_reply_socket_stamps_and_counts_drops() -> None:
-    from mcastio import _recvmsg
-    from mcastio._platform.linux import SO_RXQ_OVFL
-
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         _replynet.prepare_reply_socket(sock)
         assert sock.getsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL) == 1

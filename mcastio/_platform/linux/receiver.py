@@ -69,9 +69,6 @@ _GROUP_SOURCE_REQ = struct.Struct(f"=I{struct.calcsize('P') - 4}x128s128s")
 STAMP_DROPS = False
 # struct sk_meminfo is SK_MEMINFO_VARS u32s; the drop count is the ninth (linux/sock_diag.h).
 MEMINFO_SIZE = 9 * 4
-
-
-# SK_MEMINFO_DROPS: the ninth u32 of the SO_MEMINFO array (linux/sock_diag.h).
 _MEMINFO = struct.Struct(f"={MEMINFO_SIZE // 4}I")
 
 
@@ -93,10 +90,7 @@ def socket_drops(sock: socket.socket) -> int | None:
 
 def _drops_on_demand(sock: socket.socket) -> bool:
     """Whether SO_MEMINFO reads ``sock``'s count of dropped datagrams (Linux 4.6+)."""
-    try:
-        return len(sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, MEMINFO_SIZE)) >= MEMINFO_SIZE
-    except OSError:
-        return False
+    return socket_drops(sock) is not None
 
 
 def open_receiver(
